@@ -1,0 +1,451 @@
+"""The run configuration: one schema for the web form, the API and the CLI.
+
+Every field carries its help text, bounds and choices in ``field(metadata=...)``.
+From these we derive validation with errors keyed by field path
+(``model.n_heads: must divide model.d_model (512)``), the form sections, the
+JSON schema and ``--set section.field=value`` parsing. This module imports no
+torch so the web process can use it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SECTIONS = ("model", "data", "optim", "parallel", "train", "eval")
+
+
+def _f(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+       choices: tuple[str, ...] | None = None, advanced: bool = False) -> Any:
+    """A dataclass field with the metadata the form, API and validator read."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "advanced": advanced}
+    return field(default=default, metadata=meta)
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; ``errors`` maps field path to message."""
+
+    def __init__(self, errors: Mapping[str, str]):
+        self.errors = dict(errors)
+        super().__init__("; ".join(f"{k}: {v}" for k, v in self.errors.items()))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = _f(384, "Vocabulary size; must cover the tokenizer (byte-level needs 260).",
+                         min=8, max=1_048_576)
+    d_model: int = _f(128, "Hidden size of the residual stream.", min=8, max=65_536)
+    n_layers: int = _f(2, "Number of transformer blocks.", min=1, max=512)
+    n_heads: int = _f(4, "Attention (query) heads; must divide d_model.", min=1, max=1024)
+    n_kv_heads: int = _f(0, "Key/value heads for grouped-query attention; 0 means n_heads. "
+                         "Must divide n_heads.", min=0, max=1024)
+    d_ff: int = _f(0, "SwiGLU hidden size; 0 means 8/3 * d_model rounded up to a multiple of 64.",
+                   min=0, max=1_048_576)
+    max_seq_len: int = _f(256, "Longest sequence the rotary tables are built for.",
+                          min=8, max=1_048_576)
+    rope_theta: float = _f(10_000.0, "Rotary embedding base.", min=1.0, advanced=True)
+    norm_eps: float = _f(1e-5, "RMSNorm epsilon.", min=0.0, max=1.0, advanced=True)
+    tie_embeddings: bool = _f(True, "Share the input embedding and output projection weights.")
+    init_std: float = _f(0.02, "Standard deviation of the weight initialisation.",
+                         min=0.0, max=1.0, advanced=True)
+    n_experts: int = _f(0, "Experts per MoE layer; 0 builds a dense model.", min=0, max=1024)
+    moe_top_k: int = _f(2, "Experts each token is routed to (MoE only).", min=1, max=64)
+    moe_capacity_factor: float = _f(0.0, "Expert capacity as a multiple of the fair share; "
+                                    "0 is dropless routing (MoE only).", min=0.0, max=64.0)
+    moe_aux_loss_coef: float = _f(0.01, "Weight of the load-balancing loss (MoE only).",
+                                  min=0.0, max=10.0, advanced=True)
+    moe_z_loss_coef: float = _f(0.001, "Weight of the router z-loss (MoE only).",
+                                min=0.0, max=10.0, advanced=True)
+    kernels: str = _f("torch", "Kernel implementation: plain PyTorch, torch.compile, or fused "
+                      "Triton kernels (CUDA only).", choices=("torch", "compile", "triton"))
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def ffn_hidden(self) -> int:
+        if self.d_ff:
+            return self.d_ff
+        return 64 * ((8 * self.d_model // 3 + 63) // 64)
+
+    def num_params(self, *, include_embeddings: bool = True) -> int:
+        """Parameter count of the model this config builds (all experts counted)."""
+        d, kv_dim = self.d_model, self.kv_heads * self.head_dim
+        attn = d * d + 2 * d * kv_dim + d * d
+        mlp = 3 * d * self.ffn_hidden
+        if self.n_experts:
+            mlp = self.n_experts * mlp + d * self.n_experts  # experts + router
+        per_layer = attn + mlp + 2 * d
+        total = self.n_layers * per_layer + d  # + final norm
+        if include_embeddings:
+            total += self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        return total
+
+    def num_active_params(self) -> int:
+        """Parameters a token passes through, without the input embedding (for FLOPs)."""
+        d = self.d_model
+        mlp_all = 3 * d * self.ffn_hidden
+        total = self.num_params(include_embeddings=False)
+        if self.n_experts:
+            total -= (self.n_experts - self.moe_top_k) * mlp_all * self.n_layers
+        return total + self.vocab_size * d  # the output projection is a matmul per token
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs per token: 6N for the matmuls plus the attention scores (PaLM)."""
+        return 6 * self.num_active_params() + 12 * self.n_layers * self.d_model * seq_len
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: str = _f("stdlib", "'stdlib' (the Python standard library's source, shipped with "
+                     "every Python) or a path to a text, JSONL or Parquet file or folder.")
+    tokenizer: str = _f("byte", "'byte' (UTF-8 bytes), 'bpe' (trained on the corpus) or a "
+                        "local Hugging Face tokenizer directory.")
+    bpe_vocab_size: int = _f(4096, "Vocabulary of the BPE tokenizer trained on the corpus.",
+                             min=260, max=1_048_576, advanced=True)
+    seq_len: int = _f(128, "Tokens per training sequence; at most model.max_seq_len.",
+                      min=8, max=1_048_576)
+    max_corpus_mb: float = _f(4.0, "Read at most this many megabytes of the corpus; 0 is no limit.",
+                              min=0.0)
+    val_fraction: float = _f(0.05, "Share of the corpus held out for validation.",
+                             min=0.0, max=0.5)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = _f(3e-3, "Peak learning rate.", min=0.0, max=10.0)
+    min_lr_ratio: float = _f(0.1, "Final learning rate as a fraction of the peak.",
+                             min=0.0, max=1.0)
+    weight_decay: float = _f(0.1, "AdamW decoupled weight decay.", min=0.0, max=10.0)
+    beta1: float = _f(0.9, "AdamW beta1.", min=0.0, max=1.0, advanced=True)
+    beta2: float = _f(0.95, "AdamW beta2.", min=0.0, max=1.0, advanced=True)
+    eps: float = _f(1e-8, "AdamW epsilon.", min=0.0, max=1.0, advanced=True)
+    grad_clip: float = _f(1.0, "Clip the global gradient norm to this; 0 disables.", min=0.0)
+    schedule: str = _f("cosine", "Learning-rate schedule after warmup.",
+                       choices=("cosine", "wsd", "constant"))
+    warmup_steps: int = _f(20, "Linear warmup steps.", min=0)
+    decay_fraction: float = _f(0.2, "Share of steps spent decaying at the end (WSD only).",
+                               min=0.0, max=1.0, advanced=True)
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    num_processes: int = _f(1, "Processes to launch: one per GPU, or CPU processes with gloo "
+                            "when the machine has no GPU.", min=1, max=1024)
+    strategy: str = _f("ddp", "Data parallelism: DDP replicates the model, FSDP shards it.",
+                       choices=("ddp", "fsdp"))
+    mixed_precision: str = _f("no", "Autocast precision; fp16 uses loss scaling.",
+                              choices=("no", "bf16", "fp16"))
+    activation_checkpointing: bool = _f(False, "Recompute block activations in the backward "
+                                        "pass to save memory.", advanced=True)
+    compile: bool = _f(False, "Wrap the model in torch.compile.", advanced=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = _f(200, "Optimizer steps to train.", min=1, max=100_000_000)
+    micro_batch_size: int = _f(8, "Sequences per process per forward pass.", min=1, max=1_000_000)
+    grad_accum_steps: int = _f(1, "Micro-batches accumulated per optimizer step.",
+                               min=1, max=100_000)
+    log_every: int = _f(5, "Log metrics every this many steps.", min=1)
+    eval_every: int = _f(50, "Evaluate validation loss every this many steps; 0 disables.", min=0)
+    eval_batches: int = _f(4, "Validation batches per evaluation.", min=1, advanced=True)
+    checkpoint_every: int = _f(100, "Save a checkpoint every this many steps; 0 saves only at "
+                               "the end and on cancel.", min=0)
+    keep_last: int = _f(2, "Checkpoints to keep; older ones are deleted.", min=1)
+    seed: int = _f(1337, "Random seed for weights, data order and dropout.", min=0)
+    nan_policy: str = _f("fail", "On a NaN/inf loss: fail the run, or skip the step.",
+                         choices=("fail", "skip"), advanced=True)
+    rank_timeout_s: int = _f(600, "A collective that waits longer than this fails the run.",
+                             min=10, advanced=True)
+    init_from: str = _f("", "Initialise weights from a Hugging Face Llama directory or a "
+                        "Runwright run directory; empty trains from scratch.", advanced=True)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    tasks: str = _f("", "Comma-separated benchmark tasks to run on checkpoints during training.")
+    every: int = _f(0, "Run the tasks every this many steps; 0 only at the end.", min=0)
+    limit: int = _f(0, "Evaluate at most this many samples per task; 0 is all.", min=0)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        errors = _check_fields(self) | _check_relations(self)
+        if errors:
+            raise ConfigError(errors)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def tokens_per_step(self) -> int:
+        t = self.train
+        return self.data.seq_len * t.micro_batch_size * t.grad_accum_steps * self.parallel.num_processes
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
+        """Lay a partial ``{section: {field: value}}`` dict over ``base`` (default: defaults).
+
+        Unknown keys, wrong types and bad values raise ``ConfigError`` with every
+        problem keyed by its field path, so a form can show them all at once.
+        """
+        merged = copy.deepcopy(base.to_dict() if base is not None else _defaults_dict())
+        errors: dict[str, str] = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError({"config": "must be an object of sections, e.g. {\"model\": {...}}"})
+        for section, values in data.items():
+            if section not in SECTIONS:
+                errors[str(section)] = f"unknown section; expected one of {', '.join(SECTIONS)}"
+                continue
+            if not isinstance(values, Mapping):
+                errors[section] = "must be an object of fields"
+                continue
+            known = {f.name: f for f in dataclasses.fields(_SECTION_TYPES[section])}
+            for name, value in values.items():
+                path = f"{section}.{name}"
+                if name not in known:
+                    errors[path] = "unknown field"
+                    continue
+                try:
+                    merged[section][name] = _coerce(known[name], value)
+                except ValueError as exc:
+                    errors[path] = str(exc)
+        if errors:
+            raise ConfigError(errors)
+        return build(merged)
+
+_SECTION_TYPES: dict[str, type] = {
+    "model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
+    "parallel": ParallelConfig, "train": TrainConfig, "eval": EvalConfig,
+}
+
+
+def _defaults_dict() -> dict[str, dict[str, Any]]:
+    return {s: dataclasses.asdict(t()) for s, t in _SECTION_TYPES.items()}
+
+
+def build(sections: Mapping[str, Mapping[str, Any]]) -> RunConfig:
+    """Construct a RunConfig from complete, already typed section dicts (validates)."""
+    # The sections are built without validation; RunConfig.__post_init__ checks
+    # all fields at once so every error is reported, not just the first.
+    parts = {s: _SECTION_TYPES[s](**sections.get(s, {})) for s in SECTIONS}
+    return RunConfig(**parts)
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """Check a JSON value against the field's type; ints are accepted for floats."""
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ValueError("must be true or false")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ValueError("must be a whole number")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("must be a number")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        return value
+    raise AssertionError(f"unhandled field type {kind}")
+
+
+def _check_fields(cfg: RunConfig) -> dict[str, str]:
+    errors = {}
+    for section in SECTIONS:
+        part = getattr(cfg, section)
+        for f in dataclasses.fields(part):
+            value = getattr(part, f.name)
+            path, meta = f"{section}.{f.name}", f.metadata
+            try:
+                value = _coerce(f, value)
+            except ValueError as exc:
+                errors[path] = str(exc)
+                continue
+            if meta["choices"] and value not in meta["choices"]:
+                errors[path] = f"must be one of {', '.join(meta['choices'])} (got {value!r})"
+            elif meta["min"] is not None and value < meta["min"]:
+                errors[path] = f"must be at least {_num(meta['min'])} (got {_num(value)})"
+            elif meta["max"] is not None and value > meta["max"]:
+                errors[path] = f"must be at most {_num(meta['max'])} (got {_num(value)})"
+    return errors
+
+
+def _check_relations(cfg: RunConfig) -> dict[str, str]:
+    """Rules that involve more than one field; each error names the field to change."""
+    errors = {}
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if m.n_heads and m.d_model % m.n_heads:
+        errors["model.n_heads"] = f"must divide model.d_model ({m.d_model})"
+    elif m.n_heads and (m.d_model // m.n_heads) % 2:
+        errors["model.n_heads"] = (f"must leave an even head size for rotary embeddings "
+                                   f"(model.d_model / model.n_heads = {m.d_model / m.n_heads:g})")
+    if m.n_kv_heads and m.n_heads % m.n_kv_heads:
+        errors["model.n_kv_heads"] = f"must divide model.n_heads ({m.n_heads})"
+    if m.n_experts and m.moe_top_k > m.n_experts:
+        errors["model.moe_top_k"] = f"must be at most model.n_experts ({m.n_experts})"
+    if d.seq_len > m.max_seq_len:
+        errors["data.seq_len"] = f"must be at most model.max_seq_len ({m.max_seq_len})"
+    if d.tokenizer == "byte" and m.vocab_size < 260:
+        errors["model.vocab_size"] = "must be at least 260 for the byte tokenizer (256 bytes + 4 specials)"
+    if d.tokenizer == "bpe" and m.vocab_size < d.bpe_vocab_size:
+        errors["model.vocab_size"] = f"must be at least data.bpe_vocab_size ({d.bpe_vocab_size})"
+    if not d.corpus.strip():
+        errors["data.corpus"] = "must not be empty; use 'stdlib' for the built-in corpus"
+    if cfg.optim.warmup_steps > t.max_steps:
+        errors["optim.warmup_steps"] = f"must be at most train.max_steps ({t.max_steps})"
+    return errors
+
+
+def _num(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+# --- presets -----------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # Trains to a falling loss in well under a minute on 2 CPU processes.
+    "tiny-cpu": {
+        "model": {"vocab_size": 260, "d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2,
+                  "max_seq_len": 128},
+        "data": {"seq_len": 64, "max_corpus_mb": 1.0},
+        "optim": {"lr": 3e-3, "warmup_steps": 10},
+        "parallel": {"num_processes": 2},
+        "train": {"max_steps": 60, "micro_batch_size": 8, "log_every": 2, "eval_every": 20,
+                  "eval_batches": 2, "checkpoint_every": 0},
+    },
+    "tiny-moe-cpu": {
+        "model": {"vocab_size": 260, "d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2,
+                  "max_seq_len": 128, "n_experts": 4, "moe_top_k": 2, "d_ff": 128},
+        "data": {"seq_len": 64, "max_corpus_mb": 1.0},
+        "optim": {"lr": 3e-3, "warmup_steps": 10},
+        "parallel": {"num_processes": 2},
+        "train": {"max_steps": 60, "micro_batch_size": 8, "log_every": 2, "eval_every": 20,
+                  "eval_batches": 2, "checkpoint_every": 0},
+    },
+    # GPT-2 small sized Llama (about 124M parameters with a 32k BPE vocabulary).
+    "gpt2-small": {
+        "model": {"vocab_size": 32768, "d_model": 768, "n_layers": 12, "n_heads": 12,
+                  "max_seq_len": 1024, "tie_embeddings": True, "kernels": "triton"},
+        "data": {"tokenizer": "bpe", "bpe_vocab_size": 32768, "seq_len": 1024, "max_corpus_mb": 0.0},
+        "optim": {"lr": 6e-4, "warmup_steps": 500},
+        "parallel": {"num_processes": 1, "mixed_precision": "bf16"},
+        "train": {"max_steps": 20000, "micro_batch_size": 16, "grad_accum_steps": 4,
+                  "log_every": 10, "eval_every": 500, "checkpoint_every": 1000},
+    },
+    "llama-1b": {
+        "model": {"vocab_size": 32768, "d_model": 2048, "n_layers": 16, "n_heads": 32,
+                  "n_kv_heads": 8, "d_ff": 8192, "max_seq_len": 2048, "rope_theta": 500000.0,
+                  "tie_embeddings": True, "kernels": "triton"},
+        "data": {"tokenizer": "bpe", "bpe_vocab_size": 32768, "seq_len": 2048, "max_corpus_mb": 0.0},
+        "optim": {"lr": 3e-4, "warmup_steps": 2000, "schedule": "wsd"},
+        "parallel": {"num_processes": 8, "strategy": "fsdp", "mixed_precision": "bf16",
+                     "activation_checkpointing": True},
+        "train": {"max_steps": 100000, "micro_batch_size": 4, "grad_accum_steps": 8,
+                  "log_every": 10, "eval_every": 1000, "checkpoint_every": 2000},
+    },
+    "moe-small": {
+        "model": {"vocab_size": 32768, "d_model": 768, "n_layers": 12, "n_heads": 12,
+                  "n_kv_heads": 4, "d_ff": 1536, "max_seq_len": 1024, "n_experts": 8,
+                  "moe_top_k": 2, "kernels": "triton"},
+        "data": {"tokenizer": "bpe", "bpe_vocab_size": 32768, "seq_len": 1024, "max_corpus_mb": 0.0},
+        "optim": {"lr": 6e-4, "warmup_steps": 500},
+        "parallel": {"num_processes": 8, "mixed_precision": "bf16"},
+        "train": {"max_steps": 20000, "micro_batch_size": 8, "grad_accum_steps": 2,
+                  "log_every": 10, "eval_every": 500, "checkpoint_every": 1000},
+    },
+}
+
+
+def preset(name: str) -> RunConfig:
+    """The named preset as a validated RunConfig."""
+    if name not in PRESETS:
+        raise ConfigError({"preset": f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}"})
+    return RunConfig.from_dict(PRESETS[name])
+
+
+def resolve(preset_name: str | None = None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the preset (if any), then the partial overrides: what form, API and CLI do."""
+    base = preset(preset_name) if preset_name else RunConfig()
+    return RunConfig.from_dict(overrides or {}, base=base)
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Turn CLI ``section.field=value`` strings into a partial config dict.
+
+    Values are read as JSON where they parse (numbers, true/false), otherwise as
+    strings, so ``--set data.corpus=/tmp/x.txt`` needs no quoting.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError({key or item: "expected section.field=value, e.g. model.n_layers=4"})
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def field_schema() -> list[dict[str, Any]]:
+    """Sections and fields with type, default, help and bounds: what forms and docs render."""
+    sections = []
+    for section in SECTIONS:
+        fields = []
+        for f in dataclasses.fields(_SECTION_TYPES[section]):
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            fields.append({"name": f.name, "path": f"{section}.{f.name}", "type": kind,
+                           "default": f.default, **f.metadata})
+        sections.append({"name": section, "title": section.capitalize(), "fields": fields})
+    return sections
+
+
+def json_schema() -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) for a partial RunConfig, as the API accepts it."""
+    types = {"int": "integer", "float": "number", "bool": "boolean", "str": "string"}
+    props = {}
+    for section in field_schema():
+        fprops = {}
+        for f in section["fields"]:
+            p: dict[str, Any] = {"type": types[f["type"]], "default": f["default"],
+                                 "description": f["help"]}
+            if f["choices"]:
+                p["enum"] = list(f["choices"])
+            if f["min"] is not None:
+                p["minimum"] = f["min"]
+            if f["max"] is not None:
+                p["maximum"] = f["max"]
+            fprops[f["name"]] = p
+        props[section["name"]] = {"type": "object", "properties": fprops,
+                                  "additionalProperties": False}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "RunConfig",
+            "type": "object", "properties": props, "additionalProperties": False}
