@@ -1,0 +1,111 @@
+"""Django settings, read from the environment only (see webapp.env and DESIGN.md).
+
+Unset variables give the embedded default: SQLite and a filesystem Celery
+broker under ``RUNWRIGHT_DATA_DIR``, live streams by polling the database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from webapp.env import database_from_url, env_bool, env_int, env_path, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = env_path("RUNWRIGHT_DATA_DIR", BASE_DIR / "data")
+RUNS_DIR = DATA_DIR / "runs"
+
+DEBUG = env_bool("RUNWRIGHT_DEBUG", False)
+SECRET_KEY = env_str("RUNWRIGHT_SECRET_KEY") or "runwright-embedded-insecure-key-set-RUNWRIGHT_SECRET_KEY"
+ALLOWED_HOSTS = [h for h in env_str("RUNWRIGHT_ALLOWED_HOSTS", "*").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in env_str("RUNWRIGHT_CSRF_TRUSTED_ORIGINS").split(",") if o]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "webapp.accounts",
+    "webapp.projects",
+    "webapp.runs",
+    "webapp.metrics",
+    "webapp.api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webapp.urls"
+ASGI_APPLICATION = "webapp.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": database_from_url(env_str("RUNWRIGHT_DATABASE_URL"), DATA_DIR / "runwright.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [{"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"}]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "projects:list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve straight from the finders so the embedded default needs no collectstatic.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- services -------------------------------------------------------------
+REDIS_URL = env_str("RUNWRIGHT_REDIS_URL")
+BROKER_DIR = DATA_DIR / "broker"
+CELERY_BROKER_URL = env_str("RUNWRIGHT_BROKER_URL") or REDIS_URL or "filesystem://"
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+    if CELERY_BROKER_URL.startswith("filesystem")
+    else {}
+)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# How often the supervisor refreshes a run's heartbeat, and after how long
+# without one the periodic sweep marks the run lost.
+HEARTBEAT_SECONDS = env_int("RUNWRIGHT_HEARTBEAT_SECONDS", 5)
+LOST_AFTER_SECONDS = env_int("RUNWRIGHT_LOST_AFTER_SECONDS", 60)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("RUNWRIGHT_LOG_LEVEL", "INFO")},
+}
