@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "webapp.runs",
     "webapp.metrics",
     "webapp.api",
+    "webapp.demo",
 ]
 
 MIDDLEWARE = [
@@ -95,6 +96,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     if CELERY_BROKER_URL.startswith("filesystem")
     else {}
 )
+if CELERY_BROKER_URL.startswith("filesystem"):
+    # kombu's filesystem transport expects its folders to exist.
+    for folder in ("queue", "processed"):
+        (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 

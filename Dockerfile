@@ -1,0 +1,17 @@
+# One image for web, worker and beat. GPU hosts get a CUDA build of torch from
+# pyproject's range; pass --build-arg TORCH_SPEC=torch==2.13.0 for a CPU image.
+FROM python:3.11-slim
+ARG TORCH_SPEC="torch>=2.4,<3"
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 RUNWRIGHT_DATA_DIR=/data
+WORKDIR /app
+RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml README.md ./
+COPY modelcore ./modelcore
+COPY webapp ./webapp
+COPY workers ./workers
+COPY benchmarks ./benchmarks
+RUN pip install "$TORCH_SPEC" && pip install ".[gpu]"
+COPY . .
+VOLUME ["/data"]
+EXPOSE 8000
+CMD ["uvicorn", "webapp.asgi:application", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,97 @@
+"""``python manage.py demo``: the whole product on the embedded default, one command.
+
+Migrates the SQLite database, creates the demo login, starts uvicorn, a Celery
+worker and beat (filesystem broker, no servers), queues a demo training run
+and prints the URL. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from webapp.demo.processes import ProcessGroup, free_port, wait_for_http
+
+# Long enough that the curve is still growing when the browser opens.
+DEMO_RUN_OVERRIDES = {"train": {"max_steps": 1500, "log_every": 5, "eval_every": 100}}
+
+
+class Command(BaseCommand):
+    help = "Start web, worker, beat and a demo run on the embedded default (Ctrl-C stops)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-run", action="store_true", help="Do not queue the demo training run.")
+
+    def handle(self, *args, host: str, port: int, no_run: bool, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        user, password, project = create_demo_login()
+        port = free_port(port, host)
+        python, env = sys.executable, os.environ.copy()
+        group = ProcessGroup()
+        stop = _install_stop_handlers()
+        try:
+            group.start("web", [python, "-m", "uvicorn", "webapp.asgi:application",
+                                "--host", host, "--port", str(port), "--log-level", "warning"], env)
+            group.start("worker", [python, "-m", "celery", "-A", "workers", "worker",
+                                   "--loglevel", "warning", "--concurrency", "1"], env)
+            group.start("beat", [python, "-m", "celery", "-A", "workers", "beat", "--loglevel", "warning",
+                                 "--schedule", str(settings.DATA_DIR / "celerybeat-schedule")], env)
+            if not wait_for_http(host, port):
+                raise SystemExit("the web server did not start; see the messages above")
+            url = f"http://{host}:{port}/"
+            if not no_run:
+                run = queue_demo_run(user, project)
+                url_run = f"{url}runs/{run.id}/"
+                self.stdout.write(f"Demo run queued: {url_run}")
+            self.stdout.write(self.style.SUCCESS(f"\nRunwright is up: {url}"))
+            self.stdout.write(f"Log in as {user.username} / {password}")
+            self.stdout.write(f"Data directory: {settings.DATA_DIR}    Ctrl-C stops everything.\n")
+            while not stop.is_set():
+                dead = group.first_exited()
+                if dead:
+                    self.stderr.write(f"the {dead} process exited; stopping the demo")
+                    break
+                time.sleep(0.5)
+        finally:
+            self.stdout.write("Stopping web, worker and beat ...")
+            group.stop()
+            self.stdout.write("Stopped.")
+
+
+def create_demo_login():
+    from webapp.accounts.services import ensure_demo_user
+
+    return ensure_demo_user()
+
+
+def queue_demo_run(user, project):
+    from webapp.runs.services import create_run
+
+    return create_run(user=user, project=project, name="demo: tiny-cpu", preset="tiny-cpu",
+                      overrides=DEMO_RUN_OVERRIDES)
+
+
+class _StopFlag:
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self, *_: object) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+def _install_stop_handlers() -> _StopFlag:
+    flag = _StopFlag()
+    signal.signal(signal.SIGINT, flag.set)
+    signal.signal(signal.SIGTERM, flag.set)
+    return flag
