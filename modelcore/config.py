@@ -19,8 +19,15 @@ from typing import Any
 SECTIONS = ("model", "data", "optim", "parallel", "train", "eval")
 
 
-def _f(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-       choices: tuple[str, ...] | None = None, advanced: bool = False) -> Any:
+def _f(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    advanced: bool = False,
+) -> Any:
     """A dataclass field with the metadata the form, API and validator read."""
     meta = {"help": help, "min": min, "max": max, "choices": choices, "advanced": advanced}
     return field(default=default, metadata=meta)
@@ -36,32 +43,47 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int = _f(384, "Vocabulary size; must cover the tokenizer (byte-level needs 260).",
-                         min=8, max=1_048_576)
+    vocab_size: int = _f(
+        384, "Vocabulary size; must cover the tokenizer (byte-level needs 260).", min=8, max=1_048_576
+    )
     d_model: int = _f(128, "Hidden size of the residual stream.", min=8, max=65_536)
     n_layers: int = _f(2, "Number of transformer blocks.", min=1, max=512)
     n_heads: int = _f(4, "Attention (query) heads; must divide d_model.", min=1, max=1024)
-    n_kv_heads: int = _f(0, "Key/value heads for grouped-query attention; 0 means n_heads. "
-                         "Must divide n_heads.", min=0, max=1024)
-    d_ff: int = _f(0, "SwiGLU hidden size; 0 means 8/3 * d_model rounded up to a multiple of 64.",
-                   min=0, max=1_048_576)
-    max_seq_len: int = _f(256, "Longest sequence the rotary tables are built for.",
-                          min=8, max=1_048_576)
+    n_kv_heads: int = _f(
+        0,
+        "Key/value heads for grouped-query attention; 0 means n_heads. Must divide n_heads.",
+        min=0,
+        max=1024,
+    )
+    d_ff: int = _f(
+        0, "SwiGLU hidden size; 0 means 8/3 * d_model rounded up to a multiple of 64.", min=0, max=1_048_576
+    )
+    max_seq_len: int = _f(256, "Longest sequence the rotary tables are built for.", min=8, max=1_048_576)
     rope_theta: float = _f(10_000.0, "Rotary embedding base.", min=1.0, advanced=True)
     norm_eps: float = _f(1e-5, "RMSNorm epsilon.", min=0.0, max=1.0, advanced=True)
     tie_embeddings: bool = _f(True, "Share the input embedding and output projection weights.")
-    init_std: float = _f(0.02, "Standard deviation of the weight initialisation.",
-                         min=0.0, max=1.0, advanced=True)
+    init_std: float = _f(
+        0.02, "Standard deviation of the weight initialisation.", min=0.0, max=1.0, advanced=True
+    )
     n_experts: int = _f(0, "Experts per MoE layer; 0 builds a dense model.", min=0, max=1024)
     moe_top_k: int = _f(2, "Experts each token is routed to (MoE only).", min=1, max=64)
-    moe_capacity_factor: float = _f(0.0, "Expert capacity as a multiple of the fair share; "
-                                    "0 is dropless routing (MoE only).", min=0.0, max=64.0)
-    moe_aux_loss_coef: float = _f(0.01, "Weight of the load-balancing loss (MoE only).",
-                                  min=0.0, max=10.0, advanced=True)
-    moe_z_loss_coef: float = _f(0.001, "Weight of the router z-loss (MoE only).",
-                                min=0.0, max=10.0, advanced=True)
-    kernels: str = _f("torch", "Kernel implementation: plain PyTorch, torch.compile, or fused "
-                      "Triton kernels (CUDA only).", choices=("torch", "compile", "triton"))
+    moe_capacity_factor: float = _f(
+        0.0,
+        "Expert capacity as a multiple of the fair share; 0 is dropless routing (MoE only).",
+        min=0.0,
+        max=64.0,
+    )
+    moe_aux_loss_coef: float = _f(
+        0.01, "Weight of the load-balancing loss (MoE only).", min=0.0, max=10.0, advanced=True
+    )
+    moe_z_loss_coef: float = _f(
+        0.001, "Weight of the router z-loss (MoE only).", min=0.0, max=10.0, advanced=True
+    )
+    kernels: str = _f(
+        "torch",
+        "Kernel implementation: plain PyTorch, torch.compile, or fused Triton kernels (CUDA only).",
+        choices=("torch", "compile", "triton"),
+    )
 
     @property
     def kv_heads(self) -> int:
@@ -106,47 +128,58 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: str = _f("stdlib", "'stdlib' (the Python standard library's source, shipped with "
-                     "every Python) or a path to a text, JSONL or Parquet file or folder.")
-    tokenizer: str = _f("byte", "'byte' (UTF-8 bytes), 'bpe' (trained on the corpus) or a "
-                        "local Hugging Face tokenizer directory.")
-    bpe_vocab_size: int = _f(4096, "Vocabulary of the BPE tokenizer trained on the corpus.",
-                             min=260, max=1_048_576, advanced=True)
-    seq_len: int = _f(128, "Tokens per training sequence; at most model.max_seq_len.",
-                      min=8, max=1_048_576)
-    max_corpus_mb: float = _f(4.0, "Read at most this many megabytes of the corpus; 0 is no limit.",
-                              min=0.0)
-    val_fraction: float = _f(0.05, "Share of the corpus held out for validation.",
-                             min=0.0, max=0.5)
+    corpus: str = _f(
+        "stdlib",
+        "'stdlib' (the Python standard library's source, shipped with "
+        "every Python) or a path to a text, JSONL or Parquet file or folder.",
+    )
+    tokenizer: str = _f(
+        "byte",
+        "'byte' (UTF-8 bytes), 'bpe' (trained on the corpus) or a local Hugging Face tokenizer directory.",
+    )
+    bpe_vocab_size: int = _f(
+        4096, "Vocabulary of the BPE tokenizer trained on the corpus.", min=260, max=1_048_576, advanced=True
+    )
+    seq_len: int = _f(128, "Tokens per training sequence; at most model.max_seq_len.", min=8, max=1_048_576)
+    max_corpus_mb: float = _f(4.0, "Read at most this many megabytes of the corpus; 0 is no limit.", min=0.0)
+    val_fraction: float = _f(0.05, "Share of the corpus held out for validation.", min=0.0, max=0.5)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     lr: float = _f(3e-3, "Peak learning rate.", min=0.0, max=10.0)
-    min_lr_ratio: float = _f(0.1, "Final learning rate as a fraction of the peak.",
-                             min=0.0, max=1.0)
+    min_lr_ratio: float = _f(0.1, "Final learning rate as a fraction of the peak.", min=0.0, max=1.0)
     weight_decay: float = _f(0.1, "AdamW decoupled weight decay.", min=0.0, max=10.0)
     beta1: float = _f(0.9, "AdamW beta1.", min=0.0, max=1.0, advanced=True)
     beta2: float = _f(0.95, "AdamW beta2.", min=0.0, max=1.0, advanced=True)
     eps: float = _f(1e-8, "AdamW epsilon.", min=0.0, max=1.0, advanced=True)
     grad_clip: float = _f(1.0, "Clip the global gradient norm to this; 0 disables.", min=0.0)
-    schedule: str = _f("cosine", "Learning-rate schedule after warmup.",
-                       choices=("cosine", "wsd", "constant"))
+    schedule: str = _f(
+        "cosine", "Learning-rate schedule after warmup.", choices=("cosine", "wsd", "constant")
+    )
     warmup_steps: int = _f(20, "Linear warmup steps.", min=0)
-    decay_fraction: float = _f(0.2, "Share of steps spent decaying at the end (WSD only).",
-                               min=0.0, max=1.0, advanced=True)
+    decay_fraction: float = _f(
+        0.2, "Share of steps spent decaying at the end (WSD only).", min=0.0, max=1.0, advanced=True
+    )
 
 
 @dataclass(frozen=True)
 class ParallelConfig:
-    num_processes: int = _f(1, "Processes to launch: one per GPU, or CPU processes with gloo "
-                            "when the machine has no GPU.", min=1, max=1024)
-    strategy: str = _f("ddp", "Data parallelism: DDP replicates the model, FSDP shards it.",
-                       choices=("ddp", "fsdp"))
-    mixed_precision: str = _f("no", "Autocast precision; fp16 uses loss scaling.",
-                              choices=("no", "bf16", "fp16"))
-    activation_checkpointing: bool = _f(False, "Recompute block activations in the backward "
-                                        "pass to save memory.", advanced=True)
+    num_processes: int = _f(
+        1,
+        "Processes to launch: one per GPU, or CPU processes with gloo when the machine has no GPU.",
+        min=1,
+        max=1024,
+    )
+    strategy: str = _f(
+        "ddp", "Data parallelism: DDP replicates the model, FSDP shards it.", choices=("ddp", "fsdp")
+    )
+    mixed_precision: str = _f(
+        "no", "Autocast precision; fp16 uses loss scaling.", choices=("no", "bf16", "fp16")
+    )
+    activation_checkpointing: bool = _f(
+        False, "Recompute block activations in the backward pass to save memory.", advanced=True
+    )
     compile: bool = _f(False, "Wrap the model in torch.compile.", advanced=True)
 
 
@@ -154,21 +187,27 @@ class ParallelConfig:
 class TrainConfig:
     max_steps: int = _f(200, "Optimizer steps to train.", min=1, max=100_000_000)
     micro_batch_size: int = _f(8, "Sequences per process per forward pass.", min=1, max=1_000_000)
-    grad_accum_steps: int = _f(1, "Micro-batches accumulated per optimizer step.",
-                               min=1, max=100_000)
+    grad_accum_steps: int = _f(1, "Micro-batches accumulated per optimizer step.", min=1, max=100_000)
     log_every: int = _f(5, "Log metrics every this many steps.", min=1)
     eval_every: int = _f(50, "Evaluate validation loss every this many steps; 0 disables.", min=0)
     eval_batches: int = _f(4, "Validation batches per evaluation.", min=1, advanced=True)
-    checkpoint_every: int = _f(100, "Save a checkpoint every this many steps; 0 saves only at "
-                               "the end and on cancel.", min=0)
+    checkpoint_every: int = _f(
+        100, "Save a checkpoint every this many steps; 0 saves only at the end and on cancel.", min=0
+    )
     keep_last: int = _f(2, "Checkpoints to keep; older ones are deleted.", min=1)
     seed: int = _f(1337, "Random seed for weights, data order and dropout.", min=0)
-    nan_policy: str = _f("fail", "On a NaN/inf loss: fail the run, or skip the step.",
-                         choices=("fail", "skip"), advanced=True)
-    rank_timeout_s: int = _f(600, "A collective that waits longer than this fails the run.",
-                             min=10, advanced=True)
-    init_from: str = _f("", "Initialise weights from a Hugging Face Llama directory or a "
-                        "Runwright run directory; empty trains from scratch.", advanced=True)
+    nan_policy: str = _f(
+        "fail", "On a NaN/inf loss: fail the run, or skip the step.", choices=("fail", "skip"), advanced=True
+    )
+    rank_timeout_s: int = _f(
+        600, "A collective that waits longer than this fails the run.", min=10, advanced=True
+    )
+    init_from: str = _f(
+        "",
+        "Initialise weights from a Hugging Face Llama directory or a "
+        "Runwright run directory; empty trains from scratch.",
+        advanced=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -212,7 +251,7 @@ class RunConfig:
         merged = copy.deepcopy(base.to_dict() if base is not None else _defaults_dict())
         errors: dict[str, str] = {}
         if not isinstance(data, Mapping):
-            raise ConfigError({"config": "must be an object of sections, e.g. {\"model\": {...}}"})
+            raise ConfigError({"config": 'must be an object of sections, e.g. {"model": {...}}'})
         for section, values in data.items():
             if section not in SECTIONS:
                 errors[str(section)] = f"unknown section; expected one of {', '.join(SECTIONS)}"
@@ -234,9 +273,14 @@ class RunConfig:
             raise ConfigError(errors)
         return build(merged)
 
+
 _SECTION_TYPES: dict[str, type] = {
-    "model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
-    "parallel": ParallelConfig, "train": TrainConfig, "eval": EvalConfig,
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "parallel": ParallelConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
 }
 
 
@@ -304,8 +348,10 @@ def _check_relations(cfg: RunConfig) -> dict[str, str]:
     if m.n_heads and m.d_model % m.n_heads:
         errors["model.n_heads"] = f"must divide model.d_model ({m.d_model})"
     elif m.n_heads and (m.d_model // m.n_heads) % 2:
-        errors["model.n_heads"] = (f"must leave an even head size for rotary embeddings "
-                                   f"(model.d_model / model.n_heads = {m.d_model / m.n_heads:g})")
+        errors["model.n_heads"] = (
+            f"must leave an even head size for rotary embeddings "
+            f"(model.d_model / model.n_heads = {m.d_model / m.n_heads:g})"
+        )
     if m.n_kv_heads and m.n_heads % m.n_kv_heads:
         errors["model.n_kv_heads"] = f"must divide model.n_heads ({m.n_heads})"
     if m.n_experts and m.moe_top_k > m.n_experts:
@@ -332,53 +378,127 @@ def _num(x: float) -> str:
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Trains to a falling loss in well under a minute on 2 CPU processes.
     "tiny-cpu": {
-        "model": {"vocab_size": 260, "d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2,
-                  "max_seq_len": 128},
+        "model": {
+            "vocab_size": 260,
+            "d_model": 64,
+            "n_layers": 2,
+            "n_heads": 4,
+            "n_kv_heads": 2,
+            "max_seq_len": 128,
+        },
         "data": {"seq_len": 64, "max_corpus_mb": 1.0},
         "optim": {"lr": 3e-3, "warmup_steps": 10},
         "parallel": {"num_processes": 2},
-        "train": {"max_steps": 60, "micro_batch_size": 8, "log_every": 2, "eval_every": 20,
-                  "eval_batches": 2, "checkpoint_every": 0},
+        "train": {
+            "max_steps": 60,
+            "micro_batch_size": 8,
+            "log_every": 2,
+            "eval_every": 20,
+            "eval_batches": 2,
+            "checkpoint_every": 0,
+        },
     },
     "tiny-moe-cpu": {
-        "model": {"vocab_size": 260, "d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2,
-                  "max_seq_len": 128, "n_experts": 4, "moe_top_k": 2, "d_ff": 128},
+        "model": {
+            "vocab_size": 260,
+            "d_model": 64,
+            "n_layers": 2,
+            "n_heads": 4,
+            "n_kv_heads": 2,
+            "max_seq_len": 128,
+            "n_experts": 4,
+            "moe_top_k": 2,
+            "d_ff": 128,
+        },
         "data": {"seq_len": 64, "max_corpus_mb": 1.0},
         "optim": {"lr": 3e-3, "warmup_steps": 10},
         "parallel": {"num_processes": 2},
-        "train": {"max_steps": 60, "micro_batch_size": 8, "log_every": 2, "eval_every": 20,
-                  "eval_batches": 2, "checkpoint_every": 0},
+        "train": {
+            "max_steps": 60,
+            "micro_batch_size": 8,
+            "log_every": 2,
+            "eval_every": 20,
+            "eval_batches": 2,
+            "checkpoint_every": 0,
+        },
     },
     # GPT-2 small sized Llama (about 124M parameters with a 32k BPE vocabulary).
     "gpt2-small": {
-        "model": {"vocab_size": 32768, "d_model": 768, "n_layers": 12, "n_heads": 12,
-                  "max_seq_len": 1024, "tie_embeddings": True, "kernels": "triton"},
+        "model": {
+            "vocab_size": 32768,
+            "d_model": 768,
+            "n_layers": 12,
+            "n_heads": 12,
+            "max_seq_len": 1024,
+            "tie_embeddings": True,
+            "kernels": "triton",
+        },
         "data": {"tokenizer": "bpe", "bpe_vocab_size": 32768, "seq_len": 1024, "max_corpus_mb": 0.0},
         "optim": {"lr": 6e-4, "warmup_steps": 500},
         "parallel": {"num_processes": 1, "mixed_precision": "bf16"},
-        "train": {"max_steps": 20000, "micro_batch_size": 16, "grad_accum_steps": 4,
-                  "log_every": 10, "eval_every": 500, "checkpoint_every": 1000},
+        "train": {
+            "max_steps": 20000,
+            "micro_batch_size": 16,
+            "grad_accum_steps": 4,
+            "log_every": 10,
+            "eval_every": 500,
+            "checkpoint_every": 1000,
+        },
     },
     "llama-1b": {
-        "model": {"vocab_size": 32768, "d_model": 2048, "n_layers": 16, "n_heads": 32,
-                  "n_kv_heads": 8, "d_ff": 8192, "max_seq_len": 2048, "rope_theta": 500000.0,
-                  "tie_embeddings": True, "kernels": "triton"},
+        "model": {
+            "vocab_size": 32768,
+            "d_model": 2048,
+            "n_layers": 16,
+            "n_heads": 32,
+            "n_kv_heads": 8,
+            "d_ff": 8192,
+            "max_seq_len": 2048,
+            "rope_theta": 500000.0,
+            "tie_embeddings": True,
+            "kernels": "triton",
+        },
         "data": {"tokenizer": "bpe", "bpe_vocab_size": 32768, "seq_len": 2048, "max_corpus_mb": 0.0},
         "optim": {"lr": 3e-4, "warmup_steps": 2000, "schedule": "wsd"},
-        "parallel": {"num_processes": 8, "strategy": "fsdp", "mixed_precision": "bf16",
-                     "activation_checkpointing": True},
-        "train": {"max_steps": 100000, "micro_batch_size": 4, "grad_accum_steps": 8,
-                  "log_every": 10, "eval_every": 1000, "checkpoint_every": 2000},
+        "parallel": {
+            "num_processes": 8,
+            "strategy": "fsdp",
+            "mixed_precision": "bf16",
+            "activation_checkpointing": True,
+        },
+        "train": {
+            "max_steps": 100000,
+            "micro_batch_size": 4,
+            "grad_accum_steps": 8,
+            "log_every": 10,
+            "eval_every": 1000,
+            "checkpoint_every": 2000,
+        },
     },
     "moe-small": {
-        "model": {"vocab_size": 32768, "d_model": 768, "n_layers": 12, "n_heads": 12,
-                  "n_kv_heads": 4, "d_ff": 1536, "max_seq_len": 1024, "n_experts": 8,
-                  "moe_top_k": 2, "kernels": "triton"},
+        "model": {
+            "vocab_size": 32768,
+            "d_model": 768,
+            "n_layers": 12,
+            "n_heads": 12,
+            "n_kv_heads": 4,
+            "d_ff": 1536,
+            "max_seq_len": 1024,
+            "n_experts": 8,
+            "moe_top_k": 2,
+            "kernels": "triton",
+        },
         "data": {"tokenizer": "bpe", "bpe_vocab_size": 32768, "seq_len": 1024, "max_corpus_mb": 0.0},
         "optim": {"lr": 6e-4, "warmup_steps": 500},
         "parallel": {"num_processes": 8, "mixed_precision": "bf16"},
-        "train": {"max_steps": 20000, "micro_batch_size": 8, "grad_accum_steps": 2,
-                  "log_every": 10, "eval_every": 500, "checkpoint_every": 1000},
+        "train": {
+            "max_steps": 20000,
+            "micro_batch_size": 8,
+            "grad_accum_steps": 2,
+            "log_every": 10,
+            "eval_every": 500,
+            "checkpoint_every": 1000,
+        },
     },
 }
 
@@ -423,8 +543,15 @@ def field_schema() -> list[dict[str, Any]]:
         fields = []
         for f in dataclasses.fields(_SECTION_TYPES[section]):
             kind = f.type if isinstance(f.type, str) else f.type.__name__
-            fields.append({"name": f.name, "path": f"{section}.{f.name}", "type": kind,
-                           "default": f.default, **f.metadata})
+            fields.append(
+                {
+                    "name": f.name,
+                    "path": f"{section}.{f.name}",
+                    "type": kind,
+                    "default": f.default,
+                    **f.metadata,
+                }
+            )
         sections.append({"name": section, "title": section.capitalize(), "fields": fields})
     return sections
 
@@ -436,8 +563,7 @@ def json_schema() -> dict[str, Any]:
     for section in field_schema():
         fprops = {}
         for f in section["fields"]:
-            p: dict[str, Any] = {"type": types[f["type"]], "default": f["default"],
-                                 "description": f["help"]}
+            p: dict[str, Any] = {"type": types[f["type"]], "default": f["default"], "description": f["help"]}
             if f["choices"]:
                 p["enum"] = list(f["choices"])
             if f["min"] is not None:
@@ -445,7 +571,11 @@ def json_schema() -> dict[str, Any]:
             if f["max"] is not None:
                 p["maximum"] = f["max"]
             fprops[f["name"]] = p
-        props[section["name"]] = {"type": "object", "properties": fprops,
-                                  "additionalProperties": False}
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "RunConfig",
-            "type": "object", "properties": props, "additionalProperties": False}
+        props[section["name"]] = {"type": "object", "properties": fprops, "additionalProperties": False}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "RunConfig",
+        "type": "object",
+        "properties": props,
+        "additionalProperties": False,
+    }

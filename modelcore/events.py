@@ -78,8 +78,9 @@ class EventBatch:
     skipped: int  # whole lines that were not valid JSON objects
 
 
-def read_events(path: str | os.PathLike[str], offset: int = 0,
-                max_bytes: int = 8 * 1024 * 1024) -> EventBatch:
+def read_events(
+    path: str | os.PathLike[str], offset: int = 0, max_bytes: int = 8 * 1024 * 1024
+) -> EventBatch:
     """Read whole lines from ``offset``; a torn last line is left for the next call."""
     try:
         with open(path, "rb") as f:

@@ -1,0 +1,117 @@
+"""Checkpoints: ``RUN_DIR/checkpoints/step_XXXXXX/`` and ``load_checkpoint`` for tools.
+
+One directory per checkpoint::
+
+    model.safetensors     weights (a tied lm_head is stored once, as embed_tokens)
+    optimizer.pt          AdamW state (DDP: from rank 0; FSDP: optimizer_rank{r}.pt per shard)
+    trainer.pt            scheduler state and the step
+    sampler.json          data sampler position
+    rng_rank{r}.pt        Python, NumPy and torch RNG states of each rank
+    config.json           the RunConfig that trained it
+    meta.json             step, tokens seen, time; written last
+    tokenizer/            the run's tokenizer
+
+Every rank writes into ``step_XXXXXX.tmp`` and rank 0 renames it once all are
+done, so a directory without ``.tmp`` is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from modelcore.config import RunConfig
+from modelcore.model import Transformer
+from modelcore.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
+
+CHECKPOINTS_DIR = "checkpoints"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run as (step, path), oldest first."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit() and (p / "meta.json").exists():
+            found.append((int(p.name[5:]), p))
+    return sorted(found)
+
+
+def model_state_for_save(state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
+    # safetensors refuses tensors that share memory; the tie is restored on load.
+    out = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if tied:
+        out.pop("lm_head.weight", None)
+    return out
+
+
+def load_model_weights(model: Transformer, path: Path) -> None:
+    state = load_file(str(path / "model.safetensors"))
+    if model.config.tie_embeddings:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {path} does not fit the model: missing {missing}, unexpected {unexpected}"
+        )
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
+    for _, path in list_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def load_checkpoint(
+    run_dir: str | Path, step: int | None = None, device: str | torch.device = "cpu"
+) -> tuple[Transformer, RunConfig, ByteTokenizer | HFTokenizer]:
+    """The model (eval mode, fp32), its RunConfig and tokenizer from a run's checkpoint.
+
+    ``step=None`` takes the latest complete checkpoint.
+    """
+    checkpoints = dict(list_checkpoints(run_dir))
+    if not checkpoints:
+        raise FileNotFoundError(f"no checkpoints in {Path(run_dir) / CHECKPOINTS_DIR}")
+    if step is None:
+        step = max(checkpoints)
+    if step not in checkpoints:
+        raise FileNotFoundError(f"no checkpoint for step {step} in {run_dir}; have {sorted(checkpoints)}")
+    path = checkpoints[step]
+    config = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
+    model = Transformer(config.model)
+    load_model_weights(model, path)
+    model.to(device).eval()
+    return model, config, load_tokenizer(path / "tokenizer")

@@ -1,0 +1,94 @@
+"""The command that starts a training run: ``accelerate launch ... -m modelcore.train``.
+
+Imported by the workers, so it must not import torch. The caller runs the argv
+as a list (never through a shell) in a new session; cancelling sends SIGTERM to
+that process group, which reaches the launcher and every rank: the ranks stop
+at the next step, checkpoint, and rank 0 writes the ``cancelled`` status.
+
+One process runs ``python -m modelcore.train`` directly: Accelerate's
+single-process launcher neither forwards signals nor waits for its child when
+signalled, and adds nothing else. Several processes go through
+``accelerate launch --multi_gpu`` (torch elastic), which waits for its ranks.
+Without CUDA, ``ACCELERATE_USE_CPU=1`` makes those ranks CPU processes on gloo
+(``accelerate launch --cpu`` would start only one process).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from modelcore.config import RunConfig
+
+
+def visible_gpus() -> int:
+    """GPUs this process may use, without importing torch: CUDA_VISIBLE_DEVICES, else nvidia-smi."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return len(out.stdout.split()) if out.returncode == 0 else 0
+
+
+def free_port() -> int:
+    """A TCP port free right now on localhost, for the rendezvous of the ranks."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_command(
+    config: RunConfig, run_dir: Path, *, gpus_available: int | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """argv and extra environment variables that train ``config`` in ``run_dir``.
+
+    The trainer reads ``run_dir/config.json``: write it first (the worker's
+    supervisor does). With GPUs, ``parallel.num_processes`` must not exceed them.
+    """
+    n = config.parallel.num_processes
+    gpus = visible_gpus() if gpus_available is None else gpus_available
+    if gpus and n > gpus:
+        raise ValueError(
+            f"parallel.num_processes: {n} processes asked for but only {gpus} GPU(s) are available"
+        )
+    run_dir = Path(run_dir).resolve()
+    train = ["-m", "modelcore.train", "--run-dir", str(run_dir)]
+    env = {"PYTHONUNBUFFERED": "1"}
+    if gpus == 0:
+        env["ACCELERATE_USE_CPU"] = "1"
+        # One intra-op thread per rank: N ranks on N cores is faster than N * cores threads.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    if n == 1:
+        return [sys.executable, *train], env
+    argv = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(n),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        config.parallel.mixed_precision,
+        "--dynamo_backend",
+        "no",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(free_port()),
+        *train,
+    ]
+    return argv, env
