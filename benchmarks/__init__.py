@@ -1,0 +1,1 @@
+"""Reproducible benchmarks, each runnable as ``python -m benchmarks.NAME`` and printing JSON."""
