@@ -1,0 +1,65 @@
+"""Fixtures for the worker tests: a project, runs in it, and the fake trainer."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from modelcore.config import RunConfig, preset
+from webapp.accounts.models import Team
+from webapp.projects.models import Project
+from webapp.runs.models import Run
+
+FAKE_TRAINER = Path(__file__).with_name("fake_trainer.py")
+
+
+@pytest.fixture(autouse=True)
+def runs_dir(settings, tmp_path) -> Path:
+    """Each test's runs in their own folder (a rolled-back test reuses run ids)."""
+    settings.RUNS_DIR = tmp_path / "runs"
+    return settings.RUNS_DIR
+
+
+@pytest.fixture
+def project(db) -> Project:
+    return Project.objects.create(team=Team.objects.create(name="workers-team"), name="workers")
+
+
+@pytest.fixture
+def make_run(project) -> Callable[..., Run]:
+    def make(name: str = "run", config: dict | None = None, **fields) -> Run:
+        return Run.objects.create(
+            project=project,
+            name=name,
+            preset="tiny-cpu",
+            config=config or preset("tiny-cpu").to_dict(),
+            **fields,
+        )
+
+    return make
+
+
+def _fake_command(mode: str, steps: int = 20):
+    def build(config: RunConfig, run_dir: Path) -> tuple[list[str], dict[str, str]]:
+        argv = [
+            sys.executable,
+            str(FAKE_TRAINER),
+            "--run-dir",
+            str(run_dir),
+            "--mode",
+            mode,
+            "--steps",
+            str(steps),
+        ]
+        return argv, {"PYTHONUNBUFFERED": "1"}
+
+    return build
+
+
+@pytest.fixture
+def fake_command():
+    """``fake_command(mode)``: a supervisor command builder that starts the fake trainer in ``mode``."""
+    return _fake_command

@@ -1,0 +1,165 @@
+"""Every write the worker side makes to a run: status changes, progress, logs, checkpoints.
+
+The web and the workers change a run concurrently (the web sets
+``cancel_requested``, a supervisor moves the status, the sweep marks runs
+lost). Each status change here is one conditional UPDATE (``WHERE status IN
+(...) AND attempt = ...``), never a read-modify-write, so two writers cannot
+overwrite each other: the one that loses sees 0 rows and knows it lost.
+
+``attempt`` identifies one launch of a run: a supervisor only writes while the
+run is still its own attempt and still active.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from webapp.runs.models import Checkpoint, Run, RunLog, RunStatus
+
+SUPERVISED_STATUSES = (RunStatus.STARTING, RunStatus.RUNNING)
+FINAL_FROM_SUPERVISOR = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST)
+
+
+def claim_for_launch(run_id: int, worker: str) -> Run | None:
+    """Move a queued run to ``starting`` for this worker; None if it was not queued.
+
+    This is what makes the launch task idempotent: of two deliveries of the same
+    task, only one UPDATE matches the queued row.
+    """
+    now = timezone.now()
+    claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.STARTING,
+        attempt=F("attempt") + 1,
+        worker=worker[:200],
+        pid=None,
+        error="",
+        started_at=Coalesce(F("started_at"), Value(now)),
+        finished_at=None,
+        heartbeat_at=now,
+    )
+    return Run.objects.get(pk=run_id) if claimed else None
+
+
+def _own(run_id: int, attempt: int):
+    return Run.objects.filter(pk=run_id, attempt=attempt, status__in=SUPERVISED_STATUSES)
+
+
+def record_process(run_id: int, attempt: int, pid: int) -> bool:
+    """Remember the launcher's process group so an operator can find it."""
+    return _own(run_id, attempt).update(pid=pid, heartbeat_at=timezone.now()) == 1
+
+
+def heartbeat(run_id: int, attempt: int) -> bool:
+    """Refresh the heartbeat; False when the run is no longer this supervisor's (lost, relaunched)."""
+    return _own(run_id, attempt).update(heartbeat_at=timezone.now()) == 1
+
+
+@dataclass(frozen=True)
+class Progress:
+    offset: int  # byte offset in events.jsonl up to which this write covers
+    step: int | None = None
+    last_loss: float | None = None
+    running: bool = False  # the trainer reported that it started training
+
+
+def record_progress(run_id: int, attempt: int, progress: Progress) -> bool:
+    """Store the new event offset with step, loss and ``starting → running``.
+
+    Call it inside the same transaction as the rows the events produced, so the
+    offset and the rows commit together: a crash before the commit re-reads the
+    same events, and the upserts make the re-read harmless.
+    """
+    now = timezone.now()
+    fields: dict = {"events_offset": progress.offset, "heartbeat_at": now}
+    if progress.step is not None:
+        fields["step"] = progress.step
+    if progress.last_loss is not None:
+        fields["last_loss"] = progress.last_loss
+    updated = _own(run_id, attempt).update(**fields) == 1
+    if updated and progress.running:
+        Run.objects.filter(pk=run_id, attempt=attempt, status=RunStatus.STARTING).update(
+            status=RunStatus.RUNNING
+        )
+    return updated
+
+
+def finish(run_id: int, attempt: int, status: str, error: str = "") -> bool:
+    """Move the run to a final status; False if it was already final or relaunched."""
+    if status not in FINAL_FROM_SUPERVISOR:
+        raise ValueError(f"status must be one of {FINAL_FROM_SUPERVISOR}, got {status!r}")
+    return _own(run_id, attempt).update(status=status, error=error, finished_at=timezone.now()) == 1
+
+
+def fail_before_start(run_id: int, attempt: int, error: str) -> bool:
+    """A run that could not even be launched (bad stored config, launcher missing)."""
+    return finish(run_id, attempt, RunStatus.FAILED, error)
+
+
+def mark_lost_runs(lost_after: dt.timedelta, *, now: dt.datetime | None = None) -> list[int]:
+    """Mark supervised runs whose heartbeat is older than ``lost_after`` as lost; returns their ids."""
+    now = now or timezone.now()
+    cutoff = now - lost_after
+    stale = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    lost: list[int] = []
+    for run in Run.objects.filter(stale, status__in=SUPERVISED_STATUSES).only(
+        "id", "worker", "heartbeat_at", "attempt"
+    ):
+        last = run.heartbeat_at.isoformat(timespec="seconds") if run.heartbeat_at else "never"
+        error = (
+            f"Lost: no heartbeat from worker {run.worker or '(unknown)'} for more than "
+            f"{int(lost_after.total_seconds())} s (last heartbeat: {last}). The worker or its machine "
+            "probably stopped; resume the run from its last checkpoint."
+        )
+        # The same staleness test again in the UPDATE: a heartbeat that lands
+        # between the SELECT and here keeps the run alive.
+        if (
+            Run.objects.filter(stale, pk=run.pk, attempt=run.attempt, status__in=SUPERVISED_STATUSES).update(
+                status=RunStatus.LOST, error=error, finished_at=now
+            )
+            == 1
+        ):
+            lost.append(run.pk)
+    return lost
+
+
+def record_logs(run_id: int, logs: Iterable[dict]) -> int:
+    """Upsert log lines keyed by the event's seq (re-ingesting a line replaces it)."""
+    rows = {
+        int(e["seq"]): RunLog(
+            run_id=run_id,
+            seq=int(e["seq"]),
+            time=float(e.get("time") or 0.0),
+            level=str(e.get("level") or "info")[:10],
+            message=str(e.get("message", "")),
+        )
+        for e in logs
+    }
+    if not rows:
+        return 0
+    RunLog.objects.bulk_create(
+        list(rows.values()),
+        update_conflicts=True,
+        unique_fields=["run", "seq"],
+        update_fields=["time", "level", "message"],
+    )
+    return len(rows)
+
+
+def record_checkpoints(run_id: int, checkpoints: Iterable[dict]) -> int:
+    """Upsert checkpoints keyed by step (a resumed attempt that saves the same step replaces it)."""
+    rows = {
+        int(e["step"]): Checkpoint(run_id=run_id, step=int(e["step"]), path=str(e.get("path", ""))[:500])
+        for e in checkpoints
+    }
+    if not rows:
+        return 0
+    Checkpoint.objects.bulk_create(
+        list(rows.values()), update_conflicts=True, unique_fields=["run", "step"], update_fields=["path"]
+    )
+    return len(rows)

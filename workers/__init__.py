@@ -1,0 +1,41 @@
+"""Runwright's Celery app: ``celery -A workers worker`` and ``celery -A workers beat``.
+
+Tasks live in ``workers.tasks``; the training supervisor in ``workers.supervisor``.
+Settings come from Django's (``CELERY_*``), which read the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+
+import django  # noqa: E402
+from celery import Celery  # noqa: E402
+from django.apps import apps  # noqa: E402
+
+# The worker and beat import this package first and need the ORM; the web
+# process imports it (to enqueue) with Django already set up.
+if not apps.ready and not apps.loading:
+    django.setup()
+
+app = Celery("runwright")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    # A launch task holds its worker slot for the whole run: a worker must not
+    # reserve queued runs that an idle worker elsewhere could start now.
+    worker_prefetch_multiplier=1,
+    task_acks_late=False,
+    broker_connection_retry_on_startup=True,
+    beat_schedule={
+        "sweep-lost-runs": {
+            "task": "workers.tasks.sweep_lost_runs",
+            "schedule": 15.0,
+            # Sweeps that waited behind busy workers are stale: the next one is due anyway.
+            "options": {"expires": 14.0},
+        },
+    },
+)
+app.autodiscover_tasks(["workers"])
+
+__all__ = ["app"]

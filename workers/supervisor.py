@@ -1,0 +1,384 @@
+"""Runs one training attempt: start the trainer, tail its events into the database, stop it.
+
+The trainer runs as a subprocess in its own session (process group), so a
+cancel can signal the launcher and every rank at once, and a torch crash never
+takes the worker down. The supervisor owns the run's row while it runs: it
+ingests ``events.jsonl`` from the committed byte offset, refreshes the
+heartbeat, watches ``cancel_requested`` and, once the process group is gone,
+writes the final status. A run is only ever shown final when its processes
+are gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+
+import modelcore
+from modelcore.config import ConfigError, RunConfig
+from modelcore.events import EVENTS_FILE
+from webapp.runs import transitions
+from webapp.runs.models import Run, RunStatus
+from workers import ingest
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+LAUNCHER_LOG = "launcher.log"
+POLL_SECONDS = 0.5
+# The trainer checkpoints within a few seconds of SIGTERM; after this the group
+# is killed so that a cancel always completes within 10 s of the request.
+KILL_AFTER_SECONDS = 7.0
+ERROR_TAIL_CHARS = 12_000
+
+CommandBuilder = Callable[[RunConfig, Path], tuple[list[str], dict[str, str]]]
+
+
+def default_command(config: RunConfig, run_dir: Path) -> tuple[list[str], dict[str, str]]:
+    # Imported here: the web imports workers.tasks to enqueue, and must not pay for the launcher.
+    from modelcore.launch import launch_command
+
+    return launch_command(config, run_dir)
+
+
+@dataclass
+class _Stop:
+    """Why the supervisor is stopping the trainer, and when it sent SIGTERM."""
+
+    reason: str = ""  # "cancel", "shutdown", "not-owner", "interrupted"
+    sent_at: float | None = None
+    killed: bool = False
+
+
+@dataclass
+class Supervisor:
+    run: Run
+    command: CommandBuilder = default_command
+    poll_seconds: float = POLL_SECONDS
+    kill_after: float = KILL_AFTER_SECONDS
+    heartbeat_seconds: float = field(default_factory=lambda: float(settings.HEARTBEAT_SECONDS))
+    proc: subprocess.Popen | None = None
+    stop: _Stop = field(default_factory=_Stop)
+    trainer_status: dict | None = None  # the trainer's last final status event
+    _last_heartbeat: float = 0.0
+    _last_sweep: float = 0.0
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.run_dir
+
+    def supervise(self) -> str:
+        """Run the attempt to its end; returns the final status written."""
+        try:
+            config = RunConfig.from_dict(self.run.config)
+        except ConfigError as exc:
+            return self._finish(RunStatus.FAILED, f"The stored config does not validate: {exc}")
+        self._set_aside_stale_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / CONFIG_FILE).write_text(config.to_json() + "\n", encoding="utf-8")
+        try:
+            argv, extra_env = self.command(config, self.run_dir)
+            self._start(argv, extra_env)
+        except (OSError, ValueError) as exc:
+            return self._finish(RunStatus.FAILED, f"Could not start the trainer: {exc}")
+        previous = self._install_shutdown_handler()
+        try:
+            self._loop()
+        except BaseException as exc:
+            # Whatever stops us (a time limit, a bug, a database that stays down),
+            # the trainer must not outlive its supervisor unobserved.
+            self.stop.reason = self.stop.reason or "interrupted"
+            self._terminate_and_wait()
+            self._finish(RunStatus.FAILED, _interrupted_message(exc))
+            raise
+        finally:
+            self._restore_shutdown_handler(previous)
+        return self._final()
+
+    def _set_aside_stale_dir(self) -> None:
+        """A first attempt starts from an empty directory.
+
+        Files there belong to another run with the same id (a database that was
+        reset, a restored backup); ingesting them would mix their history into this run.
+        """
+        if self.run.attempt != 1 or self.run.events_offset or not self.run_dir.is_dir():
+            return
+        if any(self.run_dir.iterdir()):
+            stale = self.run_dir.with_name(f"{self.run_dir.name}.stale-{int(time.time())}")
+            self.run_dir.rename(stale)
+            log.warning(
+                "run %s: set aside files of an earlier run with the same id in %s", self.run.id, stale
+            )
+
+    # --- the process -----------------------------------------------------------
+
+    def _start(self, argv: list[str], extra_env: dict[str, str]) -> None:
+        env = {**os.environ, **extra_env}
+        # The trainer runs in the run directory; it must import the same engine as we do.
+        root = str(Path(modelcore.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        with open(self.run_dir / LAUNCHER_LOG, "ab") as out:
+            out.write(f"--- attempt {self.run.attempt}: {' '.join(argv)}\n".encode())
+            out.flush()
+            # The child gets its own copy of the descriptor; ours closes with the block.
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=self.run_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        transitions.record_process(self.run.id, self.run.attempt, self.proc.pid)
+        log.info("run %s attempt %s: started pid %s", self.run.id, self.run.attempt, self.proc.pid)
+
+    def _exited(self) -> bool:
+        """Whether the launcher exited, without reaping it.
+
+        The un-reaped (zombie) leader keeps its process group id reserved, so
+        the stragglers of the group can still be killed by that id afterwards
+        without any risk of signalling an unrelated, recycled group.
+        """
+        assert self.proc is not None
+        if self.proc.returncode is not None:
+            return True
+        try:
+            info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True
+        return info is not None
+
+    def _signal_group(self, sig: int) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def _reap(self) -> int:
+        """Kill what is left of the group (workers of a crashed rank), then reap the leader."""
+        assert self.proc is not None
+        self._signal_group(signal.SIGKILL)
+        return self.proc.wait()
+
+    def _terminate_and_wait(self) -> None:
+        if self.proc is None:
+            return
+        if not self._exited():
+            self._signal_group(signal.SIGTERM)
+            deadline = time.monotonic() + self.kill_after
+            while not self._exited() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self._reap()
+
+    # --- the loop --------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            exited = self._exited()
+            self._tick(final=exited)
+            if exited:
+                return
+            time.sleep(self.poll_seconds)
+
+    def _tick(self, *, final: bool) -> None:
+        """One round: ingest new events, then (while the trainer lives) heartbeat and cancel."""
+        _refresh_connection()
+        try:
+            self._ingest()
+            if final:
+                return
+            self._check_owner_and_cancel()
+            self._heartbeat_and_sweep()
+        except DatabaseError:
+            # A database outage must not stop training (DESIGN: the run dir is the
+            # record); the offset is only advanced by a commit, so nothing is lost.
+            log.warning("run %s: database error, retrying next round", self.run.id, exc_info=True)
+        self._escalate()
+
+    def _ingest(self) -> None:
+        result = ingest.ingest_new_events(self.run, self.run_dir / EVENTS_FILE)
+        if result is None:
+            return
+        if result.final_status is not None:
+            self.trainer_status = result.final_status
+        if result.lost_ownership:
+            self._request_stop("not-owner")
+        ingest.announce(self.run, result)
+
+    def _check_owner_and_cancel(self) -> None:
+        row = Run.objects.filter(pk=self.run.id).values("status", "attempt", "cancel_requested").first()
+        if (
+            row is None
+            or row["attempt"] != self.run.attempt
+            or row["status"] not in transitions.SUPERVISED_STATUSES
+        ):
+            self._request_stop("not-owner")
+        elif row["cancel_requested"]:
+            self._request_stop("cancel")
+
+    def _heartbeat_and_sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heartbeat >= self.heartbeat_seconds:
+            if not transitions.heartbeat(self.run.id, self.run.attempt):
+                self._request_stop("not-owner")
+            self._last_heartbeat = now
+        # Busy workers sweep too: with every worker supervising a run, the beat's
+        # sweep task could wait in the queue until one of them is free.
+        if now - self._last_sweep >= max(5.0, settings.LOST_AFTER_SECONDS / 2):
+            from workers.sweep import sweep_lost_runs
+
+            sweep_lost_runs()
+            self._last_sweep = now
+
+    def _request_stop(self, reason: str) -> None:
+        if self.stop.sent_at is not None:
+            return
+        log.info("run %s: stopping the trainer (%s)", self.run.id, reason)
+        self.stop.reason = reason
+        self.stop.sent_at = time.monotonic()
+        self._signal_group(signal.SIGTERM)
+
+    def _escalate(self) -> None:
+        if self.stop.sent_at is None or self.stop.killed:
+            return
+        if time.monotonic() - self.stop.sent_at >= self.kill_after and not self._exited():
+            log.warning(
+                "run %s: trainer still alive %.0f s after SIGTERM; killing", self.run.id, self.kill_after
+            )
+            self._signal_group(signal.SIGKILL)
+            self.stop.killed = True
+
+    # --- the end ---------------------------------------------------------------
+
+    def _final(self) -> str:
+        code = self._reap()
+        # Everything the trainer wrote before it exited, torn last line aside.
+        for _ in range(3):
+            try:
+                _refresh_connection()
+                self._ingest()
+                break
+            except DatabaseError:
+                log.warning("run %s: database error while draining events", self.run.id, exc_info=True)
+                time.sleep(1.0)
+        status, error = self._decide(code)
+        return self._finish(status, error)
+
+    def _decide(self, code: int) -> tuple[str, str]:
+        reported = (self.trainer_status or {}).get("status")
+        if self.stop.reason == "not-owner":
+            return (
+                RunStatus.LOST,
+                "The run was taken from this worker (marked lost or relaunched); trainer stopped.",
+            )
+        if self.stop.reason == "shutdown":
+            return (
+                RunStatus.LOST,
+                "The worker shut down while the run was training; the trainer was stopped "
+                "(with a checkpoint where it managed). Resume the run from its last checkpoint.",
+            )
+        if self.stop.reason == "cancel" and reported != RunStatus.COMPLETED:
+            if self.stop.killed:
+                return RunStatus.CANCELLED, (
+                    f"Cancelled on request; the trainer did not stop within {self.kill_after:.0f} s "
+                    "of SIGTERM and was killed (no final checkpoint)."
+                )
+            return RunStatus.CANCELLED, ""
+        if reported in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+            return reported, ""
+        if reported == RunStatus.FAILED:
+            return RunStatus.FAILED, str(
+                self.trainer_status.get("error") or "The trainer reported a failure."
+            )
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return RunStatus.FAILED, (
+            f"The trainer {how} without reporting a final status. End of {LAUNCHER_LOG}:\n\n"
+            + launcher_log_tail(self.run_dir / LAUNCHER_LOG)
+        )
+
+    def _finish(self, status: str, error: str) -> str:
+        for _ in range(5):
+            try:
+                _refresh_connection()
+                if transitions.finish(self.run.id, self.run.attempt, status, error):
+                    self.run.refresh_from_db()
+                    ingest.announce_status(self.run)
+                else:
+                    log.info("run %s: not ours any more; final status %s not written", self.run.id, status)
+                break
+            except DatabaseError:
+                log.warning("run %s: database error writing the final status", self.run.id, exc_info=True)
+                time.sleep(1.0)
+        log.info("run %s attempt %s: %s", self.run.id, self.run.attempt, status)
+        return status
+
+    # --- worker shutdown -------------------------------------------------------
+
+    def _install_shutdown_handler(self):
+        # Signals can only be handled on the main thread (Celery's prefork child
+        # runs tasks there; tests may supervise from another thread).
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_term(signum, frame):
+            self._request_stop("shutdown")
+
+        return signal.signal(signal.SIGTERM, on_term)
+
+    def _restore_shutdown_handler(self, previous) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def supervise(run: Run, *, command: CommandBuilder = default_command, **options) -> str:
+    """Supervise the claimed ``run`` (status ``starting``) to its end; returns the final status."""
+    return Supervisor(run, command=command, **options).supervise()
+
+
+def launcher_log_tail(path: Path, limit: int = ERROR_TAIL_CHARS) -> str:
+    """The end of the launcher's output, starting at the first traceback in it when there is one."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 4 * limit))
+            text = f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return "(no launcher output)"
+    # The last attempt only: the log is appended to by every attempt.
+    text = text[text.rfind("--- attempt ") :] if "--- attempt " in text else text
+    start = text.find("Traceback (most recent call last)")
+    if start >= 0:
+        text = text[start:]
+    return text[-limit:] if len(text) > limit else text
+
+
+def _refresh_connection() -> None:
+    """Replace a broken or expired database connection, as Django does between requests.
+
+    Never inside a transaction (a caller's, or a test's): closing would break it.
+    """
+    if not connection.in_atomic_block:
+        close_old_connections()
+
+
+def _interrupted_message(exc: BaseException) -> str:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return (
+            "The run reached the worker's time limit for one launch and was stopped (with a checkpoint "
+            "where it managed). Resume it from its last checkpoint to continue."
+        )
+    return f"The supervisor stopped unexpectedly ({type(exc).__name__}: {exc}); the trainer was stopped."
