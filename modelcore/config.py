@@ -269,9 +269,15 @@ class RunConfig:
                     merged[section][name] = _coerce(known[name], value)
                 except ValueError as exc:
                     errors[path] = str(exc)
-        if errors:
-            raise ConfigError(errors)
-        return build(merged)
+        if not errors:
+            return build(merged)
+        # Fields with a wrong type kept their base value; still check the rest so a
+        # form shows every problem at once, not the range errors after a resubmit.
+        try:
+            build(merged)
+        except ConfigError as exc:
+            errors = {**exc.errors, **errors}
+        raise ConfigError(errors)
 
 
 _SECTION_TYPES: dict[str, type] = {

@@ -13,7 +13,8 @@ Lifecycle (rank 0 writes ``DIR/events.jsonl``): a ``running`` status with the
 config, code and hardware, metrics, then a final status. SIGTERM or SIGINT stops
 every rank at the next step boundary, saves a checkpoint, writes ``cancelled``
 and exits 0; an exception writes ``failed`` with the traceback and exits 1.
-Setting ``RUNWRIGHT_FAIL_AT_STEP=N`` raises at step N on every rank (for tests).
+Test hooks: ``RUNWRIGHT_FAIL_AT_STEP=N`` raises at step N on every rank;
+``RUNWRIGHT_STOP_AT_STEP=N`` stops after step N as a SIGTERM would.
 """
 
 from __future__ import annotations

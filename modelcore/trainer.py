@@ -35,6 +35,7 @@ from modelcore.events import EventWriter
 from modelcore.model import Transformer
 
 FAIL_AT_STEP_ENV = "RUNWRIGHT_FAIL_AT_STEP"  # test hook: raise at that step on every rank
+STOP_AT_STEP_ENV = "RUNWRIGHT_STOP_AT_STEP"  # test hook: behave as if SIGTERM came during that step
 CACHE_DIR_ENV = "RUNWRIGHT_CACHE_DIR"  # where tokenized corpora are cached; default RUN_DIR/data
 
 # Dense bf16/fp16 tensor-core peaks and fp32 (TF32) peaks in FLOP/s, by device-name fragment.
@@ -325,7 +326,7 @@ class Trainer:
             opt_file = path / f"optimizer_rank{self.rank}.pt"
         else:
             opt_file = path / "optimizer.pt"
-        self.optimizer.load_state_dict(torch.load(opt_file, map_location=self.device, weights_only=False))
+        self.optimizer.load_state_dict(torch.load(opt_file, map_location="cpu", weights_only=False))
         trainer_state = torch.load(path / "trainer.pt", weights_only=False)
         self.scheduler.load_state_dict(trainer_state["scheduler"])
         self.sampler.load_state_dict(json.loads((path / "sampler.json").read_text()))
@@ -354,7 +355,9 @@ class Trainer:
             )
             if out.expert_load is not None:
                 load_sum = out.expert_load if load_sum is None else load_sum + out.expert_load
-        flag = torch.tensor([1.0 if self.stop.requested else 0.0], device=self.device)
+        stop_at = int(os.environ.get(STOP_AT_STEP_ENV, "0") or 0)
+        stop = self.stop.requested or (stop_at > 0 and self.step + 1 >= stop_at)
+        flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
         parts = [totals / accum, flag]
         if load_sum is not None:
             parts.append(load_sum.flatten().float() / accum)
