@@ -9,6 +9,7 @@ context's KV cache.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -76,6 +77,13 @@ class HFCausalLM(EvalModel):
         self._prefix_text = tok.decode(self.prefix_token_id)
         self.max_length = _hf_max_length(self.model.config, tok)
         self._dtype = dtype
+        # transformers renames past_key_values to cache (deprecated from 5.x); accept both.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    def _cache_of(self, out: Any) -> Any:
+        cache = getattr(out, "past_key_values", None)
+        return cache if cache is not None else getattr(out, "cache", None)
 
     def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
         # lm-eval leaves add_special_tokens to the tokenizer unless the text already starts with BOS.
@@ -107,7 +115,7 @@ class HFCausalLM(EvalModel):
         if not rows:
             return last, last.new_zeros(0, 0, last.shape[-1])
         index = torch.tensor([g for g, _ in rows], device=self.device)
-        cache = out.past_key_values
+        cache = self._cache_of(out)
         cache.reorder_cache(index)
         cont = _right_pad([t for _, t in rows], self.eot_token_id).to(self.device)  # (R, C)
         R, C = cont.shape
@@ -117,7 +125,11 @@ class HFCausalLM(EvalModel):
         mask = torch.cat([past_mask, torch.ones(R, C, dtype=torch.bool, device=self.device)], dim=1)
         positions = lens.to(self.device)[index].unsqueeze(1) + torch.arange(C, device=self.device)  # (R, C)
         out = self.model(
-            cont, attention_mask=mask.long(), position_ids=positions, past_key_values=cache, use_cache=True
+            cont,
+            attention_mask=mask.long(),
+            position_ids=positions,
+            use_cache=True,
+            **{self._cache_arg: cache},
         )
         return last, out.logits
 
@@ -128,7 +140,7 @@ class HFCausalLM(EvalModel):
             token = int(out.logits[0, -1].argmax())
             yield token
             step = torch.tensor([[token]], device=self.device)
-            out = self.model(step, past_key_values=out.past_key_values, use_cache=True)
+            out = self.model(step, use_cache=True, **{self._cache_arg: self._cache_of(out)})
 
     def model_info(self) -> dict[str, Any]:
         return {
