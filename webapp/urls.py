@@ -1,3 +1,20 @@
-from django.urls import path
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from django.views.generic import RedirectView
 
-urlpatterns: list = []
+from webapp.runs.assets import plotly_js
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="projects:list", permanent=False), name="home"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("projects/", include("webapp.projects.urls")),
+    path("", include("webapp.runs.urls")),
+    path("api/v1/", include("webapp.api.urls")),
+    path("vendor/plotly.min.js", plotly_js, name="plotly_js"),
+]
+
+handler400 = "webapp.errors.bad_request"
+handler403 = "webapp.errors.permission_denied"
+handler404 = "webapp.errors.page_not_found"
+handler500 = "webapp.errors.server_error"

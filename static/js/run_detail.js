@@ -1,0 +1,171 @@
+// The run page: loads the charts' series, then follows the run over SSE until it is final.
+"use strict";
+(function () {
+  const state = JSON.parse(document.getElementById("stream-state").textContent);
+  const lossDiv = document.getElementById("loss-chart");
+  const metricDiv = document.getElementById("metric-chart");
+  const keySelect = document.getElementById("metric-key");
+  const logBox = document.getElementById("run-log");
+  const statusBadge = document.getElementById("run-status");
+  const stepEl = document.getElementById("run-step");
+  const lossEl = document.getElementById("run-loss");
+  const durationEl = document.getElementById("run-duration");
+  const note = document.getElementById("chart-note");
+  const lossKeys = state.chart_keys;
+  const lastStep = {};  // per key: the last step drawn, so repeated points are skipped
+  let metricKey = "";
+  let logSeq = state.log_seq;
+  let duration = durationEl.dataset.duration === "" ? null : Number(durationEl.dataset.duration);
+  let durationTicking = false;
+
+  const plotConfig = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+  function layout(yTitle) {
+    return {
+      margin: { l: 56, r: 16, t: 8, b: 40 },
+      xaxis: { title: { text: "step" }, zeroline: false, gridcolor: "#eef0f4" },
+      yaxis: { title: { text: yTitle }, zeroline: false, gridcolor: "#eef0f4" },
+      legend: { orientation: "h", x: 0, y: 1.12 },
+      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+      font: { family: "system-ui, -apple-system, Segoe UI, sans-serif", size: 12, color: "#374151" },
+    };
+  }
+  const colors = { "train/loss": "#2563eb", "val/loss": "#f97316" };
+
+  function trace(series, color) {
+    return { x: series.steps, y: series.values, name: series.key, mode: "lines", connectgaps: false,
+             line: { width: 2, color: color } };
+  }
+
+  async function loadSeries(keys) {
+    const url = new URL(lossDiv.dataset.seriesUrl, location.href);
+    for (const key of keys) url.searchParams.append("key", key);
+    const response = await fetch(url, { credentials: "same-origin" });
+    if (!response.ok) throw new Error("HTTP " + response.status);
+    return response.json();
+  }
+
+  function remember(series) {
+    const n = series.steps.length;
+    lastStep[series.key] = n ? series.steps[n - 1] : -1;
+  }
+
+  function fillKeySelect(keys) {
+    const others = keys.filter((k) => !lossKeys.includes(k));
+    if (!others.length) return;
+    const known = new Set(Array.from(keySelect.options).map((o) => o.value));
+    if (known.has("")) keySelect.replaceChildren();
+    for (const key of others) {
+      if (!known.has(key)) keySelect.appendChild(rw.el("option", { value: key }, key));
+    }
+  }
+
+  async function showMetric(key) {
+    metricKey = key;
+    if (!key) return;
+    const data = await loadSeries([key]);
+    const series = data.series[0];
+    remember(series);
+    Plotly.react(metricDiv, [trace(series, "#059669")], layout(key), plotConfig);
+  }
+
+  async function init() {
+    let maxStep = -1;
+    try {
+      const data = await loadSeries(lossKeys);
+      data.series.forEach(remember);
+      Plotly.newPlot(lossDiv, data.series.map((s) => trace(s, colors[s.key])), layout("loss"), plotConfig);
+      fillKeySelect(data.keys);
+      const preferred = data.keys.includes("train/lr") ? "train/lr" : keySelect.value;
+      if (preferred) { keySelect.value = preferred; await showMetric(preferred); }
+      else Plotly.newPlot(metricDiv, [], layout(""), plotConfig);
+      maxStep = Math.max(-1, ...Object.values(lastStep));
+      if (!data.series.some((s) => s.steps.length)) note.textContent = state.is_final ? "no points were logged" : "waiting for the first points…";
+    } catch (err) {
+      note.textContent = "Could not load the metrics (" + err.message + ").";
+    }
+    if (!state.is_final) follow(maxStep);
+  }
+
+  function appendPoints(points) {
+    const lossUpdate = { x: [], y: [] }, lossIdx = [];
+    for (const [key, pairs] of Object.entries(points)) {
+      const fresh = pairs.filter((p) => p[0] > (lastStep[key] ?? -1));
+      if (!fresh.length) continue;
+      lastStep[key] = fresh[fresh.length - 1][0];
+      const xs = fresh.map((p) => p[0]), ys = fresh.map((p) => p[1]);
+      const li = lossKeys.indexOf(key);
+      if (li >= 0) { lossIdx.push(li); lossUpdate.x.push(xs); lossUpdate.y.push(ys); }
+      if (key === metricKey) Plotly.extendTraces(metricDiv, { x: [xs], y: [ys] }, [0]);
+      if (!lossKeys.includes(key)) {
+        fillKeySelect([key]);
+        if (!metricKey) { keySelect.value = key; showMetric(key); }
+      }
+    }
+    if (lossIdx.length) {
+      Plotly.extendTraces(lossDiv, lossUpdate, lossIdx);
+      note.textContent = "";
+    }
+  }
+
+  function appendLogs(logs) {
+    for (const entry of logs) {
+      if (entry.seq <= logSeq) continue;
+      logSeq = entry.seq;
+      logBox.appendChild(rw.el("span", { class: "log-" + entry.level }, entry.message));
+      logBox.appendChild(document.createTextNode("\n"));
+    }
+    while (logBox.childNodes.length > 400) logBox.removeChild(logBox.firstChild);
+    if (logs.length) logBox.scrollTop = logBox.scrollHeight;
+  }
+
+  function applyState(update) {
+    if (update.status) {
+      statusBadge.textContent = update.status;
+      statusBadge.className = "badge status-" + update.status;
+    }
+    if (update.step !== undefined) stepEl.textContent = update.step;
+    if (update.last_loss !== undefined) lossEl.textContent = rw.loss(update.last_loss);
+    if (update.duration_s !== undefined) { duration = update.duration_s; durationEl.textContent = rw.duration(duration); }
+    if (update.error) {
+      document.getElementById("run-error-text").textContent = update.error;
+      document.getElementById("run-error").hidden = false;
+    }
+    const cancel = document.getElementById("cancel-button");
+    if (cancel && update.cancel_requested) { cancel.disabled = true; cancel.textContent = "Cancelling…"; }
+    if (cancel && ["completed", "failed", "cancelled", "lost"].includes(update.status)) {
+      document.getElementById("cancel-form").remove();
+    }
+    durationTicking = update.status === "running" || update.status === "starting";
+  }
+
+  function follow(since) {
+    const url = new URL(lossDiv.dataset.streamUrl, location.href);
+    url.searchParams.set("since", since);
+    url.searchParams.set("log_seq", logSeq);
+    const source = new EventSource(url);
+    source.addEventListener("update", function (event) {
+      const update = JSON.parse(event.data);
+      applyState(update);
+      appendPoints(update.points || {});
+      appendLogs(update.logs || []);
+    });
+    source.addEventListener("end", function (event) {
+      source.close();
+      applyState(JSON.parse(event.data));
+      durationTicking = false;
+    });
+    source.onerror = function () {
+      // EventSource reconnects on its own; the cursor above drops points we already have.
+      note.textContent = "connection lost; reconnecting…";
+    };
+    source.onopen = function () { if (note.textContent.startsWith("connection")) note.textContent = ""; };
+  }
+
+  keySelect.addEventListener("change", () => showMetric(keySelect.value));
+  durationEl.textContent = rw.duration(duration);
+  durationTicking = state.status === "running" || state.status === "starting";
+  setInterval(function () {
+    if (durationTicking && duration !== null) { duration += 1; durationEl.textContent = rw.duration(duration); }
+  }, 1000);
+  init();
+})();

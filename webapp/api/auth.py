@@ -1,0 +1,86 @@
+"""Bearer-token authentication and JSON error handling for the API views."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from webapp.accounts.services import authenticate_token
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]):
+        self.status, self.body = status, body
+
+
+def bearer_secret(request: HttpRequest) -> str:
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    return secret.strip() if scheme.lower() == "bearer" else ""
+
+
+def api_view(methods: tuple[str, ...], *, allow_session: bool = False) -> Callable:
+    """Token-authenticated JSON view: 401/403/404/405/400 always come back as JSON, never as a page.
+
+    CSRF does not apply: a bearer token is not sent by a browser on its own, unlike a
+    cookie. ``allow_session`` also accepts the logged-in browser, only for views that
+    change nothing (the new-run form's estimate).
+    """
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                response = JsonResponse({"error": f"method {request.method} not allowed"}, status=405)
+                response["Allow"] = ", ".join(methods)
+                return response
+            user = authenticate_token(bearer_secret(request))
+            if user is None and allow_session and request.user.is_authenticated:
+                user = request.user
+            if user is None:
+                response = JsonResponse(
+                    {
+                        "error": "authentication required: send 'Authorization: Bearer <token>' "
+                        "(create one with `python manage.py create_token USERNAME`)"
+                    },
+                    status=401,
+                )
+                response["WWW-Authenticate"] = 'Bearer realm="runwright"'
+                return response
+            request.user = user
+            try:
+                return view(request, *args, **kwargs)
+            except ApiError as exc:
+                return JsonResponse(exc.body, status=exc.status)
+            except Http404:
+                return JsonResponse({"error": "not found"}, status=404)
+            except PermissionDenied as exc:
+                return JsonResponse({"error": str(exc) or "permission denied"}, status=403)
+
+        return wrapper
+
+    return decorate
+
+
+def json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request's JSON object, or a 400 saying what is wrong with it."""
+    if not request.body:
+        return {}
+    try:
+        data = json.loads(request.body, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(400, {"error": f"malformed JSON: {exc}"}) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, {"error": "the body must be a JSON object"})
+    return data
+
+
+def _reject_constant(name: str) -> float:
+    # Python's json accepts NaN and Infinity, which are not JSON and slip past range checks.
+    raise ValueError(f"{name} is not valid JSON")

@@ -1,0 +1,136 @@
+"""The minimal API of issue 3 (paths are stable: operators and tests use them)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+
+from modelcore.config import ConfigError, resolve
+from webapp.accounts.models import Team
+from webapp.accounts.selectors import teams_of
+from webapp.api.auth import ApiError, api_view, json_body
+from webapp.projects.models import Project
+from webapp.projects.selectors import project_for, project_list
+from webapp.projects.services import ProjectError, create_project
+from webapp.runs.estimates import estimate
+from webapp.runs.presenters import run_detail, run_summary
+from webapp.runs.selectors import run_for, runs_of_project
+from webapp.runs.services import create_run, request_cancel
+
+
+def project_json(project: Project) -> dict:
+    return {
+        "id": project.id,
+        "name": project.name,
+        "description": project.description,
+        "team": {"id": project.team_id, "name": project.team.name},
+        "created_at": project.created_at.isoformat(),
+    }
+
+
+@api_view(("GET", "POST"))
+def projects(request: HttpRequest) -> JsonResponse:
+    if request.method == "GET":
+        return JsonResponse({"projects": [project_json(p) for p in project_list(request.user)]})
+    data = json_body(request)
+    team = None
+    if data.get("team") is not None:
+        team = teams_of(request.user).filter(pk=_int(data["team"], "team")).first()
+        if team is None:
+            raise ApiError(400, {"errors": {"team": "no such team among yours"}})
+    try:
+        project = create_project(
+            user=request.user,
+            name=_str(data.get("name", ""), "name"),
+            team=team,
+            description=_str(data.get("description", ""), "description"),
+        )
+    except ProjectError as exc:
+        raise ApiError(400, {"errors": exc.errors}) from None
+    return JsonResponse(project_json(project), status=201)
+
+
+@api_view(("GET", "POST"))
+def project_runs(request: HttpRequest, project_id: int) -> JsonResponse:
+    project = project_for(request.user, project_id)
+    if request.method == "GET":
+        return JsonResponse({"runs": [run_summary(r) for r in runs_of_project(request.user, project)]})
+    data = json_body(request)
+    unknown = set(data) - {"name", "preset", "config"}
+    if unknown:
+        raise ApiError(
+            400, {"errors": {k: "unknown field; expected name, preset, config" for k in sorted(unknown)}}
+        )
+    try:
+        run = create_run(
+            user=request.user,
+            project=project,
+            name=_str(data.get("name", ""), "name"),
+            preset=_str(data.get("preset") or "", "preset") or None,
+            overrides=data.get("config") or {},
+        )
+    except ConfigError as exc:
+        raise ApiError(400, {"errors": exc.errors}) from None
+    return JsonResponse({"id": run.id, "status": run.status}, status=201)
+
+
+@api_view(("GET",))
+def run(request: HttpRequest, run_id: int) -> JsonResponse:
+    return JsonResponse(run_detail(run_for(request.user, run_id)))
+
+
+@api_view(("GET",))
+def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
+    from webapp.metrics.selectors import keys_for_run, series
+
+    found = run_for(request.user, run_id)
+    key = request.GET.get("key", "").strip()
+    if not key:
+        raise ApiError(
+            400, {"errors": {"key": "required, e.g. ?key=train/loss"}, "keys": list(keys_for_run(found))}
+        )
+    since = request.GET.get("since_step")
+    max_points = request.GET.get("max_points")
+    kwargs = {}
+    if since not in (None, ""):
+        kwargs["since_step"] = _int(since, "since_step")
+    if max_points not in (None, ""):
+        kwargs["max_points"] = max(1, min(_int(max_points, "max_points"), 100_000))
+    return JsonResponse(series(found, key, **kwargs))
+
+
+@api_view(("POST",))
+def run_cancel(request: HttpRequest, run_id: int) -> JsonResponse:
+    found = request_cancel(user=request.user, run=run_for(request.user, run_id))
+    return JsonResponse({"id": found.id, "status": found.status, "cancel_requested": found.cancel_requested})
+
+
+@api_view(("POST",), allow_session=True)
+def config_estimate(request: HttpRequest) -> JsonResponse:
+    """Validate ``{"preset", "config"}`` and return its size and cost, or the field errors."""
+    data = json_body(request)
+    try:
+        config = resolve(_str(data.get("preset") or "", "preset") or None, data.get("config") or {})
+    except ConfigError as exc:
+        raise ApiError(400, {"errors": exc.errors}) from None
+    return JsonResponse(estimate(config))
+
+
+@api_view(("GET",))
+def teams(request: HttpRequest) -> JsonResponse:
+    rows: list[Team] = list(teams_of(request.user))
+    return JsonResponse({"teams": [{"id": t.id, "name": t.name} for t in rows]})
+
+
+def _str(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise ApiError(400, {"errors": {field: "must be a string"}})
+    return value
+
+
+def _int(value: object, field: str) -> int:
+    if isinstance(value, bool):
+        raise ApiError(400, {"errors": {field: "must be a whole number"}})
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, {"errors": {field: "must be a whole number"}}) from None

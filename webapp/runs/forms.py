@@ -1,0 +1,129 @@
+"""The new-run form, generated from ``modelcore.config.field_schema()``.
+
+The form only checks that each value has the right type; ranges and relations
+between fields are the config schema's job, so the form, the API and the CLI
+show the same messages (``model.n_heads: must divide model.d_model (512)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from modelcore.config import PRESETS, field_schema, resolve
+
+DEFAULT_PRESET = "tiny-cpu"
+SECTION_TITLES = {
+    "model": "Model",
+    "data": "Data",
+    "optim": "Optimizer",
+    "parallel": "Parallelism",
+    "train": "Training",
+    "eval": "Evaluation",
+}
+
+
+def preset_values() -> dict[str, dict[str, dict[str, Any]]]:
+    """Every preset fully resolved (``""`` is the plain defaults), for the form's preset selector."""
+    resolved = {"": resolve(None).to_dict()}
+    resolved.update({name: resolve(name).to_dict() for name in PRESETS})
+    return resolved
+
+
+def initial_for(preset: str) -> dict[str, Any]:
+    values = preset_values()[preset if preset in PRESETS else ""]
+    initial: dict[str, Any] = {"preset": preset if preset in PRESETS else ""}
+    for section, fields in values.items():
+        for name, value in fields.items():
+            initial[f"{section}.{name}"] = format_value(value)
+    return initial
+
+
+def format_value(value: Any) -> Any:
+    # repr keeps floats exact and short (3e-05, 500000.0) where str() formatting could round.
+    return repr(value) if isinstance(value, float) else value
+
+
+class RunForm(forms.Form):
+    name = forms.CharField(
+        max_length=200, required=False, help_text="Optional; defaults to the preset name and a number."
+    )
+    preset = forms.ChoiceField(
+        required=False,
+        choices=[("", "none (defaults)")] + [(p, p) for p in PRESETS],
+        help_text="Fills every field below; change any of them afterwards.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._schema = field_schema()
+        for section in self._schema:
+            for meta in section["fields"]:
+                self.fields[meta["path"]] = _config_field(meta)
+
+    def config_overrides(self) -> dict[str, dict[str, Any]]:
+        """The cleaned values as a ``{section: {field: value}}`` dict (call after is_valid)."""
+        overrides: dict[str, dict[str, Any]] = {}
+        for section in self._schema:
+            for meta in section["fields"]:
+                overrides.setdefault(section["name"], {})[meta["name"]] = self.cleaned_data[meta["path"]]
+        return overrides
+
+    def add_config_errors(self, errors: dict[str, str]) -> None:
+        """Put each schema error next to its field; errors about no single field go on top."""
+        for path, message in errors.items():
+            if path in self.fields:
+                self.add_error(path, message)
+            else:
+                self.add_error(None, f"{path}: {message}")
+
+    def sections(self) -> list[dict[str, Any]]:
+        """Bound fields grouped by section, split into everyday and advanced ones, for the template."""
+        out = []
+        for section in self._schema:
+            basic, advanced = [], []
+            for meta in section["fields"]:
+                bound = self[meta["path"]]
+                (advanced if meta["advanced"] else basic).append({"field": bound, "meta": meta})
+            has_errors = any(item["field"].errors for item in basic + advanced)
+            out.append(
+                {
+                    "name": section["name"],
+                    "title": SECTION_TITLES.get(section["name"], section["title"]),
+                    "basic": basic,
+                    "advanced": advanced,
+                    "advanced_has_errors": any(item["field"].errors for item in advanced),
+                    "has_errors": has_errors,
+                }
+            )
+        return out
+
+
+def _config_field(meta: dict[str, Any]) -> forms.Field:
+    attrs = {"data-path": meta["path"], "aria-describedby": f"help-{meta['path']}"}
+    common = {"label": meta["name"], "help_text": meta["help"]}
+    kind = meta["type"]
+    if kind == "bool":
+        return forms.BooleanField(required=False, widget=forms.CheckboxInput(attrs=attrs), **common)
+    if meta["choices"]:
+        return forms.ChoiceField(
+            choices=[(c, c) for c in meta["choices"]],
+            widget=forms.Select(attrs=attrs),
+            error_messages={"invalid_choice": "must be one of " + ", ".join(meta["choices"])},
+            **common,
+        )
+    required = {"required": "must not be empty"}
+    if kind == "int":
+        return forms.IntegerField(
+            widget=forms.NumberInput(attrs={**attrs, "step": "1"}),
+            error_messages={**required, "invalid": "must be a whole number"},
+            **common,
+        )
+    if kind == "float":
+        return forms.FloatField(
+            widget=forms.TextInput(attrs={**attrs, "inputmode": "decimal", "class": "num"}),
+            error_messages={**required, "invalid": "must be a number"},
+            **common,
+        )
+    return forms.CharField(required=False, strip=True, widget=forms.TextInput(attrs=attrs), **common)

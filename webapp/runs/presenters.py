@@ -1,0 +1,49 @@
+"""Plain-data views of a run, shared by pages, polling endpoints, streams and the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+
+from webapp.runs.models import FINAL_STATUSES, Run, RunLog
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """What a runs list shows for one run."""
+    return {
+        "id": run.id,
+        "name": run.name,
+        "preset": run.preset,
+        "status": run.status,
+        "is_final": run.status in FINAL_STATUSES,
+        "step": run.step,
+        "max_steps": (run.config.get("train") or {}).get("max_steps"),
+        "last_loss": run.last_loss,
+        "duration_s": _round(run.duration_seconds),
+        "created_at": run.created_at.isoformat() if run.created_at else None,
+        "url": reverse("runs:detail", args=[run.id]),
+    }
+
+
+def run_detail(run: Run) -> dict[str, Any]:
+    """Everything the API says about one run."""
+    return {
+        **run_summary(run),
+        "project": run.project_id,
+        "config": run.config,
+        "cancel_requested": run.cancel_requested,
+        "error": run.error,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None,
+        "attempt": run.attempt,
+    }
+
+
+def log_line(log: RunLog) -> dict[str, Any]:
+    return {"seq": log.seq, "time": log.time, "level": log.level, "message": log.message}
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)

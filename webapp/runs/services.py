@@ -1,0 +1,113 @@
+"""Writes for runs: creating (and queueing) one, and asking one to stop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from modelcore.config import ConfigError, resolve
+from webapp.accounts.models import Role
+from webapp.accounts.permissions import require_role
+from webapp.projects.models import Project
+from webapp.runs.models import ACTIVE_STATUSES, Run, RunStatus
+
+log = logging.getLogger(__name__)
+
+
+def create_run(
+    *,
+    user: AbstractBaseUser,
+    project: Project,
+    name: str = "",
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Run:
+    """Validate the config (preset, then overrides), store a queued Run and enqueue its launch.
+
+    Raises ``ConfigError`` keyed by field path; nothing is stored then.
+    """
+    require_role(user, project.team_id, Role.MEMBER)
+    config = resolve(preset or None, overrides)  # raises ConfigError
+    name = (name or "").strip()
+    if len(name) > 200:
+        raise ConfigError({"name": "must be at most 200 characters"})
+    with transaction.atomic():
+        run = Run.objects.create(
+            project=project,
+            name=name or _default_name(project, preset),
+            preset=preset or "",
+            config=config.to_dict(),
+            status=RunStatus.QUEUED,
+            created_by=user,
+        )
+        # Tasks take ids; the worker must find the committed row.
+        transaction.on_commit(lambda: enqueue_launch(run.id))
+    return run
+
+
+def enqueue_launch(run_id: int) -> None:
+    """Send the launch task; a broker failure marks the run failed instead of leaving it queued."""
+    try:
+        # Imported here so that the web app keeps working without the workers package installed.
+        from workers.tasks import launch_run
+
+        launch_run.delay(run_id)
+    except Exception as exc:
+        log.exception("could not enqueue run %s", run_id)
+        Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+            status=RunStatus.FAILED, error=f"Could not queue the run: {exc}", finished_at=timezone.now()
+        )
+
+
+def request_cancel(*, user: AbstractBaseUser, run: Run) -> Run:
+    """Ask the run to stop: a queued run is cancelled at once, a started one by its supervisor.
+
+    Conditional UPDATEs (not read-modify-write) so a worker changing the status
+    at the same moment cannot be overwritten. Cancelling a finished run is a no-op.
+    """
+    require_role(user, run.project.team_id, Role.MEMBER)
+    now = timezone.now()
+    with transaction.atomic():
+        cancelled_now = Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.CANCELLED, cancel_requested=True, finished_at=now
+        )
+        if not cancelled_now:
+            Run.objects.filter(pk=run.pk, status__in=ACTIVE_STATUSES).update(cancel_requested=True)
+        run.refresh_from_db()
+        if cancelled_now:
+            transaction.on_commit(lambda: _announce(run))
+    return run
+
+
+def _announce(run: Run) -> None:
+    """Tell live pages about a status the web set itself (the workers announce theirs)."""
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        return
+    try:
+        from webapp.live import publish
+
+        publish(
+            run.id,
+            {
+                "run_id": run.id,
+                "status": run.status,
+                "step": run.step,
+                "last_loss": run.last_loss,
+                "points": {},
+                "logs": [],
+            },
+        )
+    except Exception:
+        # Live pages also re-read the status from the database; a lost notice only delays them.
+        log.warning("could not publish the status of run %s", run.id, exc_info=True)
+
+
+def _default_name(project: Project, preset: str | None) -> str:
+    return f"{preset or 'custom'} #{project.runs.count() + 1}"

@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from modelcore.config import ConfigError, field_schema, resolve
+from webapp.accounts.models import Role
+from webapp.accounts.permissions import has_role, require_role
+from webapp.projects.selectors import project_for
+from webapp.runs.assets import plotly_js_url
+from webapp.runs.estimates import estimate
+from webapp.runs.forms import DEFAULT_PRESET, SECTION_TITLES, RunForm, initial_for, preset_values
+from webapp.runs.models import FINAL_STATUSES, RunStatus
+from webapp.runs.presenters import log_line, run_summary
+from webapp.runs.selectors import log_tail, run_for
+from webapp.runs.services import create_run, request_cancel
+from webapp.runs.stream import StreamCursor, run_events
+
+CHART_KEYS = ("train/loss", "val/loss")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def new_run(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_for(request.user, project_id)
+    require_role(request.user, project.team_id, Role.MEMBER)
+    if request.method == "POST":
+        form = RunForm(request.POST)
+        if form.is_valid():
+            try:
+                run = create_run(
+                    user=request.user,
+                    project=project,
+                    name=form.cleaned_data["name"],
+                    preset=form.cleaned_data["preset"] or None,
+                    overrides=form.config_overrides(),
+                )
+            except ConfigError as exc:
+                form.add_config_errors(exc.errors)
+            else:
+                return redirect("runs:detail", run_id=run.id)
+        status = 400
+    else:
+        form = RunForm(initial=initial_for(request.GET.get("preset", DEFAULT_PRESET)))
+        status = 200
+    return render(
+        request,
+        "runs/new.html",
+        {
+            "project": project,
+            "form": form,
+            "sections": form.sections(),
+            "presets": preset_values(),
+            "estimate": _estimate_of(form),
+        },
+        status=status,
+    )
+
+
+def _estimate_of(form: RunForm) -> dict[str, Any] | None:
+    """The estimate for what the form shows now, if it is a valid config."""
+    try:
+        if form.is_bound:
+            if not form.is_valid():
+                return None
+            return estimate(resolve(form.cleaned_data["preset"] or None, form.config_overrides()))
+        return estimate(resolve(form.initial.get("preset") or None))
+    except ConfigError:
+        return None
+
+
+@login_required
+@require_GET
+def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = run_for(request.user, run_id)
+    logs = log_tail(run)
+    return render(
+        request,
+        "runs/detail.html",
+        {
+            "run": run,
+            "summary": run_summary(run),
+            "config_sections": _config_sections(run.config),
+            "logs": logs,
+            "stream_state": {
+                "run_id": run.id,
+                "status": run.status,
+                "is_final": run.status in FINAL_STATUSES,
+                "log_seq": logs[-1].seq if logs else -1,
+                "chart_keys": list(CHART_KEYS),
+            },
+            "plotly_url": plotly_js_url(),
+            "can_cancel": run.is_active and has_role(request.user, run.project.team_id, Role.MEMBER),
+        },
+    )
+
+
+@login_required
+@require_GET
+def run_series(request: HttpRequest, run_id: int) -> JsonResponse:
+    """Downsampled series for the run page's charts, and the keys it can choose from."""
+    from webapp.metrics.selectors import keys_for_run, series
+
+    run = run_for(request.user, run_id)
+    keys = request.GET.getlist("key") or list(CHART_KEYS)
+    return JsonResponse(
+        {"keys": list(keys_for_run(run)), "series": [series(run, key) for key in keys[:10]], "step": run.step}
+    )
+
+
+@login_required
+@require_GET
+def run_logs(request: HttpRequest, run_id: int) -> JsonResponse:
+    run = run_for(request.user, run_id)
+    return JsonResponse({"logs": [log_line(entry) for entry in log_tail(run)]})
+
+
+@login_required
+@require_POST
+def cancel_run(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = run_for(request.user, run_id)
+    try:
+        run = request_cancel(user=request.user, run=run)
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+    else:
+        if run.status == RunStatus.CANCELLED:
+            messages.success(request, "The run was cancelled before it started.")
+        elif run.cancel_requested and run.is_active:
+            messages.info(request, "Cancel requested; the run saves a checkpoint and stops within seconds.")
+        else:
+            messages.info(request, f"The run had already finished ({run.status}).")
+    return redirect("runs:detail", run_id=run.id)
+
+
+async def run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
+    """SSE: points, logs and status of one run as they arrive; ends when the run is final."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        return JsonResponse({"error": "log in first"}, status=401)
+    run = await sync_to_async(run_for)(user, run_id)  # 404 for another team's run
+    cursor = StreamCursor(step=_int_param(request, "since", -1), log_seq=_int_param(request, "log_seq", -1))
+    response = StreamingHttpResponse(run_events(run.id, cursor), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
+    return response
+
+
+def _int_param(request: HttpRequest, name: str, default: int) -> int:
+    try:
+        return int(request.GET.get(name, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def _config_sections(config: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stored config as titled sections, each value flagged when it differs from the default."""
+    sections = []
+    for section in field_schema():
+        values = config.get(section["name"], {})
+        rows = [
+            {
+                "name": meta["name"],
+                "value": values.get(meta["name"], meta["default"]),
+                "changed": values.get(meta["name"], meta["default"]) != meta["default"],
+                "help": meta["help"],
+            }
+            for meta in section["fields"]
+        ]
+        sections.append({"name": section["name"], "title": SECTION_TITLES.get(section["name"]), "rows": rows})
+    return sections
