@@ -58,10 +58,15 @@ def model_state_for_save(state: dict[str, torch.Tensor], tied: bool) -> dict[str
     return out
 
 
-def load_model_weights(model: Transformer, path: Path) -> None:
+def read_model_state(path: Path, tied: bool) -> dict[str, torch.Tensor]:
     state = load_file(str(path / "model.safetensors"))
-    if model.config.tie_embeddings:
+    if tied:
         state["lm_head.weight"] = state["embed_tokens.weight"]
+    return state
+
+
+def load_model_weights(model: Transformer, path: Path) -> None:
+    state = read_model_state(path, model.config.tie_embeddings)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

@@ -130,21 +130,15 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, events: EventWriter | None, stop: StopFlag):
         self.cfg, self.run_dir, self.events, self.stop = cfg, run_dir, events, stop
         p, t = cfg.parallel, cfg.train
-        fsdp_plugin = None
-        if p.strategy == "fsdp":
-            from accelerate.utils import FullyShardedDataParallelPlugin
-
-            fsdp_plugin = FullyShardedDataParallelPlugin(
-                fsdp_version=2, reshard_after_forward=True, state_dict_type="FULL_STATE_DICT"
-            )
         self.accelerator = Accelerator(
             mixed_precision=p.mixed_precision,
-            fsdp_plugin=fsdp_plugin,
             kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=t.rank_timeout_s))],
         )
         acc = self.accelerator
         self.device = acc.device
         self.rank, self.world = acc.process_index, acc.num_processes
+        # One process has nothing to shard: FSDP then is plain single-process training.
+        self.fsdp = p.strategy == "fsdp" and self.world > 1
         if self.world != p.num_processes:
             self.log(
                 f"parallel.num_processes is {p.num_processes} but {self.world} processes "
@@ -189,22 +183,26 @@ class Trainer:
             model_cfg = type(model_cfg)(**{**model_cfg.__dict__, "kernels": "torch"})
         model = Transformer(model_cfg)
         model.activation_checkpointing = p.activation_checkpointing
-        self.raw_model = model
         if p.compile:
             for layer in model.layers:
                 layer.compile()
-        self.optimizer = torch.optim.AdamW(
+        if self.fsdp:
+            from modelcore.parallel import apply_fsdp
+
+            model = apply_fsdp(model.to(self.device), self.device, self.world, p.mixed_precision)
+        optimizer = torch.optim.AdamW(
             self._param_groups(model),
             lr=cfg.optim.lr,
             betas=(cfg.optim.beta1, cfg.optim.beta2),
             eps=cfg.optim.eps,
             fused=self.device.type == "cuda" or None,
         )
-        self.model, self.optimizer = acc.prepare(model, self.optimizer)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
-            lambda s: lr_multiplier(s, cfg),
-        )
+        if self.fsdp:
+            # Sharded already; Accelerate would wrap the model in DDP on top.
+            self.model, self.optimizer = model, optimizer
+        else:
+            self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
         self.step = 0
         self.tokens_seen = 0
         self.val_batches = (
@@ -258,7 +256,12 @@ class Trainer:
             "tokens_per_step": self.tokens_per_step,
             "resumed_from_step": self.step or None,
             "distributed": str(self.accelerator.distributed_type),
+            "data_parallel": self.parallel_mode,
         }
+
+    @property
+    def parallel_mode(self) -> str:
+        return "fsdp" if self.fsdp else ("ddp" if self.world > 1 else "single")
 
     @property
     def tokens_per_step(self) -> int:
@@ -276,8 +279,15 @@ class Trainer:
         if acc.is_main_process:
             tmp.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
-        fsdp = self.cfg.parallel.strategy == "fsdp"
-        state = acc.get_state_dict(self.model)  # every rank must call this (FSDP gathers)
+        if self.fsdp:
+            from modelcore.parallel import full_model_state, full_optimizer_state
+
+            # Collectives: every rank takes part, rank 0 receives the full tensors.
+            state = full_model_state(self.model)
+            optim_state = full_optimizer_state(self.model, self.optimizer)
+        else:
+            state = acc.get_state_dict(self.model)
+            optim_state = self.optimizer.state_dict()
         if acc.is_main_process:
             save_file(
                 ckpt.model_state_for_save(state, self.cfg.model.tie_embeddings),
@@ -287,10 +297,7 @@ class Trainer:
             ckpt.write_json(tmp / "sampler.json", self.sampler.state_dict())
             (tmp / "config.json").write_text(self.cfg.to_json())
             self.tokenizer.save(tmp / "tokenizer")
-            if not fsdp:
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        if fsdp:
-            torch.save(self.optimizer.state_dict(), tmp / f"optimizer_rank{self.rank}.pt")
+            torch.save(optim_state, tmp / "optimizer.pt")
         torch.save(ckpt.rng_state(), tmp / f"rng_rank{self.rank}.pt")
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -316,17 +323,15 @@ class Trainer:
             return
         step, path = found[-1]
         meta = json.loads((path / "meta.json").read_text())
-        ckpt.load_model_weights(self.accelerator.unwrap_model(self.model), path)
-        if self.cfg.parallel.strategy == "fsdp":
-            if meta["world_size"] != self.world:
-                raise ValueError(
-                    f"the FSDP checkpoint at step {step} was written by {meta['world_size']} "
-                    f"processes; resume it with parallel.num_processes={meta['world_size']}"
-                )
-            opt_file = path / f"optimizer_rank{self.rank}.pt"
+        optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+        if self.fsdp:
+            from modelcore.parallel import load_full_model_state, load_full_optimizer_state
+
+            load_full_model_state(self.model, ckpt.read_model_state(path, self.cfg.model.tie_embeddings))
+            load_full_optimizer_state(self.model, self.optimizer, optim_state)
         else:
-            opt_file = path / "optimizer.pt"
-        self.optimizer.load_state_dict(torch.load(opt_file, map_location="cpu", weights_only=False))
+            ckpt.load_model_weights(self.accelerator.unwrap_model(self.model), path)
+            self.optimizer.load_state_dict(optim_state)
         trainer_state = torch.load(path / "trainer.pt", weights_only=False)
         self.scheduler.load_state_dict(trainer_state["scheduler"])
         self.sampler.load_state_dict(json.loads((path / "sampler.json").read_text()))
@@ -346,7 +351,10 @@ class Trainer:
         self.model.train()
         for i, (x, y) in enumerate(self.sampler.next_step()):
             # Only the last micro-step synchronises gradients across ranks.
-            sync = nullcontext() if i == accum - 1 else acc.no_sync(self.model)
+            last = i == accum - 1
+            if self.fsdp:
+                self.model.set_requires_gradient_sync(last)
+            sync = nullcontext() if last or self.fsdp else acc.no_sync(self.model)
             with sync:
                 out = self.model(x.to(self.device), y.to(self.device))
                 acc.backward(out.loss / accum)
@@ -369,6 +377,13 @@ class Trainer:
         loss, ce, aux, z = means.tolist()
         return StepStats(loss, ce, aux, z, stop=reduced[4].item() > 0, expert_load=load)
 
+    def clip_gradients(self, max_norm: float) -> float:
+        """Clip the global gradient norm; returns the norm before clipping."""
+        if not self.fsdp:
+            return float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
     @torch.no_grad()
     def evaluate(self) -> float:
         self.model.eval()
@@ -382,13 +397,12 @@ class Trainer:
     def run(self) -> str:
         """Train to max_steps; returns "completed" or "cancelled"."""
         cfg, t = self.cfg, self.cfg.train
-        acc = self.accelerator
         self.resume()
         if self.events is not None:
             self.events.status("running", info=self.describe())
         self.log(
             f"model: {cfg.model.num_params():,} parameters, {self.world} process(es) on "
-            f"{self.device.type} ({acc.distributed_type}), {self.tokens_per_step:,} tokens/step"
+            f"{self.device.type} ({self.parallel_mode}), {self.tokens_per_step:,} tokens/step"
         )
         fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0") or 0)
         peak = device_peak_flops(self.device, cfg.parallel.mixed_precision)
@@ -412,7 +426,7 @@ class Trainer:
                 grad_norm = float("nan")
             else:
                 clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-                grad_norm = float(acc.clip_grad_norm_(self.model.parameters(), clip))
+                grad_norm = self.clip_gradients(clip)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             lr = self.scheduler.get_last_lr()[0]

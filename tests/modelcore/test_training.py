@@ -158,8 +158,9 @@ def test_an_invalid_config_json_is_reported_as_failed(tmp_path: Path) -> None:
     assert "ConfigError" in final["error"] and "model.n_heads: must divide model.d_model" in final["error"]
 
 
-def test_resume_continues_exactly(tmp_path: Path, cache_dir: Path) -> None:
-    cfg = _config({"train": {"max_steps": 16}}, SMALL)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_resume_continues_exactly(tmp_path: Path, cache_dir: Path, strategy: str) -> None:
+    cfg = _config({"train": {"max_steps": 16}, "parallel": {"strategy": strategy}}, SMALL)
     code, out = _run(cfg, tmp_path / "straight", cache_dir)
     assert code == 0, out
     code, out = _run(cfg, tmp_path / "resumed", cache_dir, {"RUNWRIGHT_STOP_AT_STEP": "8"})
@@ -176,6 +177,7 @@ def test_resume_continues_exactly(tmp_path: Path, cache_dir: Path) -> None:
     ]
     straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
     assert sorted(straight) == sorted(resumed) == list(range(1, 17))
+    assert _statuses(tmp_path / "resumed")[-2]["info"]["data_parallel"] == strategy
     for step in straight:
         assert resumed[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-6), step
 
