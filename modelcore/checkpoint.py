@@ -120,3 +120,25 @@ def load_checkpoint(
     load_model_weights(model, path)
     model.to(device).eval()
     return model, config, load_tokenizer(path / "tokenizer")
+
+
+def save_weights_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    model: Transformer,
+    config: RunConfig,
+    tokenizer: ByteTokenizer | HFTokenizer,
+) -> Path:
+    """A checkpoint with weights, config and tokenizer only (no optimizer): enough for
+    ``load_checkpoint``, export and generation, not for resuming training."""
+    from safetensors.torch import save_file
+
+    path = Path(run_dir) / CHECKPOINTS_DIR / checkpoint_name(step)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(
+        model_state_for_save(model.state_dict(), config.model.tie_embeddings), str(path / "model.safetensors")
+    )
+    (path / "config.json").write_text(config.to_json())
+    tokenizer.save(path / "tokenizer")
+    write_json(path / "meta.json", {"step": step, "tokens_seen": 0, "world_size": 1})
+    return path

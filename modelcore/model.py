@@ -37,9 +37,11 @@ class RMSNorm(nn.Module):
 
 def rotary_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin, each (max_seq_len, head_dim/2), for the half-split layout HF Llama uses."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)
-    return angles.cos().float(), angles.sin().float()
+    # Computed in float32 exactly as Hugging Face Llama does, so exported models
+    # give the same logits at long positions too.
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    angles = torch.outer(torch.arange(max_seq_len).float(), inv_freq)
+    return angles.cos(), angles.sin()
 
 
 class KVCache:
