@@ -14,16 +14,19 @@
   const lossKeys = state.chart_keys;
   const lastStep = {};  // per key: the last step drawn, so repeated points are skipped
   let metricKey = "";
+  let metricChosen = false;  // once the user picks a metric, new keys never replace it
+  const PREFERRED_METRIC = "train/lr";
   let logSeq = state.log_seq;
   let duration = durationEl.dataset.duration === "" ? null : Number(durationEl.dataset.duration);
   let durationTicking = false;
 
   const plotConfig = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
-  function layout(yTitle) {
+  function layout(yTitle, showLegend) {
     return {
       margin: { l: 56, r: 16, t: 8, b: 40 },
       xaxis: { title: { text: "step" }, zeroline: false, gridcolor: "#eef0f4" },
       yaxis: { title: { text: yTitle }, zeroline: false, gridcolor: "#eef0f4" },
+      showlegend: Boolean(showLegend),
       legend: { orientation: "h", x: 0, y: 1.12 },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
       font: { family: "system-ui, -apple-system, Segoe UI, sans-serif", size: 12, color: "#374151" },
@@ -73,9 +76,9 @@
     try {
       const data = await loadSeries(lossKeys);
       data.series.forEach(remember);
-      Plotly.newPlot(lossDiv, data.series.map((s) => trace(s, colors[s.key])), layout("loss"), plotConfig);
+      Plotly.newPlot(lossDiv, data.series.map((s) => trace(s, colors[s.key])), layout("loss", true), plotConfig);
       fillKeySelect(data.keys);
-      const preferred = data.keys.includes("train/lr") ? "train/lr" : keySelect.value;
+      const preferred = data.keys.includes(PREFERRED_METRIC) ? PREFERRED_METRIC : keySelect.value;
       if (preferred) { keySelect.value = preferred; await showMetric(preferred); }
       else Plotly.newPlot(metricDiv, [], layout(""), plotConfig);
       maxStep = Math.max(-1, ...Object.values(lastStep));
@@ -95,10 +98,13 @@
       const xs = fresh.map((p) => p[0]), ys = fresh.map((p) => p[1]);
       const li = lossKeys.indexOf(key);
       if (li >= 0) { lossIdx.push(li); lossUpdate.x.push(xs); lossUpdate.y.push(ys); }
-      if (key === metricKey) Plotly.extendTraces(metricDiv, { x: [xs], y: [ys] }, [0]);
+      if (key === metricKey && metricDiv.data && metricDiv.data.length) Plotly.extendTraces(metricDiv, { x: [xs], y: [ys] }, [0]);
       if (!lossKeys.includes(key)) {
         fillKeySelect([key]);
-        if (!metricKey) { keySelect.value = key; showMetric(key); }
+        if (!metricChosen && (!metricKey || (key === PREFERRED_METRIC && metricKey !== key))) {
+          keySelect.value = key;
+          showMetric(key);
+        }
       }
     }
     if (lossIdx.length) {
@@ -127,8 +133,12 @@
     if (update.last_loss !== undefined) lossEl.textContent = rw.loss(update.last_loss);
     if (update.duration_s !== undefined) { duration = update.duration_s; durationEl.textContent = rw.duration(duration); }
     if (update.error) {
+      const box = document.getElementById("run-error");
       document.getElementById("run-error-text").textContent = update.error;
-      document.getElementById("run-error").hidden = false;
+      document.getElementById("run-error-title").textContent =
+        update.status === "failed" ? "The run failed" : "Why it stopped";
+      box.classList.toggle("info", update.status !== "failed");
+      box.hidden = false;
     }
     const cancel = document.getElementById("cancel-button");
     if (cancel && update.cancel_requested) { cancel.disabled = true; cancel.textContent = "Cancelling…"; }
@@ -161,7 +171,7 @@
     source.onopen = function () { if (note.textContent.startsWith("connection")) note.textContent = ""; };
   }
 
-  keySelect.addEventListener("change", () => showMetric(keySelect.value));
+  keySelect.addEventListener("change", () => { metricChosen = true; showMetric(keySelect.value); });
   durationEl.textContent = rw.duration(duration);
   durationTicking = state.status === "running" || state.status === "starting";
   setInterval(function () {
