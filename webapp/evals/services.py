@@ -1,0 +1,389 @@
+"""Writes for eval jobs and reports: create (and queue), cancel, import results, save reports.
+
+Every function checks the role itself (members evaluate, admins delete), so a
+second caller (the API, a management command) cannot forget it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from webapp.accounts.models import Role
+from webapp.accounts.permissions import require_role
+from webapp.evals.models import ACTIVE_EVAL_STATUSES, EvalJob, EvalStatus, ModelSource, Report
+from webapp.evals.sources import available_tasks, resolve_hf_dir
+from webapp.projects.models import Project
+from webapp.runs.models import Checkpoint, Run
+
+log = logging.getLogger(__name__)
+
+MAX_TASKS = 50
+MAX_MODELS = 20
+MAX_FEWSHOT = 64
+
+
+class EvalError(ValueError):
+    """Input that cannot become a job or report; ``errors`` maps a form field to its message."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One model to evaluate: a run's checkpoint or a folder under the shared models folder."""
+
+    source: str
+    run_id: int | None = None
+    step: int | None = None
+    hf_path: str = ""
+
+    @classmethod
+    def parse(cls, value: str) -> ModelRef:
+        """``ckpt:<run id>:<step>`` or ``hf:<relative path>`` (the form's choice values)."""
+        kind, _, rest = (value or "").partition(":")
+        if kind == "ckpt":
+            run_id, _, step = rest.partition(":")
+            if run_id.isdigit() and step.isdigit():
+                return cls(ModelSource.CHECKPOINT, run_id=int(run_id), step=int(step))
+        elif kind == "hf" and rest:
+            return cls(ModelSource.HF, hf_path=rest)
+        raise EvalError({"models": f"{value!r} is not a model choice"})
+
+    def value(self) -> str:
+        return (
+            f"ckpt:{self.run_id}:{self.step}"
+            if self.source == ModelSource.CHECKPOINT
+            else f"hf:{self.hf_path}"
+        )
+
+
+def _check_options(
+    project: Project, tasks: Sequence[str], num_fewshot: int | None, limit: int | None
+) -> list[str]:
+    errors: dict[str, str] = {}
+    tasks = [t.strip() for t in tasks if t and t.strip()]
+    known = {t.name for t in available_tasks(project)}
+    if not tasks:
+        errors["tasks"] = "choose at least one task"
+    elif len(tasks) > MAX_TASKS:
+        errors["tasks"] = f"at most {MAX_TASKS} tasks per job"
+    else:
+        unknown = [t for t in tasks if t not in known]
+        if unknown:
+            errors["tasks"] = f"unknown task {unknown[0]!r}; upload its folder or pick a listed task"
+    if num_fewshot is not None and not 0 <= num_fewshot <= MAX_FEWSHOT:
+        errors["num_fewshot"] = f"must be between 0 and {MAX_FEWSHOT}"
+    if limit is not None and limit < 1:
+        errors["limit"] = "must be at least 1 (leave empty for all samples)"
+    if errors:
+        raise EvalError(errors)
+    return list(dict.fromkeys(tasks))
+
+
+def _checkpoint(project: Project, run_id: int, step: int) -> Checkpoint:
+    ckpt = (
+        Checkpoint.objects.filter(run_id=run_id, run__project=project, step=step)
+        .select_related("run")
+        .first()
+    )
+    if ckpt is None:
+        raise EvalError({"models": f"run {run_id} has no checkpoint at step {step} in this project"})
+    return ckpt
+
+
+def create_eval_jobs(
+    *,
+    user: AbstractBaseUser,
+    project: Project,
+    models: Iterable[ModelRef],
+    tasks: Sequence[str],
+    num_fewshot: int | None = None,
+    limit: int | None = None,
+    report_name: str = "",
+) -> list[EvalJob]:
+    """One queued job per model (each on all ``tasks``); optionally a report over them. Raises EvalError."""
+    require_role(user, project.team_id, Role.MEMBER)
+    tasks = _check_options(project, tasks, num_fewshot, limit)
+    models = list(dict.fromkeys(models))
+    if not models:
+        raise EvalError({"models": "choose at least one model"})
+    if len(models) > MAX_MODELS:
+        raise EvalError({"models": f"at most {MAX_MODELS} models at once"})
+    report_name = (report_name or "").strip()
+    if len(report_name) > 200:
+        raise EvalError({"report_name": "must be at most 200 characters"})
+    rows = []
+    for ref in models:
+        if ref.source == ModelSource.CHECKPOINT:
+            ckpt = _checkpoint(project, ref.run_id, ref.step)
+            rows.append({"source": ref.source, "run": ckpt.run, "checkpoint_step": ckpt.step})
+        else:
+            try:
+                resolve_hf_dir(ref.hf_path)
+            except ValueError as exc:
+                raise EvalError({"models": f"{ref.hf_path}: {exc}"}) from None
+            rows.append({"source": ref.source, "hf_path": ref.hf_path, "label": ref.hf_path})
+    with transaction.atomic():
+        jobs = [
+            EvalJob.objects.create(
+                project=project, tasks=tasks, num_fewshot=num_fewshot, limit=limit, created_by=user, **row
+            )
+            for row in rows
+        ]
+        if report_name:
+            report = Report.objects.create(project=project, name=report_name, created_by=user)
+            report.jobs.set(jobs)
+        for job in jobs:
+            transaction.on_commit(lambda job_id=job.id: enqueue_eval(job_id))
+    return jobs
+
+
+def enqueue_eval(job_id: int) -> None:
+    """Send the job's task; a broker failure marks the job failed instead of leaving it queued."""
+    try:
+        from workers.eval_jobs import run_eval_job
+
+        run_eval_job.delay(job_id)
+    except Exception as exc:
+        log.exception("could not enqueue eval job %s", job_id)
+        EvalJob.objects.filter(pk=job_id, status=EvalStatus.QUEUED).update(
+            status=EvalStatus.FAILED, error=f"Could not queue the eval job: {exc}", finished_at=timezone.now()
+        )
+
+
+def request_eval_cancel(*, user: AbstractBaseUser, job: EvalJob) -> EvalJob:
+    """A queued job is cancelled at once; a running one by its worker within seconds."""
+    require_role(user, job.project.team_id, Role.MEMBER)
+    with transaction.atomic():
+        if not EvalJob.objects.filter(pk=job.pk, status=EvalStatus.QUEUED).update(
+            status=EvalStatus.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+        ):
+            EvalJob.objects.filter(pk=job.pk, status__in=ACTIVE_EVAL_STATUSES).update(cancel_requested=True)
+    job.refresh_from_db()
+    return job
+
+
+def schedule_periodic_eval(run_id: int, step: int) -> EvalJob | None:
+    """Queue the eval a run's config asks for at this checkpoint, or None when it asks for none.
+
+    ``eval.tasks`` names the tasks; ``eval.every`` > 0 evaluates the first
+    checkpoint at or after each multiple of it, 0 only the final checkpoint
+    (``train.max_steps``). Safe to call twice for the same checkpoint.
+    """
+    run = Run.objects.filter(pk=run_id).select_related("project").first()
+    if run is None:
+        return None
+    eval_cfg = (run.config or {}).get("eval", {})
+    tasks = [t.strip() for t in str(eval_cfg.get("tasks") or "").split(",") if t.strip()]
+    every = int(eval_cfg.get("every") or 0)
+    max_steps = int((run.config or {}).get("train", {}).get("max_steps") or 0)
+    if not tasks or not _periodic_due(run, step, every, max_steps):
+        return None
+    known = {t.name for t in available_tasks(run.project)}
+    unknown = [t for t in tasks if t not in known]
+    limit = int(eval_cfg.get("limit") or 0) or None
+    try:
+        with transaction.atomic():
+            job = EvalJob.objects.create(
+                project=run.project,
+                source=ModelSource.CHECKPOINT,
+                run=run,
+                checkpoint_step=step,
+                tasks=tasks,
+                limit=limit,
+                periodic=True,
+                created_by=run.created_by,
+            )
+            if unknown:
+                # Visible on the run's eval list instead of a silent skip.
+                EvalJob.objects.filter(pk=job.pk).update(
+                    status=EvalStatus.FAILED,
+                    error=f"eval.tasks: unknown task {unknown[0]!r}",
+                    finished_at=timezone.now(),
+                )
+            else:
+                transaction.on_commit(lambda: enqueue_eval(job.id))
+    except IntegrityError:
+        return None  # already scheduled for this checkpoint
+    job.refresh_from_db()
+    return job
+
+
+def _periodic_due(run: Run, step: int, every: int, max_steps: int) -> bool:
+    if max_steps and step >= max_steps:
+        return True
+    if every <= 0:
+        return False
+    previous = (
+        EvalJob.objects.filter(run=run, periodic=True, checkpoint_step__lt=step)
+        .order_by("-checkpoint_step")
+        .values_list("checkpoint_step", flat=True)
+        .first()
+    )
+    # Checkpoint steps need not be multiples of eval.every: evaluate the first one in each new interval.
+    return step // every > (previous // every if previous is not None else 0)
+
+
+# --- imports -------------------------------------------------------------------
+
+_SAMPLES_NAME = re.compile(r"^samples_(?P<task>.+?)_\d{4}-\d{2}-\d{2}T[\d.\-]+\.jsonl$")
+
+
+def import_results(
+    *,
+    user: AbstractBaseUser,
+    project: Project,
+    results_text: str,
+    label: str = "",
+    sample_files: Sequence[tuple[str, str]] = (),
+) -> EvalJob:
+    """Store an lm-eval (or Runwright) results JSON as a completed job, with lm-eval sample files if given.
+
+    ``sample_files`` are (file name, text) pairs of lm-eval's ``samples_<task>_<date>.jsonl``.
+    """
+    require_role(user, project.team_id, Role.MEMBER)
+    try:
+        data = json.loads(results_text)
+    except json.JSONDecodeError as exc:
+        raise EvalError({"results_file": f"not valid JSON: {exc.msg} (line {exc.lineno})"}) from None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or not data["results"]:
+        raise EvalError({"results_file": "results: missing; this is not an lm-eval results file"})
+    from modelcore.evaluation.results import task_scores
+
+    scores = task_scores(data)
+    if not any(scores.values()):
+        raise EvalError({"results_file": "results: no numeric metric in any task"})
+    samples = data.get("samples") if isinstance(data.get("samples"), dict) else {}
+    for filename, text in sample_files:
+        task = _sample_file_task(filename, list(data["results"]))
+        samples[task] = _lm_eval_samples(filename, text, task, data)
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    model_args = config.get("model_args")
+    if isinstance(model_args, dict):
+        model_args = model_args.get("pretrained")
+    label = (label or "").strip() or str(model_args or data.get("model_name") or "imported results")
+    n_shot = data.get("n-shot") if isinstance(data.get("n-shot"), dict) else {}
+    shots = {v for v in n_shot.values() if isinstance(v, int)}
+    with transaction.atomic():
+        job = EvalJob.objects.create(
+            project=project,
+            source=ModelSource.IMPORTED,
+            label=label[:200],
+            tasks=list(data["results"]),
+            num_fewshot=shots.pop() if len(shots) == 1 else None,
+            status=EvalStatus.COMPLETED,
+            progress=1.0,
+            results={k: v for k, v in data.items() if k != "samples"},
+            has_samples=bool(samples),
+            created_by=user,
+            started_at=timezone.now(),
+            finished_at=timezone.now(),
+        )
+        job.job_dir.mkdir(parents=True, exist_ok=True)
+        full = {**data, "samples": samples} if samples else data
+        job.results_file.write_text(json.dumps(full, default=str), encoding="utf-8")
+    return job
+
+
+def _sample_file_task(filename: str, tasks: list[str]) -> str:
+    match = _SAMPLES_NAME.match(filename)
+    if match and match["task"] in tasks:
+        return match["task"]
+    for task in sorted(tasks, key=len, reverse=True):
+        if filename.startswith(f"samples_{task}"):
+            return task
+    raise EvalError({"sample_files": f"{filename}: names no task of the results file ({', '.join(tasks)})"})
+
+
+def _lm_eval_samples(filename: str, text: str, task: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    metrics = list((data.get("higher_is_better") or {}).get(task) or [])
+    if not metrics:
+        metrics = [k.split(",")[0] for k in data["results"][task] if "," in k and "_stderr" not in k]
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise EvalError({"sample_files": f"{filename}: line {n} is not JSON"}) from None
+        if not isinstance(row, dict) or "doc_id" not in row:
+            raise EvalError({"sample_files": f"{filename}: line {n} has no doc_id"})
+        record: dict[str, Any] = {
+            "doc_id": row["doc_id"],
+            "gold": row.get("target"),
+            "metrics": {m: row[m] for m in metrics if m in row},
+        }
+        resps = row.get("filtered_resps")
+        if isinstance(resps, list) and resps and all(isinstance(r, list) and r for r in resps):
+            lls = [r[0] for r in resps if isinstance(r[0], int | float)]
+            if len(lls) == len(resps) and len(lls) > 1:
+                record["loglikelihoods"] = lls
+                record["prediction"] = max(range(len(lls)), key=lls.__getitem__)
+        elif isinstance(resps, list) and resps and isinstance(resps[0], str):
+            record["prediction"] = resps[0]
+        if isinstance(row.get("arguments"), dict | list):
+            first = row["arguments"]
+            first = next(iter(first.values())) if isinstance(first, dict) else first[0] if first else None
+            if isinstance(first, dict):
+                record["prompt"] = first.get("arg_0")
+            elif isinstance(first, list) and first:
+                record["prompt"] = first[0]
+        out.append(record)
+    return out
+
+
+# --- reports -------------------------------------------------------------------
+
+
+def _report_jobs(project: Project, job_ids: Sequence[int]) -> list[EvalJob]:
+    ids = list(dict.fromkeys(int(i) for i in job_ids))
+    jobs = list(EvalJob.objects.filter(project=project, pk__in=ids))
+    if len(jobs) != len(ids):
+        raise EvalError({"jobs": "some of the chosen eval jobs are not in this project"})
+    if not jobs:
+        raise EvalError({"jobs": "choose at least one eval job"})
+    return jobs
+
+
+def create_report(*, user: AbstractBaseUser, project: Project, name: str, job_ids: Sequence[int]) -> Report:
+    require_role(user, project.team_id, Role.MEMBER)
+    name = (name or "").strip()
+    if not name:
+        raise EvalError({"name": "give the report a name"})
+    if len(name) > 200:
+        raise EvalError({"name": "must be at most 200 characters"})
+    jobs = _report_jobs(project, job_ids)
+    with transaction.atomic():
+        report = Report.objects.create(project=project, name=name, created_by=user)
+        report.jobs.set(jobs)
+    return report
+
+
+def update_report(*, user: AbstractBaseUser, report: Report, name: str, job_ids: Sequence[int]) -> Report:
+    require_role(user, report.project.team_id, Role.MEMBER)
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise EvalError({"name": "give the report a name of at most 200 characters"})
+    jobs = _report_jobs(report.project, job_ids)
+    with transaction.atomic():
+        report.name = name
+        report.save(update_fields=["name", "updated_at"])
+        report.jobs.set(jobs)
+    return report
+
+
+def delete_report(*, user: AbstractBaseUser, report: Report) -> None:
+    require_role(user, report.project.team_id, Role.ADMIN)
+    report.delete()

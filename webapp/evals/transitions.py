@@ -1,0 +1,97 @@
+"""Every write the worker side makes to an eval job.
+
+Status changes are conditional UPDATEs (``WHERE status = ...``), so the web
+(cancelling) and a worker (finishing) can never overwrite each other, and a
+second delivery of the same task finds nothing to claim.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.evals.models import EvalJob, EvalStatus
+from webapp.metrics.services import Point, upsert_points
+
+
+def claim(job_id: int, worker: str) -> EvalJob | None:
+    """Move a queued job to ``running`` for this worker; None when it was not queued."""
+    now = timezone.now()
+    claimed = EvalJob.objects.filter(pk=job_id, status=EvalStatus.QUEUED, cancel_requested=False).update(
+        status=EvalStatus.RUNNING,
+        worker=worker[:200],
+        started_at=now,
+        heartbeat_at=now,
+        progress=0.0,
+        error="",
+    )
+    return EvalJob.objects.select_related("run", "project").get(pk=job_id) if claimed else None
+
+
+def record_process(job_id: int, pid: int) -> None:
+    EvalJob.objects.filter(pk=job_id, status=EvalStatus.RUNNING).update(pid=pid, heartbeat_at=timezone.now())
+
+
+def record_progress(job_id: int, progress: float, current_task: str) -> bool:
+    """Store progress and refresh the heartbeat; returns whether a cancel was requested."""
+    EvalJob.objects.filter(pk=job_id, status=EvalStatus.RUNNING).update(
+        progress=max(0.0, min(1.0, progress)), current_task=current_task[:200], heartbeat_at=timezone.now()
+    )
+    return bool(EvalJob.objects.filter(pk=job_id, cancel_requested=True).exists())
+
+
+def finish(
+    job_id: int,
+    status: str,
+    *,
+    error: str = "",
+    results: dict[str, Any] | None = None,
+    has_samples: bool = False,
+) -> bool:
+    """Write the final state of a running job; for a periodic job, its scores become run metric points."""
+    fields: dict[str, Any] = {"status": status, "error": error, "finished_at": timezone.now(), "pid": None}
+    if status == EvalStatus.COMPLETED:
+        fields.update(progress=1.0, results=results, has_samples=has_samples, current_task="")
+    with transaction.atomic():
+        done = EvalJob.objects.filter(pk=job_id, status=EvalStatus.RUNNING).update(**fields) == 1
+        if done and status == EvalStatus.COMPLETED:
+            job = EvalJob.objects.get(pk=job_id)
+            if job.periodic and job.run_id is not None and job.checkpoint_step is not None and results:
+                upsert_points(job.run_id, eval_points(results, job.checkpoint_step))
+    return done
+
+
+def eval_points(results: dict[str, Any], step: int) -> list[Point]:
+    """``eval/<task>/<metric>`` points (and their stderrs) at ``step``, for the run's charts."""
+    from modelcore.evaluation.results import task_scores
+
+    now = time.time()
+    points = []
+    for task, metrics in task_scores(results).items():
+        for metric, (value, stderr) in metrics.items():
+            points.append(Point(f"eval/{task}/{metric}", step, value, now))
+            if stderr is not None:
+                points.append(Point(f"eval/{task}/{metric}_stderr", step, stderr, now))
+    return points
+
+
+def fail_stale_jobs(older_than_seconds: float) -> list[int]:
+    """Mark running jobs whose worker stopped heartbeating as failed (the worker was killed or lost)."""
+    cutoff = timezone.now() - dt.timedelta(seconds=older_than_seconds)
+    stale = list(
+        EvalJob.objects.filter(status=EvalStatus.RUNNING, heartbeat_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    if stale:
+        EvalJob.objects.filter(pk__in=stale, status=EvalStatus.RUNNING, heartbeat_at__lt=cutoff).update(
+            status=EvalStatus.FAILED,
+            error="The worker running this job stopped responding (killed or lost). Start the job again.",
+            finished_at=timezone.now(),
+            pid=None,
+        )
+    return stale

@@ -1,0 +1,318 @@
+"""Eval jobs on workers: run ``python -m modelcore.evaluate`` as a subprocess and follow it.
+
+The evaluator runs in its own process group (torch never loads in the worker,
+an out-of-memory kills only the evaluator, GPU memory is freed at exit). Its
+stderr carries one JSON progress event per line; the runner tails that log,
+turns it into the job's progress bar, watches ``cancel_requested`` and a time
+limit, and stores the results JSON when the evaluator exits. The row keeps the
+results without per-sample records; those stay in the job's results file.
+
+``schedule_periodic_evals`` is what the training supervisor calls for each
+checkpoint event: the run's ``eval.tasks``/``eval.every`` decide whether a
+job is queued, and its scores become ``eval/<task>/<metric>`` metric points.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+import modelcore
+from webapp.evals import transitions
+from webapp.evals.models import EvalJob, EvalStatus, ModelSource
+from webapp.evals.services import schedule_periodic_eval
+from webapp.evals.sources import resolve_hf_dir, task_dirs
+
+log = logging.getLogger(__name__)
+
+EVAL_TIME_LIMIT_SECONDS = int(getattr(settings, "EVAL_TIME_LIMIT_SECONDS", 6 * 3600))
+STOP_GRACE_SECONDS = 60
+POLL_SECONDS = 0.5
+PROGRESS_WRITE_SECONDS = 1.0
+KILL_AFTER_SECONDS = 5.0
+ERROR_TAIL_CHARS = 8000
+
+
+@shared_task(
+    bind=True,
+    name="workers.eval_jobs.run_eval_job",
+    ignore_result=True,
+    soft_time_limit=EVAL_TIME_LIMIT_SECONDS + STOP_GRACE_SECONDS,
+    time_limit=EVAL_TIME_LIMIT_SECONDS + 2 * STOP_GRACE_SECONDS,
+)
+def run_eval_job(self, job_id: int) -> str | None:
+    """Claim the queued job and run the evaluator to its end; a job not queued is left alone."""
+    worker = getattr(self.request, "hostname", None) or socket.gethostname()
+    job = transitions.claim(job_id, worker)
+    if job is None:
+        log.info("eval job %s is not queued (claimed, cancelled or deleted); nothing to do", job_id)
+        return None
+    return EvalRunner(job).run()
+
+
+@shared_task(
+    name="workers.eval_jobs.sweep_stale_eval_jobs", ignore_result=True, soft_time_limit=30, time_limit=60
+)
+def sweep_stale_eval_jobs() -> list[int]:
+    """Fail running jobs whose worker stopped heartbeating (add to the beat schedule)."""
+    return transitions.fail_stale_jobs(float(settings.LOST_AFTER_SECONDS))
+
+
+def schedule_periodic_evals(run_id: int, checkpoint_step: int) -> int | None:
+    """Queue the eval the run's config asks for at this checkpoint; the job id, or None.
+
+    Idempotent: a checkpoint event read twice schedules one job. Never raises
+    into the supervisor: a problem here must not disturb training.
+    """
+    try:
+        job = schedule_periodic_eval(run_id, checkpoint_step)
+    except Exception:
+        log.exception("run %s: could not schedule the eval of checkpoint %s", run_id, checkpoint_step)
+        return None
+    return job.id if job is not None else None
+
+
+def evaluate_command(job: EvalJob) -> list[str]:
+    """The evaluator's argument list (never a shell string: paths and task names are user input)."""
+    argv = [sys.executable, "-m", "modelcore.evaluate"]
+    if job.source == ModelSource.CHECKPOINT:
+        if job.run_id is None or job.checkpoint_step is None:
+            raise ValueError("the job names no run checkpoint")
+        argv += ["--model", str(job.run.run_dir), "--step", str(job.checkpoint_step)]
+    elif job.source == ModelSource.HF:
+        argv += ["--model", str(resolve_hf_dir(job.hf_path))]
+    else:
+        raise ValueError(f"{job.source} jobs have nothing to evaluate")
+    argv += ["--tasks", ",".join(job.tasks)]
+    for folder in task_dirs(job.project_id):
+        argv += ["--tasks-dir", str(folder)]
+    if job.num_fewshot is not None:
+        argv += ["--num-fewshot", str(job.num_fewshot)]
+    if job.limit is not None:
+        argv += ["--limit", str(job.limit)]
+    batch = getattr(settings, "EVAL_BATCH_SIZE", None)
+    if batch:
+        argv += ["--batch-size", str(batch)]
+    iters = getattr(settings, "EVAL_BOOTSTRAP_ITERS", None)
+    if iters is not None:
+        argv += ["--bootstrap-iters", str(iters)]
+    device = getattr(settings, "EVAL_DEVICE", None)
+    if device:
+        argv += ["--device", str(device)]
+    argv += ["--output", str(job.results_file)]
+    return argv
+
+
+@dataclass
+class _Progress:
+    """Progress over all tasks from the evaluator's events."""
+
+    tasks: list[str]
+    finished: set[str] = field(default_factory=set)
+    current: str = ""
+    done: int = 0
+    total: int = 0
+    error: str = ""
+
+    def feed(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "task_start":
+            self.current, self.done, self.total = (
+                str(event.get("task", "")),
+                0,
+                int(event.get("requests") or 0),
+            )
+        elif kind == "progress":
+            self.current = str(event.get("task", self.current))
+            self.done, self.total = int(event.get("done") or 0), int(event.get("total") or 0)
+        elif kind == "task_end":
+            self.finished.add(str(event.get("task", "")))
+            self.done = self.total
+        elif kind == "error":
+            self.error = str(event.get("error", ""))
+
+    @property
+    def fraction(self) -> float:
+        n = max(1, len(self.tasks))
+        within = min(1.0, self.done / self.total) if self.total and self.current not in self.finished else 0.0
+        # Kept below 1 until the results are stored: 100 % means the job is complete.
+        return min(0.99, (len(self.finished) + within) / n)
+
+
+class EvalRunner:
+    def __init__(self, job: EvalJob, *, time_limit: float | None = None, poll_seconds: float = POLL_SECONDS):
+        self.job = job
+        self.time_limit = float(time_limit if time_limit is not None else EVAL_TIME_LIMIT_SECONDS)
+        self.poll_seconds = poll_seconds
+        self.proc: subprocess.Popen | None = None
+        self.progress = _Progress(list(job.tasks))
+        self._offset = 0
+        self._partial = b""
+
+    def run(self) -> str:
+        job = self.job
+        job.job_dir.mkdir(parents=True, exist_ok=True)
+        job.results_file.unlink(missing_ok=True)
+        try:
+            argv = evaluate_command(job)
+            self._start(argv)
+        except (OSError, ValueError) as exc:
+            return self._finish(EvalStatus.FAILED, f"Could not start the evaluator: {exc}")
+        try:
+            stop = self._follow()
+        except BaseException as exc:
+            self._stop_group()
+            self._finish(EvalStatus.FAILED, _interrupted_message(exc))
+            raise
+        if stop == "cancel":
+            return self._finish(EvalStatus.CANCELLED, "")
+        if stop == "timeout":
+            return self._finish(
+                EvalStatus.FAILED,
+                f"The evaluation ran past its time limit ({self.time_limit:.0f} s) and was stopped. "
+                "Evaluate fewer tasks or samples (limit) per job.",
+            )
+        return self._collect(self.proc.returncode)
+
+    def _start(self, argv: list[str]) -> None:
+        env = dict(os.environ)
+        root = str(Path(modelcore.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        env.setdefault("HF_HUB_OFFLINE", "1")  # the evaluator reads local folders only
+        env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        with open(self.job.log_file, "wb") as out:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=self.job.job_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        transitions.record_process(self.job.id, self.proc.pid)
+        log.info("eval job %s: started pid %s: %s", self.job.id, self.proc.pid, " ".join(argv))
+
+    def _follow(self) -> str:
+        """Tail the log until the evaluator exits; returns "exit", "cancel" or "timeout"."""
+        assert self.proc is not None
+        deadline = time.monotonic() + self.time_limit
+        last_write = 0.0
+        while True:
+            exited = self.proc.poll() is not None
+            self._read_events()
+            now = time.monotonic()
+            if exited:
+                return "exit"
+            if now - last_write >= PROGRESS_WRITE_SECONDS:
+                state = (round(self.progress.fraction, 4), self.progress.current)
+                _refresh_connection()
+                cancel = transitions.record_progress(self.job.id, *state)
+                last_write = now
+                if cancel:
+                    self._stop_group()
+                    return "cancel"
+            if now >= deadline:
+                self._stop_group()
+                return "timeout"
+            time.sleep(self.poll_seconds)
+
+    def _read_events(self) -> None:
+        try:
+            with open(self.job.log_file, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # an incomplete last line waits for its end
+        for line in lines:
+            line = line.strip()
+            if not line.startswith(b"{"):
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                self.progress.feed(event)
+
+    def _stop_group(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=KILL_AFTER_SECONDS)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def _collect(self, code: int) -> str:
+        # Stragglers of the group (data loader workers) go with the leader.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if code != 0:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            reason = self.progress.error or log_tail(self.job.log_file)
+            return self._finish(EvalStatus.FAILED, f"The evaluator {how}.\n\n{reason}")
+        try:
+            data = json.loads(self.job.results_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return self._finish(EvalStatus.FAILED, f"The evaluator wrote no readable results: {exc}")
+        samples = data.get("samples") or {}
+        has_samples = any(
+            any(len(record) > 1 for record in records)
+            for records in samples.values()
+            if isinstance(records, list)
+        )
+        results = {k: v for k, v in data.items() if k != "samples"}
+        return self._finish(EvalStatus.COMPLETED, "", results=results, has_samples=has_samples)
+
+    def _finish(self, status: str, error: str, **fields: Any) -> str:
+        _refresh_connection()
+        if not transitions.finish(self.job.id, status, error=error, **fields):
+            log.info("eval job %s: no longer running; final status %s not written", self.job.id, status)
+        log.info("eval job %s: %s", self.job.id, status)
+        return status
+
+
+def log_tail(path: Path, limit: int = ERROR_TAIL_CHARS) -> str:
+    """The end of the evaluator's output, from its first traceback when there is one."""
+    try:
+        text = path.read_bytes()[-4 * limit :].decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return "(no evaluator output)"
+    start = text.find("Traceback (most recent call last)")
+    if start >= 0:
+        text = text[start:]
+    return text[-limit:]
+
+
+def _refresh_connection() -> None:
+    if not connection.in_atomic_block:
+        close_old_connections()
+
+
+def _interrupted_message(exc: BaseException) -> str:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "The eval job reached the worker's time limit and was stopped."
+    return f"The eval runner stopped unexpectedly ({type(exc).__name__}: {exc}); the evaluator was stopped."
