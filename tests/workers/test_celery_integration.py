@@ -1,0 +1,223 @@
+"""A real Celery worker trains real runs: the whole worker half of a run, end to end.
+
+The worker is a subprocess (``celery -A workers worker``) on the same broker and
+test database as this process: SQLite and the filesystem broker by default, or
+PostgreSQL and Redis when RUNWRIGHT_DATABASE_URL / RUNWRIGHT_REDIS_URL are set.
+Data is committed (``transactional_db``) so the worker sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import psutil
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from modelcore.config import RunConfig, preset
+from webapp.accounts.models import Team
+from webapp.metrics.models import MetricPoint
+from webapp.projects.models import Project
+from webapp.runs.models import FINAL_STATUSES, Run, RunStatus
+from workers.tasks import launch_run
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT_S = 150
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = quote(db["USER"] or "")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"])
+    return f"postgresql://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="module")
+def worker_queue(django_db_setup, tmp_path_factory):
+    """Start one worker for the module on a queue of its own (other suites may share the broker)."""
+    queue = f"test-{uuid.uuid4().hex[:10]}"
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        "RUNWRIGHT_DATABASE_URL": _database_url(),
+        "RUNWRIGHT_DATA_DIR": str(settings.DATA_DIR),  # the broker folders and run dirs of this process
+        "RUNWRIGHT_HEARTBEAT_SECONDS": "1",
+        "RUNWRIGHT_CACHE_DIR": str(tmp_path_factory.mktemp("corpus-cache")),
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "worker",
+        "-Q",
+        queue,
+        "--concurrency",
+        "1",
+        "--loglevel",
+        "info",
+        "--hostname",
+        f"{queue}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while " ready." not in log_path.read_text(errors="replace"):
+            assert proc.poll() is None, "worker exited:\n" + log_path.read_text(errors="replace")
+            assert time.monotonic() < deadline, "worker not ready:\n" + log_path.read_text(errors="replace")
+            time.sleep(0.3)
+        yield queue
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        print(log_path.read_text(errors="replace")[-4000:])
+
+
+@pytest.fixture
+def runs_dir():
+    """The worker's run directories, unlike the unit tests' per-test folders: it shares them with us."""
+    return settings.RUNS_DIR
+
+
+@pytest.fixture
+def make_run():
+    team = Team.objects.create(name=f"integration-{uuid.uuid4().hex[:6]}")
+    project = Project.objects.create(team=team, name="integration")
+
+    def make(name: str, overrides: dict | None = None) -> Run:
+        config = RunConfig.from_dict(overrides or {}, base=preset("tiny-cpu")).to_dict()  # validates
+        return Run.objects.create(project=project, name=name, preset="tiny-cpu", config=config)
+
+    return make
+
+
+def wait_for(run: Run, predicate, timeout: float) -> Run:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if predicate(run):
+            return run
+        time.sleep(0.5)
+    raise AssertionError(
+        f"run {run.id} still {run.status} at step {run.step} after {timeout} s; launcher log:\n"
+        + _launcher_log(run)
+    )
+
+
+def _launcher_log(run: Run) -> str:
+    path = run.run_dir / "launcher.log"
+    return path.read_text(errors="replace")[-4000:] if path.exists() else "(none)"
+
+
+def _trainer_processes(run: Run) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if str(run.run_dir) in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc)
+    return found
+
+
+def subscribe(run_id: int):
+    """A Redis subscriber when Redis is configured, else None."""
+    if not settings.REDIS_URL:
+        return None
+    import redis
+
+    messages: list[dict] = []
+    pubsub = redis.Redis.from_url(settings.REDIS_URL).pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(**{f"run:{run_id}": lambda m: messages.append(json.loads(m["data"]))})
+    thread = pubsub.run_in_thread(sleep_time=0.05, daemon=True)
+    return messages, thread, pubsub
+
+
+def test_worker_trains_a_two_process_run_to_completion(worker_queue, make_run):
+    run = make_run("integration-complete")
+    subscription = subscribe(run.id)
+    started = time.monotonic()
+    launch_run.apply_async((run.id,), queue=worker_queue)
+    run = wait_for(run, lambda r: r.status in FINAL_STATUSES, RUN_TIMEOUT_S)
+    elapsed = time.monotonic() - started
+    assert run.status == RunStatus.COMPLETED, run.error or _launcher_log(run)
+    losses = list(
+        MetricPoint.objects.filter(run=run, key="train/loss").order_by("step").values_list("step", "value")
+    )
+    max_steps = run.config["train"]["max_steps"]
+    assert len(losses) >= max_steps // run.config["train"]["log_every"] - 1
+    assert losses[-1][0] == max_steps == run.step
+    assert losses[-1][1] < losses[0][1] - 0.5, losses  # it learns: bytes of Python source are not noise
+    assert run.last_loss == pytest.approx(losses[-1][1])
+    assert MetricPoint.objects.filter(run=run, key="val/loss").exists()
+    assert run.logs.exists() and run.worker.startswith(worker_queue)
+    assert run.events_offset == (run.run_dir / "events.jsonl").stat().st_size
+    assert _trainer_processes(run) == []
+    print(f"run completed in {elapsed:.1f} s")
+    if subscription is not None:
+        messages, thread, pubsub = subscription
+        time.sleep(0.5)
+        thread.stop()
+        thread.join(timeout=5)
+        pubsub.close()
+        published = [p for m in messages for p in m["points"].get("train/loss", [])]
+        assert published and published[-1] == [max_steps, pytest.approx(losses[-1][1])]
+        assert {m["run_id"] for m in messages} == {run.id}
+        assert messages[-1]["status"] == RunStatus.COMPLETED
+
+
+def test_cancel_through_the_worker_stops_the_trainer_within_ten_seconds(worker_queue, make_run):
+    run = make_run("integration-cancel", {"train": {"max_steps": 100_000}})
+    launch_run.apply_async((run.id,), queue=worker_queue)
+    run = wait_for(run, lambda r: r.status == RunStatus.RUNNING and r.step >= 2, RUN_TIMEOUT_S)
+    assert _trainer_processes(run)
+    requested = time.monotonic()
+    Run.objects.filter(pk=run.pk).update(cancel_requested=True)  # what the web's request_cancel does
+    run = wait_for(run, lambda r: r.status in FINAL_STATUSES, 10)
+    assert time.monotonic() - requested < 10
+    assert run.status == RunStatus.CANCELLED, run.error
+    assert _trainer_processes(run) == []
+    assert run.checkpoints.exists()  # the trainer saved on SIGTERM
+
+
+def test_trainer_crash_through_the_worker_fails_with_the_traceback(worker_queue, make_run):
+    run = make_run("integration-crash", {"data": {"corpus": "/nonexistent/corpus.txt"}})
+    launch_run.apply_async((run.id,), queue=worker_queue)
+    run = wait_for(run, lambda r: r.status in FINAL_STATUSES, RUN_TIMEOUT_S)
+    assert run.status == RunStatus.FAILED
+    assert "Traceback (most recent call last)" in run.error
+    assert "/nonexistent/corpus.txt" in run.error
+    assert _trainer_processes(run) == []
+
+
+def test_launching_twice_starts_one_trainer(worker_queue, make_run):
+    run = make_run("integration-twice", {"train": {"max_steps": 10, "eval_every": 0}})
+    launch_run.apply_async((run.id,), queue=worker_queue)
+    launch_run.apply_async((run.id,), queue=worker_queue)
+    run = wait_for(run, lambda r: r.status in FINAL_STATUSES, RUN_TIMEOUT_S)
+    time.sleep(2)  # the second delivery runs after the first and must find nothing to do
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPLETED and run.attempt == 1
+    assert _launcher_log(run).count("--- attempt") == 1
