@@ -68,12 +68,19 @@ def _gold_index(gold: Any, choices: list[str]) -> int | list[int]:
     return gold if gold < len(choices) else -100
 
 
+def fewshot_count(cfg: TaskConfig, override: int | None) -> int:
+    """lm-eval's rule: an override applies unless the task's YAML pins ``num_fewshot: 0``."""
+    if override is None or cfg.num_fewshot == 0:
+        return cfg.num_fewshot or 0
+    return override
+
+
 def build_docs(cfg: TaskConfig, settings: EvalSettings) -> tuple[list[_Doc], int, int]:
     """Every evaluated document with its prompt and request arguments; also (n-shot, docs in split)."""
     splits = load_splits(cfg)
     eval_docs = split_docs(cfg, splits, "test_split" if cfg.test_split else "validation_split")
     fmt = DocFormatter(cfg, list(eval_docs[0]))
-    n_shot = settings.num_fewshot if settings.num_fewshot is not None else (cfg.num_fewshot or 0)
+    n_shot = fewshot_count(cfg, settings.num_fewshot)
     pool, _ = fewshot_pool(cfg, splits)
     sampler = FewshotSampler(pool, cfg.fewshot_config.sampler, settings.fewshot_seed) if pool else None
     builder = PromptBuilder(cfg, fmt, sampler, exclude_eval_doc=cfg.fewshot_config.split == cfg.test_split)
@@ -173,6 +180,10 @@ def _sample_metrics(cfg: TaskConfig, d: _Doc, resps: list[Any]) -> tuple[dict[st
 def evaluate_task(
     model: EvalModel, cfg: TaskConfig, settings: EvalSettings, callback: ProgressCallback | None = None
 ) -> TaskResult:
+    if callback and settings.num_fewshot and cfg.num_fewshot == 0:
+        callback(
+            {"event": "warning", "task": cfg.task, "message": "num_fewshot: 0 in the task; override ignored"}
+        )
     docs, n_shot, n_original = build_docs(cfg, settings)
     n_requests = sum(len(d.args) for d in docs)
     if callback:

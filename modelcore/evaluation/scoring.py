@@ -108,7 +108,7 @@ def _score_shared(
     chunks: list[list[tuple[int, ...]]] = []
     for ctx in contexts:
         last = chunks[-1] if chunks else None
-        fits = last is not None and sum(len(groups[c]) for c in last) + len(groups[ctx]) <= batch_size
+        fits = last is not None and len(last) < batch_size
         if fits and (not equal_length or len(last[0]) == len(ctx)):
             last.append(ctx)
         else:
@@ -142,8 +142,9 @@ def score_loglikelihood(
 ) -> list[tuple[float, bool]]:
     """(log P(continuation | context), continuation is the greedy choice) for each request.
 
-    ``batch_size`` bounds the requests scored per forward batch, as in lm-eval;
-    with ``share_prefix`` the contexts of those requests run once each.
+    ``batch_size`` is the number of full-length sequences per forward pass, as in
+    lm-eval: requests, or with ``share_prefix`` distinct contexts, whose
+    continuations (a few tokens each) then run together on the contexts' cache.
     """
     if batch_size < 1:
         raise ValueError("--batch-size: must be at least 1")
