@@ -29,7 +29,7 @@ import triton.language as tl
 
 @triton.jit
 def _rms_norm_fwd_kernel(x_ptr, w_ptr, out_ptr, rstd_ptr, n_cols, eps, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)  # row * n_cols can pass 2**31 on large batches
     cols = tl.arange(0, BLOCK)
     mask = cols < n_cols
     x = tl.load(x_ptr + row * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
@@ -60,7 +60,7 @@ def _rms_norm_bwd_kernel(
     mask = cols < n_cols
     w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     dw = tl.zeros((BLOCK,), dtype=tl.float32)
-    row_start = pid * rows_per_program
+    row_start = pid.to(tl.int64) * rows_per_program
     for i in range(0, rows_per_program):
         row = row_start + i
         if row < n_rows:
@@ -116,7 +116,7 @@ class RMSNormFunction(torch.autograd.Function):
 
 @triton.jit
 def _swiglu_fwd_kernel(g_ptr, u_ptr, out_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(u_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -126,7 +126,7 @@ def _swiglu_fwd_kernel(g_ptr, u_ptr, out_ptr, n, BLOCK: tl.constexpr):
 
 @triton.jit
 def _swiglu_bwd_kernel(dy_ptr, g_ptr, u_ptr, dg_ptr, du_ptr, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -186,7 +186,7 @@ def _rotary_kernel(
 ):
     # One program per (batch, position): all heads of that token share one cos/sin row.
     # ``sign`` = -1 rotates backwards, which is the gradient of the forward rotation.
-    pid = tl.program_id(0)
+    pid = tl.program_id(0).to(tl.int64)
     b = pid // seq_len
     t = pid % seq_len
     heads = tl.arange(0, BLOCK_H)[:, None]
