@@ -394,6 +394,31 @@ class Trainer:
         total = self.accelerator.reduce(total, reduction="sum")
         return total.item() / (len(self.val_batches) * self.world)
 
+    def optimizer_step(self) -> tuple[StepStats, float, float]:
+        """One optimizer step (forward, backward, clip, AdamW, schedule): stats, grad norm, lr used."""
+        cfg, t = self.cfg, self.cfg.train
+        stats = self.train_step()
+        if not math.isfinite(stats.loss):
+            if t.nan_policy == "fail":
+                raise FloatingPointError(
+                    f"loss is {stats.loss} at step {self.step + 1}: training diverged. Lower "
+                    "optim.lr, raise optim.warmup_steps or set train.nan_policy=skip"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.log(
+                f"loss is {stats.loss} at step {self.step + 1}; step skipped (train.nan_policy=skip)",
+                "warning",
+            )
+            grad_norm = float("nan")
+        else:
+            clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+            grad_norm = self.clip_gradients(clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        return stats, grad_norm, lr
+
     def run(self) -> str:
         """Train to max_steps; returns "completed" or "cancelled"."""
         cfg, t = self.cfg, self.cfg.train
@@ -411,26 +436,7 @@ class Trainer:
         while self.step < t.max_steps:
             if fail_at and self.step + 1 == fail_at:
                 raise RuntimeError(f"injected failure at step {fail_at} ({FAIL_AT_STEP_ENV} is set)")
-            stats = self.train_step()
-            if not math.isfinite(stats.loss):
-                if t.nan_policy == "fail":
-                    raise FloatingPointError(
-                        f"loss is {stats.loss} at step {self.step + 1}: training diverged. Lower "
-                        "optim.lr, raise optim.warmup_steps or set train.nan_policy=skip"
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                self.log(
-                    f"loss is {stats.loss} at step {self.step + 1}; step skipped (train.nan_policy=skip)",
-                    "warning",
-                )
-                grad_norm = float("nan")
-            else:
-                clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-                grad_norm = self.clip_gradients(clip)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            lr = self.scheduler.get_last_lr()[0]
-            self.scheduler.step()
+            stats, grad_norm, lr = self.optimizer_step()
             self.step += 1
             self.tokens_seen += self.tokens_per_step
             window_tokens += self.tokens_per_step

@@ -1,0 +1,271 @@
+"""Training tokens/s of Runwright's trainer vs a plain Hugging Face Llama training loop.
+
+    python -m benchmarks.train_throughput [--rounds 5] [--steps 3] [--variants eager,compile]
+
+Same model shape (Llama, d_model 256, 4 layers, 4 heads, sequence 256, vocabulary
+4096, tied embeddings, fp32), same data (the built-in corpus tokenized by a 4096-token
+BPE, the same random windows), same optimizer (AdamW with the same groups, clipping
+at 1.0, constant learning rate), one process on the CPU. Ours is the real trainer
+step (``Trainer.optimizer_step``: sampler, model, kernels, clipping, AdamW); the
+peer is ``transformers.LlamaForCausalLM`` (``attn_implementation="sdpa"``) in a
+plain loop. The sides are interleaved, a few steps each per round, so machine noise
+hits them alike; each side's figure is its median over rounds, after a warm-up
+round that also absorbs compilation. Prints one JSON object: ``ours`` (the best
+variant), ``peer``, ``ratio`` = ours/peer, ``unit``, every variant, the settings.
+
+On a CUDA machine it also trains a 125M-parameter config in bf16 and reports its MFU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modelcore.config import RunConfig
+from modelcore.data import WindowSampler
+from modelcore.trainer import Trainer
+
+VARIANTS = {
+    # name: (parallel.compile, model.kernels)
+    "eager": (False, "torch"),
+    "compile": (True, "compile"),
+    "compile-blocks": (True, "torch"),
+    "compile-kernels": (False, "compile"),
+}
+
+
+class _NoStop:
+    requested = False
+
+
+def bench_config(variant: str, d_model: int, layers: int, seq: int, vocab: int, batch: int) -> RunConfig:
+    compile_blocks, kernels = VARIANTS[variant]
+    return RunConfig.from_dict(
+        {
+            "model": {
+                "vocab_size": vocab,
+                "d_model": d_model,
+                "n_layers": layers,
+                "n_heads": d_model // 64,
+                "max_seq_len": seq,
+                "kernels": kernels,
+                "tie_embeddings": True,
+            },
+            "data": {"tokenizer": "bpe", "bpe_vocab_size": vocab, "seq_len": seq, "max_corpus_mb": 1.0},
+            "optim": {"lr": 1e-3, "schedule": "constant", "warmup_steps": 0, "grad_clip": 1.0},
+            "parallel": {"num_processes": 1, "compile": compile_blocks},
+            "train": {"micro_batch_size": batch, "max_steps": 100_000, "eval_every": 0},
+        }
+    )
+
+
+class HFSide:
+    """transformers' LlamaForCausalLM with the same shape, optimizer and windows."""
+
+    def __init__(self, cfg: RunConfig, tokens: Any):
+        import transformers
+
+        m = cfg.model
+        hf_cfg = transformers.LlamaConfig(
+            vocab_size=m.vocab_size,
+            hidden_size=m.d_model,
+            intermediate_size=m.ffn_hidden,
+            num_hidden_layers=m.n_layers,
+            num_attention_heads=m.n_heads,
+            num_key_value_heads=m.kv_heads,
+            max_position_embeddings=m.max_seq_len,
+            rms_norm_eps=m.norm_eps,
+            tie_word_embeddings=True,
+            rope_theta=m.rope_theta,
+            attn_implementation="sdpa",
+        )
+        torch.manual_seed(cfg.train.seed)
+        self.model = transformers.LlamaForCausalLM(hf_cfg)
+        self.model.train()
+        o = cfg.optim
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr,
+            betas=(o.beta1, o.beta2),
+            eps=o.eps,
+        )
+        t = cfg.train
+        self.sampler = WindowSampler(tokens, cfg.data.seq_len, t.micro_batch_size, 1, t.seed)
+        self.clip = o.grad_clip
+
+    def step(self) -> float:
+        ((x, y),) = self.sampler.next_step()
+        # Labels are the inputs; transformers shifts them, as every HF training loop does.
+        loss = self.model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+
+def _timed(step: Any, steps: int, tokens_per_step: int) -> tuple[float, float]:
+    start = time.perf_counter()
+    loss = 0.0
+    for _ in range(steps):
+        loss = step()
+    return tokens_per_step * steps / (time.perf_counter() - start), loss
+
+
+def cpu_comparison(args: argparse.Namespace) -> dict[str, Any]:
+    run_root = Path(tempfile.mkdtemp(prefix="rw-bench-"))
+    trainers: dict[str, Trainer] = {}
+    for variant in args.variants:
+        cfg = bench_config(variant, args.d_model, args.layers, args.seq, args.vocab, args.batch)
+        # One run dir: the tokenizer and token file are built once and shared.
+        trainers[variant] = Trainer(cfg, run_root, None, _NoStop())
+    first = next(iter(trainers.values()))
+    peer = HFSide(first.cfg, first.splits.train)
+    tokens_per_step = args.batch * args.seq
+    sides: dict[str, Any] = {
+        name: (lambda t=t: t.optimizer_step()[0].ce_loss) for name, t in trainers.items()
+    }
+    sides["peer"] = peer.step
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    losses: dict[str, float] = {}
+    for round_ in range(args.rounds + 1):
+        for name, step in sides.items():
+            rate, losses[name] = _timed(step, args.steps, tokens_per_step)
+            if round_ > 0:  # round 0 warms up (and compiles)
+                rates[name].append(rate)
+    medians = {name: statistics.median(r) for name, r in rates.items()}
+    ours_name = max((n for n in medians if n != "peer"), key=medians.__getitem__)
+    return {
+        "benchmark": "train_throughput",
+        "unit": "tokens/s",
+        "ours": round(medians[ours_name], 1),
+        "ours_variant": ours_name,
+        "peer": round(medians["peer"], 1),
+        "peer_name": "transformers.LlamaForCausalLM (sdpa) plain loop",
+        "ratio": round(medians[ours_name] / medians["peer"], 3),
+        "ratio_eager": round(medians["eager"] / medians["peer"], 3) if "eager" in medians else None,
+        "variants": {
+            n: {"tokens_per_s": round(v, 1), "compile_blocks": VARIANTS[n][0], "kernels": VARIANTS[n][1]}
+            for n, v in medians.items()
+            if n != "peer"
+        },
+        "samples": {n: [round(x, 1) for x in r] for n, r in rates.items()},
+        "last_loss": losses,
+        "target_ratio": 1.3,
+        "settings": {
+            "d_model": args.d_model,
+            "n_layers": args.layers,
+            "n_heads": args.d_model // 64,
+            "seq_len": args.seq,
+            "vocab_size": args.vocab,
+            "micro_batch": args.batch,
+            "dtype": "float32",
+            "device": "cpu",
+            "processes": 1,
+            "threads": torch.get_num_threads(),
+            "num_params": first.cfg.model.num_params(),
+            "rounds": args.rounds,
+            "steps_per_round": args.steps,
+            "torch": torch.__version__,
+        },
+    }
+
+
+def gpu_mfu(steps: int = 30) -> dict[str, Any]:
+    """MFU of the trainer on a 125M-parameter config (GPT-2 small shape) in bf16."""
+    cfg = RunConfig.from_dict(
+        {
+            "model": {
+                "vocab_size": 32768,
+                "d_model": 768,
+                "n_layers": 12,
+                "n_heads": 12,
+                "max_seq_len": 1024,
+                "kernels": "triton",
+            },
+            "data": {"tokenizer": "byte", "seq_len": 1024, "max_corpus_mb": 8.0},
+            "optim": {"schedule": "constant", "warmup_steps": 0},
+            "parallel": {"num_processes": 1, "mixed_precision": "bf16", "compile": True},
+            "train": {"micro_batch_size": 16, "max_steps": 100_000, "eval_every": 0},
+        }
+    )
+    from modelcore.trainer import device_peak_flops
+
+    trainer = Trainer(cfg, Path(tempfile.mkdtemp(prefix="rw-bench-gpu-")), None, _NoStop())
+    for _ in range(5):
+        trainer.optimizer_step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.optimizer_step()
+    torch.cuda.synchronize()
+    tokens_per_s = trainer.tokens_per_step * steps / (time.perf_counter() - start)
+    peak = device_peak_flops(trainer.device, "bf16")
+    flops = cfg.model.flops_per_token(cfg.data.seq_len) * tokens_per_s
+    return {
+        "gpu": torch.cuda.get_device_name(),
+        "num_params": cfg.model.num_params(),
+        "tokens_per_s": round(tokens_per_s, 1),
+        "mfu": round(flops / peak, 4) if peak else None,
+        "target_mfu": 0.5,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_throughput")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3, help="Steps per side per round.")
+    parser.add_argument(
+        "--variants",
+        default="eager,compile",
+        type=lambda s: [v for v in s.split(",") if v],
+        help=f"Our settings to measure, from {', '.join(VARIANTS)}.",
+    )
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--skip-gpu", action="store_true")
+    parser.add_argument("--gpu-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.gpu_only:
+        json.dump(gpu_mfu(), sys.stdout)
+        return 0
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}")
+    gpu = None
+    if torch.cuda.is_available() and not args.skip_gpu:
+        # A child process: Accelerate's device choice is per process, and the CPU
+        # comparison below must stay on the CPU.
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.train_throughput", "--gpu-only"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        gpu = json.loads(done.stdout.strip().splitlines()[-1])
+    os.environ["ACCELERATE_USE_CPU"] = "1"
+    result = cpu_comparison(args)
+    if gpu is not None:
+        result["gpu_mfu"] = gpu
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
