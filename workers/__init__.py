@@ -38,4 +38,6 @@ app.conf.update(
 )
 app.autodiscover_tasks(["workers"])
 
+from workers import shutdown  # noqa: E402,F401  (connects the worker shutdown handler)
+
 __all__ = ["app"]

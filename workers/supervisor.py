@@ -84,10 +84,10 @@ class Supervisor:
             config = RunConfig.from_dict(self.run.config)
         except ConfigError as exc:
             return self._finish(RunStatus.FAILED, f"The stored config does not validate: {exc}")
-        self._set_aside_stale_dir()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / CONFIG_FILE).write_text(config.to_json() + "\n", encoding="utf-8")
         try:
+            self._set_aside_stale_dir()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / CONFIG_FILE).write_text(config.to_json() + "\n", encoding="utf-8")
             argv, extra_env = self.command(config, self.run_dir)
             self._start(argv, extra_env)
         except (OSError, ValueError) as exc:

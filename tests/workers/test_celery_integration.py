@@ -8,6 +8,7 @@ Data is committed (``transactional_db``) so the worker sees it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,17 +47,16 @@ def _database_url() -> str:
     return f"postgresql://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-@pytest.fixture(scope="module")
-def worker_queue(django_db_setup, tmp_path_factory):
-    """Start one worker for the module on a queue of its own (other suites may share the broker)."""
+@contextlib.contextmanager
+def celery_worker(log_path: Path, cache_dir: Path):
+    """A ``celery -A workers worker`` subprocess on a queue of its own (other suites may share the broker)."""
     queue = f"test-{uuid.uuid4().hex[:10]}"
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     env = {
         **os.environ,
         "RUNWRIGHT_DATABASE_URL": _database_url(),
         "RUNWRIGHT_DATA_DIR": str(settings.DATA_DIR),  # the broker folders and run dirs of this process
         "RUNWRIGHT_HEARTBEAT_SECONDS": "1",
-        "RUNWRIGHT_CACHE_DIR": str(tmp_path_factory.mktemp("corpus-cache")),
+        "RUNWRIGHT_CACHE_DIR": str(cache_dir),
     }
     argv = [
         sys.executable,
@@ -86,15 +86,28 @@ def worker_queue(django_db_setup, tmp_path_factory):
             assert proc.poll() is None, "worker exited:\n" + log_path.read_text(errors="replace")
             assert time.monotonic() < deadline, "worker not ready:\n" + log_path.read_text(errors="replace")
             time.sleep(0.3)
-        yield queue
+        yield queue, proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         print(log_path.read_text(errors="replace")[-4000:])
+
+
+@pytest.fixture(scope="module")
+def corpus_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("corpus-cache")
+
+
+@pytest.fixture(scope="module")
+def worker_queue(django_db_setup, tmp_path_factory, corpus_cache):
+    """One worker for the module's tests."""
+    with celery_worker(tmp_path_factory.mktemp("worker") / "worker.log", corpus_cache) as (queue, _):
+        yield queue
 
 
 @pytest.fixture
@@ -221,3 +234,17 @@ def test_launching_twice_starts_one_trainer(worker_queue, make_run):
     run.refresh_from_db()
     assert run.status == RunStatus.COMPLETED and run.attempt == 1
     assert _launcher_log(run).count("--- attempt") == 1
+
+
+def test_stopping_the_worker_stops_its_trainer_and_marks_the_run_lost(make_run, tmp_path, corpus_cache):
+    run = make_run("integration-worker-stop", {"train": {"max_steps": 100_000}})
+    with celery_worker(tmp_path / "worker.log", corpus_cache) as (queue, proc):
+        launch_run.apply_async((run.id,), queue=queue)
+        run = wait_for(run, lambda r: r.status == RunStatus.RUNNING and r.step >= 2, RUN_TIMEOUT_S)
+        proc.send_signal(signal.SIGTERM)  # what docker stop / systemctl stop send: the main process only
+        proc.wait(timeout=20)
+    run.refresh_from_db()
+    assert run.status == RunStatus.LOST
+    assert "worker shut down" in run.error
+    assert _trainer_processes(run) == []
+    assert run.checkpoints.exists()  # stopped like a cancel: with a checkpoint to resume from

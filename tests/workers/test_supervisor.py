@@ -208,3 +208,28 @@ def test_run_taken_away_stops_the_trainer_and_keeps_the_new_status(make_run, fak
     run.refresh_from_db()
     assert run.status == RunStatus.LOST and run.error == "swept"
     assert_group_gone(run.pid)
+
+
+def test_a_launcher_that_cannot_start_fails_the_run(make_run, tmp_path):
+    def missing(config, run_dir):
+        return [str(tmp_path / "no-such-launcher")], {}
+
+    def too_many_gpus(config, run_dir):
+        raise ValueError("parallel.num_processes: 8 processes asked for but only 1 GPU(s) are available")
+
+    for build, expected in ((missing, "No such file"), (too_many_gpus, "only 1 GPU(s)")):
+        run = claim(make_run())
+        assert supervise(run, command=build) == "failed"
+        run.refresh_from_db()
+        assert run.error.startswith("Could not start the trainer") and expected in run.error
+
+
+def test_files_of_an_earlier_run_with_the_same_id_are_set_aside(make_run, fake_command):
+    run = make_run()
+    run.run_dir.mkdir(parents=True)
+    with EventWriter(run.run_dir) as events:
+        events.metric(999, {"train/loss": 0.01})
+    run = claim(run)
+    supervise(run, command=fake_command("complete", steps=3), poll_seconds=0.1)
+    assert not MetricPoint.objects.filter(run=run, step=999).exists()
+    assert len(list(run.run_dir.parent.glob(f"{run.id}.stale-*"))) == 1
