@@ -76,7 +76,9 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = DATA_DIR / "static"
+# Only for `collectstatic` in deployments that serve files from a web server;
+# otherwise WhiteNoise serves straight from the finders.
+STATIC_ROOT = env_str("RUNWRIGHT_STATIC_ROOT") or None
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve straight from the finders so the embedded default needs no collectstatic.
 WHITENOISE_USE_FINDERS = True

@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand
 from webapp.demo.processes import ProcessGroup, free_port, wait_for_http
 
 # Long enough that the curve is still growing when the browser opens.
-DEMO_RUN_OVERRIDES = {"train": {"max_steps": 1500, "log_every": 5, "eval_every": 100}}
+DEMO_RUN_OVERRIDES = {"train": {"max_steps": 3000, "log_every": 5, "eval_every": 100}}
 
 
 class Command(BaseCommand):
