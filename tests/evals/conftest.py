@@ -25,6 +25,15 @@ def make_user(username: str, team: Team | None, role: str):
 
 
 @pytest.fixture
+def data_dir(settings, tmp_path) -> Path:
+    """A fresh data directory per test (uploads, results files, models), for in-process tests."""
+    settings.DATA_DIR = tmp_path / "data"
+    settings.RUNS_DIR = settings.DATA_DIR / "runs"
+    settings.DATA_DIR.mkdir()
+    return settings.DATA_DIR
+
+
+@pytest.fixture
 def team(db) -> Team:
     return Team.objects.create(name="ml")
 
