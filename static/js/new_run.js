@@ -53,6 +53,11 @@
         if (details) details.open = true;
       }
     }
+    const summary = document.getElementById("error-summary");
+    const n = Object.keys(errors).length;
+    summary.hidden = n === 0;
+    summary.firstElementChild.textContent =
+      "The config has " + n + " problem" + (n === 1 ? "" : "s") + "; each is shown next to its field below.";
     for (const fieldset of form.querySelectorAll("fieldset.section")) {
       fieldset.classList.toggle("section-has-errors", Boolean(fieldset.querySelector(".field.has-error")));
     }

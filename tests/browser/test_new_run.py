@@ -228,6 +228,9 @@ def test_new_run_in_the_browser(server, alice_project):
 
         page.fill("[name='model.n_heads']", "4")
         expect(error).to_be_hidden()  # the live check clears it once the config is valid
+        expect(page.locator("#error-summary")).to_be_hidden()
+        expect(page.locator("[data-est=num_params]")).not_to_have_text("–")
+        page.screenshot(path=str(SHOTS / "runwright-new-run.png"))
         page.click("button:has-text('Launch run')")
         expect(page.locator("h1")).to_contain_text("browser run")
         run_url = page.url

@@ -25,7 +25,6 @@ def test_selectors_show_only_own_teams_objects(alice, bob, charlie, project, run
         "/projects/{p}/runs/new",
         "/runs/{r}/",
         "/runs/{r}/series",
-        "/runs/{r}/logs",
         "/runs/{r}/stream",
     ],
 )

@@ -96,3 +96,32 @@ def test_stream_view_answers_event_stream(async_client, alice, make_run):
     assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
     got = events(body.split("\n\n"))
     assert got[0][1]["points"] == {"train/loss": [[2, 5.0]]} and got[-1][0] == "end"
+
+
+@pytest.mark.services
+def test_live_message_wakes_the_stream_before_the_idle_poll(run, settings):
+    if not settings.REDIS_URL:
+        pytest.skip("needs RUNWRIGHT_REDIS_URL")
+    from webapp.live import publish
+
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
+
+    async def consume() -> float:
+        loop = asyncio.get_running_loop()
+        # The idle poll is a minute away: only the Redis message can bring the new point in time.
+        stream = run_events(run.id, StreamCursor(), live_idle_seconds=60)
+        assert (await anext(stream)).startswith("retry:")
+        first = await anext(stream)  # the initial state
+        assert '"status":"running"' in first
+        await asyncio.to_thread(add_points, run, "train/loss", range(1, 2))
+        waiter = asyncio.ensure_future(anext(stream))
+        start = loop.time()
+        while not waiter.done():  # the subscription is asynchronous: publish until it is heard
+            await asyncio.to_thread(publish, run.id, {"run_id": run.id, "points": {}})
+            await asyncio.wait([waiter], timeout=0.2)
+        chunk = waiter.result()
+        await stream.aclose()
+        assert '"train/loss":[[1,10.0]]' in chunk
+        return loop.time() - start
+
+    assert asyncio.run(asyncio.wait_for(consume(), timeout=20)) < 10

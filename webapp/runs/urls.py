@@ -8,7 +8,6 @@ urlpatterns = [
     path("projects/<int:project_id>/runs/new", views.new_run, name="new"),
     path("runs/<int:run_id>/", views.run_detail, name="detail"),
     path("runs/<int:run_id>/series", views.run_series, name="series"),
-    path("runs/<int:run_id>/logs", views.run_logs, name="logs"),
     path("runs/<int:run_id>/cancel", views.cancel_run, name="cancel"),
     path("runs/<int:run_id>/stream", views.run_stream, name="stream"),
 ]

@@ -18,7 +18,7 @@ from webapp.runs.assets import plotly_js_url
 from webapp.runs.estimates import estimate
 from webapp.runs.forms import DEFAULT_PRESET, SECTION_TITLES, RunForm, initial_for, preset_values
 from webapp.runs.models import FINAL_STATUSES, RunStatus
-from webapp.runs.presenters import log_line, run_summary
+from webapp.runs.presenters import run_summary
 from webapp.runs.selectors import log_tail, run_for
 from webapp.runs.services import create_run, request_cancel
 from webapp.runs.stream import StreamCursor, run_events
@@ -113,13 +113,6 @@ def run_series(request: HttpRequest, run_id: int) -> JsonResponse:
     return JsonResponse(
         {"keys": list(keys_for_run(run)), "series": [series(run, key) for key in keys[:10]], "step": run.step}
     )
-
-
-@login_required
-@require_GET
-def run_logs(request: HttpRequest, run_id: int) -> JsonResponse:
-    run = run_for(request.user, run_id)
-    return JsonResponse({"logs": [log_line(entry) for entry in log_tail(run)]})
 
 
 @login_required
