@@ -183,6 +183,11 @@ class Trainer:
             model_cfg = type(model_cfg)(**{**model_cfg.__dict__, "kernels": "torch"})
         model = Transformer(model_cfg)
         model.activation_checkpointing = p.activation_checkpointing
+        if t.init_from and not ckpt.list_checkpoints(run_dir):  # a resume restores its own weights
+            from modelcore.init_from import load_initial_weights
+
+            load_initial_weights(model, t.init_from, cfg)
+            self.log(f"initialised weights from {t.init_from}")
         if p.compile:
             for layer in model.layers:
                 layer.compile()
