@@ -18,6 +18,12 @@ def make_user(username: str, team: Team | None, role: str = Role.MEMBER):
     return user
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # PBKDF2 costs about a second per user on a busy 2-core machine; these tests don't measure it.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def team(db) -> Team:
     return Team.objects.create(name="ml")
