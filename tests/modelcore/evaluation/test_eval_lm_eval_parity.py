@@ -34,7 +34,10 @@ def _write_tasks(root: Path) -> Path:
     facts_test = write_jsonl(data / "facts_test.jsonl", builtin_rows("rw_facts", "test")[:40])
     arith = write_jsonl(data / "arith.jsonl", builtin_rows("rw_arith", "test")[:16])
     sentences = [f"{r['question']} {r['choices'][r['label']]}." for r in builtin_rows("rw_facts", "test")]
-    texts = [{"text": " ".join(sentences[i : i + 4 + i % 9])} for i in range(0, 40, 5)]
+    texts = [
+        {"text": " ".join(sentences[(7 * i + j) % 60] for j in range(n))}
+        for i, n in enumerate([2, 5, 9, 14, 20, 27, 35])
+    ]
     texts.append({"text": "Short one."})
     prose = write_jsonl(data / "prose.jsonl", texts)
     tasks = {
@@ -191,3 +194,10 @@ def test_the_comparison_is_not_vacuous(both_runs, tiny_hf_model):
     assert 0.0 < peer["results"]["parity_mc"]["acc,none"] < 1.0
     n_tokens = [len(tiny_hf_model.encode(s["gold"])) for s in ours["samples"]["parity_ppl"]]
     assert max(n_tokens) > 2 * tiny_hf_model.max_length, "some texts must span several rolling windows"
+    # Both scoring paths are compared: prompts that fit share their context, longer ones are cut.
+    fits = [
+        len(tiny_hf_model.encode(a[0] + a[1])) <= tiny_hf_model.max_length
+        for s in ours["samples"]["parity_mc"]
+        for a in s["arguments"]
+    ]
+    assert 0 < sum(fits) < len(fits)
