@@ -18,6 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def events(chunks: list[str]) -> list[tuple[str, dict]]:
     out = []
     for chunk in chunks:
+        chunk = "\n".join(line for line in chunk.split("\n") if not line.startswith("id: "))
         if chunk.startswith("event: "):
             name, data = chunk.split("\n")[:2]
             out.append((name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
@@ -96,6 +97,22 @@ def test_stream_view_answers_event_stream(async_client, alice, make_run):
     assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
     got = events(body.split("\n\n"))
     assert got[0][1]["points"] == {"train/loss": [[2, 5.0]]} and got[-1][0] == "end"
+    assert "id: 2:-1\n" in body  # what a reconnecting browser sends back
+
+
+def test_reconnect_resumes_from_last_event_id(async_client, alice, make_run):
+    done = make_run(status=RunStatus.COMPLETED, step=3)
+    add_points(done, "train/loss", range(1, 4))
+
+    async def fetch():
+        await async_client.aforce_login(alice)
+        response = await async_client.get(
+            f"/runs/{done.id}/stream?since=-1", headers={"Last-Event-ID": "2:-1"}
+        )
+        return b"".join([chunk async for chunk in response.streaming_content]).decode()
+
+    got = events(asyncio.run(fetch()).split("\n\n"))
+    assert got[0][1]["points"] == {"train/loss": [[3, 10.0 / 3]]}
 
 
 @pytest.mark.services

@@ -39,8 +39,18 @@ class StreamCursor:
     last_state: dict[str, Any] = field(default_factory=dict)
 
 
-def sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def cursor_from_event_id(event_id: str) -> StreamCursor | None:
+    """The cursor a reconnecting browser sends back as ``Last-Event-ID`` (``step:log_seq``)."""
+    step, sep, log_seq = event_id.partition(":")
+    try:
+        return StreamCursor(step=int(step), log_seq=int(log_seq)) if sep else None
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -119,7 +129,8 @@ async def run_events(
             update = await read(run_id, cursor)
             if update.payload is not None:
                 quiet = 0.0
-                yield sse("update", update.payload)
+                # The id lets a reconnecting EventSource resume where it stopped.
+                yield sse("update", update.payload, f"{cursor.step}:{cursor.log_seq}")
             if not update.caught_up:
                 continue  # fetch the rest before waiting
             if update.final:

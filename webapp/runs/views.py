@@ -21,7 +21,7 @@ from webapp.runs.models import FINAL_STATUSES, RunStatus
 from webapp.runs.presenters import run_summary
 from webapp.runs.selectors import log_tail, run_for
 from webapp.runs.services import create_run, request_cancel
-from webapp.runs.stream import StreamCursor, run_events
+from webapp.runs.stream import StreamCursor, cursor_from_event_id, run_events
 
 CHART_KEYS = ("train/loss", "val/loss")
 
@@ -139,7 +139,9 @@ async def run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
     if not user.is_authenticated:
         return JsonResponse({"error": "log in first"}, status=401)
     run = await sync_to_async(run_for)(user, run_id)  # 404 for another team's run
-    cursor = StreamCursor(step=_int_param(request, "since", -1), log_seq=_int_param(request, "log_seq", -1))
+    cursor = cursor_from_event_id(request.headers.get("Last-Event-ID", "")) or StreamCursor(
+        step=_int_param(request, "since", -1), log_seq=_int_param(request, "log_seq", -1)
+    )
     response = StreamingHttpResponse(run_events(run.id, cursor), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
