@@ -80,6 +80,7 @@ class HFCausalLM(EvalModel):
         # transformers renames past_key_values to cache (deprecated from 5.x); accept both.
         params = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._keeps_logits = "logits_to_keep" in params
 
     def _cache_of(self, out: Any) -> Any:
         cache = getattr(out, "past_key_values", None)
@@ -105,13 +106,16 @@ class HFCausalLM(EvalModel):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         lens = torch.tensor([len(c) for c in contexts])
         ctx = _right_pad(contexts, self.eot_token_id).to(self.device)  # (G, P)
-        # Right padding needs no mask in a causal prefill; only the last real position is projected.
-        out = self.model(
-            ctx,
-            use_cache=True,
-            logits_to_keep=(lens - 1).unsqueeze(1).to(self.device),
-        )
-        last = out.logits[:, 0, :]  # (G, V)
+        # Right padding needs no mask in a causal prefill. Only the contexts' last positions are
+        # projected onto the vocabulary; length-sorted chunks have few distinct ones.
+        ends = (lens - 1).to(self.device)
+        if self._keeps_logits:
+            keep = torch.unique(ends)
+            out = self.model(ctx, use_cache=True, logits_to_keep=keep)
+            last = out.logits[torch.arange(len(contexts)), torch.searchsorted(keep, ends)]  # (G, V)
+        else:
+            out = self.model(ctx, use_cache=True)
+            last = out.logits[torch.arange(len(contexts)), ends]
         if not rows:
             return last, last.new_zeros(0, 0, last.shape[-1])
         index = torch.tensor([g for g, _ in rows], device=self.device)
@@ -135,7 +139,7 @@ class HFCausalLM(EvalModel):
 
     @torch.inference_mode()
     def greedy_tokens(self, ids: list[int], max_new: int) -> Iterator[int]:
-        out = self.model(torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
+        out = self.model(torch.tensor([ids], device=self.device), use_cache=True)
         for _ in range(max_new):
             token = int(out.logits[0, -1].argmax())
             yield token

@@ -125,3 +125,11 @@ def test_requests_too_long_for_the_model_are_left_truncated_like_lm_eval(tiny_hf
             r.continuation,
         )
         assert ll == pytest.approx(_direct(m, window), abs=1e-4)
+
+
+def test_models_without_logits_to_keep_score_the_same(tiny_hf_model, monkeypatch):
+    reqs = _requests(tiny_hf_model)
+    expected = score_loglikelihood(tiny_hf_model, reqs, 4)
+    monkeypatch.setattr(tiny_hf_model, "_keeps_logits", False)
+    got = score_loglikelihood(tiny_hf_model, reqs, 4)
+    assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in expected], abs=1e-5)
