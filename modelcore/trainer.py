@@ -36,6 +36,7 @@ from modelcore.model import Transformer
 
 FAIL_AT_STEP_ENV = "RUNWRIGHT_FAIL_AT_STEP"  # test hook: raise at that step on every rank
 STOP_AT_STEP_ENV = "RUNWRIGHT_STOP_AT_STEP"  # test hook: behave as if SIGTERM came during that step
+HANG_AT_STEP_ENV = "RUNWRIGHT_HANG_AT_STEP"  # test hook: the last rank stops responding at that step
 CACHE_DIR_ENV = "RUNWRIGHT_CACHE_DIR"  # where tokenized corpora are cached; default RUN_DIR/data
 
 # Dense bf16/fp16 tensor-core peaks and fp32 (TF32) peaks in FLOP/s, by device-name fragment.
@@ -424,6 +425,13 @@ class Trainer:
         self.scheduler.step()
         return stats, grad_norm, lr
 
+    def _hang(self) -> None:
+        """Stop taking part in collectives (the rank-timeout test); leave only when signalled."""
+        self.log(f"{HANG_AT_STEP_ENV}: rank {self.rank} hangs", "warning")
+        while not self.stop.requested:
+            time.sleep(0.1)
+        raise RuntimeError("hung rank signalled to stop")
+
     def run(self) -> str:
         """Train to max_steps; returns "completed" or "cancelled"."""
         cfg, t = self.cfg, self.cfg.train
@@ -435,13 +443,25 @@ class Trainer:
             f"{self.device.type} ({self.parallel_mode}), {self.tokens_per_step:,} tokens/step"
         )
         fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0") or 0)
+        hang_at = int(os.environ.get(HANG_AT_STEP_ENV, "0") or 0)
         peak = device_peak_flops(self.device, cfg.parallel.mixed_precision)
         flops_per_token = cfg.model.flops_per_token(cfg.data.seq_len)
         window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
         while self.step < t.max_steps:
             if fail_at and self.step + 1 == fail_at:
                 raise RuntimeError(f"injected failure at step {fail_at} ({FAIL_AT_STEP_ENV} is set)")
-            stats, grad_norm, lr = self.optimizer_step()
+            if hang_at and self.step + 1 == hang_at and self.rank == self.world - 1:
+                self._hang()
+            try:
+                stats, grad_norm, lr = self.optimizer_step()
+            except RuntimeError as exc:
+                message = str(exc).lower()
+                if self.world > 1 and ("timed out" in message or "timeout" in message):
+                    raise RuntimeError(
+                        f"a rank did not reach the end of step {self.step + 1} within "
+                        f"train.rank_timeout_s ({t.rank_timeout_s} s): a process is stuck or died"
+                    ) from exc
+                raise
             self.step += 1
             self.tokens_seen += self.tokens_per_step
             window_tokens += self.tokens_per_step

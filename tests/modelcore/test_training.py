@@ -145,6 +145,16 @@ def test_a_crash_is_reported_as_failed_with_the_traceback(tmp_path: Path, cache_
     assert "Traceback" in final["error"] and "injected failure at step 3" in final["error"]
 
 
+def test_a_hung_rank_fails_the_run_after_the_rank_timeout(tmp_path: Path, cache_dir: Path) -> None:
+    cfg = _config({"train": {"max_steps": 20, "rank_timeout_s": 10}}, SMALL)
+    started = time.monotonic()
+    code, out = _run(cfg, tmp_path / "run", cache_dir, {"RUNWRIGHT_HANG_AT_STEP": "3"}, timeout=90)
+    assert code != 0
+    assert time.monotonic() - started < 60
+    final = _statuses(tmp_path / "run")[-1]
+    assert final["status"] == "failed" and "train.rank_timeout_s (10 s)" in final["error"], final["error"]
+
+
 def test_an_invalid_config_json_is_reported_as_failed(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
