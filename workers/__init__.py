@@ -23,9 +23,8 @@ app = Celery("runwright")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
     # A launch task holds its worker slot for the whole run: a worker must not
-    # reserve queued runs that an idle worker elsewhere could start now.
+    # reserve queued runs that an idle worker elsewhere could start now (see workers.tasks).
     worker_prefetch_multiplier=1,
-    task_acks_late=False,
     broker_connection_retry_on_startup=True,
     beat_schedule={
         "sweep-lost-runs": {

@@ -8,6 +8,12 @@ way a cancel does (SIGTERM to the group, which checkpoints, then SIGKILL after
 ``KILL_AFTER_SECONDS``) and marks the run failed with a resume hint; the hard
 limit comes a grace period later so that this clean stop always has time to
 finish. The limits need Celery's default prefork pool (signals).
+
+``launch_run`` acknowledges late: with a prefetch of one (``workers.app``) a
+worker busy supervising a run then reserves no other message, so a queued run
+goes to a free worker instead of waiting days behind a busy one. A redelivery
+(worker lost; Redis's visibility timeout on a long run) is harmless: the claim
+finds the run no longer queued and does nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ SWEEP_TIME_LIMIT_SECONDS = 60
     bind=True,
     name="workers.tasks.launch_run",
     ignore_result=True,
+    acks_late=True,
     soft_time_limit=RUN_TIME_LIMIT_SECONDS,
     time_limit=RUN_TIME_LIMIT_SECONDS + STOP_GRACE_SECONDS,
 )
