@@ -153,6 +153,7 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
             "job": job,
             "rows": data.tasks,
             "scores": comparison.scores_of(job),
+            "has_results_file": job.results_file.is_file(),
             "status_state": job_state(job),
             "can_cancel": job.is_active and has_role(request.user, job.project.team_id, Role.MEMBER),
         },

@@ -1,0 +1,170 @@
+"""In Chromium: the report page draws its Plotly charts; the job page's progress bar follows the job.
+
+Screenshots land in /tmp/runwright-eval-*.png.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import mc_samples, results_payload, write_results_file
+
+from webapp.evals.models import EvalJob, EvalStatus, ModelSource, Report
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = Path("/tmp")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+@pytest.fixture
+def page(live_server, client, alice, monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the test's ORM calls are still plain sync code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+    client.force_login(alice)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.add_cookies(
+            [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}]
+        )
+        tab = context.new_page()
+        errors: list[str] = []
+        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield tab
+        browser.close()
+        assert errors == [], errors
+
+
+def _job(project, run, step, scores, correct):
+    job = EvalJob.objects.create(
+        project=project,
+        source=ModelSource.CHECKPOINT,
+        run=run,
+        checkpoint_step=step,
+        tasks=list(scores),
+        status=EvalStatus.COMPLETED,
+        progress=1.0,
+        results=results_payload(scores),
+        has_samples=True,
+    )
+    write_results_file(job, results_payload(scores, {"rw_arith": mc_samples(correct)}))
+    return job
+
+
+def test_report_page_draws_charts(page, live_server, data_dir, project, run, alice):
+    jobs = [
+        _job(
+            project,
+            run,
+            20,
+            {"rw_arith": {"acc": 0.45, "acc_stderr": 0.08}, "rw_facts": {"acc": 0.5}},
+            [1] * 18 + [0] * 22,
+        ),
+        _job(
+            project,
+            run,
+            40,
+            {"rw_arith": {"acc": 0.7, "acc_stderr": 0.07}, "rw_facts": {"acc": 0.62}},
+            [1] * 28 + [0] * 12,
+        ),
+    ]
+    report = Report.objects.create(project=project, name="tiny-cpu checkpoints", created_by=alice)
+    report.jobs.set(jobs)
+    page.goto(f"{live_server.url}/reports/{report.id}/")
+    page.wait_for_selector("#bar-charts .js-plotly-plot")
+    page.wait_for_selector("#step-charts .js-plotly-plot")
+    assert page.locator("#bar-charts .js-plotly-plot").count() == 2
+    assert page.locator("td.best").count() == 2
+    assert "0 / 10" in page.locator("#pair-table").inner_text()  # McNemar: B alone right on 10 samples
+    page.screenshot(path=str(SHOTS / "runwright-eval-report.png"), full_page=True)
+
+
+def test_job_page_progress_bar_follows_the_job(page, live_server, project, run):
+    job = EvalJob.objects.create(
+        project=project,
+        source=ModelSource.CHECKPOINT,
+        run=run,
+        checkpoint_step=40,
+        tasks=["rw_arith", "rw_facts"],
+        status=EvalStatus.RUNNING,
+        progress=0.1,
+        current_task="rw_arith",
+    )
+    page.goto(f"{live_server.url}/evals/{job.id}/")
+    assert page.locator("#progress-fill").get_attribute("style") == "width: 10%"
+    EvalJob.objects.filter(pk=job.pk).update(progress=0.62, current_task="rw_facts")
+    page.wait_for_function("document.getElementById('progress-text').textContent.startsWith('62')")
+    assert page.locator("#progress-task").inner_text() == "rw_facts"
+    page.wait_for_timeout(600)  # the bar's width transition
+    page.screenshot(path=str(SHOTS / "runwright-eval-job-running.png"), full_page=True)
+
+    def finish():
+        time.sleep(0.5)
+        EvalJob.objects.filter(pk=job.pk).update(
+            status=EvalStatus.COMPLETED,
+            progress=1.0,
+            results=results_payload(
+                {"rw_arith": {"acc": 0.7, "acc_stderr": 0.07}, "rw_facts": {"acc": 0.62}}
+            ),
+        )
+
+    threading.Thread(target=finish).start()
+    page.wait_for_selector("#results-table", timeout=15000)  # the page reloads once the job ends
+    assert page.locator("#job-status").text_content() == "completed"
+    page.screenshot(path=str(SHOTS / "runwright-eval-job-done.png"), full_page=True)
+
+
+def test_html_export_draws_its_charts_offline(
+    page, live_server, data_dir, project, run, alice, client, tmp_path
+):
+    jobs = [
+        _job(project, run, 20, {"rw_arith": {"acc": 0.45, "acc_stderr": 0.08}}, [1] * 18 + [0] * 22),
+        _job(project, run, 40, {"rw_arith": {"acc": 0.7, "acc_stderr": 0.07}}, [1] * 28 + [0] * 12),
+    ]
+    report = Report.objects.create(project=project, name="offline", created_by=alice)
+    report.jobs.set(jobs)
+    exported = tmp_path / "report.html"
+    exported.write_bytes(client.get(f"/reports/{report.id}/export.html").content)
+    page.route(
+        "**/*",
+        lambda route: route.abort() if not route.request.url.startswith("file:") else route.continue_(),
+    )
+    page.goto(exported.as_uri())
+    page.wait_for_selector("#bar-charts .js-plotly-plot")
+    assert page.locator("#step-charts .js-plotly-plot").count() == 1
+
+
+def test_eval_form_and_project_page(page, live_server, project, run):
+    page.goto(f"{live_server.url}/projects/{project.id}/evals/new")
+    page.select_option("#id_models", [f"ckpt:{run.id}:40"])
+    page.check("input[name=tasks][value=rw_arith]")
+    page.fill("#id_limit", "0")
+    page.click("#eval-form button[type=submit]")
+    assert "greater than or equal to 1" in page.locator(".field-error").first.inner_text()
+    page.screenshot(path=str(SHOTS / "runwright-eval-form.png"), full_page=True)
+    page.fill("#id_limit", "5")
+    page.click("#eval-form button[type=submit]")
+    page.wait_for_selector("#progress-bar")
+    job = EvalJob.objects.get()
+    assert (job.checkpoint_step, job.tasks, job.limit) == (40, ["rw_arith"], 5)
+    page.goto(f"{live_server.url}/projects/{project.id}/evals/")
+    page.screenshot(path=str(SHOTS / "runwright-eval-project.png"), full_page=True)
