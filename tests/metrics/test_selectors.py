@@ -53,9 +53,11 @@ def test_downsample_keeps_a_gap_where_a_bucket_is_all_nan():
     ]
 
 
-def test_max_points_below_two_is_refused(run):
+def test_one_point_is_the_latest_and_zero_is_refused(run):
+    upsert_points(run.id, [Point("x", s, float(s), 0.0) for s in range(10)])
+    assert series(run, "x", max_points=1) == {"key": "x", "steps": [9], "values": [9.0]}
     with pytest.raises(ValueError, match="max_points"):
-        series(run, "x", max_points=1)
+        series(run, "x", max_points=0)
 
 
 def test_keys_and_latest_points_for_live_polling(run):

@@ -34,8 +34,8 @@ def series(
 
     ``since_step`` is exclusive (what a live chart already has), ``until_step`` inclusive.
     """
-    if max_points < 2:
-        raise ValueError(f"max_points must be at least 2, got {max_points}")
+    if max_points < 1:
+        raise ValueError(f"max_points must be at least 1, got {max_points}")
     qs = MetricPoint.objects.filter(run=run, key=key)
     if since_step is not None:
         qs = qs.filter(step__gt=since_step)
@@ -63,6 +63,9 @@ def downsample_minmax(
     n = len(steps)
     if n <= max_points:
         return list(steps), list(values)
+    if max_points == 1:
+        # No room for a bucket's two extremes: the latest point is what a single value means.
+        return [steps[-1]], [values[-1]]
     buckets = max_points // 2
     out_steps: list[int] = []
     out_values: list[float | None] = []
