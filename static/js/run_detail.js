@@ -21,8 +21,10 @@
   let durationTicking = false;
 
   const plotConfig = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
-  function layout(yTitle, showLegend) {
+  function layout(yTitle, showLegend, emptyText) {
     return {
+      annotations: emptyText ? [{ text: emptyText, showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5,
+                                  font: { size: 14, color: "#9ca3af" } }] : [],
       margin: { l: 56, r: 16, t: 8, b: 40 },
       xaxis: { title: { text: "step" }, zeroline: false, gridcolor: "#eef0f4" },
       yaxis: { title: { text: yTitle }, zeroline: false, gridcolor: "#eef0f4" },
@@ -76,13 +78,14 @@
     try {
       const data = await loadSeries(lossKeys);
       data.series.forEach(remember);
-      Plotly.newPlot(lossDiv, data.series.map((s) => trace(s, colors[s.key])), layout("loss", true), plotConfig);
+      const empty = !data.series.some((s) => s.steps.length);
+      const emptyText = empty ? (state.is_final ? "no points were logged" : "waiting for the first points…") : "";
+      Plotly.newPlot(lossDiv, data.series.map((s) => trace(s, colors[s.key])), layout("loss", true, emptyText), plotConfig);
       fillKeySelect(data.keys);
       const preferred = data.keys.includes(PREFERRED_METRIC) ? PREFERRED_METRIC : keySelect.value;
       if (preferred) { keySelect.value = preferred; await showMetric(preferred); }
-      else Plotly.newPlot(metricDiv, [], layout(""), plotConfig);
+      else Plotly.newPlot(metricDiv, [], layout("", false, state.is_final ? "no other metrics" : "no other metrics yet"), plotConfig);
       maxStep = Math.max(-1, ...Object.values(lastStep));
-      if (!data.series.some((s) => s.steps.length)) note.textContent = state.is_final ? "no points were logged" : "waiting for the first points…";
     } catch (err) {
       note.textContent = "Could not load the metrics (" + err.message + ").";
     }
@@ -109,7 +112,7 @@
     }
     if (lossIdx.length) {
       Plotly.extendTraces(lossDiv, lossUpdate, lossIdx);
-      note.textContent = "";
+      if ((lossDiv.layout.annotations || []).length) Plotly.relayout(lossDiv, { annotations: [] });
     }
   }
 
