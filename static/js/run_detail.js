@@ -64,10 +64,13 @@
     }
   }
 
+  let metricRequest = 0;
   async function showMetric(key) {
     metricKey = key;
     if (!key) return;
+    const mine = ++metricRequest;
     const data = await loadSeries([key]);
+    if (mine !== metricRequest) return;  // the user (or a new key) asked for another metric meanwhile
     const series = data.series[0];
     remember(series);
     Plotly.react(metricDiv, [trace(series, "#059669")], layout(key), plotConfig);
