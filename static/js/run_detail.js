@@ -65,6 +65,7 @@
   }
 
   let metricRequest = 0;
+  let drawnMetric = "";  // the key the metric chart shows now (a newer choice may still be loading)
   async function showMetric(key) {
     metricKey = key;
     if (!key) return;
@@ -74,6 +75,7 @@
     const series = data.series[0];
     remember(series);
     Plotly.react(metricDiv, [trace(series, "#059669")], layout(key), plotConfig);
+    drawnMetric = key;
   }
 
   async function init() {
@@ -104,7 +106,7 @@
       const xs = fresh.map((p) => p[0]), ys = fresh.map((p) => p[1]);
       const li = lossKeys.indexOf(key);
       if (li >= 0) { lossIdx.push(li); lossUpdate.x.push(xs); lossUpdate.y.push(ys); }
-      if (key === metricKey && metricDiv.data && metricDiv.data.length) Plotly.extendTraces(metricDiv, { x: [xs], y: [ys] }, [0]);
+      if (key === drawnMetric) Plotly.extendTraces(metricDiv, { x: [xs], y: [ys] }, [0]);
       if (!lossKeys.includes(key)) {
         fillKeySelect([key]);
         if (!metricChosen && (!metricKey || (key === PREFERRED_METRIC && metricKey !== key))) {
