@@ -145,6 +145,18 @@ def test_a_crash_is_reported_as_failed_with_the_traceback(tmp_path: Path, cache_
     assert "Traceback" in final["error"] and "injected failure at step 3" in final["error"]
 
 
+def test_moe_run_logs_router_losses_and_expert_utilisation(tmp_path: Path, cache_dir: Path) -> None:
+    overrides = {**SMALL, "train": {**SMALL["train"], "max_steps": 6}, "optim": {"warmup_steps": 2}}
+    cfg = RunConfig.from_dict(overrides, base=resolve("tiny-moe-cpu"))
+    code, out = _run(cfg, tmp_path / "run", cache_dir)
+    assert code == 0, out
+    values = [e["values"] for e in _events(tmp_path / "run") if e["type"] == "metric"][-1]
+    assert values["moe/aux_loss"] >= 1.0 - 1e-4 and values["moe/z_loss"] > 0
+    for layer in range(cfg.model.n_layers):
+        shares = [values[f"moe/expert_util/layer{layer}/expert{e}"] for e in range(cfg.model.n_experts)]
+        assert sum(shares) == pytest.approx(1.0, abs=1e-5)
+
+
 def test_a_hung_rank_fails_the_run_after_the_rank_timeout(tmp_path: Path, cache_dir: Path) -> None:
     cfg = _config({"train": {"max_steps": 20, "rank_timeout_s": 10}}, SMALL)
     started = time.monotonic()
