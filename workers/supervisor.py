@@ -212,26 +212,29 @@ class Supervisor:
             return
         if result.final_status is not None:
             self.trainer_status = result.final_status
-        if result.lost_ownership:
-            self._request_stop("not-owner")
+        # A batch refused because the run is not ours (lost, relaunched) was rolled
+        # back; the owner check decides what that means, and a revived run re-reads it.
         ingest.announce(self.run, result)
 
     def _check_owner_and_cancel(self) -> None:
         row = Run.objects.filter(pk=self.run.id).values("status", "attempt", "cancel_requested").first()
-        if (
-            row is None
-            or row["attempt"] != self.run.attempt
-            or row["status"] not in transitions.SUPERVISED_STATUSES
-        ):
+        if row is None or row["attempt"] != self.run.attempt:
+            self._request_stop("not-owner")  # deleted, or relaunched: another trainer owns the run dir
+            return
+        if row["status"] == RunStatus.LOST and transitions.revive(self.run.id, self.run.attempt):
+            log.warning("run %s was marked lost while this supervisor lives; taken back", self.run.id)
+            self.run.status = RunStatus.RUNNING
+            ingest.announce_status(self.run)
+        elif row["status"] not in transitions.SUPERVISED_STATUSES and row["status"] != RunStatus.LOST:
             self._request_stop("not-owner")
-        elif row["cancel_requested"]:
+        if row["cancel_requested"]:
             self._request_stop("cancel")
 
     def _heartbeat_and_sweep(self) -> None:
         now = time.monotonic()
         if now - self._last_heartbeat >= self.heartbeat_seconds:
-            if not transitions.heartbeat(self.run.id, self.run.attempt):
-                self._request_stop("not-owner")
+            # A refused heartbeat (run lost or relaunched) is dealt with by the owner check.
+            transitions.heartbeat(self.run.id, self.run.attempt)
             self._last_heartbeat = now
         # Busy workers sweep too: with every worker supervising a run, the beat's
         # sweep task could wait in the queue until one of them is free.
@@ -280,7 +283,7 @@ class Supervisor:
         if self.stop.reason == "not-owner":
             return (
                 RunStatus.LOST,
-                "The run was taken from this worker (marked lost or relaunched); trainer stopped.",
+                "The run was relaunched or deleted elsewhere; this worker stopped its trainer.",
             )
         if self.stop.reason == "shutdown":
             return (

@@ -196,18 +196,33 @@ def test_cancel_stops_every_process_within_ten_seconds(make_run, fake_command, m
 
 
 @pytest.mark.django_db(transaction=True)
-def test_run_taken_away_stops_the_trainer_and_keeps_the_new_status(make_run, fake_command):
+def test_a_relaunched_run_stops_the_old_trainer_and_keeps_the_new_attempt(make_run, fake_command):
     run = claim(make_run())
     thread, _ = _supervise_in_thread(
         run, command=fake_command("until-term"), poll_seconds=0.2, kill_after=3.0
     )
     _wait_for(lambda: Run.objects.get(pk=run.pk).status == RunStatus.RUNNING, 30, "running")
-    Run.objects.filter(pk=run.pk).update(status=RunStatus.LOST, error="swept")  # as the sweep would
+    Run.objects.filter(pk=run.pk).update(attempt=2, status=RunStatus.STARTING)  # as a resume would
     thread.join(timeout=15)
     assert not thread.is_alive()
     run.refresh_from_db()
-    assert run.status == RunStatus.LOST and run.error == "swept"
+    assert (run.status, run.attempt) == (RunStatus.STARTING, 2)
     assert_group_gone(run.pid)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_marked_lost_while_its_supervisor_lives_is_taken_back(make_run, fake_command):
+    run = claim(make_run())
+    thread, result = _supervise_in_thread(run, command=fake_command("until-term"), poll_seconds=0.2)
+    _wait_for(lambda: Run.objects.get(pk=run.pk).status == RunStatus.RUNNING, 30, "running")
+    # As the sweep does when the supervisor's heartbeats could not reach the database.
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.LOST, error="Lost: no heartbeat")
+    _wait_for(lambda: Run.objects.get(pk=run.pk).status == RunStatus.RUNNING, 10, "taken back")
+    assert Run.objects.get(pk=run.pk).error == ""
+    Run.objects.filter(pk=run.pk).update(cancel_requested=True)
+    thread.join(timeout=15)
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED == result["status"]
 
 
 def test_a_launcher_that_cannot_start_fails_the_run(make_run, tmp_path):

@@ -50,14 +50,16 @@ def test_sweep_marks_runs_with_a_stale_heartbeat_lost(make_run, settings):
     assert sweep_lost_runs() == []  # idempotent
 
 
-def test_a_lost_run_rejects_its_old_supervisor(make_run):
+def test_a_lost_run_refuses_heartbeats_until_its_own_supervisor_takes_it_back(make_run):
     run = transitions.claim_for_launch(make_run().id, "w1")
     assert transitions.heartbeat(run.id, run.attempt)
     transitions.mark_lost_runs(dt.timedelta(seconds=0), now=timezone.now() + dt.timedelta(seconds=1))
     assert not transitions.heartbeat(run.id, run.attempt)
-    assert not transitions.finish(run.id, run.attempt, RunStatus.COMPLETED)
+    assert not transitions.revive(run.id, run.attempt + 1)  # another attempt's supervisor
+    assert transitions.revive(run.id, run.attempt)
+    assert transitions.heartbeat(run.id, run.attempt)
     run.refresh_from_db()
-    assert run.status == RunStatus.LOST
+    assert (run.status, run.error, run.finished_at) == (RunStatus.RUNNING, "", None)
 
 
 def test_beat_schedules_the_sweep_often_and_with_a_time_limit():

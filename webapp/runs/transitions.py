@@ -89,11 +89,34 @@ def record_progress(run_id: int, attempt: int, progress: Progress) -> bool:
     return updated
 
 
+def revive(run_id: int, attempt: int) -> bool:
+    """Take back a run the sweep marked lost while its supervisor was cut off from the database.
+
+    The supervisor is alive and its trainer still trains: the loss of contact
+    was the dashboard's, not the run's (DESIGN: an outage must not kill training).
+    A run relaunched since (another attempt) is not taken back.
+    """
+    return (
+        Run.objects.filter(pk=run_id, attempt=attempt, status=RunStatus.LOST).update(
+            status=RunStatus.RUNNING, error="", finished_at=None, heartbeat_at=timezone.now()
+        )
+        == 1
+    )
+
+
 def finish(run_id: int, attempt: int, status: str, error: str = "") -> bool:
-    """Move the run to a final status; False if it was already final or relaunched."""
+    """Move the run to a final status; False if it was already final or relaunched.
+
+    A run of this attempt marked lost may still be finished: its supervisor knows how it really ended.
+    """
     if status not in FINAL_FROM_SUPERVISOR:
         raise ValueError(f"status must be one of {FINAL_FROM_SUPERVISOR}, got {status!r}")
-    return _own(run_id, attempt).update(status=status, error=error, finished_at=timezone.now()) == 1
+    return (
+        Run.objects.filter(
+            pk=run_id, attempt=attempt, status__in=(*SUPERVISED_STATUSES, RunStatus.LOST)
+        ).update(status=status, error=error, finished_at=timezone.now())
+        == 1
+    )
 
 
 def fail_before_start(run_id: int, attempt: int, error: str) -> bool:
