@@ -191,6 +191,8 @@ def test_new_run_in_the_browser(server, alice_project):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1360, "height": 900})
         page.set_default_timeout(30_000)
+        js_errors: list[str] = []
+        page.on("pageerror", lambda exc: js_errors.append(str(exc)))
 
         page.goto(base + "/")
         expect(page.locator("h1")).to_have_text("Log in")
@@ -241,6 +243,7 @@ def test_new_run_in_the_browser(server, alice_project):
             page.click("#cancel-button")
             expect(page.locator("#run-status")).to_have_text("cancelled")
             browser.close()
+            assert js_errors == []
             pytest.skip("the workers package is not importable: chart growth not checked")
 
         # The chart grows while the run trains (points arrive over SSE).
@@ -269,3 +272,4 @@ def test_new_run_in_the_browser(server, alice_project):
         expect(page.locator("#run-status")).to_have_text("cancelled", timeout=30_000)
         page.screenshot(path=str(SHOTS / "runwright-run-cancelled.png"), full_page=True)
         browser.close()
+        assert js_errors == []
