@@ -209,7 +209,9 @@ def test_cancel_through_the_worker_stops_the_trainer_within_ten_seconds(worker_q
     requested = time.monotonic()
     Run.objects.filter(pk=run.pk).update(cancel_requested=True)  # what the web's request_cancel does
     run = wait_for(run, lambda r: r.status in FINAL_STATUSES, 10)
-    assert time.monotonic() - requested < 10
+    took = time.monotonic() - requested
+    print(f"cancelled {took:.1f} s after the request")
+    assert took < 10
     assert run.status == RunStatus.CANCELLED, run.error
     assert _trainer_processes(run) == []
     assert run.checkpoints.exists()  # the trainer saved on SIGTERM

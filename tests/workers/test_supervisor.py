@@ -248,3 +248,22 @@ def test_files_of_an_earlier_run_with_the_same_id_are_set_aside(make_run, fake_c
     supervise(run, command=fake_command("complete", steps=3), poll_seconds=0.1)
     assert not MetricPoint.objects.filter(run=run, step=999).exists()
     assert len(list(run.run_dir.parent.glob(f"{run.id}.stale-*"))) == 1
+
+
+def test_a_database_outage_does_not_stop_training_or_lose_events(make_run, fake_command, monkeypatch):
+    from django.db import OperationalError
+
+    real_ingest = ingest.ingest_new_events
+    failures = {"left": 3}
+
+    def flaky_ingest(run, path):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_ingest(run, path)
+
+    monkeypatch.setattr(ingest, "ingest_new_events", flaky_ingest)
+    run = claim(make_run())
+    assert supervise(run, command=fake_command("complete", steps=25), poll_seconds=0.05) == "completed"
+    assert failures["left"] == 0
+    assert MetricPoint.objects.filter(run=run, key="train/loss").count() == 25
