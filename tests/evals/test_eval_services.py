@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import pytest
 from conftest import mc_samples, results_payload
@@ -138,7 +139,7 @@ def test_import_of_lm_eval_results_with_sample_files(alice, project):
             {
                 "doc_id": i,
                 "target": 0,
-                "filtered_resps": [[-1.0 - i, False], [-2.0, False]],
+                "filtered_resps": [[str(-1.0 - i), "False"], ["-2.0", "False"]],
                 "arguments": {"gen_args_0": {"arg_0": f"Q{i}", "arg_1": " a"}},
                 "acc": 1.0,
                 "acc_norm": 0.0,
@@ -298,3 +299,43 @@ def test_oversized_zip_is_refused_before_reading(project, settings):
     settings.EVAL_TASK_UPLOAD_MAX_BYTES = 100
     with pytest.raises(TaskUploadError, match="limit"):
         install_task_zip(project, io.BytesIO(b"x" * 200), "t.zip", 200)
+
+
+# --- real files: lm-eval 0.4 (HF backend) and our evaluator on the same tiny model, task rw_facts, limit 8 ---
+
+DATA = Path(__file__).with_name("data")
+LM_EVAL_SAMPLES = "samples_rw_facts_2026-11-25T20-17-36.170579.jsonl"
+
+
+def test_real_lm_eval_and_runwright_files_import_and_compare_as_equal(alice, project, client_for):
+    lm = services.import_results(
+        user=alice,
+        project=project,
+        label="lm-eval",
+        results_text=(DATA / "lm_eval_results_rw_facts.json").read_text(),
+        sample_files=[(LM_EVAL_SAMPLES, (DATA / LM_EVAL_SAMPLES).read_text())],
+    )
+    ours = services.import_results(
+        user=alice,
+        project=project,
+        label="runwright",
+        results_text=(DATA / "runwright_results_rw_facts.json").read_text(),
+    )
+    assert lm.has_samples and ours.has_samples
+    lm_samples = json.loads(lm.results_file.read_text())["samples"]["rw_facts"]
+    assert lm_samples[0]["loglikelihoods"] == pytest.approx(
+        [-28.5109, -28.2482, -28.3938, -39.7656], abs=1e-4
+    )
+    assert lm_samples[0]["gold"] == "0" and lm_samples[0]["prediction"] == 1
+    report = services.create_report(user=alice, project=project, name="parity", job_ids=[lm.id, ours.id])
+    response = client_for(alice).get(f"/reports/{report.id}/?a={lm.id}&b={ours.id}")
+    row = response.context["data"].tasks[0]
+    assert (row.task, row.metric) == ("rw_facts", "acc")
+    assert row.cells[0].value == row.cells[1].value == 0.375
+    assert row.cells[0].best and row.cells[1].best  # a tie marks both
+    pair = response.context["pair"][0]
+    assert pair.n == 8 and pair.mcnemar.only_a == pair.mcnemar.only_b == 0 and pair.bootstrap.difference == 0
+    disagree = client_for(alice).get(
+        f"/reports/{report.id}/disagreements?a={lm.id}&b={ours.id}&task=rw_facts"
+    )
+    assert disagree.context["differing"] == 0 and disagree.context["shared"] == 8

@@ -152,9 +152,13 @@ def create_eval_jobs(
 def enqueue_eval(job_id: int) -> None:
     """Send the job's task; a broker failure marks the job failed instead of leaving it queued."""
     try:
+        from django.conf import settings
+
         from workers.eval_jobs import run_eval_job
 
-        run_eval_job.delay(job_id)
+        # A dedicated queue lets eval jobs run beside training on workers whose slots supervise runs.
+        queue = getattr(settings, "EVAL_QUEUE", None)
+        run_eval_job.apply_async((job_id,), **({"queue": queue} if queue else {}))
     except Exception as exc:
         log.exception("could not enqueue eval job %s", job_id)
         EvalJob.objects.filter(pk=job_id, status=EvalStatus.QUEUED).update(
@@ -320,19 +324,15 @@ def _lm_eval_samples(filename: str, text: str, task: str, data: dict[str, Any]) 
             raise EvalError({"sample_files": f"{filename}: line {n} is not JSON"}) from None
         if not isinstance(row, dict) or "doc_id" not in row:
             raise EvalError({"sample_files": f"{filename}: line {n} has no doc_id"})
+        names = row["metrics"] if isinstance(row.get("metrics"), list) else metrics
         record: dict[str, Any] = {
             "doc_id": row["doc_id"],
             "gold": row.get("target"),
-            "metrics": {m: row[m] for m in metrics if m in row},
+            "metrics": {m: row[m] for m in names if isinstance(m, str) and m in row},
         }
-        resps = row.get("filtered_resps")
-        if isinstance(resps, list) and resps and all(isinstance(r, list) and r for r in resps):
-            lls = [r[0] for r in resps if isinstance(r[0], int | float)]
-            if len(lls) == len(resps) and len(lls) > 1:
-                record["loglikelihoods"] = lls
-                record["prediction"] = max(range(len(lls)), key=lls.__getitem__)
-        elif isinstance(resps, list) and resps and isinstance(resps[0], str):
-            record["prediction"] = resps[0]
+        prediction = _lm_eval_prediction(row.get("filtered_resps"))
+        if prediction is not None:
+            record.update(prediction)
         if isinstance(row.get("arguments"), dict | list):
             first = row["arguments"]
             first = next(iter(first.values())) if isinstance(first, dict) else first[0] if first else None
@@ -342,6 +342,26 @@ def _lm_eval_samples(filename: str, text: str, task: str, data: dict[str, Any]) 
                 record["prompt"] = first[0]
         out.append(record)
     return out
+
+
+def _lm_eval_prediction(resps: Any) -> dict[str, Any] | None:
+    """Loglikelihoods and the argmax choice, or the generated text, from lm-eval's ``filtered_resps``.
+
+    lm-eval writes them through ``sanitize_list``, so numbers arrive as strings: ``[["-7.1", "False"], ...]``.
+    """
+    if not isinstance(resps, list) or not resps:
+        return None
+    if all(isinstance(r, list) and r for r in resps):
+        try:
+            lls = [float(r[0]) for r in resps]
+        except (TypeError, ValueError):
+            return None
+        if len(lls) > 1:
+            return {"loglikelihoods": lls, "prediction": max(range(len(lls)), key=lls.__getitem__)}
+        return {"loglikelihoods": lls}
+    if isinstance(resps[0], str):
+        return {"prediction": resps[0]}
+    return None
 
 
 # --- reports -------------------------------------------------------------------
