@@ -6,10 +6,21 @@
 ``--model`` is a Runwright run directory (latest checkpoint, or ``--step``) or a
 local Hugging Face causal-LM directory. Tasks are lm-evaluation-harness YAML
 files: the built-in ones (``--list-tasks``) and any folder given with
-``--tasks-dir``. Progress goes to stderr as one JSON object per line
-(``{"event": "progress", "task": ..., "done": ..., "total": ...}``), for a job
-runner to parse; the results JSON (lm-eval's schema) goes to ``--output``.
-Exit status 2 means bad arguments, a bad task or a bad model folder.
+``--tasks-dir``. The results JSON (lm-eval's schema, see
+``modelcore.evaluation.results``) goes to ``--output``, written atomically.
+
+Progress goes to stderr as one JSON object per line, for a job runner to parse
+(other lines, e.g. library warnings, do not start with ``{``)::
+
+    {"event": "task_start", "task": "rw_arith", "docs": 80, "requests": 320, "task_number": 1, "task_count": 2}
+    {"event": "progress", "task": "rw_arith", "done": 96, "total": 320, "task_number": 1, "task_count": 2}
+    {"event": "task_end", "task": "rw_arith", "metrics": {"acc,none": 0.31, ...}, "task_number": 1, ...}
+    {"event": "warning", "task": "...", "message": "..."}
+    {"event": "done", "tasks": ["rw_arith", "rw_facts"]}
+    {"event": "error", "error": "...: output_type: 'ranking' is not one of ..."}
+
+Exit status 2 means bad arguments, a bad task or a bad model folder (the
+``error`` event says which key to fix); 0 means the results file is complete.
 """
 
 from __future__ import annotations
@@ -25,7 +36,9 @@ from modelcore.evaluation.taskconfig import TaskConfigError, discover_tasks, res
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m modelcore.evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m modelcore.evaluate", description=(__doc__ or "").split("\n\n")[0]
+    )
     p.add_argument("--model", help="Runwright run directory or local Hugging Face model directory")
     p.add_argument(
         "--step", type=int, default=None, help="checkpoint step of a Runwright run (default: latest)"

@@ -112,10 +112,12 @@ class HFCausalLM(EvalModel):
         if self._keeps_logits:
             keep = torch.unique(ends)
             out = self.model(ctx, use_cache=True, logits_to_keep=keep)
-            last = out.logits[torch.arange(len(contexts)), torch.searchsorted(keep, ends)]  # (G, V)
+            last = out.logits[
+                torch.arange(len(contexts), device=self.device), torch.searchsorted(keep, ends)
+            ]  # (G, V)
         else:
             out = self.model(ctx, use_cache=True)
-            last = out.logits[torch.arange(len(contexts)), ends]
+            last = out.logits[torch.arange(len(contexts), device=self.device), ends]
         if not rows:
             return last, last.new_zeros(0, 0, last.shape[-1])
         index = torch.tensor([g for g, _ in rows], device=self.device)

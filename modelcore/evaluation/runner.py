@@ -238,7 +238,15 @@ def evaluate(
     """Evaluate ``model`` on ``tasks``; the results dict in lm-eval's schema (see ``results``)."""
     settings = settings or EvalSettings()
     started = time.time()
-    done = [evaluate_task(model, cfg, settings, callback) for cfg in tasks]
+    done = []
+    for i, cfg in enumerate(tasks):
+        # Every event says which task of how many, so one progress bar can span them all.
+        tagged = (
+            (lambda e, i=i: callback({**e, "task_number": i + 1, "task_count": len(tasks)}))
+            if callback
+            else None
+        )
+        done.append(evaluate_task(model, cfg, settings, tagged))
     config = {
         **model.model_info(),
         "batch_size": settings.batch_size,
