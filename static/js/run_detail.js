@@ -41,9 +41,10 @@
              line: { width: 2, color: color } };
   }
 
-  async function loadSeries(keys) {
+  async function loadSeries(keys, window) {
     const url = new URL(lossDiv.dataset.seriesUrl, location.href);
     for (const key of keys) url.searchParams.append("key", key);
+    for (const [name, value] of Object.entries(window || {})) url.searchParams.set(name, value);
     const response = await fetch(url, { credentials: "same-origin" });
     if (!response.ok) throw new Error("HTTP " + response.status);
     return response.json();
@@ -90,6 +91,9 @@
       const preferred = data.keys.includes(PREFERRED_METRIC) ? PREFERRED_METRIC : keySelect.value;
       if (preferred) { keySelect.value = preferred; await showMetric(preferred); }
       else Plotly.newPlot(metricDiv, [], layout("", false, state.is_final ? "no other metrics" : "no other metrics yet"), plotConfig);
+      // Plotly adds .on() to a div once it holds a plot.
+      lossDiv.on("plotly_relayout", (event) => refine(lossDiv, event));
+      metricDiv.on("plotly_relayout", (event) => refine(metricDiv, event));
       maxStep = Math.max(-1, ...Object.values(lastStep));
     } catch (err) {
       note.textContent = "Could not load the metrics (" + err.message + ").";
@@ -177,6 +181,36 @@
       note.textContent = "connection lost; reconnecting…";
     };
     source.onopen = function () { if (note.textContent.startsWith("connection")) note.textContent = ""; };
+  }
+
+  // Series arrive downsampled to a few thousand points; a zoom asks the server for the
+  // finer points of the visible range and splices them in, keeping the points outside it.
+  const zoomRequests = new WeakMap();
+  async function refine(div, event) {
+    if (!div.data || !div.data.length) return;
+    const mine = (zoomRequests.get(div) || 0) + 1;
+    zoomRequests.set(div, mine);
+    const keys = div.data.map((t) => t.name);
+    let window = {};
+    const range = event["xaxis.range"] || (event["xaxis.range[0]"] !== undefined
+      ? [event["xaxis.range[0]"], event["xaxis.range[1]"]] : null);
+    if (range) {
+      window = { since: Math.floor(range[0]) - 1, until: Math.ceil(range[1]) };
+    } else if (!event["xaxis.autorange"]) {
+      return;  // not a change of the step range
+    }
+    const data = await loadSeries(keys, window);
+    if (zoomRequests.get(div) !== mine) return;
+    const traces = div.data.map(function (t, i) {
+      const fine = data.series[i];
+      if (window.since === undefined) return { ...t, x: fine.steps, y: fine.values };
+      const x = [], y = [];
+      t.x.forEach((step, j) => { if (step <= window.since) { x.push(step); y.push(t.y[j]); } });
+      x.push(...fine.steps); y.push(...fine.values);
+      t.x.forEach((step, j) => { if (step > window.until) { x.push(step); y.push(t.y[j]); } });
+      return { ...t, x: x, y: y };
+    });
+    Plotly.react(div, traces, div.layout, plotConfig);
   }
 
   keySelect.addEventListener("change", () => { metricChosen = true; showMetric(keySelect.value); });

@@ -8,6 +8,7 @@ from modelcore.config import ConfigError, resolve
 from webapp.accounts.models import Team
 from webapp.accounts.selectors import teams_of
 from webapp.api.auth import ApiError, api_view, json_body
+from webapp.metrics.selectors import keys_for_run, series
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_for, project_list
 from webapp.projects.services import ProjectError, create_project
@@ -80,8 +81,6 @@ def run(request: HttpRequest, run_id: int) -> JsonResponse:
 
 @api_view(("GET",))
 def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
-    from webapp.metrics.selectors import keys_for_run, series
-
     found = run_for(request.user, run_id)
     key = request.GET.get("key", "").strip()
     if not key:

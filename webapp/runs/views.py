@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from modelcore.config import ConfigError, field_schema, resolve
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import has_role, require_role
+from webapp.metrics.selectors import keys_for_run, series
 from webapp.projects.selectors import project_for
 from webapp.runs.assets import plotly_js_url
 from webapp.runs.estimates import estimate
@@ -105,13 +106,23 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def run_series(request: HttpRequest, run_id: int) -> JsonResponse:
-    """Downsampled series for the run page's charts, and the keys it can choose from."""
-    from webapp.metrics.selectors import keys_for_run, series
+    """Downsampled series for the run page's charts, and the keys it can choose from.
 
+    ``since``/``until`` (steps) narrow the range: a zoomed chart asks again and
+    gets the finer points of just that range.
+    """
     run = run_for(request.user, run_id)
     keys = request.GET.getlist("key") or list(CHART_KEYS)
+    window = {
+        "since_step": _int_param(request, "since", None),
+        "until_step": _int_param(request, "until", None),
+    }
     return JsonResponse(
-        {"keys": list(keys_for_run(run)), "series": [series(run, key) for key in keys[:10]], "step": run.step}
+        {
+            "keys": list(keys_for_run(run)),
+            "series": [series(run, key, **window) for key in keys[:10]],
+            "step": run.step,
+        }
     )
 
 
@@ -148,7 +159,7 @@ async def run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
     return response
 
 
-def _int_param(request: HttpRequest, name: str, default: int) -> int:
+def _int_param(request: HttpRequest, name: str, default: int | None) -> int | None:
     try:
         return int(request.GET.get(name, default))
     except (TypeError, ValueError):

@@ -1,0 +1,64 @@
+"""The run page's chart on a long finished run: downsampled, spikes kept, a zoom fetches the finer points."""
+
+from __future__ import annotations
+
+import pytest
+from browser_support import log_in
+from playwright.sync_api import expect
+
+from modelcore.config import resolve
+from webapp.metrics.models import MetricPoint
+from webapp.runs.models import Run, RunStatus
+
+N_STEPS = 6000
+SPIKE_STEP = 3001
+
+
+@pytest.fixture
+def long_run(alice_project) -> Run:
+    run = Run.objects.create(
+        project=alice_project,
+        name="long run",
+        preset="tiny-cpu",
+        config=resolve("tiny-cpu").to_dict(),
+        status=RunStatus.COMPLETED,
+        step=N_STEPS,
+        last_loss=1.0,
+    )
+    MetricPoint.objects.bulk_create(
+        [
+            MetricPoint(
+                run=run, key="train/loss", step=s, value=50.0 if s == SPIKE_STEP else 1.0 + 4.0 / s, time=s
+            )
+            for s in range(1, N_STEPS + 1)
+        ],
+        batch_size=2000,
+    )
+    return run
+
+
+TRACE = "() => { const t = document.getElementById('loss-chart').data[0]; return {x: t.x, y: t.y}; }"
+
+
+def test_long_series_is_downsampled_and_zoom_refines(long_run, start_servers, chromium):
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    page.goto(f"{base}/runs/{long_run.id}/")
+    page.wait_for_function("() => document.getElementById('loss-chart').data?.[0]?.x?.length > 0")
+    full = page.evaluate(TRACE)
+    assert 100 < len(full["x"]) <= 2000
+    assert max(full["y"]) == 50.0  # min/max buckets keep the spike
+
+    page.evaluate("() => Plotly.relayout('loss-chart', {'xaxis.range': [1000, 1100]})")
+    page.wait_for_function(
+        "() => document.getElementById('loss-chart').data[0].x.filter(s => s >= 1000 && s <= 1100).length === 101"
+    )
+    zoomed = page.evaluate(TRACE)
+    assert zoomed["x"] == sorted(zoomed["x"])  # the finer range was spliced in place
+    assert zoomed["x"][-1] == full["x"][-1]  # points outside the range stay
+
+    page.evaluate("() => Plotly.relayout('loss-chart', {'xaxis.autorange': true})")
+    page.wait_for_function("() => document.getElementById('loss-chart').data[0].x.length <= 2000")
+    expect(page.locator("#run-status")).to_have_text("completed")
+    assert js_errors == []
