@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import mc_samples, results_payload, write_results_file
+from eval_fixtures import mc_samples, results_payload, write_results_file
 
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource, Report
 

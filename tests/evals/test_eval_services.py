@@ -8,8 +8,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import mc_samples, results_payload
 from django.core.exceptions import PermissionDenied
+from eval_fixtures import DOCS, TASK_YAML, mc_samples, results_payload
 
 from webapp.evals import services
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource
@@ -215,21 +215,6 @@ def test_reports_only_take_jobs_of_their_project(alice, project, run, charlie):
 
 # --- task uploads --------------------------------------------------------------
 
-TASK_YAML = """task: team_trivia
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: data/test.jsonl
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Q: {{question}}\\nA:"
-doc_to_choice: "{{choices}}"
-doc_to_target: label
-metric_list:
-  - metric: acc
-"""
-DOCS = "\n".join(json.dumps({"question": f"q{i}", "choices": ["x", "y"], "label": i % 2}) for i in range(4))
-
 
 def _zip(files: dict[str, str]) -> io.BytesIO:
     buf = io.BytesIO()
@@ -339,3 +324,56 @@ def test_real_lm_eval_and_runwright_files_import_and_compare_as_equal(alice, pro
         f"/reports/{report.id}/disagreements?a={lm.id}&b={ours.id}&task=rw_facts"
     )
     assert disagree.context["differing"] == 0 and disagree.context["shared"] == 8
+
+
+def test_running_jobs_without_a_heartbeat_are_failed_by_the_sweep(project, run):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from webapp.evals.transitions import fail_stale_jobs
+
+    old = timezone.now() - dt.timedelta(minutes=10)
+    stale = EvalJob.objects.create(
+        project=project,
+        source=ModelSource.CHECKPOINT,
+        run=run,
+        checkpoint_step=20,
+        tasks=["rw_arith"],
+        status=EvalStatus.RUNNING,
+        heartbeat_at=old,
+    )
+    fresh = EvalJob.objects.create(
+        project=project,
+        source=ModelSource.CHECKPOINT,
+        run=run,
+        checkpoint_step=40,
+        tasks=["rw_arith"],
+        status=EvalStatus.RUNNING,
+        heartbeat_at=timezone.now(),
+    )
+    assert fail_stale_jobs(60) == [stale.id]
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert stale.status == EvalStatus.FAILED and "stopped responding" in stale.error
+    assert fresh.status == EvalStatus.RUNNING
+
+
+def test_periodic_eval_results_become_run_metric_points(project, run):
+    from webapp.evals.transitions import finish
+    from webapp.metrics.models import MetricPoint
+
+    job = EvalJob.objects.create(
+        project=project,
+        source=ModelSource.CHECKPOINT,
+        run=run,
+        checkpoint_step=40,
+        tasks=["rw_arith"],
+        status=EvalStatus.RUNNING,
+        periodic=True,
+    )
+    results = results_payload({"rw_arith": {"acc": 0.4, "acc_stderr": 0.1}})
+    assert finish(job.id, EvalStatus.COMPLETED, results=results)
+    assert not finish(job.id, EvalStatus.FAILED, error="late")  # a finished job is not overwritten
+    points = {p.key: p.value for p in MetricPoint.objects.filter(run=run, step=40)}
+    assert points == {"eval/rw_arith/acc": 0.4, "eval/rw_arith/acc_stderr": 0.1}

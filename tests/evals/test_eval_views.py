@@ -8,7 +8,7 @@ import json
 import zipfile
 
 import pytest
-from conftest import mc_samples, results_payload, write_results_file
+from eval_fixtures import mc_samples, results_payload, write_results_file
 
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource, Report
 
@@ -277,7 +277,7 @@ def test_report_create_edit_and_admin_delete(client_for, alice, project, report)
 
 
 def test_member_who_is_not_admin_cannot_delete_reports(client_for, project, report):
-    from conftest import make_user
+    from eval_fixtures import make_user
 
     from webapp.accounts.models import Role
 
@@ -287,7 +287,7 @@ def test_member_who_is_not_admin_cannot_delete_reports(client_for, project, repo
 
 
 def test_task_zip_upload_page(client_for, alice, project):
-    from test_eval_services import DOCS, TASK_YAML
+    from eval_fixtures import DOCS, TASK_YAML
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

@@ -82,7 +82,7 @@ def job_samples(job: EvalJob) -> dict[str, list[dict[str, Any]]]:
     return _read_samples(str(path), mtime)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=4)  # results files can be tens of MB
 def _read_samples(path: str, mtime: int) -> dict[str, list[dict[str, Any]]]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -145,13 +145,11 @@ def run_evaluate(request: HttpRequest, run_id: int) -> HttpResponse:
 @require_GET
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = eval_job_for(request.user, job_id)
-    data = comparison.build_report([job])
     return render(
         request,
         "evals/job.html",
         {
             "job": job,
-            "rows": data.tasks,
             "scores": comparison.scores_of(job),
             "has_results_file": job.results_file.is_file(),
             "status_state": job_state(job),
