@@ -46,7 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", help="comma-separated task names or task YAML paths")
     p.add_argument("--tasks-dir", action="append", default=[], help="extra folder of task YAML files")
     p.add_argument("--num-fewshot", type=int, default=None, help="override every task's num_fewshot")
-    p.add_argument("--batch-size", type=int, default=8, help="loglikelihood requests per forward batch")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="sequences per forward pass (as lm-eval's --batch_size; with prefix sharing, distinct contexts)",
+    )
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N documents of each task")
     p.add_argument(
         "--fewshot-seed", type=int, default=1234, help="seed of the few-shot sampler (lm-eval: 1234)"

@@ -99,3 +99,39 @@ def task_scores(results: dict[str, Any]) -> dict[str, dict[str, tuple[float, flo
             )
         out[task] = scores
     return out
+
+
+def read_lm_eval_samples(path: str | Path, output_type: str) -> list[dict[str, Any]]:
+    """Per-sample records from lm-eval's ``samples_<task>_*.jsonl`` (``--log_samples``), in our shape.
+
+    ``output_type`` is the task's (``results["configs"][task]["output_type"]``): lm-eval
+    writes responses as strings, so a generation and a rolling loglikelihood look alike.
+
+    Loglikelihood-type responses become ``loglikelihoods``; a generation becomes
+    ``prediction``; per-sample metric values (``acc``, ``exact_match``, ...) go to
+    ``metrics``, so paired comparisons work across our runs and imported ones.
+    """
+    records = []
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{lineno}: not JSON: {exc}") from exc
+        args = [list(a.values()) for a in (row.get("arguments") or {}).values()]
+        resps = row.get("filtered_resps") or []
+        record: dict[str, Any] = {
+            "doc_id": row["doc_id"],
+            "doc": row.get("doc"),
+            "prompt": args[0][0] if args else "",
+            "arguments": args,
+            "gold": row.get("target"),
+            "metrics": {m: row[m] for m in row.get("metrics", []) if m in row},
+        }
+        if output_type == "generate_until":
+            record["prediction"] = resps[0] if resps else ""
+        else:
+            record["loglikelihoods"] = [float(r[0]) if isinstance(r, list) else float(r) for r in resps]
+        records.append(record)
+    return sorted(records, key=lambda r: r["doc_id"])

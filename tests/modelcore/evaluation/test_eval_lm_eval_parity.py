@@ -20,6 +20,7 @@ import pytest
 import yaml
 from evalhelpers import builtin_rows, write_jsonl
 
+from modelcore.evaluation.results import read_lm_eval_samples, read_results, task_scores
 from modelcore.evaluation.runner import EvalSettings, evaluate
 from modelcore.evaluation.taskconfig import load_task_config
 
@@ -130,7 +131,7 @@ def both_runs(tiny_hf_dir: Path, tiny_hf_model, tmp_path_factory: pytest.TempPat
     }
     configs = [load_task_config(task_dir / f"{t}.yaml") for t in TASKS]
     ours = evaluate(tiny_hf_model, configs, EvalSettings(batch_size=8))
-    return ours, peer, peer_samples
+    return ours, peer, peer_samples, out
 
 
 def _peer_lls(sample: dict) -> list[float]:
@@ -139,7 +140,7 @@ def _peer_lls(sample: dict) -> list[float]:
 
 @pytest.mark.parametrize("task", ["parity_mc", "parity_ll", "parity_ppl"])
 def test_per_sample_loglikelihoods_match_lm_eval(both_runs, task):
-    ours, _, peer_samples = both_runs
+    ours, _, peer_samples, _ = both_runs
     mine = ours["samples"][task]
     assert len(mine) == len(peer_samples[task])
     for m, p in zip(mine, peer_samples[task], strict=True):
@@ -150,7 +151,7 @@ def test_per_sample_loglikelihoods_match_lm_eval(both_runs, task):
 
 
 def test_prompts_and_few_shot_examples_match_lm_eval(both_runs):
-    ours, _, peer_samples = both_runs
+    ours, _, peer_samples, _ = both_runs
     for task in ("parity_mc", "parity_ll", "parity_gen"):
         for m, p in zip(ours["samples"][task], peer_samples[task], strict=True):
             peer_args = [a["arg_0"] for a in p["arguments"].values()]
@@ -162,7 +163,7 @@ def test_prompts_and_few_shot_examples_match_lm_eval(both_runs):
 
 
 def test_greedy_generations_match_lm_eval(both_runs):
-    ours, _, peer_samples = both_runs
+    ours, _, peer_samples, _ = both_runs
     mine = [s["prediction"] for s in ours["samples"]["parity_gen"]]
     theirs = [p["filtered_resps"][0] for p in peer_samples["parity_gen"]]
     assert mine == theirs
@@ -170,7 +171,7 @@ def test_greedy_generations_match_lm_eval(both_runs):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_metrics_and_stderrs_match_lm_eval(both_runs, task):
-    ours, peer, _ = both_runs
+    ours, peer, _, _ = both_runs
     mine, theirs = ours["results"][task], peer["results"][task]
     assert set(mine) == set(theirs)
     for key, value in theirs.items():
@@ -187,7 +188,7 @@ def test_metrics_and_stderrs_match_lm_eval(both_runs, task):
 
 
 def test_the_comparison_is_not_vacuous(both_runs, tiny_hf_model):
-    ours, peer, _ = both_runs
+    ours, peer, _, _ = both_runs
     # The random model must separate choices, or "metrics identical" would prove little.
     lls = [s["loglikelihoods"] for s in ours["samples"]["parity_mc"]]
     assert all(len(set(round(x, 3) for x in row)) > 1 for row in lls)
@@ -201,3 +202,20 @@ def test_the_comparison_is_not_vacuous(both_runs, tiny_hf_model):
         for a in s["arguments"]
     ]
     assert 0 < sum(fits) < len(fits)
+
+
+def test_lm_eval_results_and_samples_import_as_ours(both_runs):
+    ours, _, _, out = both_runs
+    peer = read_results(next(out.rglob("results_*.json")))
+    for task in TASKS:
+        mine, theirs = task_scores(ours)[task], task_scores(peer)[task]
+        assert set(mine) == set(theirs)
+        output_type = peer["configs"][task]["output_type"]
+        imported = read_lm_eval_samples(next(out.rglob(f"samples_{task}_*.jsonl")), output_type)
+        for m, p in zip(ours["samples"][task], imported, strict=True):
+            assert m["doc_id"] == p["doc_id"]
+            assert m["metrics"].keys() == p["metrics"].keys()
+            if "loglikelihoods" in m:
+                assert p["loglikelihoods"] == pytest.approx(m["loglikelihoods"], abs=1e-4)
+            if task == "parity_gen":
+                assert p["prediction"] == m["prediction"]
