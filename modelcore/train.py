@@ -112,7 +112,11 @@ def install_stop_handlers() -> StopRequested:
                 raise KeyboardInterrupt("second SIGINT: aborting without a checkpoint")
             return
         stop.requested = True
-        print(f"[info] {signal.Signals(signum).name} received: stopping at the next step", flush=True)
+        print(
+            f"[info] {signal.Signals(signum).name} received: stopping at the next step",
+            file=sys.stderr,
+            flush=True,
+        )
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -240,7 +241,7 @@ class Trainer:
     def log(self, message: str, level: str = "info") -> None:
         if self.events is not None:
             self.events.log(message, level)
-        print(f"[{level}] {message}", flush=True)
+        print(f"[{level}] {message}", file=sys.stderr, flush=True)  # stdout stays free for tools
 
     def describe(self) -> dict[str, Any]:
         cfg = self.cfg
