@@ -6,7 +6,7 @@
   if (!node || typeof Plotly === "undefined") return;
   const data = JSON.parse(node.textContent);
   const config = { displaylogo: false, responsive: true };
-  const base = { margin: { l: 56, r: 16, t: 40, b: 90 }, font: { size: 12 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff" };
+  const base = { margin: { l: 56, r: 16, t: 40, b: 64 }, font: { size: 12 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff" };
 
   function box(parent, id) {
     const div = document.createElement("div");

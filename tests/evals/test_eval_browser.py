@@ -96,6 +96,10 @@ def test_report_page_draws_charts(page, live_server, data_dir, project, run, ali
     assert page.locator("td.best").count() == 2
     assert "0 / 10" in page.locator("#pair-table").inner_text()  # McNemar: B alone right on 10 samples
     page.screenshot(path=str(SHOTS / "runwright-eval-report.png"), full_page=True)
+    page.click("text=where they disagree")
+    page.wait_for_selector("#disagreements")
+    assert "10 of 40 shared samples differ" in page.locator("#disagree-summary").inner_text()
+    page.screenshot(path=str(SHOTS / "runwright-eval-disagreements.png"))
 
 
 def test_job_page_progress_bar_follows_the_job(page, live_server, project, run):
@@ -151,6 +155,7 @@ def test_html_export_draws_its_charts_offline(
     page.goto(exported.as_uri())
     page.wait_for_selector("#bar-charts .js-plotly-plot")
     assert page.locator("#step-charts .js-plotly-plot").count() == 1
+    page.screenshot(path=str(SHOTS / "runwright-eval-export.png"), full_page=True)
 
 
 def test_eval_form_and_project_page(page, live_server, project, run):
