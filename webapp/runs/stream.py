@@ -153,6 +153,7 @@ class _LiveWakeups:
         self.task = asyncio.ensure_future(self._pump(run_id))
 
     async def _pump(self, run_id: int) -> None:
+        # Imported only with Redis configured: the embedded default never loads the client.
         from webapp.live import listen
 
         async for message in listen(run_id):
