@@ -107,14 +107,14 @@ class Supervisor:
         return self._final()
 
     def _set_aside_stale_dir(self) -> None:
-        """A first attempt starts from an empty directory.
+        """A first attempt starts without an event history.
 
-        Files there belong to another run with the same id (a database that was
-        reset, a restored backup); ingesting them would mix their history into this run.
+        An events file there belongs to another run with the same id (a database that was
+        reset, a restored backup); ingesting it would mix its history into this run.
         """
-        if self.run.attempt != 1 or self.run.events_offset or not self.run_dir.is_dir():
+        if self.run.attempt != 1 or self.run.events_offset:
             return
-        if any(self.run_dir.iterdir()):
+        if (self.run_dir / EVENTS_FILE).exists():
             stale = self.run_dir.with_name(f"{self.run_dir.name}.stale-{int(time.time())}")
             self.run_dir.rename(stale)
             log.warning(
