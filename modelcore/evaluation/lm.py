@@ -27,7 +27,8 @@ class EvalModel:
     name: str = ""
     max_length: int = DEFAULT_MAX_LENGTH
     prefix_token_id: int = 0
-    eot_token_id: int = 0
+    eot_token_id: int | None = 0
+    pad_token_id: int = 0  # fills right padding; causal models never read it back
     device: torch.device = torch.device("cpu")
 
     def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
@@ -74,6 +75,9 @@ class HFCausalLM(EvalModel):
         tok = self.tokenizer
         self.eot_token_id = tok.eos_token_id
         self.prefix_token_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        if self.prefix_token_id is None:
+            raise ValueError(f"--model: the tokenizer in {path} has neither a BOS nor an EOS token")
+        self.pad_token_id = next(t for t in (tok.eos_token_id, tok.pad_token_id, 0) if t is not None)
         self._prefix_text = tok.decode(self.prefix_token_id)
         self.max_length = _hf_max_length(self.model.config, tok)
         self._dtype = dtype
@@ -105,7 +109,7 @@ class HFCausalLM(EvalModel):
         self, contexts: list[list[int]], rows: list[tuple[int, list[int]]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         lens = torch.tensor([len(c) for c in contexts])
-        ctx = _right_pad(contexts, self.eot_token_id).to(self.device)  # (G, P)
+        ctx = _right_pad(contexts, self.pad_token_id).to(self.device)  # (G, P)
         # Right padding needs no mask in a causal prefill. Only the contexts' last positions are
         # projected onto the vocabulary; length-sorted chunks have few distinct ones.
         ends = (lens - 1).to(self.device)
@@ -123,7 +127,7 @@ class HFCausalLM(EvalModel):
         index = torch.tensor([g for g, _ in rows], device=self.device)
         cache = self._cache_of(out)
         cache.reorder_cache(index)
-        cont = _right_pad([t for _, t in rows], self.eot_token_id).to(self.device)  # (R, C)
+        cont = _right_pad([t for _, t in rows], self.pad_token_id).to(self.device)  # (R, C)
         R, C = cont.shape
         P = ctx.shape[1]
         # Continuations see their own context's real tokens, never another's padding.
@@ -171,6 +175,7 @@ class RunwrightLM(EvalModel):
         # Training joins documents with end-of-text, so that token is what precedes a text's start.
         self.eot_token_id = self.tokenizer.eos_id
         self.prefix_token_id = self.tokenizer.eos_id
+        self.pad_token_id = self.tokenizer.eos_id
         self.max_length = self.config.model.max_seq_len
 
     def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
@@ -194,7 +199,7 @@ class RunwrightLM(EvalModel):
             raise ValueError("RunwrightLM.shared_prefix_logits needs contexts of equal length")
         ctx = torch.tensor(contexts, device=self.device)  # (G, P)
         G, P = ctx.shape
-        cont = _right_pad([t for _, t in rows], self.eot_token_id).to(self.device) if rows else None
+        cont = _right_pad([t for _, t in rows], self.pad_token_id).to(self.device) if rows else None
         cache = self.model.new_cache(G, P + (cont.shape[1] if cont is not None else 0))
         last = self.model(ctx, cache=cache)[:, -1, :].float()  # (G, V)
         if cont is None:

@@ -86,7 +86,7 @@ def _score_plain(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         inputs = [list(r.context + r.continuation)[-(model.max_length + 1) :][:-1] for r in chunk]
-        logits = model.logits(_right_pad(inputs, model.eot_token_id))  # (B, T, V)
+        logits = model.logits(_right_pad(inputs, model.pad_token_id))  # (B, T, V)
         for i, r in enumerate(chunk):
             n = len(r.continuation)
             end = len(inputs[i])
