@@ -29,7 +29,7 @@ from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 
 import modelcore
 from webapp.evals import transitions
@@ -219,9 +219,17 @@ class EvalRunner:
             if exited:
                 return "exit"
             if now - last_write >= PROGRESS_WRITE_SECONDS:
-                state = (round(self.progress.fraction, 4), self.progress.current)
-                _refresh_connection()
-                cancel = transitions.record_progress(self.job.id, *state)
+                try:
+                    _refresh_connection()
+                    cancel = transitions.record_progress(
+                        self.job.id, round(self.progress.fraction, 4), self.progress.current
+                    )
+                except DatabaseError:
+                    # A database blip must not kill an evaluation that is running fine; retry next round.
+                    log.warning(
+                        "eval job %s: database error while recording progress", self.job.id, exc_info=True
+                    )
+                    cancel = False
                 last_write = now
                 if cancel:
                     self._stop_group()
@@ -286,9 +294,21 @@ class EvalRunner:
         return self._finish(EvalStatus.COMPLETED, "", results=results, has_samples=has_samples)
 
     def _finish(self, status: str, error: str, **fields: Any) -> str:
-        _refresh_connection()
-        if not transitions.finish(self.job.id, status, error=error, **fields):
-            log.info("eval job %s: no longer running; final status %s not written", self.job.id, status)
+        for attempt in range(5):
+            try:
+                _refresh_connection()
+                if not transitions.finish(self.job.id, status, error=error, **fields):
+                    log.info(
+                        "eval job %s: no longer running; final status %s not written", self.job.id, status
+                    )
+                break
+            except DatabaseError:
+                log.warning(
+                    "eval job %s: database error writing the final status", self.job.id, exc_info=True
+                )
+                if attempt == 4:
+                    raise
+                time.sleep(1.0)
         log.info("eval job %s: %s", self.job.id, status)
         return status
 
