@@ -141,6 +141,7 @@ def test_import_of_lm_eval_results_with_sample_files(alice, project):
                 "target": 0,
                 "filtered_resps": [[str(-1.0 - i), "False"], ["-2.0", "False"]],
                 "arguments": {"gen_args_0": {"arg_0": f"Q{i}", "arg_1": " a"}},
+                "metrics": ["acc", "acc_norm"],
                 "acc": 1.0,
                 "acc_norm": 0.0,
             }
@@ -178,6 +179,13 @@ def test_import_of_a_bad_file_is_a_field_error(alice, project, text, message):
 
 def test_sample_file_for_an_unknown_task_is_refused(alice, project):
     payload = results_payload({"t1": {"acc": 0.5}})
+    with pytest.raises(EvalError, match="not an lm-eval sample log"):
+        services.import_results(
+            user=alice,
+            project=project,
+            results_text=json.dumps(payload),
+            sample_files=[("samples_t1_2025-01-01T00-00-00.0.jsonl", '{"no_doc_id": 1}')],
+        )
     with pytest.raises(EvalError, match="names no task"):
         services.import_results(
             user=alice,

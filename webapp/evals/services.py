@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -311,57 +313,24 @@ def _sample_file_task(filename: str, tasks: list[str]) -> str:
 
 
 def _lm_eval_samples(filename: str, text: str, task: str, data: dict[str, Any]) -> list[dict[str, Any]]:
-    metrics = list((data.get("higher_is_better") or {}).get(task) or [])
-    if not metrics:
-        metrics = [k.split(",")[0] for k in data["results"][task] if "," in k and "_stderr" not in k]
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    """lm-eval's sample log in our record shape (the engine's reader), with the argmax choice as prediction."""
+    from modelcore.evaluation.results import read_lm_eval_samples
+
+    config = (data.get("configs") or {}).get(task) or {}
+    output_type = config.get("output_type") if isinstance(config, dict) else None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "samples.jsonl"
+        path.write_text(text, encoding="utf-8")
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise EvalError({"sample_files": f"{filename}: line {n} is not JSON"}) from None
-        if not isinstance(row, dict) or "doc_id" not in row:
-            raise EvalError({"sample_files": f"{filename}: line {n} has no doc_id"})
-        names = row["metrics"] if isinstance(row.get("metrics"), list) else metrics
-        record: dict[str, Any] = {
-            "doc_id": row["doc_id"],
-            "gold": row.get("target"),
-            "metrics": {m: row[m] for m in names if isinstance(m, str) and m in row},
-        }
-        prediction = _lm_eval_prediction(row.get("filtered_resps"))
-        if prediction is not None:
-            record.update(prediction)
-        if isinstance(row.get("arguments"), dict | list):
-            first = row["arguments"]
-            first = next(iter(first.values())) if isinstance(first, dict) else first[0] if first else None
-            if isinstance(first, dict):
-                record["prompt"] = first.get("arg_0")
-            elif isinstance(first, list) and first:
-                record["prompt"] = first[0]
-        out.append(record)
-    return out
-
-
-def _lm_eval_prediction(resps: Any) -> dict[str, Any] | None:
-    """Loglikelihoods and the argmax choice, or the generated text, from lm-eval's ``filtered_resps``.
-
-    lm-eval writes them through ``sanitize_list``, so numbers arrive as strings: ``[["-7.1", "False"], ...]``.
-    """
-    if not isinstance(resps, list) or not resps:
-        return None
-    if all(isinstance(r, list) and r for r in resps):
-        try:
-            lls = [float(r[0]) for r in resps]
-        except (TypeError, ValueError):
-            return None
-        if len(lls) > 1:
-            return {"loglikelihoods": lls, "prediction": max(range(len(lls)), key=lls.__getitem__)}
-        return {"loglikelihoods": lls}
-    if isinstance(resps[0], str):
-        return {"prediction": resps[0]}
-    return None
+            records = read_lm_eval_samples(path, output_type or "multiple_choice")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            message = str(exc).replace(str(path), filename)
+            raise EvalError({"sample_files": f"{filename}: not an lm-eval sample log ({message})"}) from None
+    for record in records:
+        lls = record.get("loglikelihoods")
+        if output_type in (None, "multiple_choice") and isinstance(lls, list) and len(lls) > 1:
+            record["prediction"] = max(range(len(lls)), key=lls.__getitem__)
+    return records
 
 
 # --- reports -------------------------------------------------------------------
