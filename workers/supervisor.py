@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.apps import apps
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
@@ -215,6 +216,9 @@ class Supervisor:
         # A batch refused because the run is not ours (lost, relaunched) was rolled
         # back; the owner check decides what that means, and a revived run re-reads it.
         ingest.announce(self.run, result)
+        if not result.lost_ownership:
+            for checkpoint in result.checkpoints:
+                offer_checkpoint_to_evals(self.run.id, int(checkpoint["step"]))
 
     def _check_owner_and_cancel(self) -> None:
         row = Run.objects.filter(pk=self.run.id).values("status", "attempt", "cancel_requested").first()
@@ -347,6 +351,15 @@ class Supervisor:
 def supervise(run: Run, *, command: CommandBuilder = default_command, **options) -> str:
     """Supervise the claimed ``run`` (status ``starting``) to its end; returns the final status."""
     return Supervisor(run, command=command, **options).supervise()
+
+
+def offer_checkpoint_to_evals(run_id: int, step: int) -> None:
+    """Let the run's ``eval`` config queue an eval of this checkpoint (idempotent, never raises)."""
+    if not apps.is_installed("webapp.evals"):
+        return
+    from workers.eval_jobs import schedule_periodic_evals
+
+    schedule_periodic_evals(run_id, step)
 
 
 def launcher_log_tail(path: Path, limit: int = ERROR_TAIL_CHARS) -> str:

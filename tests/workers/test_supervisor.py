@@ -267,3 +267,15 @@ def test_a_database_outage_does_not_stop_training_or_lose_events(make_run, fake_
     assert supervise(run, command=fake_command("complete", steps=25), poll_seconds=0.05) == "completed"
     assert failures["left"] == 0
     assert MetricPoint.objects.filter(run=run, key="train/loss").count() == 25
+
+
+def test_each_checkpoint_is_offered_to_the_periodic_evals(make_run, fake_command, monkeypatch):
+    from workers import supervisor
+
+    offered = []
+    monkeypatch.setattr(
+        supervisor, "offer_checkpoint_to_evals", lambda run_id, step: offered.append((run_id, step))
+    )
+    run = claim(make_run())
+    supervise(run, command=fake_command("complete", steps=12), poll_seconds=0.1)
+    assert offered == [(run.id, 12)]
