@@ -6,11 +6,19 @@ broker under ``RUNWRIGHT_DATA_DIR``, live streams by polling the database.
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 from webapp.env import database_from_url, env_bool, env_int, env_path, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+if "pytest" in sys.modules and not env_str("RUNWRIGHT_DATA_DIR"):
+    # pytest-django reads these settings before any conftest runs: give each test
+    # session its own data directory (test database, run dirs, broker folders) so
+    # sessions never share state or write into ./data. Subprocesses inherit it.
+    os.environ["RUNWRIGHT_DATA_DIR"] = tempfile.mkdtemp(prefix="runwright-test-")
 DATA_DIR = env_path("RUNWRIGHT_DATA_DIR", BASE_DIR / "data")
 RUNS_DIR = DATA_DIR / "runs"
 
