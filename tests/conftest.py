@@ -8,5 +8,13 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 # Torch in test processes shares two cores with trainers and workers.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Creating Alice, Bob and Charlie in every test should not cost seconds of PBKDF2."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

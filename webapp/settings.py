@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "webapp.runs",
     "webapp.metrics",
     "webapp.api",
+    "webapp.evals",
     "webapp.demo",
 ]
 

@@ -10,6 +10,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("projects/", include("webapp.projects.urls")),
     path("", include("webapp.runs.urls")),
+    path("", include("webapp.evals.urls")),
     path("api/v1/", include("webapp.api.urls")),
     path("vendor/plotly.min.js", plotly_js, name="plotly_js"),
 ]

@@ -35,13 +35,12 @@ app.conf.update(
         },
     },
 )
-if apps.is_installed("webapp.evals"):
-    app.conf.imports = ("workers.eval_jobs",)  # task modules besides workers.tasks
-    app.conf.beat_schedule["sweep-stale-eval-jobs"] = {
-        "task": "workers.eval_jobs.sweep_stale_eval_jobs",
-        "schedule": 15.0,
-        "options": {"expires": 14.0},
-    }
+app.conf.imports = ("workers.eval_jobs",)  # task modules besides workers.tasks
+app.conf.beat_schedule["sweep-stale-eval-jobs"] = {
+    "task": "workers.eval_jobs.sweep_stale_eval_jobs",
+    "schedule": 15.0,
+    "options": {"expires": 14.0},
+}
 app.autodiscover_tasks(["workers"])
 
 from workers import shutdown  # noqa: E402,F401  (connects the worker shutdown handler)

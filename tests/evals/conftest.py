@@ -1,6 +1,4 @@
 """Alice administers team "ml", Bob is a viewer there, Charlie administers another team.
-
-Run with ``--ds tests.evals.settings`` until webapp.evals is in INSTALLED_APPS.
 """
 
 from __future__ import annotations
@@ -8,17 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
 from eval_fixtures import make_user
 
 from modelcore.config import resolve
 from webapp.accounts.models import Role, Team
 from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Run, RunStatus
-
-if "webapp.evals" not in django_settings.INSTALLED_APPS:
-    # Until webapp/settings.py lists the app, a plain `pytest tests` must not fail on this folder.
-    collect_ignore_glob = ["test_*.py"]
 
 
 @pytest.fixture

@@ -17,6 +17,6 @@ def test_evals_web_modules_do_not_import_torch():
         "from webapp.evals.sources import available_tasks; available_tasks(1);"
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not bad, bad"
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.evals.settings", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.settings", "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]

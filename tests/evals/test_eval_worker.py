@@ -141,7 +141,7 @@ def celery_worker(log_path: Path):
     """``celery -A workers worker`` with this suite's settings, database and (private) broker folder."""
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.evals.settings",
+        "DJANGO_SETTINGS_MODULE": "webapp.settings",
         "RUNWRIGHT_DATABASE_URL": _database_url(),
         "RUNWRIGHT_DATA_DIR": str(settings.DATA_DIR),
         "PYTHONPATH": str(ROOT),
