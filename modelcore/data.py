@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import sysconfig
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,25 @@ def _cache_key(cfg: DataConfig, tok: ByteTokenizer | HFTokenizer, tokenizer_dir:
     return h.hexdigest()[:16]
 
 
+def token_file_path(
+    cfg: DataConfig, tok: ByteTokenizer | HFTokenizer, tokenizer_dir: Path, cache_dir: Path
+) -> Path:
+    return cache_dir / f"tokens-{_cache_key(cfg, tok, tokenizer_dir)}.bin"
+
+
+def _complete(token_file: Path) -> bool:
+    # The .json is written after the .bin is in place: together they mean "complete".
+    return token_file.exists() and token_file.with_suffix(".json").exists()
+
+
+def cached_token_file(
+    cfg: DataConfig, tok: ByteTokenizer | HFTokenizer, tokenizer_dir: Path, cache_dir: Path
+) -> Path | None:
+    """The finished token file for this corpus and tokenizer, if one is in the cache."""
+    out = token_file_path(cfg, tok, tokenizer_dir, cache_dir)
+    return out if _complete(out) else None
+
+
 def tokenize_corpus(
     cfg: DataConfig,
     tok: ByteTokenizer | HFTokenizer,
@@ -131,10 +151,11 @@ def tokenize_corpus(
     under a temporary name and renamed, so a crash never leaves a half file.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
+    cached = cached_token_file(cfg, tok, tokenizer_dir, cache_dir)
+    if cached is not None:
+        return cached
     key = _cache_key(cfg, tok, tokenizer_dir)
     out = cache_dir / f"tokens-{key}.bin"
-    if out.exists() and (cache_dir / f"tokens-{key}.json").exists():
-        return out
     dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
     tmp = cache_dir / f"tokens-{key}.{os.getpid()}.tmp"
     n_tokens, n_docs = 0, 0
@@ -163,6 +184,33 @@ def tokenize_corpus(
     if progress:
         progress(f"tokenized corpus: {n_docs} documents, {n_tokens:,} tokens -> {out.name}")
     return out
+
+
+def wait_for_token_file(
+    cfg: DataConfig,
+    run_dir: Path,
+    cache_dir: Path,
+    stopped: Callable[[], bool] = lambda: False,
+    poll_s: float = 0.5,
+) -> tuple[ByteTokenizer | HFTokenizer, Path]:
+    """For ranks other than 0: the tokenizer and token file, once rank 0 has written them.
+
+    No timeout (a first tokenization may take long); ``stopped`` ends the wait when
+    the run is cancelled or rank 0 died and the launcher signals the others.
+    """
+
+    def wait_until(ready: Callable[[], bool]) -> None:
+        while not ready():
+            if stopped():
+                raise RuntimeError("stopped while waiting for rank 0 to prepare the data")
+            time.sleep(poll_s)
+
+    saved = run_dir / "tokenizer"
+    wait_until(saved.exists)
+    tok = load_tokenizer(saved)
+    out = token_file_path(cfg, tok, saved, cache_dir)
+    wait_until(lambda: _complete(out))
+    return tok, out
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,14 @@ from safetensors.torch import save_file
 
 from modelcore import checkpoint as ckpt
 from modelcore.config import RunConfig
-from modelcore.data import TokenSplits, WindowSampler, prepare_tokenizer, tokenize_corpus, validation_batches
+from modelcore.data import (
+    TokenSplits,
+    WindowSampler,
+    prepare_tokenizer,
+    tokenize_corpus,
+    validation_batches,
+    wait_for_token_file,
+)
 from modelcore.events import EventWriter
 from modelcore.model import Transformer
 
@@ -152,17 +159,16 @@ class Trainer:
             # Deterministic CPU runs: resume and DDP-equality tests compare losses exactly.
             torch.use_deterministic_algorithms(True, warn_only=True)
 
-        # Data: rank 0 builds the tokenizer and token file; the others then read them.
-        with acc.main_process_first():
+        # Data: rank 0 builds the tokenizer and token file; the others wait for the files
+        # rather than in a barrier, whose timeout a long first tokenization would exceed.
+        cache = Path(os.environ.get(CACHE_DIR_ENV) or run_dir / "data")
+        if acc.is_main_process:
             self.tokenizer = prepare_tokenizer(cfg.data, run_dir)
-            cache = Path(os.environ.get(CACHE_DIR_ENV) or run_dir / "data")
             token_file = tokenize_corpus(
-                cfg.data,
-                self.tokenizer,
-                run_dir / "tokenizer",
-                cache,
-                progress=self.log if acc.is_main_process else None,
+                cfg.data, self.tokenizer, run_dir / "tokenizer", cache, progress=self.log
             )
+        else:
+            self.tokenizer, token_file = wait_for_token_file(cfg.data, run_dir, cache, lambda: stop.requested)
         if self.tokenizer.vocab_size > cfg.model.vocab_size:
             raise ValueError(
                 f"model.vocab_size ({cfg.model.vocab_size}) is smaller than the "

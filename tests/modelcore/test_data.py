@@ -106,3 +106,23 @@ def test_ranks_split_the_same_global_batch_as_one_process() -> None:
     val_a = validation_batches(tokens, 16, 4, 2, seed=1, rank=0, world_size=1)
     val_b = validation_batches(tokens, 16, 4, 2, seed=1, rank=0, world_size=1)
     assert all((a[0] == b[0]).all() for a, b in zip(val_a, val_b, strict=True))
+
+
+def test_other_ranks_wait_for_the_files_rank_zero_writes(tmp_path: Path) -> None:
+    import threading
+
+    from modelcore.data import wait_for_token_file
+
+    cfg = DataConfig(max_corpus_mb=0.02, seq_len=32)
+
+    def rank_zero() -> None:
+        tok = prepare_tokenizer(cfg, tmp_path)
+        tokenize_corpus(cfg, tok, tmp_path / "tokenizer", tmp_path / "cache")
+
+    writer = threading.Timer(0.3, rank_zero)
+    writer.start()
+    tok, path = wait_for_token_file(cfg, tmp_path, tmp_path / "cache", poll_s=0.05)
+    writer.join()
+    assert isinstance(tok, ByteTokenizer) and path.exists() and path.with_suffix(".json").exists()
+    with pytest.raises(RuntimeError, match="stopped"):
+        wait_for_token_file(cfg, tmp_path / "elsewhere", tmp_path / "cache", lambda: True, poll_s=0.05)
