@@ -87,8 +87,8 @@ class HFCausalLM(EvalModel):
         self._keeps_logits = "logits_to_keep" in params
 
     def _cache_of(self, out: Any) -> Any:
-        cache = getattr(out, "past_key_values", None)
-        return cache if cache is not None else getattr(out, "cache", None)
+        cache = getattr(out, "cache", None)  # newer transformers; the old name warns there
+        return cache if cache is not None else getattr(out, "past_key_values", None)
 
     def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
         # lm-eval leaves add_special_tokens to the tokenizer unless the text already starts with BOS.
