@@ -110,7 +110,8 @@ def aggregate(
     return value, "N/A"
 
 
-def _argmax(values: Sequence[float]) -> int:
+def argmax(values: Sequence[float]) -> int:
+    """Index of the first largest value (ties go to the earlier choice, as numpy's argmax)."""
     best = 0
     for i, v in enumerate(values):
         if v > values[best]:
@@ -122,8 +123,11 @@ def multiple_choice_metrics(
     lls: Sequence[float], greedy: Sequence[bool], choices: Sequence[str], gold: int | list[int]
 ) -> dict[str, float]:
     """acc (highest loglikelihood), acc_norm (per character of the choice) and exact_match (greedy)."""
-    pred = _argmax(lls)
-    pred_norm = _argmax([ll / len(c) for ll, c in zip(lls, choices, strict=True)])
+    pred = argmax(lls)
+    # An empty choice divides by zero, which numpy (lm-eval) turns into -inf for a negative loglikelihood.
+    pred_norm = argmax(
+        [ll / len(c) if c else math.copysign(math.inf, ll) for ll, c in zip(lls, choices, strict=True)]
+    )
     golds = gold if isinstance(gold, list) else [gold]
     return {
         "acc": 1.0 if pred in golds else 0.0,

@@ -61,7 +61,7 @@ class _Progress:
 def _gold_index(gold: Any, choices: list[str]) -> int | list[int]:
     if isinstance(gold, list):
         return [g if isinstance(g, int) and g < len(choices) else -100 for g in gold]
-    if isinstance(gold, bool) or not isinstance(gold, int | str):
+    if not isinstance(gold, int | str):  # a bool label counts as 0/1, as in lm-eval
         return -100
     if isinstance(gold, str):
         return choices.index(gold) if gold in choices else -100
@@ -154,7 +154,7 @@ def _sample_metrics(cfg: TaskConfig, d: _Doc, resps: list[Any]) -> tuple[dict[st
         lls = [ll for ll, _ in resps]
         greedy = [g for _, g in resps]
         values = M.multiple_choice_metrics(lls, greedy, d.choices or [], d.gold)
-        record = {"loglikelihoods": lls, "is_greedy": greedy, "prediction": M._argmax(lls)}
+        record = {"loglikelihoods": lls, "is_greedy": greedy, "prediction": M.argmax(lls)}
     elif cfg.output_type == "loglikelihood":
         ll, greedy = resps[0]
         values = {"perplexity": ll, "acc": int(greedy)}

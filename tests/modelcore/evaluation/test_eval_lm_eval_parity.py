@@ -26,7 +26,7 @@ from modelcore.evaluation.taskconfig import load_task_config
 
 pytest.importorskip("lm_eval")
 
-TASKS = ("parity_mc", "parity_ll", "parity_ppl", "parity_gen")
+TASKS = ("parity_mc", "parity_ll", "parity_ppl", "parity_gen", "parity_fill")
 
 
 def _write_tasks(root: Path) -> Path:
@@ -41,6 +41,17 @@ def _write_tasks(root: Path) -> Path:
     ]
     texts.append({"text": "Short one."})
     prose = write_jsonl(data / "prose.jsonl", texts)
+    # Winogrande-style: the choices complete the context and the shared rest of the sentence is scored.
+    fill = [
+        {
+            "sentence": f"{r['question']} _ and that is well known.",
+            "option1": r["choices"][r["label"]] if i % 2 == 0 else r["choices"][(r["label"] + 1) % 4],
+            "option2": r["choices"][(r["label"] + 1) % 4] if i % 2 == 0 else r["choices"][r["label"]],
+            "answer": "1" if i % 2 == 0 else "2",
+        }
+        for i, r in enumerate(builtin_rows("rw_facts", "test")[:20])
+    ]
+    fill_file = write_jsonl(data / "fill.jsonl", fill)
     tasks = {
         "parity_mc": {
             "dataset_path": "json",
@@ -86,7 +97,18 @@ def _write_tasks(root: Path) -> Path:
             "doc_to_text": "Question: {{question}}\nAnswer:",
             "doc_to_target": "answer",
             "generation_kwargs": {"until": ["\n", "."], "max_gen_toks": 6, "do_sample": False},
+            "num_fewshot": 1,  # no training split: examples come from the test split itself
             "metric_list": [{"metric": "exact_match", "ignore_case": True}],
+        },
+        "parity_fill": {
+            "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {"test": str(fill_file)}},
+            "test_split": "test",
+            "output_type": "multiple_choice",
+            "doc_to_text": "{{answer | int - 1}}",
+            "doc_to_choice": "{{[sentence.split('_')[0] + option1, sentence.split('_')[0] + option2]}}",
+            "doc_to_target": "{{sentence.split('_')[1].strip()}}",
+            "metric_list": [{"metric": "acc"}],
         },
     }
     task_dir = root / "tasks"
@@ -138,7 +160,7 @@ def _peer_lls(sample: dict) -> list[float]:
     return [float(r[0]) if isinstance(r, list) else float(r) for r in sample["filtered_resps"]]
 
 
-@pytest.mark.parametrize("task", ["parity_mc", "parity_ll", "parity_ppl"])
+@pytest.mark.parametrize("task", ["parity_mc", "parity_ll", "parity_ppl", "parity_fill"])
 def test_per_sample_loglikelihoods_match_lm_eval(both_runs, task):
     ours, _, peer_samples, _ = both_runs
     mine = ours["samples"][task]
@@ -152,7 +174,7 @@ def test_per_sample_loglikelihoods_match_lm_eval(both_runs, task):
 
 def test_prompts_and_few_shot_examples_match_lm_eval(both_runs):
     ours, _, peer_samples, _ = both_runs
-    for task in ("parity_mc", "parity_ll", "parity_gen"):
+    for task in ("parity_mc", "parity_ll", "parity_gen", "parity_fill"):
         for m, p in zip(ours["samples"][task], peer_samples[task], strict=True):
             peer_args = [a["arg_0"] for a in p["arguments"].values()]
             assert [a[0] for a in m["arguments"]] == peer_args, (task, m["doc_id"])
@@ -160,6 +182,8 @@ def test_prompts_and_few_shot_examples_match_lm_eval(both_runs):
                 assert [a[1] for a in m["arguments"]] == [a["arg_1"] for a in p["arguments"].values()]
     assert "Complete each sentence.\n\nQ: " in ours["samples"]["parity_mc"][0]["prompt"]
     assert ours["samples"]["parity_mc"][0]["prompt"].count("\nA: ") == 2  # two solved examples
+    assert all(s["prompt"].count("Question:") == 2 for s in ours["samples"]["parity_gen"])
+    assert ours["samples"]["parity_fill"][0]["arguments"][0][1] == " and that is well known."
 
 
 def test_greedy_generations_match_lm_eval(both_runs):
