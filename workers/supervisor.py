@@ -344,8 +344,14 @@ class Supervisor:
         return signal.signal(signal.SIGTERM, on_term)
 
     def _restore_shutdown_handler(self, previous) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if previous is None:
+            return
+        signal.signal(signal.SIGTERM, previous)
+        if self.stop.reason == "shutdown" and callable(previous):
+            # The SIGTERM was meant for whoever handled it before us (Celery's own
+            # handler with ``--pool solo``): pass it on now that the trainer is stopped.
+            # A prefork child had the default action, which would only have killed us early.
+            previous(signal.SIGTERM, None)
 
 
 def supervise(run: Run, *, command: CommandBuilder = default_command, **options) -> str:

@@ -279,3 +279,24 @@ def test_each_checkpoint_is_offered_to_the_periodic_evals(make_run, fake_command
     run = claim(make_run())
     supervise(run, command=fake_command("complete", steps=12), poll_seconds=0.1)
     assert offered == [(run.id, 12)]
+
+
+def test_sigterm_to_the_supervisor_stops_the_trainer_and_is_passed_on(make_run, fake_command):
+    import signal as signals
+
+    received = []
+    previous = signals.signal(signals.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        run = claim(make_run())
+        # The fake writes a metric every 0.1 s; by 1.5 s it is training.
+        timer = threading.Timer(1.5, os.kill, (os.getpid(), signals.SIGTERM))
+        timer.start()
+        assert supervise(run, command=fake_command("until-term"), poll_seconds=0.1) == "lost"
+        timer.join()
+    finally:
+        signals.signal(signals.SIGTERM, previous)
+    run.refresh_from_db()
+    assert "worker shut down" in run.error
+    assert Checkpoint.objects.filter(run=run).exists()
+    assert_group_gone(run.pid)
+    assert received == [signals.SIGTERM]  # Celery's own handler (solo pool) still hears of it
