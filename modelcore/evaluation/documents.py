@@ -177,14 +177,29 @@ def corpus_heldout_documents(
     return pieces
 
 
-def load_splits(cfg: TaskConfig) -> dict[str, list[Doc]]:
-    """All splits of a task's dataset as lists of documents."""
+def load_splits(cfg: TaskConfig, run_data: Any = None) -> dict[str, list[Doc]]:
+    """All splits of a task's dataset as lists of documents.
+
+    ``run_data`` is the evaluated run's ``DataConfig`` when the model is a Runwright
+    run: ``runwright-corpus`` with ``corpus: run`` then reads that run's own held-out data.
+    """
     kwargs = dict(cfg.dataset_kwargs)
     if cfg.dataset_path == CORPUS_DATASET:
         allowed = {"corpus", "max_corpus_mb", "val_fraction", "max_docs", "max_chars"}
         bad = sorted(set(kwargs) - allowed)
         if bad:
             raise TaskConfigError(f"{cfg.source}: dataset_kwargs.{bad[0]}: unknown for {CORPUS_DATASET}")
+        if kwargs.get("corpus") == "run":
+            if run_data is None:
+                raise TaskConfigError(
+                    f"{cfg.source}: dataset_kwargs.corpus: 'run' needs a Runwright run as --model "
+                    "(its training data settings pick the held-out text)"
+                )
+            kwargs.update(
+                corpus=run_data.corpus,
+                max_corpus_mb=run_data.max_corpus_mb,
+                val_fraction=run_data.val_fraction,
+            )
         return {"test": corpus_heldout_documents(**kwargs)}
     if cfg.dataset_path in FILE_FORMATS:
         field = kwargs.pop("field", None)

@@ -177,6 +177,7 @@ class RunwrightLM(EvalModel):
         self.prefix_token_id = self.tokenizer.eos_id
         self.pad_token_id = self.tokenizer.eos_id
         self.max_length = self.config.model.max_seq_len
+        self.run_data_config = self.config.data  # for tasks on the run's own held-out data
 
     def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
         return list(self.tokenizer.encode(text))

@@ -75,9 +75,9 @@ def fewshot_count(cfg: TaskConfig, override: int | None) -> int:
     return override
 
 
-def build_docs(cfg: TaskConfig, settings: EvalSettings) -> tuple[list[_Doc], int, int]:
+def build_docs(cfg: TaskConfig, settings: EvalSettings, run_data: Any = None) -> tuple[list[_Doc], int, int]:
     """Every evaluated document with its prompt and request arguments; also (n-shot, docs in split)."""
-    splits = load_splits(cfg)
+    splits = load_splits(cfg, run_data)
     eval_docs = split_docs(cfg, splits, "test_split" if cfg.test_split else "validation_split")
     fmt = DocFormatter(cfg, list(eval_docs[0]))
     n_shot = fewshot_count(cfg, settings.num_fewshot)
@@ -184,7 +184,7 @@ def evaluate_task(
         callback(
             {"event": "warning", "task": cfg.task, "message": "num_fewshot: 0 in the task; override ignored"}
         )
-    docs, n_shot, n_original = build_docs(cfg, settings)
+    docs, n_shot, n_original = build_docs(cfg, settings, getattr(model, "run_data_config", None))
     n_requests = sum(len(d.args) for d in docs)
     if callback:
         callback({"event": "task_start", "task": cfg.task, "docs": len(docs), "requests": n_requests})

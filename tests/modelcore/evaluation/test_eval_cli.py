@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,29 @@ def test_user_task_folder_with_relative_data_runs(tiny_hf_dir, tmp_path):
         == 0
     )
     assert Path(out).exists() and json.loads(out.read_text())["results"]["mine"]["word_perplexity,none"] > 1
+
+
+def test_run_heldout_perplexity_agrees_with_the_trainers_validation_loss(tmp_path):
+    """A real (tiny, 30-step) training run: our held-out byte perplexity is its validation loss."""
+    run = tmp_path / "run"
+    train = subprocess.run(
+        [sys.executable, "-m", "modelcore.train", "--run-dir", str(run), "--preset", "tiny-cpu",
+         "--set", "parallel.num_processes=1", "--set", "train.max_steps=30"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr[-3000:]
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    val_loss = [
+        e["values"]["val/loss"] for e in events if e["type"] == "metric" and "val/loss" in e["values"]
+    ][-1]
+    out = tmp_path / "r.json"
+    assert main(["--model", str(run), "--tasks", "rw_run_heldout_ppl", "--output", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())["results"]["rw_run_heldout_ppl"]
+    # Byte tokenizer: nats per token are nats per byte. Contexts differ (training windows
+    # vs rolling windows), so close, not equal.
+    assert math.log(result["byte_perplexity,none"]) == pytest.approx(val_loss, abs=0.15)
+
+
+def test_run_heldout_task_needs_a_runwright_model(tiny_hf_dir, capsys):
+    assert main(["--model", str(tiny_hf_dir), "--tasks", "rw_run_heldout_ppl", "--quiet"]) == 2
+    assert "dataset_kwargs.corpus: 'run'" in capsys.readouterr().err
