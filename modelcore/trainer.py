@@ -125,6 +125,14 @@ def memory_gb(device: torch.device) -> float:
     return psutil.Process().memory_info().rss / 1e9
 
 
+def _cpu_fused_adamw() -> bool:
+    try:
+        torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
+
+
 @dataclass
 class StepStats:
     loss: float
@@ -197,8 +205,14 @@ class Trainer:
             load_initial_weights(model, t.init_from, cfg)
             self.log(f"initialised weights from {t.init_from}")
         if p.compile:
-            for layer in model.layers:
-                layer.compile()
+            if self.fsdp:
+                # FSDP shards block by block: compile the same units (torchtitan does too).
+                for layer in model.layers:
+                    layer.compile()
+            else:
+                # The whole model, in place (state-dict names unchanged): norms, rotary,
+                # SwiGLU, residual adds and the loss fuse across block boundaries.
+                model.compile()
         if self.fsdp:
             from modelcore.parallel import apply_fsdp
 
@@ -208,7 +222,8 @@ class Trainer:
             lr=cfg.optim.lr,
             betas=(cfg.optim.beta1, cfg.optim.beta2),
             eps=cfg.optim.eps,
-            fused=self.device.type == "cuda" or None,
+            # Fused AdamW runs on CUDA and (torch >= 2.4) CPU tensors, not on FSDP's DTensors on CPU.
+            fused=self.device.type == "cuda" or (not self.fsdp and _cpu_fused_adamw()) or None,
         )
         if self.fsdp:
             # Sharded already; Accelerate would wrap the model in DDP on top.
