@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                     "ours": round(n_requests / min(o for o, _ in scoring), 2),
                     "peer": round(n_requests / min(p for _, p in scoring), 2),
                     "ratio": round(min(p for _, p in scoring) / min(o for o, _ in scoring), 3),
+                    "ratio_median_of_pairs": round(sorted(p / o for o, p in scoring)[len(scoring) // 2], 3),
                     "note": "the same loglikelihood requests scored, without task loading or prompt building",
                 },
                 "metrics_identical": same,
