@@ -93,19 +93,22 @@ class Supervisor:
             self._start(argv, extra_env)
         except (OSError, ValueError) as exc:
             return self._finish(RunStatus.FAILED, f"Could not start the trainer: {exc}")
+        # Held until the final status is written: in a prefork child the handler
+        # it replaces (billiard's) would exit at once, leaving the run "running".
         previous = self._install_shutdown_handler()
         try:
-            self._loop()
-        except BaseException as exc:
-            # Whatever stops us (a time limit, a bug, a database that stays down),
-            # the trainer must not outlive its supervisor unobserved.
-            self.stop.reason = self.stop.reason or "interrupted"
-            self._terminate_and_wait()
-            self._finish(RunStatus.FAILED, _interrupted_message(exc))
-            raise
+            try:
+                self._loop()
+            except BaseException as exc:
+                # Whatever stops us (a time limit, a bug, a database that stays down),
+                # the trainer must not outlive its supervisor unobserved.
+                self.stop.reason = self.stop.reason or "interrupted"
+                self._terminate_and_wait()
+                self._finish(RunStatus.FAILED, _interrupted_message(exc))
+                raise
+            return self._final()
         finally:
             self._restore_shutdown_handler(previous)
-        return self._final()
 
     def _set_aside_stale_dir(self) -> None:
         """A first attempt starts without an event history.
@@ -347,10 +350,15 @@ class Supervisor:
         if previous is None:
             return
         signal.signal(signal.SIGTERM, previous)
-        if self.stop.reason == "shutdown" and callable(previous):
-            # The SIGTERM was meant for whoever handled it before us (Celery's own
-            # handler with ``--pool solo``): pass it on now that the trainer is stopped.
-            # A prefork child had the default action, which would only have killed us early.
+        # The SIGTERM was also meant for whoever handled it before us: with
+        # ``--pool solo`` that is Celery's warm shutdown, so pass it on now that the
+        # run is final. Not billiard's handler in a prefork child: it only exits the
+        # child, which the pool's own shutdown does anyway, without a lost-worker error.
+        if (
+            self.stop.reason == "shutdown"
+            and callable(previous)
+            and not getattr(previous, "__module__", "").startswith("billiard")
+        ):
             previous(signal.SIGTERM, None)
 
 

@@ -201,13 +201,27 @@ def test_worker_trains_a_two_process_run_to_completion(worker_queue, make_run):
         assert messages[-1]["status"] == RunStatus.COMPLETED
 
 
-def test_cancel_through_the_worker_stops_the_trainer_within_ten_seconds(worker_queue, make_run):
-    run = make_run("integration-cancel", {"train": {"max_steps": 100_000}})
-    launch_run.apply_async((run.id,), queue=worker_queue)
+def test_a_run_created_and_cancelled_by_the_web_stops_within_ten_seconds(worker_queue, monkeypatch):
+    """The web's own write paths: create_run enqueues on commit, request_cancel sets the flag."""
+    from django.contrib.auth import get_user_model
+
+    from webapp.accounts.services import ensure_personal_team
+    from webapp.projects.services import create_project
+    from webapp.runs.services import create_run, request_cancel
+
+    # Only the route differs from production: onto this module's worker, not the shared default queue.
+    monkeypatch.setattr(
+        launch_run, "delay", lambda run_id: launch_run.apply_async((run_id,), queue=worker_queue)
+    )
+    alice = get_user_model().objects.create_user(f"alice-{uuid.uuid4().hex[:6]}", password="x" * 12)
+    project = create_project(user=alice, name="web path", team=ensure_personal_team(alice))
+    run = create_run(
+        user=alice, project=project, preset="tiny-cpu", overrides={"train": {"max_steps": 100_000}}
+    )
     run = wait_for(run, lambda r: r.status == RunStatus.RUNNING and r.step >= 2, RUN_TIMEOUT_S)
     assert _trainer_processes(run)
     requested = time.monotonic()
-    Run.objects.filter(pk=run.pk).update(cancel_requested=True)  # what the web's request_cancel does
+    request_cancel(user=alice, run=run)
     run = wait_for(run, lambda r: r.status in FINAL_STATUSES, 10)
     took = time.monotonic() - requested
     print(f"cancelled {took:.1f} s after the request")
