@@ -15,6 +15,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """Creating Alice, Bob and Charlie in every test should not cost seconds of PBKDF2."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def _fast_password_hashing(request, settings):
+    """Creating Alice, Bob and Charlie in every test should not cost seconds of PBKDF2.
+
+    Browser tests log in through a server in another process, which checks
+    passwords with the real hashers, so they keep them.
+    """
+    if request.node.get_closest_marker("browser") is None:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
