@@ -40,8 +40,9 @@ class Command(BaseCommand):
         try:
             group.start("web", [python, "-m", "uvicorn", "webapp.asgi:application",
                                 "--host", host, "--port", str(port), "--log-level", "warning"], env)
+            # Two slots: one supervises the demo run, the other serves eval jobs meanwhile.
             group.start("worker", [python, "-m", "celery", "-A", "workers", "worker",
-                                   "--loglevel", "warning", "--concurrency", "1"], env)
+                                   "--loglevel", "warning", "--concurrency", "2"], env)
             group.start("beat", [python, "-m", "celery", "-A", "workers", "beat", "--loglevel", "warning",
                                  "--schedule", str(settings.DATA_DIR / "celerybeat-schedule")], env)
             if not wait_for_http(host, port):
