@@ -131,7 +131,8 @@ class DataConfig:
     corpus: str = _f(
         "stdlib",
         "'stdlib' (the Python standard library's source, shipped with "
-        "every Python) or a path to a text, JSONL or Parquet file or folder.",
+        'every Python) or a path to a text, JSONL ("text" field) or Parquet file, or a folder '
+        "of them, or a Hugging Face datasets folder saved with save_to_disk.",
     )
     tokenizer: str = _f(
         "byte",

@@ -52,7 +52,7 @@ def corpus_files(corpus: str) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        suffixes = TEXT_SUFFIXES | {".jsonl", ".parquet"}
+        suffixes = TEXT_SUFFIXES | {".jsonl", ".parquet", ".arrow"}
         return sorted(
             (p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes),
             key=lambda p: p.relative_to(path).as_posix(),
@@ -72,6 +72,13 @@ def iter_documents(files: list[Path]) -> Iterator[str]:
             import pyarrow.parquet as pq
 
             yield from (str(t) for t in pq.read_table(path, columns=["text"]).column("text").to_pylist())
+        elif path.suffix == ".arrow":
+            # A Hugging Face `datasets` folder (save_to_disk) holds Arrow stream files.
+            import pyarrow as pa
+
+            with pa.memory_map(str(path)) as source:
+                table = pa.ipc.open_stream(source).read_all()
+            yield from (str(t) for t in table.column("text").to_pylist())
         else:
             yield path.read_text(encoding="utf-8", errors="replace")
 

@@ -126,3 +126,23 @@ def test_other_ranks_wait_for_the_files_rank_zero_writes(tmp_path: Path) -> None
     assert isinstance(tok, ByteTokenizer) and path.exists() and path.with_suffix(".json").exists()
     with pytest.raises(RuntimeError, match="stopped"):
         wait_for_token_file(cfg, tmp_path / "elsewhere", tmp_path / "cache", lambda: True, poll_s=0.05)
+
+
+def test_text_jsonl_parquet_and_datasets_folders_are_read(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from modelcore.data import corpus_files, iter_documents
+
+    (tmp_path / "a.txt").write_text("plain text")
+    (tmp_path / "b.jsonl").write_text(
+        json.dumps({"text": "json one"}) + "\n\n" + json.dumps({"text": "json two"})
+    )
+    pq.write_table(pa.table({"text": ["parquet row"], "other": [1]}), tmp_path / "c.parquet")
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"text": ["arrow row"]}).save_to_disk(str(tmp_path / "d_saved"))
+    (tmp_path / "ignored.bin").write_bytes(b"\0\1")
+    docs = list(iter_documents(corpus_files(str(tmp_path))))
+    assert docs == ["plain text", "json one", "json two", "parquet row", "arrow row"]
+    with pytest.raises(ValueError, match="data.corpus"):
+        corpus_files(str(tmp_path / "missing"))
