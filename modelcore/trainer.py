@@ -11,6 +11,7 @@ of them at the same step boundary, and a NaN seen by one is seen by all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -123,6 +124,20 @@ def memory_gb(device: torch.device) -> float:
     import psutil
 
     return psutil.Process().memory_info().rss / 1e9
+
+
+def system_stats(device: torch.device) -> dict[str, float]:
+    """Machine load seen from rank 0: CPU use and memory, and this node's GPUs when present."""
+    import psutil
+
+    stats = {"cpu/util": psutil.cpu_percent() / 100, "cpu/mem_used_gb": psutil.virtual_memory().used / 1e9}
+    if device.type == "cuda":
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            stats[f"gpu{i}/mem_gb"] = (total - free) / 1e9
+            with contextlib.suppress(ModuleNotFoundError, RuntimeError):  # utilization needs pynvml
+                stats[f"gpu{i}/util"] = torch.cuda.utilization(i) / 100
+    return stats
 
 
 def _cpu_fused_adamw() -> bool:
@@ -510,6 +525,7 @@ class Trainer:
                             values[f"moe/expert_util/layer{layer}/expert{expert}"] = share
                 if self.events is not None:
                     self.events.metric(self.step, values)
+                    self.events.system(system_stats(self.device))
                 window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
             if self.val_batches and (self.step % t.eval_every == 0 or self.step == t.max_steps):
                 val = self.evaluate()

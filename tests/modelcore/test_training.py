@@ -100,6 +100,8 @@ def test_tiny_cpu_preset_trains_on_two_processes(tmp_path: Path, cache_dir: Path
         train[0]["values"]
     )
     assert "perf/mfu" not in train[0]["values"]  # no known peak for a CPU
+    system = [e["values"] for e in _events(tmp_path / "run") if e["type"] == "system"]
+    assert len(system) == len(train) and 0 <= system[-1]["cpu/util"] <= 1
     first = sum(e["values"]["train/loss"] for e in train[:3]) / 3
     last = sum(e["values"]["train/loss"] for e in train[-3:]) / 3
     assert last < first - 1.0, (first, last)
@@ -143,6 +145,26 @@ def test_a_crash_is_reported_as_failed_with_the_traceback(tmp_path: Path, cache_
     final = _statuses(tmp_path / "run")[-1]
     assert final["status"] == "failed"
     assert "Traceback" in final["error"] and "injected failure at step 3" in final["error"]
+
+
+def test_single_process_run_with_a_bpe_tokenizer_trained_on_the_corpus(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    cfg = _config(
+        {
+            "model": {"vocab_size": 512},
+            "data": {"tokenizer": "bpe", "bpe_vocab_size": 512},
+            "parallel": {"num_processes": 1},
+            "train": {"max_steps": 4},
+            "optim": {"warmup_steps": 1},
+        },
+        SMALL,
+    )
+    code, out = _run(cfg, tmp_path / "run", cache_dir)
+    assert code == 0, out
+    assert _statuses(tmp_path / "run")[-1]["status"] == "completed"
+    model, _, tok = load_checkpoint(tmp_path / "run")
+    assert tok.vocab_size == 512 and tok.decode(tok.encode("import sys\n")) == "import sys\n"
 
 
 def test_moe_run_logs_router_losses_and_expert_utilisation(tmp_path: Path, cache_dir: Path) -> None:
