@@ -202,14 +202,14 @@ def wait_for_token_file(
 ) -> tuple[ByteTokenizer | HFTokenizer, Path]:
     """For ranks other than 0: the tokenizer and token file, once rank 0 has written them.
 
-    No timeout (a first tokenization may take long); ``stopped`` ends the wait when
-    the run is cancelled or rank 0 died and the launcher signals the others.
+    No timeout (a first tokenization may take long); ``stopped`` ends the wait with
+    ``InterruptedError`` when the run is cancelled or the launcher signals the ranks.
     """
 
     def wait_until(ready: Callable[[], bool]) -> None:
         while not ready():
             if stopped():
-                raise RuntimeError("stopped while waiting for rank 0 to prepare the data")
+                raise InterruptedError("stopped while waiting for rank 0 to prepare the data")
             time.sleep(poll_s)
 
     saved = run_dir / "tokenizer"

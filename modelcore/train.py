@@ -154,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         code = 0
         if events is not None:
             events.status(status)
+    except InterruptedError as exc:
+        # Cancelled before training started (while preparing data): nothing to checkpoint.
+        print(f"[info] {exc}", file=sys.stderr, flush=True)
+        if events is not None:
+            events.status("cancelled")
+        code = 0
     except (Exception, KeyboardInterrupt) as exc:
         error = traceback.format_exc()
         print(error, file=sys.stderr, flush=True)

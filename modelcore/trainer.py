@@ -188,7 +188,7 @@ class Trainer:
         if acc.is_main_process:
             self.tokenizer = prepare_tokenizer(cfg.data, run_dir)
             token_file = tokenize_corpus(
-                cfg.data, self.tokenizer, run_dir / "tokenizer", cache, progress=self.log
+                cfg.data, self.tokenizer, run_dir / "tokenizer", cache, progress=self._data_progress
             )
         else:
             self.tokenizer, token_file = wait_for_token_file(cfg.data, run_dir, cache, lambda: stop.requested)
@@ -273,6 +273,12 @@ class Trainer:
             {"params": decay, "weight_decay": self.cfg.optim.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
+
+    def _data_progress(self, message: str) -> None:
+        # A cancel during a long first tokenization must not wait for it to finish.
+        if self.stop.requested:
+            raise InterruptedError("cancelled while tokenizing the corpus")
+        self.log(message)
 
     def log(self, message: str, level: str = "info") -> None:
         if self.events is not None:

@@ -124,7 +124,7 @@ def test_other_ranks_wait_for_the_files_rank_zero_writes(tmp_path: Path) -> None
     tok, path = wait_for_token_file(cfg, tmp_path, tmp_path / "cache", poll_s=0.05)
     writer.join()
     assert isinstance(tok, ByteTokenizer) and path.exists() and path.with_suffix(".json").exists()
-    with pytest.raises(RuntimeError, match="stopped"):
+    with pytest.raises(InterruptedError, match="stopped"):
         wait_for_token_file(cfg, tmp_path / "elsewhere", tmp_path / "cache", lambda: True, poll_s=0.05)
 
 
