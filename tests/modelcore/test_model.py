@@ -148,3 +148,17 @@ def test_loss_uses_the_kernel_entry_point(monkeypatch: pytest.MonkeyPatch) -> No
     ids = _ids()
     Transformer(TINY)(ids[:, :-1], ids[:, 1:])
     assert calls == ["torch"]
+
+
+@pytest.mark.parametrize("cfg", [TINY, MOE], ids=["dense", "moe"])
+def test_activation_checkpointing_gives_the_same_gradients(cfg: ModelConfig) -> None:
+    torch.manual_seed(0)
+    plain = Transformer(cfg)
+    recomputed = Transformer(cfg)
+    recomputed.load_state_dict(plain.state_dict())
+    recomputed.activation_checkpointing = True
+    ids = _ids()
+    for model in (plain, recomputed):
+        model(ids[:, :-1], ids[:, 1:]).loss.backward()
+    for (name, a), b in zip(plain.named_parameters(), recomputed.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
