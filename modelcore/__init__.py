@@ -12,6 +12,9 @@ from typing import Any
 
 _LAZY = {
     "load_checkpoint": "modelcore.checkpoint",
+    "generate": "modelcore.generate",
+    "export_checkpoint": "modelcore.export",
+    "launch_command": "modelcore.launch",
 }
 
 

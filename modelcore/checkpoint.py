@@ -95,6 +95,13 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
+def remove_incomplete(run_dir: Path) -> None:
+    """Delete ``step_*.tmp`` folders that a crash or kill left half written."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    for path in root.glob("step_*.tmp") if root.is_dir() else []:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
     for _, path in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(path, ignore_errors=True)

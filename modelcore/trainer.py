@@ -367,6 +367,8 @@ class Trainer:
 
     def resume(self) -> None:
         """Continue from the latest complete checkpoint, if the run directory has one."""
+        if self.accelerator.is_main_process:
+            ckpt.remove_incomplete(self.run_dir)
         found = ckpt.list_checkpoints(self.run_dir)
         if not found:
             return

@@ -211,8 +211,11 @@ def test_resume_continues_exactly(tmp_path: Path, cache_dir: Path, strategy: str
     assert code in (0, 1), out  # the launcher itself may exit 1 after its ranks were cancelled
     assert _statuses(tmp_path / "resumed")[-1]["status"] == "cancelled"
     assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [8]
+    torn = tmp_path / "resumed" / "checkpoints" / "step_000012.tmp"  # as a kill mid-save leaves
+    torn.mkdir()
     code, out = _run(cfg, tmp_path / "resumed", cache_dir)
     assert code == 0, out
+    assert not torn.exists()
     assert [s["status"] for s in _statuses(tmp_path / "resumed")] == [
         "running",
         "cancelled",
