@@ -535,6 +535,7 @@ class Trainer:
                     self.events.metric(self.step, values)
                     self.events.system(system_stats(self.device))
                 window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
+            side_work_start = time.perf_counter()
             if self.val_batches and (self.step % t.eval_every == 0 or self.step == t.max_steps):
                 val = self.evaluate()
                 if self.events is not None:
@@ -545,5 +546,7 @@ class Trainer:
                 return "cancelled"
             if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                 self.save_checkpoint()
+            # Throughput counts training steps only, not evaluations and checkpoints.
+            window_start += time.perf_counter() - side_work_start
         self.save_checkpoint()
         return "completed"
