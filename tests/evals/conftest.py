@@ -1,5 +1,4 @@
-"""Alice administers team "ml", Bob is a viewer there, Charlie administers another team.
-"""
+"""Alice administers team "ml", Bob is a viewer there, Charlie administers another team."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ it started (Celery's pool, a trainer) without leaving orphans.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -38,10 +39,8 @@ class ProcessGroup:
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def free_port(preferred: int, host: str = "127.0.0.1") -> int:

@@ -38,13 +38,55 @@ class Command(BaseCommand):
         group = ProcessGroup()
         stop = _install_stop_handlers()
         try:
-            group.start("web", [python, "-m", "uvicorn", "webapp.asgi:application",
-                                "--host", host, "--port", str(port), "--log-level", "warning"], env)
+            group.start(
+                "web",
+                [
+                    python,
+                    "-m",
+                    "uvicorn",
+                    "webapp.asgi:application",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+            )
             # Two slots: one supervises the demo run, the other serves eval jobs meanwhile.
-            group.start("worker", [python, "-m", "celery", "-A", "workers", "worker",
-                                   "--loglevel", "warning", "--concurrency", "2"], env)
-            group.start("beat", [python, "-m", "celery", "-A", "workers", "beat", "--loglevel", "warning",
-                                 "--schedule", str(settings.DATA_DIR / "celerybeat-schedule")], env)
+            group.start(
+                "worker",
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers",
+                    "worker",
+                    "--loglevel",
+                    "warning",
+                    "--concurrency",
+                    "2",
+                ],
+                env,
+            )
+            group.start(
+                "beat",
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers",
+                    "beat",
+                    "--loglevel",
+                    "warning",
+                    "--schedule",
+                    str(settings.DATA_DIR / "celerybeat-schedule"),
+                ],
+                env,
+            )
             if not wait_for_http(host, port):
                 raise SystemExit("the web server did not start; see the messages above")
             url = f"http://{host}:{port}/"
@@ -76,8 +118,9 @@ def create_demo_login():
 def queue_demo_run(user, project):
     from webapp.runs.services import create_run
 
-    return create_run(user=user, project=project, name="demo: tiny-cpu", preset="tiny-cpu",
-                      overrides=DEMO_RUN_OVERRIDES)
+    return create_run(
+        user=user, project=project, name="demo: tiny-cpu", preset="tiny-cpu", overrides=DEMO_RUN_OVERRIDES
+    )
 
 
 class _StopFlag:
