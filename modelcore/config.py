@@ -172,6 +172,12 @@ class ParallelConfig:
         min=1,
         max=1024,
     )
+    device: str = _f(
+        "auto",
+        "Where the processes run: auto uses the worker's GPUs when it has them and CPU processes "
+        "with gloo otherwise; cpu always uses CPU processes (small runs, tests); cuda requires GPUs.",
+        choices=("auto", "cpu", "cuda"),
+    )
     strategy: str = _f(
         "ddp", "Data parallelism: DDP replicates the model, FSDP shards it.", choices=("ddp", "fsdp")
     )
@@ -395,7 +401,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "data": {"seq_len": 64, "max_corpus_mb": 1.0},
         "optim": {"lr": 3e-3, "warmup_steps": 10},
-        "parallel": {"num_processes": 2},
+        "parallel": {"num_processes": 2, "device": "cpu"},
         "train": {
             "max_steps": 60,
             "micro_batch_size": 8,
@@ -419,7 +425,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "data": {"seq_len": 64, "max_corpus_mb": 1.0},
         "optim": {"lr": 3e-3, "warmup_steps": 10},
-        "parallel": {"num_processes": 2},
+        "parallel": {"num_processes": 2, "device": "cpu"},
         "train": {
             "max_steps": 60,
             "micro_batch_size": 8,

@@ -57,8 +57,12 @@ def launch_command(
     The trainer reads ``run_dir/config.json``: write it first (the worker's
     supervisor does). With GPUs, ``parallel.num_processes`` must not exceed them.
     """
-    n = config.parallel.num_processes
+    n, device = config.parallel.num_processes, config.parallel.device
     gpus = visible_gpus() if gpus_available is None else gpus_available
+    if device == "cuda" and gpus == 0:
+        raise ValueError("parallel.device: cuda asked for but this worker has no GPU; use auto or cpu")
+    if device == "cpu":
+        gpus = 0
     if gpus and n > gpus:
         raise ValueError(
             f"parallel.num_processes: {n} processes asked for but only {gpus} GPU(s) are available"
@@ -68,6 +72,8 @@ def launch_command(
     env = {"PYTHONUNBUFFERED": "1"}
     if gpus == 0:
         env["ACCELERATE_USE_CPU"] = "1"
+        if device == "cpu":
+            env["CUDA_VISIBLE_DEVICES"] = ""  # keep torch off the GPUs this host may have
         # One intra-op thread per rank: N ranks on N cores is faster than N * cores threads.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
     if n == 1:

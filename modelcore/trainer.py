@@ -163,6 +163,7 @@ class Trainer:
         self.cfg, self.run_dir, self.events, self.stop = cfg, run_dir, events, stop
         p, t = cfg.parallel, cfg.train
         self.accelerator = Accelerator(
+            cpu=p.device == "cpu",
             mixed_precision=p.mixed_precision,
             kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=t.rank_timeout_s))],
         )

@@ -27,11 +27,23 @@ def test_one_process_runs_the_trainer_directly(tmp_path: Path) -> None:
 
 
 def test_gpu_launch_has_no_cpu_flag_and_checks_the_count(tmp_path: Path) -> None:
-    cfg = resolve("tiny-cpu", {"parallel": {"num_processes": 4}})
+    cfg = resolve("tiny-cpu", {"parallel": {"num_processes": 4, "device": "auto"}})
     argv, env = launch_command(cfg, tmp_path, gpus_available=8)
     assert "ACCELERATE_USE_CPU" not in env and "--multi_gpu" in argv
     with pytest.raises(ValueError, match="parallel.num_processes"):
         launch_command(cfg, tmp_path, gpus_available=2)
+
+
+def test_cpu_device_runs_cpu_ranks_even_on_a_gpu_host(tmp_path: Path) -> None:
+    argv, env = launch_command(resolve("tiny-cpu"), tmp_path, gpus_available=1)
+    assert env["ACCELERATE_USE_CPU"] == "1" and env["CUDA_VISIBLE_DEVICES"] == ""
+    assert argv[argv.index("--num_processes") + 1] == "2"
+
+
+def test_cuda_device_without_a_gpu_names_the_field(tmp_path: Path) -> None:
+    cfg = resolve("tiny-cpu", {"parallel": {"device": "cuda"}})
+    with pytest.raises(ValueError, match="parallel.device"):
+        launch_command(cfg, tmp_path, gpus_available=0)
 
 
 def test_visible_gpus_honours_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
