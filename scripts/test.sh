@@ -15,6 +15,7 @@ fi
 
 echo "== ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check --quiet . || { echo "ruff format would change files: run make format" >&2; exit 1; }
 
 run_pytest() {
   set +e
