@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, Processes, database_url, free_port
+from browser_support import PASSWORD, Processes, free_port
 from django.contrib.auth import get_user_model
+from service_processes import CHROMIUM, CHROMIUM_ARGS, database_url
 
 from webapp.accounts.models import Membership, Role, Team
 from webapp.projects.models import Project

@@ -11,18 +11,10 @@ from pathlib import Path
 
 import pytest
 from eval_fixtures import mc_samples, results_payload, write_results_file
+from service_processes import CHROMIUM, CHROMIUM_ARGS
 
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource, Report
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = Path("/tmp")
 
 pytestmark = [

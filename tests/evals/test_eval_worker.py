@@ -3,20 +3,14 @@ and a real ``celery -A workers worker`` running a periodic eval whose scores bec
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import psutil
 import pytest
-from django.conf import settings
-from django.db import connection
+from service_processes import celery_worker
 from tiny_models import make_hf_llama, make_run_checkpoint
 
 from modelcore.config import resolve
@@ -24,8 +18,6 @@ from webapp.evals.models import EvalJob, EvalStatus, ModelSource
 from webapp.metrics.models import MetricPoint
 from webapp.runs.models import Run, RunStatus
 from workers.eval_jobs import EvalRunner, evaluate_command, run_eval_job, schedule_periodic_evals
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -124,64 +116,6 @@ def test_command_is_an_argument_list_with_the_project_task_folders(hf_job, proje
 
 
 # --- a real Celery worker --------------------------------------------------------
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    auth = quote(db["USER"] or "")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"])
-    return f"postgresql://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-@contextlib.contextmanager
-def celery_worker(log_path: Path):
-    """``celery -A workers worker`` with this suite's settings, database and (private) broker folder."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "webapp.settings",
-        "RUNWRIGHT_DATABASE_URL": _database_url(),
-        "RUNWRIGHT_DATA_DIR": str(settings.DATA_DIR),
-        "PYTHONPATH": str(ROOT),
-    }
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers",
-        "worker",
-        "--concurrency",
-        "1",
-        "--loglevel",
-        "info",
-        "--without-gossip",
-        "--without-mingle",
-        "-I",
-        "workers.eval_jobs",
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while " ready." not in log_path.read_text(errors="replace"):
-            assert proc.poll() is None, "worker exited:\n" + log_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, "worker not ready:\n" + log_path.read_text(errors="replace")
-            time.sleep(0.3)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        print(log_path.read_text(errors="replace")[-3000:])
 
 
 @pytest.mark.slow

@@ -8,21 +8,16 @@ Data is committed (``transactional_db``) so the worker sees it.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 import psutil
 import pytest
+import service_processes
 from django.conf import settings
-from django.db import connection
 
 from modelcore.config import RunConfig, preset
 from webapp.accounts.models import Team
@@ -33,69 +28,14 @@ from workers.tasks import launch_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 150
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    auth = quote(db["USER"] or "")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"])
-    return f"postgresql://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-@contextlib.contextmanager
 def celery_worker(log_path: Path, cache_dir: Path):
-    """A ``celery -A workers worker`` subprocess on a queue of its own (other suites may share the broker)."""
-    queue = f"test-{uuid.uuid4().hex[:10]}"
-    env = {
-        **os.environ,
-        "RUNWRIGHT_DATABASE_URL": _database_url(),
-        "RUNWRIGHT_DATA_DIR": str(settings.DATA_DIR),  # the broker folders and run dirs of this process
-        "RUNWRIGHT_HEARTBEAT_SECONDS": "1",
-        "RUNWRIGHT_CACHE_DIR": str(cache_dir),
-    }
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers",
-        "worker",
-        "-Q",
-        queue,
-        "--concurrency",
-        "1",
-        "--loglevel",
-        "info",
-        "--hostname",
-        f"{queue}@%h",
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while " ready." not in log_path.read_text(errors="replace"):
-            assert proc.poll() is None, "worker exited:\n" + log_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, "worker not ready:\n" + log_path.read_text(errors="replace")
-            time.sleep(0.3)
-        yield queue, proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        print(log_path.read_text(errors="replace")[-4000:])
+    """A worker on a queue of its own (other suites may share the broker), fast heartbeats."""
+    return service_processes.celery_worker(
+        log_path, own_queue=True, RUNWRIGHT_HEARTBEAT_SECONDS="1", RUNWRIGHT_CACHE_DIR=str(cache_dir)
+    )
 
 
 @pytest.fixture(scope="module")
