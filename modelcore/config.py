@@ -388,52 +388,35 @@ def _num(x: float) -> str:
 
 # --- presets -----------------------------------------------------------------
 
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # Trains to a falling loss in well under a minute on 2 CPU processes.
-    "tiny-cpu": {
-        "model": {
-            "vocab_size": 260,
-            "d_model": 64,
-            "n_layers": 2,
-            "n_heads": 4,
-            "n_kv_heads": 2,
-            "max_seq_len": 128,
-        },
-        "data": {"seq_len": 64, "max_corpus_mb": 1.0},
-        "optim": {"lr": 3e-3, "warmup_steps": 10},
-        "parallel": {"num_processes": 2, "device": "cpu"},
-        "train": {
-            "max_steps": 60,
-            "micro_batch_size": 8,
-            "log_every": 2,
-            "eval_every": 20,
-            "eval_batches": 2,
-            "checkpoint_every": 0,
-        },
+# Trains to a falling loss in well under a minute on 2 CPU processes.
+_TINY_CPU: dict[str, dict[str, Any]] = {
+    "model": {
+        "vocab_size": 260,
+        "d_model": 64,
+        "n_layers": 2,
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "max_seq_len": 128,
     },
+    "data": {"seq_len": 64, "max_corpus_mb": 1.0},
+    "optim": {"lr": 3e-3, "warmup_steps": 10},
+    "parallel": {"num_processes": 2, "device": "cpu"},
+    "train": {
+        "max_steps": 60,
+        "micro_batch_size": 8,
+        "log_every": 2,
+        "eval_every": 20,
+        "eval_batches": 2,
+        "checkpoint_every": 0,
+    },
+}
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny-cpu": _TINY_CPU,
+    # The same, with 4 experts of which each token uses 2.
     "tiny-moe-cpu": {
-        "model": {
-            "vocab_size": 260,
-            "d_model": 64,
-            "n_layers": 2,
-            "n_heads": 4,
-            "n_kv_heads": 2,
-            "max_seq_len": 128,
-            "n_experts": 4,
-            "moe_top_k": 2,
-            "d_ff": 128,
-        },
-        "data": {"seq_len": 64, "max_corpus_mb": 1.0},
-        "optim": {"lr": 3e-3, "warmup_steps": 10},
-        "parallel": {"num_processes": 2, "device": "cpu"},
-        "train": {
-            "max_steps": 60,
-            "micro_batch_size": 8,
-            "log_every": 2,
-            "eval_every": 20,
-            "eval_batches": 2,
-            "checkpoint_every": 0,
-        },
+        **_TINY_CPU,
+        "model": {**_TINY_CPU["model"], "n_experts": 4, "moe_top_k": 2, "d_ff": 128},
     },
     # GPT-2 small sized Llama (about 124M parameters with a 32k BPE vocabulary).
     "gpt2-small": {
