@@ -164,12 +164,34 @@ def score_loglikelihood(
     return [results[r] for r in reqs]
 
 
+def _windows_as_texts(progress: Progress, n_texts: int, n_windows: int) -> Progress:
+    """A progress counter fed scored windows that reports the matching share of ``n_texts``.
+
+    The windows of one text are spread over the length-sorted batches, so counting a text
+    only when its last window is scored would leave the bar still until the very end.
+    """
+    windows = reported = 0
+
+    def report(n: int) -> None:
+        nonlocal windows, reported
+        windows += n
+        texts = min(n_texts, windows * n_texts // n_windows)
+        if texts > reported:
+            progress(texts - reported)
+            reported = texts
+
+    return report
+
+
 def score_rolling(
     model: EvalModel, texts: Sequence[str], batch_size: int = 8, progress: Progress | None = None
 ) -> list[float]:
     """Total log-likelihood of each text, scored in rolling windows of the model's length."""
     per_text = [rolling_windows(model.encode(t), model.prefix_token_id, model.max_length) for t in texts]
     flat = [w for ws in per_text for w in ws]
+    if progress and flat:
+        # Callers count one request per text, but the work is done window by window.
+        progress = _windows_as_texts(progress, len(texts), len(set(flat)))
     scores = _score_plain(model, flat, batch_size, progress) if flat else {}
     return [sum(scores[w][0] for w in ws) for ws in per_text]
 
