@@ -21,13 +21,14 @@ from collections.abc import Callable
 import torch
 
 # (logits (C, V), targets (C,), ignore_index, scale) -> (sum of the chunk's losses as a float32
-# scalar, d(loss)/d(logits) (C, V) in the dtype of ``logits``, already multiplied by ``scale``).
-# It may overwrite ``logits`` (the Triton kernel writes the gradient in its place).
-ChunkLossFn = Callable[[torch.Tensor, torch.Tensor, int, float], tuple[torch.Tensor, torch.Tensor]]
+# scalar, d(loss)/d(logits) (C, V) in the dtype of ``logits``, already multiplied by ``scale``, a
+# float32 0-d tensor on the logits' device). It may overwrite ``logits`` (the Triton kernel writes
+# the gradient in its place).
+ChunkLossFn = Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def cross_entropy_chunk_torch(
-    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, scale: float
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, scale: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss sum and scaled d(loss)/d(logits) of one chunk, computed in float32."""
     x = logits.float()
@@ -41,6 +42,18 @@ def cross_entropy_chunk_torch(
     grad.scatter_add_(1, safe_targets, torch.full_like(target_logit, -1.0))
     grad.mul_((valid.to(grad.dtype) * scale).unsqueeze(1))
     return loss_sum, grad.to(logits.dtype)
+
+
+def _mean_divisor(targets: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(number of counted targets, its float32 reciprocal or 0 when there are none), as 0-d tensors.
+
+    Both stay on the device: reading the count on the host would be a sync every step and a
+    graph break when the model is compiled. The reciprocal is taken in float64 and rounded
+    once, as the Python float it replaces was, so the gradients keep every bit.
+    """
+    n_valid = (targets != ignore_index).sum()
+    scale = (n_valid > 0) / n_valid.clamp(min=1).to(torch.float64)
+    return n_valid, scale.to(torch.float32)
 
 
 def default_chunk_rows(n_rows: int, vocab: int, hidden: int) -> int:
@@ -65,9 +78,8 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         need_grad_weight: bool,
     ) -> torch.Tensor:
         n_rows = hidden.shape[0]
-        # One host sync per step so the mean's divisor can be folded into each chunk's gradient.
-        n_valid = int((targets != ignore_index).sum())
-        scale = 1.0 / n_valid if n_valid > 0 else 0.0
+        # The mean's divisor is folded into each chunk's gradient.
+        n_valid, scale = _mean_divisor(targets, ignore_index)
 
         grad_hidden = torch.empty_like(hidden) if need_grad_hidden else None
         # float32 accumulator: summing many low-precision partial products loses the small ones.
@@ -97,18 +109,18 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             grad_weight.to(weight.dtype) if grad_weight is not None else torch.empty(0),
         )
         ctx.has_grads = (grad_hidden is not None, grad_weight is not None)
-        # n_valid == 0 gives nan, as F.cross_entropy's mean does.
-        loss = loss_sum / n_valid if n_valid > 0 else loss_sum * float("nan")
-        return loss
+        # n_valid == 0 gives 0 / 0 = nan, as F.cross_entropy's mean does.
+        return loss_sum / n_valid
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor) -> tuple:
         grad_hidden, grad_weight = ctx.saved_tensors
         has_hidden, has_weight = ctx.has_grads
-        scale_needed = not bool(torch.all(grad_output == 1.0))
-        if has_hidden and scale_needed:
+        # Always scaled: skipping the product when grad_output is 1 would need a host sync
+        # (a graph break under torch.compile), and x * 1 is exact anyway.
+        if has_hidden:
             grad_hidden = grad_hidden * grad_output.to(grad_hidden.dtype)
-        if has_weight and scale_needed:
+        if has_weight:
             grad_weight = grad_weight * grad_output.to(grad_weight.dtype)
         return (
             grad_hidden if has_hidden else None,
@@ -173,11 +185,14 @@ def _loss_only(
 ) -> torch.Tensor:
     # Evaluation path: same chunking, the gradient the chunk function returns is dropped.
     w = weight if weight.dtype == hidden.dtype else weight.to(hidden.dtype)
-    n_valid = int((targets != ignore_index).sum())
+    n_valid = (targets != ignore_index).sum()
+    no_grad_scale = torch.zeros((), dtype=torch.float32, device=hidden.device)
     loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
     with torch.no_grad(), torch.autocast(hidden.device.type, enabled=False):
         for start in range(0, hidden.shape[0], chunk_rows):
             end = min(start + chunk_rows, hidden.shape[0])
-            chunk_loss, _ = chunk_fn(hidden[start:end] @ w.t(), targets[start:end], ignore_index, 0.0)
+            chunk_loss, _ = chunk_fn(
+                hidden[start:end] @ w.t(), targets[start:end], ignore_index, no_grad_scale
+            )
             loss_sum += chunk_loss
-    return loss_sum / n_valid if n_valid > 0 else loss_sum * float("nan")
+    return loss_sum / n_valid  # nan when every target is ignored

@@ -255,7 +255,7 @@ class RotaryFunction(torch.autograd.Function):
 
 @triton.jit
 def _cross_entropy_chunk_kernel(
-    logits_ptr, targets_ptr, loss_ptr, n_cols, ignore_index, scale, BLOCK: tl.constexpr
+    logits_ptr, targets_ptr, loss_ptr, n_cols, ignore_index, scale_ptr, BLOCK: tl.constexpr
 ):
     # One program per row. Pass 1: online max / sum-exp for the log-sum-exp. Pass 2:
     # overwrite the row with scale * (softmax - one_hot(target)), so the chunk needs no
@@ -282,6 +282,9 @@ def _cross_entropy_chunk_kernel(
             d = d * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
             m = m_new
         lse = m + tl.log(d)
+        # Read from memory, not passed by value: the scale is a device tensor so that the
+        # caller never syncs with the host to compute it.
+        scale = tl.load(scale_ptr)
         target_logit = tl.load(row_ptr + target).to(tl.float32)
         tl.store(loss_ptr + row, lse - target_logit)
         for start in range(0, n_cols, BLOCK):
@@ -293,7 +296,7 @@ def _cross_entropy_chunk_kernel(
 
 
 def cross_entropy_chunk_triton(
-    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, scale: float
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, scale: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``chunked_ce.ChunkLossFn`` as a Triton kernel; the gradient overwrites ``logits``."""
     logits = logits.contiguous()

@@ -147,3 +147,23 @@ def test_default_chunk_keeps_logits_about_the_size_of_the_hidden_states():
     # rows per chunk are rounded up to a power of two, so at most twice n * hidden logits
     assert seen.largest <= max(2 * n * hidden, vocab * hidden)
     assert seen.largest < n * vocab / 8
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["train", "eval"])
+def test_traces_as_one_graph_under_torch_compile(grad):
+    """No host sync (counting the targets, checking grad_output) breaks a compiled model's graph."""
+    h, w, t = _inputs(seed=7)
+
+    def loss_fn(h: torch.Tensor, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return kernels.fused_linear_cross_entropy(h, w, t, chunk_rows=16) * 0.5
+
+    torch._dynamo.reset()
+    # backend="eager": Dynamo's tracing is what can break; skipping Inductor keeps this fast.
+    whole = torch.compile(loss_fn, fullgraph=True, backend="eager")
+    with torch.set_grad_enabled(grad):
+        ours = _loss_and_grads(whole, h, w, t) if grad else (whole(h, w, t),)
+        eager = _loss_and_grads(loss_fn, h, w, t) if grad else (loss_fn(h, w, t),)
+        ignored = whole(h, w, torch.full_like(t, -100))
+    for a, b in zip(ours, eager, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert torch.isnan(ignored)
