@@ -165,8 +165,11 @@ class _LiveWakeups:
 
     async def aclose(self) -> None:
         self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
+        # Bounded: a Redis client caught mid-connect can swallow the cancellation,
+        # and a finished stream must never hang on its helper task.
+        await asyncio.wait([self.task], timeout=2.0)
+        if self.task.done() and not self.task.cancelled():
+            self.task.exception()  # retrieved, so asyncio does not log it as unhandled
 
 
 def _live_wakeups(run_id: int) -> _LiveWakeups | None:
