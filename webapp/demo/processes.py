@@ -13,14 +13,20 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
 class ProcessGroup:
+    log_dir: Path  # each child writes DIR/<name>.log, so the terminal shows only what matters
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        self.procs[name] = subprocess.Popen(argv, env=env, start_new_session=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def first_exited(self) -> str | None:
         """The name of a child that has exited, if any (the demo stops when one dies)."""

@@ -35,7 +35,7 @@ class Command(BaseCommand):
         user, password, project = create_demo_login()
         port = free_port(port, host)
         python, env = sys.executable, os.environ.copy()
-        group = ProcessGroup()
+        group = ProcessGroup(log_dir=settings.DATA_DIR / "logs")
         stop = _install_stop_handlers()
         try:
             group.start(
@@ -88,7 +88,7 @@ class Command(BaseCommand):
                 env,
             )
             if not wait_for_http(host, port):
-                raise SystemExit("the web server did not start; see the messages above")
+                raise SystemExit(f"the web server did not start; see {group.log_dir / 'web.log'}")
             url = f"http://{host}:{port}/"
             if not no_run:
                 run = queue_demo_run(user, project)
@@ -96,11 +96,12 @@ class Command(BaseCommand):
                 self.stdout.write(f"Demo run queued: {url_run}")
             self.stdout.write(self.style.SUCCESS(f"\nRunwright is up: {url}"))
             self.stdout.write(f"Log in as {user.username} / {password}")
-            self.stdout.write(f"Data directory: {settings.DATA_DIR}    Ctrl-C stops everything.\n")
+            self.stdout.write(f"Data directory: {settings.DATA_DIR}; logs in {group.log_dir}")
+            self.stdout.write("Ctrl-C stops everything.\n")
             while not stop.is_set():
                 dead = group.first_exited()
                 if dead:
-                    self.stderr.write(f"the {dead} process exited; stopping the demo")
+                    self.stderr.write(f"the {dead} process exited (see {group.log_dir}/{dead}.log); stopping")
                     break
                 time.sleep(0.5)
         finally:
