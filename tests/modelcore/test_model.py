@@ -140,14 +140,33 @@ def test_loss_uses_the_kernel_entry_point(monkeypatch: pytest.MonkeyPatch) -> No
 
     calls = []
 
-    def spy(hidden, weight, targets, ignore_index=-100, backend="torch"):  # noqa: ANN001, ANN202
-        calls.append(backend)
+    def spy(hidden, weight, targets, ignore_index=-100, backend="torch", chunk_rows=None):  # noqa: ANN001, ANN202
+        calls.append((backend, chunk_rows))
         return linear_cross_entropy_reference(hidden, weight, targets, ignore_index)
 
     monkeypatch.setattr(kernels, "fused_linear_cross_entropy", spy)
     ids = _ids()
     Transformer(TINY)(ids[:, :-1], ids[:, 1:])
-    assert calls == ["torch"]
+    # 22 tokens: one chunk of them all (the CPU minimum of 512 rows is capped at the row count).
+    assert calls == [("torch", 22)]
+
+
+def test_cpu_loss_chunks_of_512_rows_give_the_reference_loss_and_gradients() -> None:
+    cfg = dataclasses.replace(TINY, max_seq_len=400)
+    ids = _ids(batch=3, length=400)  # 1197 target rows: chunks of 512, 512 and 173
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    assert model._loss_chunk_rows(torch.zeros(3, 399, cfg.d_model)) == 512
+    out = model(ids[:, :-1], ids[:, 1:])
+    out.loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    logits = model(ids[:, :-1])
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size), ids[:, 1:].reshape(-1))
+    expected.backward()
+    torch.testing.assert_close(out.loss, expected)
+    for got, want in zip(grads, (p.grad for p in model.parameters()), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("cfg", [TINY, MOE], ids=["dense", "moe"])
