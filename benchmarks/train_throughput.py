@@ -16,6 +16,8 @@ its process, as a plain loop would. Prints one JSON object: ``ours`` (the best
 variant), ``peer``, ``ratio`` = ours/peer (the median of the per-round ratios, listed
 in ``round_ratios``), ``unit``, every variant, the settings, and the same ratios by
 process CPU time (``ratio_cpu_time``), which a busy shared machine disturbs less.
+``ratio_ceiling`` is 1 / (the share of the peer's step spent in matmuls and attention):
+with the same FLOPs at the same speed, no trainer can beat the peer by more.
 
 On a CUDA machine it also trains a 125M-parameter config in bf16 and reports its MFU.
 """
@@ -137,6 +139,30 @@ def _timed(step: Any, steps: int, tokens_per_step: int) -> tuple[float, float, f
     return tokens_per_step * steps / (time.perf_counter() - start), tokens_per_step * steps / cpu, loss
 
 
+# The ops that do the model's FLOPs: the same shapes, hence about the same time, on both sides.
+_DENSE_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+_ATTENTION_OPS = (
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+)
+
+
+def dense_share(step: Any) -> float:
+    """Share of one step's CPU time spent in matmuls and attention kernels (torch.profiler).
+
+    Both sides run the same matmuls and attention at about the same speed, so
+    ``1 / (the peer's share)`` bounds how far ahead of it ours can get with the same FLOPs.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        step()
+        wall = time.perf_counter() - start
+    dense = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in _DENSE_OPS + _ATTENTION_OPS)
+    return dense / 1e6 / wall
+
+
 def cpu_comparison(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -180,6 +206,7 @@ def cpu_comparison(args: argparse.Namespace) -> dict[str, Any]:
         if n != "peer"
     }
     ours_name = max(paired, key=paired.__getitem__)
+    shares = {name: dense_share(sides[name]) for name in (ours_name, "peer")}
     return {
         "benchmark": "train_throughput",
         "unit": "tokens/s",
@@ -207,6 +234,10 @@ def cpu_comparison(args: argparse.Namespace) -> dict[str, Any]:
         "round_ratios": {n: [round(x, 3) for x in r] for n, r in round_ratios.items()},
         "last_loss": losses,
         "target_ratio": 1.3,
+        "matmul_attention_share": {n: round(v, 3) for n, v in shares.items()},
+        "ratio_ceiling": round(1 / shares["peer"], 3),
+        "ratio_ceiling_note": "1 / (share of the peer's step in matmuls and attention, one profiled "
+        "step): the ratio if ours spent no time on anything else",
         "settings": {
             "d_model": args.d_model,
             "n_layers": args.layers,
