@@ -1,7 +1,8 @@
-"""Suite-wide setup.
+"""Suite-wide setup and the people every suite tests with.
 
-Each test session's data directory is chosen in webapp/settings.py, because
-pytest-django loads the settings before this file is imported.
+Alice administers team "ml", Bob is a viewer there, Charlie administers another
+team. Each test session's data directory is chosen in webapp/settings.py,
+because pytest-django loads the settings before this file is imported.
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from people import make_user
+
+from webapp.accounts.models import Role, Team
+from webapp.projects.models import Project
 
 # Torch in test processes shares two cores with trainers and workers.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -23,3 +28,33 @@ def _fast_password_hashing(request, settings):
     """
     if request.node.get_closest_marker("browser") is None:
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def team(db) -> Team:
+    return Team.objects.create(name="ml")
+
+
+@pytest.fixture
+def other_team(db) -> Team:
+    return Team.objects.create(name="rivals")
+
+
+@pytest.fixture
+def alice(team):
+    return make_user("alice", team, Role.ADMIN)
+
+
+@pytest.fixture
+def bob(team):
+    return make_user("bob", team, Role.VIEWER)
+
+
+@pytest.fixture
+def charlie(other_team):
+    return make_user("charlie", other_team, Role.ADMIN)
+
+
+@pytest.fixture
+def project(team, alice) -> Project:
+    return Project.objects.create(team=team, name="llm", created_by=alice)

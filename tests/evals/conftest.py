@@ -1,15 +1,12 @@
-"""Alice administers team "ml", Bob is a viewer there, Charlie administers another team."""
+"""Eval fixtures: a data directory per test and a run with checkpoints (people come from tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from eval_fixtures import make_user
 
 from modelcore.config import resolve
-from webapp.accounts.models import Role, Team
-from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Run, RunStatus
 
 
@@ -20,31 +17,6 @@ def data_dir(settings, tmp_path) -> Path:
     settings.RUNS_DIR = settings.DATA_DIR / "runs"
     settings.DATA_DIR.mkdir()
     return settings.DATA_DIR
-
-
-@pytest.fixture
-def team(db) -> Team:
-    return Team.objects.create(name="ml")
-
-
-@pytest.fixture
-def alice(team):
-    return make_user("alice", team, Role.ADMIN)
-
-
-@pytest.fixture
-def bob(team):
-    return make_user("bob", team, Role.VIEWER)
-
-
-@pytest.fixture
-def charlie(db):
-    return make_user("charlie", Team.objects.create(name="rivals"), Role.ADMIN)
-
-
-@pytest.fixture
-def project(team, alice) -> Project:
-    return Project.objects.create(team=team, name="llm", created_by=alice)
 
 
 @pytest.fixture

@@ -5,17 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from django.contrib.auth import get_user_model
-
-from webapp.accounts.models import Membership, Team
-
-
-def make_user(username: str, team: Team | None, role: str):
-    user = get_user_model().objects.create_user(username=username, password=f"{username}-password-1")
-    if team is not None:
-        Membership.objects.create(team=team, user=user, role=role)
-    return user
-
 
 def results_payload(
     task_scores: dict[str, dict[str, float]], samples: dict[str, list] | None = None, n_shot: int = 0

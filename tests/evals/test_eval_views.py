@@ -277,7 +277,7 @@ def test_report_create_edit_and_admin_delete(client_for, alice, project, report)
 
 
 def test_member_who_is_not_admin_cannot_delete_reports(client_for, project, report):
-    from eval_fixtures import make_user
+    from people import make_user
 
     from webapp.accounts.models import Role
 
