@@ -9,6 +9,7 @@ context's KV cache.
 
 from __future__ import annotations
 
+import abc
 import inspect
 import json
 from collections.abc import Iterator, Sequence
@@ -21,7 +22,7 @@ DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when neither config nor tokenize
 _TOKENIZER_INFINITY = 1_000_000_000_000_000_019_884_624_838_656
 
 
-class EvalModel:
+class EvalModel(abc.ABC):
     """What the scorer needs from a model. ``logits`` rows are right-padded, causal, unmasked."""
 
     name: str = ""
@@ -31,15 +32,17 @@ class EvalModel:
     pad_token_id: int = 0  # fills right padding; causal models never read it back
     device: torch.device = torch.device("cpu")
 
+    @abc.abstractmethod
     def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
-        raise NotImplementedError
+        """Token ids of ``text``; ``add_special_tokens`` None means the model's default."""
 
+    @abc.abstractmethod
     def decode(self, ids: Sequence[int]) -> str:
-        raise NotImplementedError
+        """The text of ``ids``."""
 
+    @abc.abstractmethod
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) -> (B, T, V) float logits."""
-        raise NotImplementedError
 
     def shared_prefix_logits(
         self, contexts: list[list[int]], rows: list[tuple[int, list[int]]]
