@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelcore.evaluation.metrics import HIGHER_IS_BETTER  # torch-free, like results
 from webapp.evals import stats
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource
 
@@ -25,15 +26,6 @@ PRIMARY_ORDER = (
     "byte_perplexity",
     "perplexity",
 )
-HIGHER_IS_BETTER = {
-    "acc": True,
-    "acc_norm": True,
-    "exact_match": True,
-    "perplexity": False,
-    "word_perplexity": False,
-    "byte_perplexity": False,
-    "bits_per_byte": False,
-}
 BINARY_METRICS = {"acc", "acc_norm", "exact_match"}
 BOOTSTRAP_ITERATIONS = 5000
 
