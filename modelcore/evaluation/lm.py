@@ -44,6 +44,7 @@ class EvalModel(abc.ABC):
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) -> (B, T, V) float logits."""
 
+    @abc.abstractmethod
     def shared_prefix_logits(
         self, contexts: list[list[int]], rows: list[tuple[int, list[int]]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,11 +53,10 @@ class EvalModel(abc.ABC):
         ``rows`` are ``(context index, tokens)``; returns ``(G, V)`` and ``(R, T_max, V)``
         (rows right-padded). Each context runs once however many rows continue it.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def greedy_tokens(self, ids: list[int], max_new: int) -> Iterator[int]:
         """Yield up to ``max_new`` greedily chosen next tokens after ``ids``."""
-        raise NotImplementedError
 
     def model_info(self) -> dict[str, Any]:
         return {"model": self.name}
