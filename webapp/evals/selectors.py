@@ -37,6 +37,11 @@ def eval_jobs_of_project(user: User, project: Project, limit: int = 300) -> list
     return list(eval_jobs_visible_to(user).filter(project=project).order_by("-created_at", "-id")[:limit])
 
 
+def reportable_jobs(user: User, project: Project) -> list[EvalJob]:
+    """The project's jobs that have results, i.e. what a report can compare."""
+    return [job for job in eval_jobs_of_project(user, project) if job.results]
+
+
 def eval_jobs_of_run(user: User, run: Run, limit: int = 100) -> list[EvalJob]:
     return list(eval_jobs_visible_to(user).filter(run=run).order_by("-checkpoint_step", "-id")[:limit])
 

@@ -31,6 +31,7 @@ from webapp.evals.selectors import (
     job_samples,
     report_for,
     report_jobs,
+    reportable_jobs,
     reports_of_project,
 )
 from webapp.evals.services import (
@@ -281,7 +282,7 @@ def _read_sample_files(request: HttpRequest) -> list[tuple[str, str]]:
 def report_new(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for(request.user, project_id)
     require_role(request.user, project.team_id, Role.MEMBER)
-    jobs = [j for j in eval_jobs_of_project(request.user, project) if j.results]
+    jobs = reportable_jobs(request.user, project)
     form = ReportForm(request.POST, jobs=jobs)
     if form.is_valid():
         try:
@@ -305,7 +306,7 @@ def report_new(request: HttpRequest, project_id: int) -> HttpResponse:
 def report_edit(request: HttpRequest, report_id: int) -> HttpResponse:
     report = report_for(request.user, report_id)
     require_role(request.user, report.project.team_id, Role.MEMBER)
-    jobs = [j for j in eval_jobs_of_project(request.user, report.project) if j.results]
+    jobs = reportable_jobs(request.user, report.project)
     initial = {"name": report.name, "jobs": [str(j.id) for j in report_jobs(report)]}
     form = ReportForm(request.POST or None, jobs=jobs, initial=initial)
     if request.method == "POST" and form.is_valid():
