@@ -17,7 +17,10 @@ variant), ``peer``, ``ratio`` = ours/peer (the median of the per-round ratios, l
 in ``round_ratios``), ``unit``, every variant, the settings, and the same ratios by
 process CPU time (``ratio_cpu_time``), which a busy shared machine disturbs less.
 ``ratio_ceiling`` is 1 / (the share of the peer's step spent in matmuls and attention):
-with the same FLOPs at the same speed, no trainer can beat the peer by more.
+with the same FLOPs at the same speed, no trainer can beat the peer by more. Ours does
+because its float32 matmuls run on oneDNN, which is about twice as fast as the MKL path
+torch takes on AMD CPUs (``modelcore.kernels.cpu_gemm``); the ``eager-blas`` variant is our
+trainer without that, for comparison.
 
 On a CUDA machine it also trains a 125M-parameter config in bf16 and reports its MFU.
 """
@@ -25,6 +28,7 @@ On a CUDA machine it also trains a 125M-parameter config in bf16 and reports its
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -39,14 +43,18 @@ import torch
 
 from modelcore.config import RunConfig
 from modelcore.data import WindowSampler
+from modelcore.kernels.cpu_gemm import blas_matmuls
 from modelcore.trainer import Trainer
 
 VARIANTS = {
-    # name: (parallel.compile, model.kernels)
-    "eager": (False, "torch"),
-    "compile": (True, "torch"),  # torch.compile of the whole model, loss included
-    "compile-kernels": (False, "compile"),  # only the fused ops compiled, one by one
-    "compile-all": (True, "compile"),
+    # name: (parallel.compile, model.kernels, float32 matmuls on oneDNN)
+    "eager": (False, "torch", True),
+    "compile": (True, "torch", True),  # torch.compile of the whole model, loss included
+    "compile-kernels": (False, "compile", True),  # only the fused ops compiled, one by one
+    "compile-all": (True, "compile", True),
+    # The trainer with its matmuls on torch's default BLAS, as the peer's: shows how much of
+    # the lead the oneDNN matmuls (modelcore.kernels.cpu_gemm) make.
+    "eager-blas": (False, "torch", False),
 }
 
 
@@ -55,7 +63,7 @@ class _NoStop:
 
 
 def bench_config(variant: str, d_model: int, layers: int, seq: int, vocab: int, batch: int) -> RunConfig:
-    compile_model, kernels = VARIANTS[variant]
+    compile_model, kernels, _ = VARIANTS[variant]
     return RunConfig.from_dict(
         {
             "model": {
@@ -139,8 +147,16 @@ def _timed(step: Any, steps: int, tokens_per_step: int) -> tuple[float, float, f
     return tokens_per_step * steps / (time.perf_counter() - start), tokens_per_step * steps / cpu, loss
 
 
+def _trainer_step(trainer: Trainer, onednn: bool) -> Any:
+    def step() -> float:
+        with contextlib.nullcontext() if onednn else blas_matmuls():
+            return trainer.optimizer_step()[0].ce_loss
+
+    return step
+
+
 # The ops that do the model's FLOPs: the same shapes, hence about the same time, on both sides.
-_DENSE_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+_DENSE_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::_linear_pointwise")
 _ATTENTION_OPS = (
     "aten::_scaled_dot_product_flash_attention_for_cpu",
     "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
@@ -150,8 +166,9 @@ _ATTENTION_OPS = (
 def dense_share(step: Any) -> float:
     """Share of one step's CPU time spent in matmuls and attention kernels (torch.profiler).
 
-    Both sides run the same matmuls and attention at about the same speed, so
-    ``1 / (the peer's share)`` bounds how far ahead of it ours can get with the same FLOPs.
+    ``1 / (the peer's share)`` bounds how far ahead of the peer a trainer can get by cutting
+    everything else while running the same matmuls at the peer's speed; beyond it, only
+    faster matmuls help (ours run on oneDNN).
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -175,9 +192,7 @@ def cpu_comparison(args: argparse.Namespace) -> dict[str, Any]:
     first = next(iter(trainers.values()))
     peer = HFSide(first.cfg, first.splits.train)
     tokens_per_step = args.batch * args.seq
-    sides: dict[str, Any] = {
-        name: (lambda t=t: t.optimizer_step()[0].ce_loss) for name, t in trainers.items()
-    }
+    sides: dict[str, Any] = {name: _trainer_step(t, VARIANTS[name][2]) for name, t in trainers.items()}
     sides["peer"] = peer.step
     rates: dict[str, list[float]] = {name: [] for name in sides}
     cpu_rates: dict[str, list[float]] = {name: [] for name in sides}
@@ -226,6 +241,7 @@ def cpu_comparison(args: argparse.Namespace) -> dict[str, Any]:
                 "ratio_cpu_time": round(cpu_paired[n], 3),
                 "compile_model": VARIANTS[n][0],
                 "kernels": VARIANTS[n][1],
+                "onednn_matmuls": VARIANTS[n][2],
             }
             for n, v in medians.items()
             if n != "peer"
@@ -237,7 +253,8 @@ def cpu_comparison(args: argparse.Namespace) -> dict[str, Any]:
         "matmul_attention_share": {n: round(v, 3) for n, v in shares.items()},
         "ratio_ceiling": round(1 / shares["peer"], 3),
         "ratio_ceiling_note": "1 / (share of the peer's step in matmuls and attention, one profiled "
-        "step): the ratio if ours spent no time on anything else",
+        "step): the ratio if ours ran them at the peer's speed and spent no time on anything else; "
+        "ours passes it by running its float32 matmuls on oneDNN (compare variant eager-blas)",
         "settings": {
             "d_model": args.d_model,
             "n_layers": args.layers,
@@ -305,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="Steps per side per round.")
     parser.add_argument(
         "--variants",
-        default="eager,compile",
+        default="eager,compile,eager-blas",
         type=lambda s: [v for v in s.split(",") if v],
         help=f"Our settings to measure, from {', '.join(VARIANTS)}.",
     )

@@ -5,7 +5,8 @@ Read top to bottom: RMSNorm, rotary tables, attention (grouped-query, through
 in for it, the block, and the model. Parameter names follow Hugging Face's
 ``LlamaForCausalLM`` (``embed_tokens``, ``layers.{i}.self_attn.q_proj``, ``norm``,
 ``lm_head``) so export is a rename of the ``model.`` prefix. Pointwise ops go
-through ``modelcore.kernels`` so a fused backend can replace them.
+through ``modelcore.kernels`` so a fused backend can replace them, and so do the
+matrix multiplies (``Linear``), which run on oneDNN on x86 CPUs.
 
 Shapes: B batch, T sequence, D d_model, H query heads, K key/value heads,
 Dh head size, E experts, V vocabulary, N = B*T tokens.
@@ -31,6 +32,16 @@ from modelcore.kernels.chunked_ce import default_chunk_rows
 # default (128 rows) made a compiled step ~5% slower than 512 rows. CPU memory is rarely the
 # limit; on GPUs the kernel's default stands.
 CPU_MIN_LOSS_CHUNK_ROWS = 512
+
+
+class Linear(nn.Linear):
+    """A bias-free ``nn.Linear`` whose multiply goes through ``kernels.linear`` (oneDNN on x86 CPUs)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.linear(x, self.weight)
 
 
 class RMSNorm(nn.Module):
@@ -78,10 +89,10 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
-        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.q_proj = Linear(cfg.d_model, cfg.n_heads * cfg.head_dim)
+        self.k_proj = Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim)
+        self.v_proj = Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim)
+        self.o_proj = Linear(cfg.n_heads * cfg.head_dim, cfg.d_model)
         self.backend = cfg.kernels
 
     def forward(
@@ -123,9 +134,9 @@ class MLP(nn.Module):
 
     def __init__(self, d_model: int, hidden: int, backend: str):
         super().__init__()
-        self.gate_proj = nn.Linear(d_model, hidden, bias=False)
-        self.up_proj = nn.Linear(d_model, hidden, bias=False)
-        self.down_proj = nn.Linear(hidden, d_model, bias=False)
+        self.gate_proj = Linear(d_model, hidden)
+        self.up_proj = Linear(d_model, hidden)
+        self.down_proj = Linear(hidden, d_model)
         self.backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +162,7 @@ class MoE(nn.Module):
         super().__init__()
         self.n_experts, self.top_k = cfg.n_experts, cfg.moe_top_k
         self.capacity_factor = cfg.moe_capacity_factor
-        self.gate = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)  # the router
+        self.gate = Linear(cfg.d_model, cfg.n_experts)  # the router
         self.experts = nn.ModuleList(
             MLP(cfg.d_model, cfg.ffn_hidden, cfg.kernels) for _ in range(cfg.n_experts)
         )
@@ -231,7 +242,7 @@ class Transformer(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps, cfg.kernels)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.d_model, cfg.vocab_size)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)

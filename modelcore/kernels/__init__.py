@@ -5,6 +5,8 @@ or "triton" (fused GPU kernels). The plain references sit beside them as
 ``*_reference`` so tests can compare the two on forward and backward.
 
 - ``chunked_ce``: the fused linear + cross-entropy (chunked, gradient in the same pass).
+- ``cpu_gemm``: ``linear``, the model's matrix multiplies, on oneDNN for float32 on x86
+  CPUs (faster than the MKL path torch takes there), whatever the backend.
 - ``compiled``: the ``compile`` backend (cached torch.compile of each op).
 - ``triton_ops``: the Triton kernels, imported only when a Triton path actually runs;
   ``import modelcore.kernels`` does not need triton or a GPU.
@@ -19,6 +21,20 @@ import torch.nn.functional as F
 
 from modelcore.kernels.chunked_ce import chunked_linear_cross_entropy, cross_entropy_chunk_torch
 from modelcore.kernels.compiled import compiled
+from modelcore.kernels.cpu_gemm import linear
+
+__all__ = [
+    "BACKENDS",
+    "apply_rotary",
+    "apply_rotary_reference",
+    "fused_linear_cross_entropy",
+    "linear",
+    "linear_cross_entropy_reference",
+    "rms_norm",
+    "rms_norm_reference",
+    "swiglu",
+    "swiglu_reference",
+]
 
 BACKENDS = ("torch", "compile", "triton")
 

@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import torch
 
+from modelcore.kernels.cpu_gemm import mm_nt, use_onednn
+
 # (logits (C, V), targets (C,), ignore_index, scale) -> (sum of the chunk's losses as a float32
 # scalar, d(loss)/d(logits) (C, V) in the dtype of ``logits``, already multiplied by ``scale``, a
 # float32 0-d tensor on the logits' device). It may overwrite ``logits`` (the Triton kernel writes
@@ -92,13 +94,18 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             for start in range(0, n_rows, chunk_rows):
                 end = min(start + chunk_rows, n_rows)
                 h = hidden[start:end]  # (C, H)
-                logits = h @ weight.t()  # (C, V)
+                logits = mm_nt(h, weight)  # (C, V)
                 chunk_loss, grad_logits = chunk_fn(logits, targets[start:end], ignore_index, scale)
                 loss_sum += chunk_loss
                 if grad_hidden is not None:
-                    torch.mm(grad_logits, weight, out=grad_hidden[start:end])
+                    if use_onednn(grad_logits, weight):
+                        grad_hidden[start:end] = mm_nt(grad_logits, weight.t())  # (C, V) @ (V, H)
+                    else:
+                        torch.mm(grad_logits, weight, out=grad_hidden[start:end])
                 if grad_weight is not None:
-                    if grad_logits.dtype == torch.float32:
+                    if use_onednn(grad_logits, weight):
+                        grad_weight += mm_nt(grad_logits.t(), h.t())  # (V, C) @ (C, H)
+                    elif grad_logits.dtype == torch.float32:
                         grad_weight.addmm_(grad_logits.t(), h)
                     else:
                         grad_weight += grad_logits.t() @ h
@@ -192,7 +199,7 @@ def _loss_only(
         for start in range(0, hidden.shape[0], chunk_rows):
             end = min(start + chunk_rows, hidden.shape[0])
             chunk_loss, _ = chunk_fn(
-                hidden[start:end] @ w.t(), targets[start:end], ignore_index, no_grad_scale
+                mm_nt(hidden[start:end], w), targets[start:end], ignore_index, no_grad_scale
             )
             loss_sum += chunk_loss
     return loss_sum / n_valid  # nan when every target is ignored
