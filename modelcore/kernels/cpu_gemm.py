@@ -9,7 +9,8 @@ in these multiplies, so the trainer routes them here.
 
 oneDNN costs ~10 µs more per call, so multiplies smaller than ``MIN_MACS`` multiply-adds
 (decode steps, tiny test models) stay on torch's path. Everything else (other dtypes,
-other devices, ``torch.backends.mkldnn`` disabled, non-x86 machines) goes to torch too.
+autocast, other devices, ``torch.backends.mkldnn`` disabled, non-x86 machines) goes to
+torch too.
 
 ``linear(x, weight)`` is ``F.linear(x, weight)`` with a gradient; ``mm_nt(a, b)`` is
 ``a @ b.T`` without one, for code that computes its own gradients (the fused loss). The
@@ -80,6 +81,8 @@ def use_onednn(a: torch.Tensor, b: torch.Tensor) -> bool:
         and a.dtype == torch.float32
         and b.dtype == torch.float32
         and torch.backends.mkldnn.enabled
+        # Autocast does not cast a custom op's inputs: under it, F.linear runs in low precision.
+        and not torch.is_autocast_enabled("cpu")
         and a.numel() * b.shape[0] >= MIN_MACS
     )
 

@@ -75,6 +75,15 @@ def test_small_multiplies_and_other_dtypes_stay_on_torch():
     assert cpu_gemm.use_onednn(big_x, big_w)
 
 
+def test_autocast_still_casts_the_multiply():
+    """Mixed precision on the CPU: the product runs in bfloat16, as F.linear's would."""
+    x, w = _inputs((512, 256), 384)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not cpu_gemm.use_onednn(x, w)
+        y = kernels.linear(x, w)
+    assert y.dtype == torch.bfloat16
+
+
 def test_custom_op_registration_is_sound():
     """torch.library's own checks: fake (meta) kernel, autograd registration, schema."""
     x, w = _inputs((256, 128), 64)
