@@ -7,7 +7,7 @@ from browser_support import log_in
 from playwright.sync_api import expect
 
 from modelcore.config import resolve
-from webapp.metrics.models import MetricPoint
+from webapp.metrics.services import Point, upsert_points
 from webapp.runs.models import Run, RunStatus
 
 N_STEPS = 6000
@@ -25,14 +25,12 @@ def long_run(alice_project) -> Run:
         step=N_STEPS,
         last_loss=1.0,
     )
-    MetricPoint.objects.bulk_create(
+    upsert_points(
+        run.id,
         [
-            MetricPoint(
-                run=run, key="train/loss", step=s, value=50.0 if s == SPIKE_STEP else 1.0 + 4.0 / s, time=s
-            )
+            Point("train/loss", s, 50.0 if s == SPIKE_STEP else 1.0 + 4.0 / s, s)
             for s in range(1, N_STEPS + 1)
         ],
-        batch_size=2000,
     )
     return run
 

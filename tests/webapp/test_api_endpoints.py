@@ -173,11 +173,9 @@ def test_wrong_method_and_unknown_path_are_json(api, alice, run):
 
 
 def test_metrics_endpoint_returns_series(api, alice, run):
-    from webapp.metrics.models import MetricPoint
+    from webapp.metrics.services import Point, upsert_points
 
-    MetricPoint.objects.bulk_create(
-        [MetricPoint(run=run, key="train/loss", step=s, value=5.0 - s / 10, time=0.0) for s in range(1, 6)]
-    )
+    upsert_points(run.id, [Point("train/loss", s, 5.0 - s / 10, 0.0) for s in range(1, 6)])
     body = api(alice, "GET", f"/api/v1/runs/{run.id}/metrics", {"key": "train/loss"}).json()
     assert body["key"] == "train/loss" and body["steps"] == [1, 2, 3, 4, 5]
     assert body["values"] == pytest.approx([4.9, 4.8, 4.7, 4.6, 4.5])

@@ -8,7 +8,7 @@ import json
 import pytest
 from django.utils import timezone
 
-from webapp.metrics.models import MetricPoint
+from webapp.metrics.services import Point, upsert_points
 from webapp.runs.models import Run, RunLog, RunStatus
 from webapp.runs.stream import StreamCursor, read_updates, run_events
 
@@ -26,9 +26,7 @@ def events(chunks: list[str]) -> list[tuple[str, dict]]:
 
 
 def add_points(run: Run, key: str, steps: range) -> None:
-    MetricPoint.objects.bulk_create(
-        [MetricPoint(run=run, key=key, step=s, value=10.0 / s, time=float(s)) for s in steps]
-    )
+    upsert_points(run.id, [Point(key, s, 10.0 / s, float(s)) for s in steps])
 
 
 def test_read_updates_sends_only_new_points_and_logs(run):

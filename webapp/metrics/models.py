@@ -2,7 +2,8 @@
 
 One row per (run, key, step); writes are bulk upserts on that unique key so
 re-ingesting a batch after a crash, or re-logging steps after a resume,
-replaces rather than duplicates.
+replaces rather than duplicates. Beside the points: the keys each run has logged, and
+per-bucket min/max summaries that let a chart read a long series without scanning it.
 """
 
 from __future__ import annotations
@@ -22,4 +23,35 @@ class MetricPoint(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["run", "key", "step"], name="unique_metric_point"),
+        ]
+
+
+class MetricKey(models.Model):
+    """One row per (run, key) logged: the chart's key list without scanning the points."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_keys")
+    key = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "key"], name="unique_metric_key")]
+
+
+class MetricSummary(models.Model):
+    """The count and the min and max points of one bucket of steps (see metrics.summaries)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_summaries")
+    key = models.CharField(max_length=200)
+    level = models.SmallIntegerField()  # buckets of FANOUT ** (level + 1) steps
+    bucket = models.BigIntegerField()  # step // bucket width
+    count = models.IntegerField()
+    first_step = models.BigIntegerField()
+    last_step = models.BigIntegerField()
+    min_step = models.BigIntegerField(null=True)  # null: every value in the bucket is NaN/inf
+    min_value = models.FloatField(null=True)
+    max_step = models.BigIntegerField(null=True)
+    max_value = models.FloatField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "key", "level", "bucket"], name="unique_metric_summary"),
         ]

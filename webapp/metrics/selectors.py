@@ -3,6 +3,8 @@
 A chart never needs more points than it has pixels, but it must not hide a
 loss spike: long series are downsampled by keeping the minimum and the maximum
 of each bucket (never an average), and a zoom asks again for the finer range.
+A long range is read from the min/max summaries (metrics.summaries), never row by
+row, so a chart of a million-step series costs a few thousand rows.
 Callers pass a run they already checked the user may see (runs selectors).
 """
 
@@ -11,15 +13,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from webapp.metrics.models import MetricPoint
+from webapp.metrics.models import MetricKey, MetricPoint, MetricSummary
+from webapp.metrics.summaries import LEVELS, SummaryStore, bucket_width
 from webapp.runs.models import Run
 
 DEFAULT_MAX_POINTS = 2000
+# A downsampled chart reads summary rows at most 1/PIECES_PER_BUCKET as wide as one of its own
+# buckets, so each of its buckets is made of several pieces and its min and max are (nearly)
+# the true ones; the coarsest level that fine keeps the read to a few thousand rows.
+PIECES_PER_BUCKET = 2
 
 
 def keys_for_run(run: Run) -> list[str]:
     """Every metric key the run has logged, sorted."""
-    return list(MetricPoint.objects.filter(run=run).values_list("key", flat=True).distinct().order_by("key"))
+    return list(MetricKey.objects.filter(run=run).order_by("key").values_list("key", flat=True))
 
 
 def series(
@@ -41,14 +48,48 @@ def series(
         qs = qs.filter(step__gt=since_step)
     if until_step is not None:
         qs = qs.filter(step__lte=until_step)
-    rows = qs.order_by("step").values_list("step", "value")
-    steps: list[int] = []
-    values: list[float | None] = []
-    for step, value in rows.iterator(chunk_size=20_000):
-        steps.append(step)
-        values.append(value)
+    first = qs.order_by("step").values_list("step", flat=True).first()
+    if first is None:
+        return {"key": key, "steps": [], "values": []}
+    last = qs.order_by("-step").values_list("step", flat=True).first()
+    if max_points == 1:
+        # No room for a bucket's two extremes: the latest point is what a single value means.
+        return {"key": key, "steps": [last], "values": [qs.get(step=last).value]}
+    if last - first < max_points:  # steps are unique, so this range has at most max_points points
+        return _whole(key, qs)
+    # The coarsest level whose buckets are still several to one chart bucket.
+    chart_bucket = (last - first + 1) / (max_points // 2)
+    level = -1
+    while level + 1 < LEVELS and bucket_width(level + 1) * PIECES_PER_BUCKET <= chart_bucket:
+        level += 1
+    if level < 0:  # too short a range for summaries to save anything: read the points
+        steps, values = _whole_lists(qs)
+        steps, values = downsample_minmax(steps, values, max_points)
+        return {"key": key, "steps": steps, "values": values}
+    pieces = list(SummaryStore(MetricPoint, MetricSummary).cover(run.id, key, first, last, level))
+    if sum(p.count for p in pieces) <= max_points:
+        return _whole(key, qs)  # a sparse series: all its points fit
+    steps, values = [], []
+    for piece in pieces:
+        for step, value in piece.points():
+            steps.append(step)
+            values.append(value)
     steps, values = downsample_minmax(steps, values, max_points)
     return {"key": key, "steps": steps, "values": values}
+
+
+def _whole(key: str, qs: Any) -> dict[str, Any]:
+    steps, values = _whole_lists(qs)
+    return {"key": key, "steps": steps, "values": values}
+
+
+def _whole_lists(qs: Any) -> tuple[list[int], list[float | None]]:
+    steps: list[int] = []
+    values: list[float | None] = []
+    for step, value in qs.order_by("step").values_list("step", "value").iterator(chunk_size=20_000):
+        steps.append(step)
+        values.append(value)
+    return steps, values
 
 
 def downsample_minmax(

@@ -1,4 +1,8 @@
-"""Writes for metric points: bulk, idempotent upserts on (run, key, step)."""
+"""Writes for metric points: bulk, idempotent upserts on (run, key, step).
+
+Every write of points goes through here: it also records the run's keys and refreshes the
+series' min/max summaries (metrics.summaries) that long-range chart reads rely on.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import math
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from webapp.metrics.models import MetricPoint
+from webapp.metrics.models import MetricKey, MetricPoint, MetricSummary
+from webapp.metrics.summaries import SummaryStore
 
 BATCH_SIZE = 2000
 
@@ -39,4 +44,13 @@ def upsert_points(run_id: int, points: Iterable[Point]) -> int:
             unique_fields=["run", "key", "step"],
             update_fields=["value", "time"],
         )
+        steps_by_key: dict[str, list[int]] = {}
+        for key, step in latest:
+            steps_by_key.setdefault(key[:200], []).append(step)
+        MetricKey.objects.bulk_create(
+            [MetricKey(run_id=run_id, key=key) for key in steps_by_key], ignore_conflicts=True
+        )
+        store = SummaryStore(MetricPoint, MetricSummary)
+        for key, steps in steps_by_key.items():
+            store.refresh(run_id, key, steps)
     return len(latest)
