@@ -1,6 +1,7 @@
-"""Writing and charting a long metric series: Runwright's store with and without its summaries.
+"""Writing and charting a long metric series: Runwright's store vs MLflow's, and vs a plain scan.
 
     python -m benchmarks.metrics_store [--points 1000000] [--batch 2000] [--max-points 2000]
+        [--mlflow-python PATH]
 
 Uses the database ``RUNWRIGHT_DATABASE_URL`` names (PostgreSQL in CI) or the embedded
 SQLite, in a throwaway test database that is dropped afterwards. One run logs ``--points``
@@ -9,21 +10,32 @@ through ``upsert_points`` (points, keys and min/max summaries) and as the bare p
 the store did before summaries existed. Then one chart of the whole series
 (``--max-points``), and a zoom into its middle tenth, are read two ways: from the summaries
 (``selectors.series``) and by the scan they replace (every row of the range read, then the
-same min/max downsampling). Both return only real points and keep the series' spike; the
-scan's cost grows with the series, the summaries' with the chart. Prints one JSON object:
-``ours`` and ``peer`` are the full-chart read times of summaries and scan (``ratio`` =
-peer/ours, higher is better), the rest is listed beside them.
+same min/max downsampling). Both return only real points and keep the series' spike.
+
+The peer is MLflow (``benchmarks.mlflow_peer``, run under ``--mlflow-python``: any
+interpreter with ``mlflow``, and ``psycopg2-binary`` for PostgreSQL; by default this one
+if it has mlflow): the same series in a fresh database of the same kind, its chart read
+through the endpoint its UI uses. Prints one JSON object: ``ours`` and ``peer`` are the
+full-chart read seconds of Runwright and MLflow, ``ratio`` = peer/ours (higher is better;
+null when no MLflow interpreter was found), and everything else beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import uuid
+from pathlib import Path
 from typing import Any
+
+from benchmarks.mlflow_peer import series_value, spike_step
 
 
 def _django() -> None:
@@ -59,10 +71,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         name: Run.objects.create(project=project, name=name, config=preset("tiny-cpu").to_dict())
         for name in ("summarised", "bare")
     }
-    spike = args.points * 2 // 3
 
     def value(step: int) -> float:
-        return 50.0 if step == spike else 2.0 + 3.0 / (1.0 + step / 1000) + (step % 97) * 1e-4
+        return series_value(step, args.points)
 
     def bare_upsert(run_id: int, points: list[Point]) -> None:
         MetricPoint.objects.bulk_create(
@@ -127,18 +138,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "summaries": 50.0 in ours_out["values"],
                 "scan": 50.0 in scan_out["values"],
             }
+            spikes = [s for s, v in zip(ours_out["steps"], ours_out["values"], strict=True) if v == 50.0]
+            assert spikes == [spike_step(args.points)]
     full = read_results["full_chart"]
+    mlflow = mlflow_side(args, connection)
+    mlflow_s = mlflow.get("full_chart_s")
+    mlflow_ingest = mlflow.get("ingest_points_per_s")
     return {
         "benchmark": "metrics_store",
         "unit": "seconds to read one chart of the whole series",
         "ours": full["summaries_s"],
-        "peer": full["scan_s"],
-        "peer_name": "the same store without summaries: read every row, then min/max downsample",
-        "ratio": full["ratio"],
+        "peer": mlflow_s,
+        "peer_name": "MLflow server, /ajax-api/2.0/mlflow/metrics/get-history-bulk-interval (its UI's chart read)",
+        "ratio": round(mlflow_s / full["summaries_s"], 1) if mlflow_s else None,
         "ratio_note": "peer seconds / ours (higher is better)",
+        "mlflow": mlflow,
         "reads": read_results,
         "ingest_points_per_s": {k: round(v, 1) for k, v in ingest.items()},
         "ingest_cost_of_summaries": round(ingest["bare"] / ingest["summarised"], 2),
+        "ingest_ratio_vs_mlflow": round(ingest["summarised"] / mlflow_ingest, 1) if mlflow_ingest else None,
         "settings": {
             "points": args.points,
             "batch": args.batch,
@@ -149,18 +167,66 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def mlflow_side(args: argparse.Namespace, connection: Any) -> dict[str, Any]:
+    """Run benchmarks.mlflow_peer on a fresh database of the kind ours used: its JSON, or why not."""
+    python = args.mlflow_python or (sys.executable if importlib.util.find_spec("mlflow") else None)
+    if python is None:
+        return {"skipped": "no interpreter with mlflow: pass --mlflow-python (see this module's docstring)"}
+    drop = None
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        params = connection.settings_dict
+        host, port, user = params["HOST"] or "127.0.0.1", params["PORT"] or 5432, params["USER"]
+        name = f"rw_bench_mlflow_{uuid.uuid4().hex[:8]}"
+        admin_dsn = f"host={host} port={port} user={user} dbname=postgres"
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        backend = f"postgresql://{user}@{host}:{port}/{name}"
+
+        def drop() -> None:
+            with psycopg.connect(admin_dsn, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    else:
+        backend = f"sqlite:///{Path(tempfile.mkdtemp(prefix='rw-bench-mlflow-')) / 'mlflow.db'}"
+    command = [python, "-m", "benchmarks.mlflow_peer", "--backend-uri", backend, "--points", str(args.points)]
+    command += ["--ingest-points", str(args.mlflow_ingest_points), "--repeats", str(args.repeats)]
+    try:
+        root = Path(__file__).resolve().parent.parent
+        done = subprocess.run(command, capture_output=True, text=True, cwd=root, check=False)
+    finally:
+        if drop is not None:
+            drop()
+    if done.returncode != 0:
+        return {"skipped": f"the mlflow side failed: {done.stderr.strip()[-500:]}"}
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "database": connection.vendor}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.metrics_store")
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--max-points", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--mlflow-python", help="An interpreter with mlflow (default: this one, if it has it)."
+    )
+    parser.add_argument(
+        "--mlflow-ingest-points",
+        type=int,
+        default=50_000,
+        help="Points logged through MLflow's API to time its ingest; the rest go straight into its table.",
+    )
     args = parser.parse_args(argv)
     _django()
     from django.db import connection
 
     # A throwaway database (test_<name>), as the test suite uses: the benchmark never
-    # touches the data of a real installation.
+    # touches the data of a real installation. SQLite's would be in memory: use a file, as
+    # the product (and MLflow's side) does.
+    if connection.vendor == "sqlite":
+        db_file = Path(tempfile.mkdtemp(prefix="rw-bench-")) / "runwright.sqlite3"
+        connection.settings_dict.setdefault("TEST", {})["NAME"] = str(db_file)
     old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     try:
         result = run(args)
