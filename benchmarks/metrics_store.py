@@ -182,7 +182,8 @@ def mlflow_side(args: argparse.Namespace, connection: Any) -> dict[str, Any]:
         admin_dsn = f"host={host} port={port} user={user} dbname=postgres"
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
-        backend = f"postgresql://{user}@{host}:{port}/{name}"
+        # psycopg2 named explicitly: SQLAlchemy 2.1 would otherwise look for psycopg 3 in that env.
+        backend = f"postgresql+psycopg2://{user}@{host}:{port}/{name}"
 
         def drop() -> None:
             with psycopg.connect(admin_dsn, autocommit=True) as admin:
