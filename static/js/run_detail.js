@@ -20,20 +20,8 @@
   let duration = durationEl.dataset.duration === "" ? null : Number(durationEl.dataset.duration);
   let durationTicking = false;
 
-  const plotConfig = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
-  function layout(yTitle, showLegend, emptyText) {
-    return {
-      annotations: emptyText ? [{ text: emptyText, showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5,
-                                  font: { size: 14, color: "#9ca3af" } }] : [],
-      margin: { l: 56, r: 16, t: 8, b: 40 },
-      xaxis: { title: { text: "step" }, zeroline: false, gridcolor: "#eef0f4" },
-      yaxis: { title: { text: yTitle }, zeroline: false, gridcolor: "#eef0f4" },
-      showlegend: Boolean(showLegend),
-      legend: { orientation: "h", x: 0, y: 1.12 },
-      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
-      font: { family: "system-ui, -apple-system, Segoe UI, sans-serif", size: 12, color: "#374151" },
-    };
-  }
+  const plotConfig = rw.plotConfig;
+  const layout = rw.chartLayout;
   const colors = { "train/loss": "#2563eb", "val/loss": "#f97316" };
 
   function trace(series, color) {
@@ -183,34 +171,17 @@
     source.onopen = function () { if (note.textContent.startsWith("connection")) note.textContent = ""; };
   }
 
-  // Series arrive downsampled to a few thousand points; a zoom asks the server for the
-  // finer points of the visible range and splices them in, keeping the points outside it.
+  // A zoom asks the server for the finer points of the visible range (rw.spliceZoom).
   const zoomRequests = new WeakMap();
   async function refine(div, event) {
     if (!div.data || !div.data.length) return;
+    const window = rw.zoomWindow(event);
+    if (window === null) return;  // not a change of the step range
     const mine = (zoomRequests.get(div) || 0) + 1;
     zoomRequests.set(div, mine);
-    const keys = div.data.map((t) => t.name);
-    let window = {};
-    const range = event["xaxis.range"] || (event["xaxis.range[0]"] !== undefined
-      ? [event["xaxis.range[0]"], event["xaxis.range[1]"]] : null);
-    if (range) {
-      window = { since: Math.floor(range[0]) - 1, until: Math.ceil(range[1]) };
-    } else if (!event["xaxis.autorange"]) {
-      return;  // not a change of the step range
-    }
-    const data = await loadSeries(keys, window);
+    const data = await loadSeries(div.data.map((t) => t.name), window);
     if (zoomRequests.get(div) !== mine) return;
-    const traces = div.data.map(function (t, i) {
-      const fine = data.series[i];
-      if (window.since === undefined) return { ...t, x: fine.steps, y: fine.values };
-      const x = [], y = [];
-      t.x.forEach((step, j) => { if (step <= window.since) { x.push(step); y.push(t.y[j]); } });
-      x.push(...fine.steps); y.push(...fine.values);
-      t.x.forEach((step, j) => { if (step > window.until) { x.push(step); y.push(t.y[j]); } });
-      return { ...t, x: x, y: y };
-    });
-    Plotly.react(div, traces, div.layout, plotConfig);
+    Plotly.react(div, rw.spliceZoom(div.data, window, data.series), div.layout, plotConfig);
   }
 
   keySelect.addEventListener("change", () => { metricChosen = true; showMetric(keySelect.value); });

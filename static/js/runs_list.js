@@ -7,8 +7,14 @@
   const note = document.getElementById("runs-updated");
   const source = table.dataset.source;
 
-  function row(run) {
+  function row(run, picked) {
     const tr = rw.el("tr", { "data-run": run.id });
+    const pick = rw.el("td", { class: "pick" });
+    const box = rw.el("input", { type: "checkbox", name: "run", value: run.id, form: "compare-form",
+                                 "aria-label": "Compare " + run.name });
+    box.checked = picked.has(String(run.id));
+    pick.appendChild(box);
+    tr.appendChild(pick);
     const name = rw.el("td");
     name.appendChild(rw.el("a", { href: run.url }, run.name));
     if (run.preset) { name.appendChild(document.createTextNode(" ")); name.appendChild(rw.el("span", { class: "tag" }, run.preset)); }
@@ -27,7 +33,9 @@
 
   function render(runs) {
     if (!runs.length) return;  // keep the server's "no runs yet" row
-    body.replaceChildren(...runs.map(row));
+    // The refresh rebuilds the rows: keep the boxes the user ticked.
+    const picked = new Set(Array.from(body.querySelectorAll("input[name=run]:checked"), (b) => b.value));
+    body.replaceChildren(...runs.map((run) => row(run, picked)));
   }
 
   // Format what the server rendered, before the first poll answers.

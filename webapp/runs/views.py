@@ -16,6 +16,7 @@ from webapp.accounts.permissions import has_role, require_role
 from webapp.metrics.selectors import keys_for_run, series
 from webapp.projects.selectors import project_for
 from webapp.runs.assets import plotly_js_url
+from webapp.runs.compare import CompareError, keys_of_runs, runs_to_compare
 from webapp.runs.estimates import estimate
 from webapp.runs.forms import DEFAULT_PRESET, SECTION_TITLES, RunForm, initial_for, preset_values
 from webapp.runs.models import FINAL_STATUSES, RunStatus
@@ -123,6 +124,52 @@ def run_series(request: HttpRequest, run_id: int) -> JsonResponse:
             "series": [series(run, key, **window) for key in keys[:10]],
             "step": run.step,
         }
+    )
+
+
+@login_required
+@require_GET
+def compare_runs(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Several runs of a project on the same charts, one line per run."""
+    project = project_for(request.user, project_id)
+    try:
+        runs = runs_to_compare(request.user, project, request.GET.getlist("run"))
+    except CompareError as exc:
+        return render(request, "runs/compare.html", {"project": project, "errors": exc.errors}, status=400)
+    return render(
+        request,
+        "runs/compare.html",
+        {
+            "project": project,
+            "runs": [run_summary(r) for r in runs],
+            "compare_state": {
+                "runs": [{"id": r.id, "name": r.name} for r in runs],
+                "keys": keys_of_runs(runs),
+                "chart_keys": list(CHART_KEYS),
+            },
+            "plotly_url": plotly_js_url(),
+        },
+    )
+
+
+@login_required
+@require_GET
+def compare_series(request: HttpRequest, project_id: int) -> JsonResponse:
+    """One metric of each compared run, downsampled; ``since``/``until`` narrow it for a zoom."""
+    project = project_for(request.user, project_id)
+    try:
+        runs = runs_to_compare(request.user, project, request.GET.getlist("run"))
+    except CompareError as exc:
+        return JsonResponse({"errors": exc.errors}, status=400)
+    key = request.GET.get("key", "")
+    if not key:
+        return JsonResponse({"errors": {"key": "required, e.g. ?key=train/loss"}}, status=400)
+    window = {
+        "since_step": _int_param(request, "since", None),
+        "until_step": _int_param(request, "until", None),
+    }
+    return JsonResponse(
+        {"key": key, "series": [{"run": r.id, "name": r.name, **series(r, key, **window)} for r in runs]}
     )
 
 

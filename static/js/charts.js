@@ -1,0 +1,42 @@
+// Plotly helpers shared by the run page and the comparison page.
+"use strict";
+window.rw = window.rw || {};
+
+rw.plotConfig = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+
+rw.chartLayout = function (yTitle, showLegend, emptyText) {
+  return {
+    annotations: emptyText ? [{ text: emptyText, showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5,
+                                font: { size: 14, color: "#9ca3af" } }] : [],
+    margin: { l: 56, r: 16, t: 8, b: 40 },
+    xaxis: { title: { text: "step" }, zeroline: false, gridcolor: "#eef0f4" },
+    yaxis: { title: { text: yTitle }, zeroline: false, gridcolor: "#eef0f4" },
+    showlegend: Boolean(showLegend),
+    legend: { orientation: "h", x: 0, y: 1.12 },
+    paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+    font: { family: "system-ui, -apple-system, Segoe UI, sans-serif", size: 12, color: "#374151" },
+  };
+};
+
+// The step window a Plotly relayout event asks for: {since, until} for a zoom, {} for a
+// reset to the whole range, null when the event did not change the step range.
+rw.zoomWindow = function (event) {
+  const range = event["xaxis.range"] || (event["xaxis.range[0]"] !== undefined
+    ? [event["xaxis.range[0]"], event["xaxis.range[1]"]] : null);
+  if (range) return { since: Math.floor(range[0]) - 1, until: Math.ceil(range[1]) };
+  return event["xaxis.autorange"] ? {} : null;
+};
+
+// Series arrive downsampled to a few thousand points; a zoom fetches the finer points of
+// the visible range, and this splices them into each trace, keeping the points outside it.
+rw.spliceZoom = function (traces, window, fineSeries) {
+  return traces.map(function (t, i) {
+    const fine = fineSeries[i];
+    if (window.since === undefined) return { ...t, x: fine.steps, y: fine.values };
+    const x = [], y = [];
+    t.x.forEach((step, j) => { if (step <= window.since) { x.push(step); y.push(t.y[j]); } });
+    x.push(...fine.steps); y.push(...fine.values);
+    t.x.forEach((step, j) => { if (step > window.until) { x.push(step); y.push(t.y[j]); } });
+    return { ...t, x: x, y: y };
+  });
+};

@@ -1,0 +1,79 @@
+"""Comparing runs in the browser: tick runs on the project page, see one line per run."""
+
+from __future__ import annotations
+
+import pytest
+from browser_support import log_in
+
+from modelcore.config import resolve
+from webapp.metrics.services import Point, upsert_points
+from webapp.runs.models import Run, RunStatus
+
+
+@pytest.fixture
+def three_runs(alice_project) -> list[Run]:
+    runs = []
+    for i, name in enumerate(("baseline", "lr 3e-3", "not picked")):
+        run = Run.objects.create(
+            project=alice_project,
+            name=name,
+            preset="tiny-cpu",
+            config=resolve("tiny-cpu").to_dict(),
+            status=RunStatus.COMPLETED,
+            step=300,
+            last_loss=2.0 - i / 10,
+        )
+        points = [
+            Point("train/loss", s, 5.0 / (1 + s / (50 + 40 * i)) + 1.0, float(s)) for s in range(1, 301)
+        ]
+        points += [
+            Point("val/loss", s, 4.0 / (1 + s / (50 + 40 * i)) + 1.5, float(s)) for s in range(50, 301, 50)
+        ]
+        upsert_points(run.id, points)
+        runs.append(run)
+    return runs
+
+
+CHART = "(id) => document.getElementById(id).data.map(t => ({name: t.name, n: t.x.length}))"
+
+
+def test_tick_two_runs_and_compare_their_curves(three_runs, start_servers, chromium, tmp_path):
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    page.goto(f"{base}/projects/{three_runs[0].project_id}/")
+    page.get_by_label("Compare baseline").check()
+    page.wait_for_timeout(2500)  # one refresh of the runs table: the ticks must survive it
+    page.get_by_label("Compare lr 3e-3").check()
+    assert page.get_by_label("Compare baseline").is_checked()
+    page.screenshot(path=str(tmp_path / "project.png"), full_page=True)
+    page.get_by_role("button", name="Compare selected runs").click()
+
+    page.wait_for_function("() => document.getElementById('compare-metric').data?.length === 2")
+    # One line per run, in the runs table's order (newest first).
+    assert page.evaluate(CHART, "compare-loss") == [
+        {"name": "lr 3e-3", "n": 300},
+        {"name": "baseline", "n": 300},
+    ]
+    assert page.evaluate(CHART, "compare-metric") == [
+        {"name": "lr 3e-3", "n": 6},
+        {"name": "baseline", "n": 6},
+    ]
+    assert page.locator("#compare-key").input_value() == "val/loss"
+    assert "not picked" not in page.locator("#compare-runs").inner_text()
+
+    page.select_option("#compare-key", "train/loss")
+    page.wait_for_function("() => document.getElementById('compare-metric').data[0].x.length === 300")
+    page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+    assert js_errors == []
+
+
+def test_compare_with_one_run_explains_what_to_do(three_runs, start_servers, chromium):
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    page.goto(f"{base}/projects/{three_runs[0].project_id}/")
+    page.get_by_label("Compare baseline").check()
+    page.get_by_role("button", name="Compare selected runs").click()
+    assert "pick at least two runs" in page.locator("#compare-errors").inner_text()
+    assert js_errors == []

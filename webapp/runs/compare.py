@@ -1,0 +1,58 @@
+"""Which runs a comparison shows: the ``run`` query parameters, checked against what a user may see."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from webapp.metrics.models import MetricKey
+from webapp.projects.models import Project
+from webapp.runs.models import Run
+from webapp.runs.selectors import runs_visible_to
+
+MAX_RUNS = 8  # more lines than this on one chart stop being readable
+
+
+class CompareError(ValueError):
+    """A bad selection; ``errors`` maps the query parameter to what to do about it."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def runs_to_compare(
+    user: AbstractBaseUser | AnonymousUser, project: Project, run_params: list[str]
+) -> list[Run]:
+    """The runs named by ``run_params`` (ids, in the order given, duplicates dropped).
+
+    Raises CompareError unless there are 2 to MAX_RUNS ids, all integers, all runs of this
+    project that the user may see.
+    """
+    ids: list[int] = []
+    for raw in run_params:
+        try:
+            run_id = int(raw)
+        except ValueError:
+            raise CompareError(
+                {"run": f"{raw!r} is not a run id; pick runs with the boxes on the project page"}
+            ) from None
+        if run_id not in ids:
+            ids.append(run_id)
+    if len(ids) < 2:
+        raise CompareError(
+            {"run": "pick at least two runs to compare (tick their boxes on the project page)"}
+        )
+    if len(ids) > MAX_RUNS:
+        raise CompareError({"run": f"pick at most {MAX_RUNS} runs; {len(ids)} were picked"})
+    found = {r.id: r for r in runs_visible_to(user).filter(project=project, pk__in=ids)}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        listed = ", ".join(str(i) for i in missing)
+        raise CompareError({"run": f"no run {listed} in this project; pick runs from its list"})
+    return [found[i] for i in ids]
+
+
+def keys_of_runs(runs: list[Run]) -> list[str]:
+    """Every metric key any of the runs has logged, sorted."""
+    keys = MetricKey.objects.filter(run__in=runs).values_list("key", flat=True).distinct()
+    return sorted(keys)
