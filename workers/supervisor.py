@@ -46,11 +46,17 @@ ERROR_TAIL_CHARS = 12_000
 CommandBuilder = Callable[[RunConfig, Path], tuple[list[str], dict[str, str]]]
 
 
-def default_command(config: RunConfig, run_dir: Path) -> tuple[list[str], dict[str, str]]:
+def default_command(
+    config: RunConfig, run_dir: Path, gpu_ids: list[str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The launcher's argv and environment; ``gpu_ids``: the GPUs leased to this run (workers.gpus)."""
     # Imported here: the web imports workers.tasks to enqueue, and must not pay for the launcher.
     from modelcore.launch import launch_command
 
-    return launch_command(config, run_dir)
+    if not gpu_ids:
+        return launch_command(config, run_dir)
+    argv, env = launch_command(config, run_dir, gpus_available=len(gpu_ids))
+    return argv, {**env, "CUDA_VISIBLE_DEVICES": ",".join(gpu_ids)}
 
 
 @dataclass

@@ -14,23 +14,30 @@ worker busy supervising a run then reserves no other message, so a queued run
 goes to a free worker instead of waiting days behind a busy one. A redelivery
 (worker lost; Redis's visibility timeout on a long run) is harmless: the claim
 finds the run no longer queued and does nothing.
+
+On a GPU host the run first leases its GPUs (``workers.gpus``) and holds them while it
+trains; when too few are free it stays queued and the task retries after
+``GPU_RETRY_SECONDS``, so runs on one host never share a GPU.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 
 from celery import shared_task
 
+from modelcore.config import ConfigError, RunConfig
 from webapp.runs import transitions
-from workers import supervisor, sweep
+from workers import gpus, supervisor, sweep
 
 log = logging.getLogger(__name__)
 
 RUN_TIME_LIMIT_SECONDS = 30 * 24 * 3600
 STOP_GRACE_SECONDS = 120
 SWEEP_TIME_LIMIT_SECONDS = 60
+GPU_RETRY_SECONDS = 30
 
 
 @shared_task(
@@ -44,11 +51,32 @@ SWEEP_TIME_LIMIT_SECONDS = 60
 def launch_run(self, run_id: int) -> str | None:
     """Claim the queued run and supervise its training to the end; a run not queued is left alone."""
     worker = self.request.hostname or socket.gethostname()
-    run = transitions.claim_for_launch(run_id, worker)
-    if run is None:
+    queued = transitions.queued_config(run_id)
+    if queued is None:
         log.info("run %s is not queued (already claimed, cancelled or deleted); nothing to do", run_id)
         return None
-    return supervisor.supervise(run)
+    try:
+        with gpus.lease(_gpus_to_lease(queued)) as gpu_ids:
+            run = transitions.claim_for_launch(run_id, worker)
+            if run is None:
+                log.info("run %s was claimed or cancelled meanwhile; nothing to do", run_id)
+                return None
+            command = functools.partial(supervisor.default_command, gpu_ids=gpu_ids)
+            return supervisor.supervise(run, command=command)
+    except gpus.GpusBusy as exc:
+        log.info("run %s waits for GPUs: %s; retrying in %s s", run_id, exc, GPU_RETRY_SECONDS)
+        raise self.retry(countdown=GPU_RETRY_SECONDS, max_retries=None) from exc
+
+
+def _gpus_to_lease(config: dict) -> int:
+    """GPUs to lease for a stored config; 0 where the launcher will refuse it with a clear error."""
+    try:
+        parsed = RunConfig.from_dict(config)
+    except ConfigError:
+        return 0  # the supervisor fails the run, naming the field
+    available = gpus.host_gpus()
+    needed = gpus.gpus_needed(parsed, available)
+    return needed if needed <= len(available) else 0
 
 
 @shared_task(

@@ -26,6 +26,11 @@ SUPERVISED_STATUSES = (RunStatus.STARTING, RunStatus.RUNNING)
 FINAL_FROM_SUPERVISOR = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST)
 
 
+def queued_config(run_id: int) -> dict | None:
+    """The stored config of a queued run (what a worker checks before claiming it); None if not queued."""
+    return Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).values_list("config", flat=True).first()
+
+
 def claim_for_launch(run_id: int, worker: str) -> Run | None:
     """Move a queued run to ``starting`` for this worker; None if it was not queued.
 
