@@ -13,6 +13,7 @@ import pytest
 from people import make_user
 
 from webapp.accounts.models import Role, Team
+from webapp.accounts.services import create_api_token
 from webapp.projects.models import Project
 
 # Torch in test processes shares two cores with trainers and workers.
@@ -58,3 +59,19 @@ def charlie(other_team):
 @pytest.fixture
 def project(team, alice) -> Project:
     return Project.objects.create(team=team, name="llm", created_by=alice)
+
+
+@pytest.fixture
+def api(client):
+    """``api(user, method, path, body=None, raw=None)``: an API call with the user's bearer token."""
+
+    def call(user, method: str, path: str, body=None, raw: bytes | None = None):
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {create_api_token(user)}"} if user else {}
+        send = getattr(client, method.lower())
+        if raw is not None:
+            return send(path, raw, content_type="application/json", **headers)
+        if method == "GET":
+            return send(path, body or {}, **headers)
+        return send(path, body if body is not None else {}, content_type="application/json", **headers)
+
+    return call

@@ -11,20 +11,6 @@ from webapp.projects.models import Project
 from webapp.runs.models import Run, RunStatus
 
 
-@pytest.fixture
-def api(client):
-    def call(user, method: str, path: str, body=None, raw: bytes | None = None):
-        headers = {"HTTP_AUTHORIZATION": f"Bearer {create_api_token(user)}"} if user else {}
-        send = getattr(client, method.lower())
-        if raw is not None:
-            return send(path, raw, content_type="application/json", **headers)
-        if method == "GET":
-            return send(path, body or {}, **headers)
-        return send(path, body if body is not None else {}, content_type="application/json", **headers)
-
-    return call
-
-
 def test_token_is_stored_hashed(alice):
     secret = create_api_token(alice)
     token = ApiToken.objects.get(user=alice)

@@ -1,4 +1,7 @@
-"""The minimal API of issue 3 (paths are stable: operators and tests use them)."""
+"""Projects, runs and metrics over the API (paths are stable: operators and tests use them).
+
+Eval jobs are in ``webapp.api.evals``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from modelcore.config import ConfigError, resolve
 from webapp.accounts.models import Team
 from webapp.accounts.selectors import teams_of
 from webapp.api.auth import ApiError, api_view, json_body
+from webapp.api.fields import string, whole_number
 from webapp.metrics.selectors import keys_for_run, series
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_for, project_list
@@ -35,15 +39,15 @@ def projects(request: HttpRequest) -> JsonResponse:
     data = json_body(request)
     team = None
     if data.get("team") is not None:
-        team = teams_of(request.user).filter(pk=_int(data["team"], "team")).first()
+        team = teams_of(request.user).filter(pk=whole_number(data["team"], "team")).first()
         if team is None:
             raise ApiError(400, {"errors": {"team": "no such team among yours"}})
     try:
         project = create_project(
             user=request.user,
-            name=_str(data.get("name", ""), "name"),
+            name=string(data.get("name", ""), "name"),
             team=team,
-            description=_str(data.get("description", ""), "description"),
+            description=string(data.get("description", ""), "description"),
         )
     except ProjectError as exc:
         raise ApiError(400, {"errors": exc.errors}) from None
@@ -65,8 +69,8 @@ def project_runs(request: HttpRequest, project_id: int) -> JsonResponse:
         run = create_run(
             user=request.user,
             project=project,
-            name=_str(data.get("name", ""), "name"),
-            preset=_str(data.get("preset") or "", "preset") or None,
+            name=string(data.get("name", ""), "name"),
+            preset=string(data.get("preset") or "", "preset") or None,
             overrides=data.get("config") or {},
         )
     except ConfigError as exc:
@@ -91,9 +95,9 @@ def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
     max_points = request.GET.get("max_points")
     kwargs = {}
     if since not in (None, ""):
-        kwargs["since_step"] = _int(since, "since_step")
+        kwargs["since_step"] = whole_number(since, "since_step")
     if max_points not in (None, ""):
-        kwargs["max_points"] = max(1, min(_int(max_points, "max_points"), 100_000))
+        kwargs["max_points"] = max(1, min(whole_number(max_points, "max_points"), 100_000))
     return JsonResponse(series(found, key, **kwargs))
 
 
@@ -108,7 +112,7 @@ def config_estimate(request: HttpRequest) -> JsonResponse:
     """Validate ``{"preset", "config"}`` and return its size and cost, or the field errors."""
     data = json_body(request)
     try:
-        config = resolve(_str(data.get("preset") or "", "preset") or None, data.get("config") or {})
+        config = resolve(string(data.get("preset") or "", "preset") or None, data.get("config") or {})
     except ConfigError as exc:
         raise ApiError(400, {"errors": exc.errors}) from None
     return JsonResponse(estimate(config))
@@ -118,18 +122,3 @@ def config_estimate(request: HttpRequest) -> JsonResponse:
 def teams(request: HttpRequest) -> JsonResponse:
     rows: list[Team] = list(teams_of(request.user))
     return JsonResponse({"teams": [{"id": t.id, "name": t.name} for t in rows]})
-
-
-def _str(value: object, field: str) -> str:
-    if not isinstance(value, str):
-        raise ApiError(400, {"errors": {field: "must be a string"}})
-    return value
-
-
-def _int(value: object, field: str) -> int:
-    if isinstance(value, bool):
-        raise ApiError(400, {"errors": {field: "must be a whole number"}})
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ApiError(400, {"errors": {field: "must be a whole number"}}) from None

@@ -23,7 +23,8 @@ from webapp.evals.forms import (
     RunEvalForm,
     TaskUploadForm,
 )
-from webapp.evals.models import EvalJob, Report
+from webapp.evals.models import Report
+from webapp.evals.presenters import job_state
 from webapp.evals.selectors import (
     checkpoints_of_project,
     eval_job_for,
@@ -157,18 +158,6 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
             "can_cancel": job.is_active and has_role(request.user, job.project.team_id, Role.MEMBER),
         },
     )
-
-
-def job_state(job: EvalJob) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "status": job.status,
-        "progress": job.progress,
-        "current_task": job.current_task,
-        "error": job.error,
-        "is_active": job.is_active,
-        "cancel_requested": job.cancel_requested,
-    }
 
 
 @login_required
