@@ -10,7 +10,8 @@ rw.chartLayout = function (yTitle, showLegend, emptyText) {
                                 font: { size: 14, color: "#9ca3af" } }] : [],
     margin: { l: 56, r: 16, t: 8, b: 40 },
     xaxis: { title: { text: "step" }, zeroline: false, gridcolor: "#eef0f4" },
-    yaxis: { title: { text: yTitle }, zeroline: false, gridcolor: "#eef0f4" },
+    // automargin: long tick labels (a learning rate of 0.0015) would run into the axis title.
+    yaxis: { title: { text: yTitle }, zeroline: false, gridcolor: "#eef0f4", automargin: true },
     showlegend: Boolean(showLegend),
     legend: { orientation: "h", x: 0, y: 1.12 },
     paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
