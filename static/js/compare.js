@@ -24,9 +24,14 @@
     return response.json();
   }
 
+  // Two runs may share a name: the legend then tells them apart by id.
+  const nameCounts = {};
+  for (const run of state.runs) nameCounts[run.name] = (nameCounts[run.name] || 0) + 1;
+  const label = (s) => (nameCounts[s.name] > 1 ? s.name + " #" + s.run : s.name);
+
   function traces(data) {
     return data.series.map((s, i) => ({
-      x: s.steps, y: s.values, name: s.name, mode: "lines", connectgaps: false,
+      x: s.steps, y: s.values, name: label(s), mode: "lines", connectgaps: false,
       line: { width: 2, color: palette[i % palette.length] },
     }));
   }

@@ -77,3 +77,23 @@ def test_compare_with_one_run_explains_what_to_do(three_runs, start_servers, chr
     page.get_by_role("button", name="Compare selected runs").click()
     assert "pick at least two runs" in page.locator("#compare-errors").inner_text()
     assert js_errors == []
+
+
+@pytest.fixture
+def twin_runs(three_runs) -> list[Run]:
+    """Two runs named alike (set up before the browser starts: Playwright's loop forbids the ORM)."""
+    first, _, third = three_runs
+    Run.objects.filter(pk=third.pk).update(name="baseline")
+    return [first, third]
+
+
+def test_runs_with_the_same_name_are_told_apart_by_id(twin_runs, start_servers, chromium):
+    first, third = twin_runs
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    page.goto(f"{base}/projects/{first.project_id}/compare?run={first.id}&run={third.id}")
+    page.wait_for_function("() => document.getElementById('compare-loss').data?.length === 2")
+    names = [t["name"] for t in page.evaluate(CHART, "compare-loss")]
+    assert names == [f"baseline #{first.id}", f"baseline #{third.id}"]
+    assert js_errors == []
