@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from modelcore.config import preset
     from webapp.accounts.models import Team
     from webapp.metrics.models import MetricPoint
-    from webapp.metrics.selectors import downsample_minmax, series
+    from webapp.metrics.selectors import downsample_minmax, latest_points, series
     from webapp.metrics.services import Point, upsert_points
     from webapp.projects.models import Project
     from webapp.runs.models import Run
@@ -140,6 +140,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             spikes = [s for s, v in zip(ours_out["steps"], ours_out["values"], strict=True) if v == 50.0]
             assert spikes == [spike_step(args.points)]
+    # What a live chart asks each second: the points after the last step it has.
+    tail_s, tail = _timed(lambda: latest_points(run_, since_step=args.points - 11), args.repeats)
+    assert [s for s, _ in tail["train/loss"]] == list(range(args.points - 10, args.points))
     full = read_results["full_chart"]
     mlflow = mlflow_side(args, connection)
     mlflow_s = mlflow.get("full_chart_s")
@@ -156,6 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "reads": read_results,
         "ingest_points_per_s": {k: round(v, 1) for k, v in ingest.items()},
         "ingest_cost_of_summaries": round(ingest["bare"] / ingest["summarised"], 2),
+        "live_tail_read_s": round(tail_s, 4),
         "ingest_ratio_vs_mlflow": round(ingest["summarised"] / mlflow_ingest, 1) if mlflow_ingest else None,
         "settings": {
             "points": args.points,

