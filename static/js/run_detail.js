@@ -148,6 +148,17 @@
     durationTicking = update.status === "running" || update.status === "starting";
   }
 
+  async function refreshEvalPanel() {
+    const panel = document.getElementById("run-evals");
+    if (!panel || !panel.dataset.refreshUrl) return;
+    try {
+      const response = await fetch(panel.dataset.refreshUrl, { credentials: "same-origin" });
+      if (response.ok) panel.outerHTML = await response.text();
+    } catch (err) {
+      // The panel keeps what it showed; a reload brings the rest.
+    }
+  }
+
   function follow(since) {
     const url = new URL(lossDiv.dataset.streamUrl, location.href);
     url.searchParams.set("since", since);
@@ -163,6 +174,7 @@
       source.close();
       applyState(JSON.parse(event.data));
       durationTicking = false;
+      refreshEvalPanel();  // the run's last checkpoint can now be evaluated
     });
     source.onerror = function () {
       // EventSource reconnects on its own; the cursor above drops points we already have.

@@ -103,5 +103,7 @@ def test_new_run_in_the_browser(alice_project, start_servers, chromium):
     page.goto(run_url)
     page.click("#cancel-button")
     expect(page.locator("#run-status")).to_have_text("cancelled", timeout=30_000)
+    # The checkpoint saved on cancel is offered for evaluation without a reload.
+    expect(page.locator("#run-eval-step")).to_be_visible(timeout=10_000)
     page.screenshot(path=str(SHOTS / "runwright-run-cancelled.png"), full_page=True)
     assert js_errors == []

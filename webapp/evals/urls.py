@@ -11,6 +11,7 @@ urlpatterns = [
     path("projects/<int:project_id>/evals/import", views.import_view, name="import"),
     path("projects/<int:project_id>/reports/new", views.report_new, name="report_new"),
     path("runs/<int:run_id>/evaluate", views.run_evaluate, name="run_evaluate"),
+    path("runs/<int:run_id>/evals/panel", views.run_panel, name="run_panel"),
     path("evals/<int:job_id>/", views.job_detail, name="job"),
     path("evals/<int:job_id>/status", views.job_status, name="job_status"),
     path("evals/<int:job_id>/cancel", views.job_cancel, name="job_cancel"),

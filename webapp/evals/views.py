@@ -115,6 +115,13 @@ def new_eval(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 @login_required
+@require_GET
+def run_panel(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The run page's evaluations panel alone, for the page to refresh when the run ends."""
+    return render(request, "evals/run_panel_fragment.html", {"run": run_for(request.user, run_id)})
+
+
+@login_required
 @require_http_methods(["GET", "POST"])
 def run_evaluate(request: HttpRequest, run_id: int) -> HttpResponse:
     """ "Evaluate checkpoint N on tasks ..." for one run (posted by the run page's panel)."""
