@@ -14,11 +14,12 @@ from webapp.runs.models import Run, RunStatus
 def three_runs(alice_project) -> list[Run]:
     runs = []
     for i, name in enumerate(("baseline", "lr 3e-3", "not picked")):
+        config = resolve("tiny-cpu", {"optim": {"lr": 3e-3 if name == "lr 3e-3" else 1e-3}}).to_dict()
         run = Run.objects.create(
             project=alice_project,
             name=name,
             preset="tiny-cpu",
-            config=resolve("tiny-cpu").to_dict(),
+            config=config,
             status=RunStatus.COMPLETED,
             step=300,
             last_loss=2.0 - i / 10,
@@ -61,6 +62,8 @@ def test_tick_two_runs_and_compare_their_curves(three_runs, start_servers, chrom
     ]
     assert page.locator("#compare-key").input_value() == "val/loss"
     assert "not picked" not in page.locator("#compare-runs").inner_text()
+    differences = page.locator("#config-differences tbody").inner_text()
+    assert "optim.lr" in differences and "model.d_model" not in differences
 
     page.select_option("#compare-key", "train/loss")
     page.wait_for_function("() => document.getElementById('compare-metric').data[0].x.length === 300")

@@ -14,11 +14,9 @@ def make_run(project, alice):
         return Run.objects.create(
             project=project,
             name=name,
-            preset="tiny-cpu",
-            config=resolve("tiny-cpu").to_dict(),
+            **{"preset": "tiny-cpu", "config": resolve("tiny-cpu").to_dict(), **fields},
             status=status,
             created_by=alice,
-            **fields,
         )
 
     return make

@@ -97,3 +97,25 @@ def test_project_page_offers_the_comparison(client_for, alice, project, two_runs
     html = client_for(alice).get(f"/projects/{project.id}/").content.decode()
     assert f'action="/projects/{project.id}/compare"' in html
     assert html.count('name="run"') == 2
+
+
+def test_the_page_lists_only_the_config_fields_that_differ(client_for, alice, project, make_run):
+    base = make_run(name="base")
+    config = {section: dict(fields) for section, fields in base.config.items()}
+    config["optim"]["lr"] = 0.01
+    config["train"]["seed"] = 7
+    other = make_run(name="other", config=config)
+    html = client_for(alice).get(_compare_url(project, base.id, other.id)).content.decode()
+    assert 'id="config-differences"' in html
+    assert "<code>optim.lr</code>" in html and "<code>train.seed</code>" in html
+    assert "<code>model.d_model</code>" not in html
+    same = client_for(alice).get(_compare_url(project, base.id, make_run(name="twin").id)).content.decode()
+    assert "These runs have the same config." in same
+
+
+def test_config_differences_show_a_field_one_run_lacks():
+    from webapp.runs.compare import config_differences
+
+    older = Run(config={"optim": {"lr": 0.001}})
+    newer = Run(config={"optim": {"lr": 0.001, "schedule": "wsd"}})
+    assert config_differences([older, newer]) == [{"field": "optim.schedule", "values": [None, "wsd"]}]

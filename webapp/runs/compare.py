@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from webapp.metrics.models import MetricKey
@@ -56,3 +58,26 @@ def keys_of_runs(runs: list[Run]) -> list[str]:
     """Every metric key any of the runs has logged, sorted."""
     keys = MetricKey.objects.filter(run__in=runs).values_list("key", flat=True).distinct()
     return sorted(keys)
+
+
+def config_differences(runs: list[Run]) -> list[dict[str, Any]]:
+    """The config fields whose values differ between the runs: ``{"field", "values"}``, one value per run.
+
+    Fields are ``section.name`` in the config's own order; a field one run lacks (an older
+    config) shows as None for it.
+    """
+    flat = [
+        {
+            f"{section}.{name}": value
+            for section, fields in run.config.items()
+            for name, value in fields.items()
+        }
+        for run in runs
+    ]
+    fields = list(dict.fromkeys(field for config in flat for field in config))
+    rows = []
+    for field in fields:
+        values = [config.get(field) for config in flat]
+        if any(v != values[0] for v in values[1:]):
+            rows.append({"field": field, "values": values})
+    return rows

@@ -16,7 +16,7 @@ from webapp.accounts.permissions import has_role, require_role
 from webapp.metrics.selectors import keys_for_run, series
 from webapp.projects.selectors import project_for
 from webapp.runs.assets import plotly_js_url
-from webapp.runs.compare import CompareError, keys_of_runs, runs_to_compare
+from webapp.runs.compare import CompareError, config_differences, keys_of_runs, runs_to_compare
 from webapp.runs.estimates import estimate
 from webapp.runs.forms import DEFAULT_PRESET, SECTION_TITLES, RunForm, initial_for, preset_values
 from webapp.runs.models import FINAL_STATUSES, RunStatus
@@ -142,6 +142,7 @@ def compare_runs(request: HttpRequest, project_id: int) -> HttpResponse:
         {
             "project": project,
             "runs": [run_summary(r) for r in runs],
+            "config_differences": config_differences(runs),
             "compare_state": {
                 "runs": [{"id": r.id, "name": r.name} for r in runs],
                 "keys": keys_of_runs(runs),
