@@ -35,8 +35,26 @@
     if (!runs.length) return;  // keep the server's "no runs yet" row
     // The refresh rebuilds the rows: keep the boxes the user ticked.
     const picked = new Set(Array.from(body.querySelectorAll("input[name=run]:checked"), (b) => b.value));
-    body.replaceChildren(...runs.map((run) => row(run, picked)));
+    body.replaceChildren(...runs.map((run) => {
+      const tr = row(run, picked);
+      tr.dataset.search = [run.name, run.preset || "", run.status].join(" ").toLowerCase();
+      return tr;
+    }));
+    applyFilter();
   }
+
+  // Rows whose name, preset or status contain every word typed; the rest are hidden (a
+  // hidden row keeps its tick, so a comparison can span several filters).
+  const filter = document.getElementById("runs-filter");
+  function applyFilter() {
+    if (!filter) return;
+    const words = filter.value.toLowerCase().split(/\s+/).filter(Boolean);
+    for (const tr of body.querySelectorAll("tr[data-run]")) {
+      const text = tr.dataset.search || tr.textContent.toLowerCase();
+      tr.hidden = !words.every((w) => text.includes(w));
+    }
+  }
+  if (filter) filter.addEventListener("input", applyFilter);
 
   // Format what the server rendered, before the first poll answers.
   for (const td of table.querySelectorAll("[data-duration]")) td.textContent = rw.duration(td.dataset.duration);

@@ -100,3 +100,20 @@ def test_runs_with_the_same_name_are_told_apart_by_id(twin_runs, start_servers, 
     names = [t["name"] for t in page.evaluate(CHART, "compare-loss")]
     assert names == [f"baseline #{first.id}", f"baseline #{third.id}"]
     assert js_errors == []
+
+
+def test_the_runs_list_filters_as_you_type(three_runs, start_servers, chromium):
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    page.goto(f"{base}/projects/{three_runs[0].project_id}/")
+    visible = "() => Array.from(document.querySelectorAll('#runs-table tbody tr:not([hidden]) td:nth-child(2) a'), a => a.textContent)"
+    page.fill("#runs-filter", "lr")
+    assert page.evaluate(visible) == ["lr 3e-3"]
+    page.wait_for_timeout(2500)  # a refresh of the table keeps the filter
+    assert page.evaluate(visible) == ["lr 3e-3"]
+    page.fill("#runs-filter", "completed base")  # every word must match
+    assert page.evaluate(visible) == ["baseline"]
+    page.fill("#runs-filter", "")
+    assert len(page.evaluate(visible)) == 3
+    assert js_errors == []
