@@ -25,21 +25,26 @@ from pathlib import Path
 from modelcore.config import RunConfig
 
 
-def visible_gpus() -> int:
-    """GPUs this process may use, without importing torch: CUDA_VISIBLE_DEVICES, else nvidia-smi."""
+def visible_gpu_ids() -> list[str]:
+    """Ids of the GPUs this process may use, without importing torch: CUDA_VISIBLE_DEVICES, else nvidia-smi."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return 0
+        return []
     try:
         out = subprocess.run(
             [smi, "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return len(out.stdout.split()) if out.returncode == 0 else 0
+        return []
+    return out.stdout.split() if out.returncode == 0 else []
+
+
+def visible_gpus() -> int:
+    """How many GPUs this process may use (``visible_gpu_ids``)."""
+    return len(visible_gpu_ids())
 
 
 def free_port() -> int:

@@ -16,15 +16,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
 
 from modelcore.config import RunConfig
+from modelcore.launch import visible_gpu_ids
 
 
 class GpusBusy(Exception):
@@ -33,20 +32,10 @@ class GpusBusy(Exception):
 
 def host_gpus() -> list[str]:
     """The ids of the GPUs this worker may hand out, without importing torch."""
-    for variable in ("RUNWRIGHT_GPUS", "CUDA_VISIBLE_DEVICES"):
-        value = os.environ.get(variable)
-        if value is not None:
-            return [d.strip() for d in value.split(",") if d.strip() and d.strip() != "-1"]
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return []
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return out.stdout.split() if out.returncode == 0 else []
+    configured = os.environ.get("RUNWRIGHT_GPUS")
+    if configured is not None:
+        return [d.strip() for d in configured.split(",") if d.strip() and d.strip() != "-1"]
+    return visible_gpu_ids()
 
 
 def gpus_needed(config: RunConfig, available: list[str]) -> int:

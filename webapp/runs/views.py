@@ -114,10 +114,7 @@ def run_series(request: HttpRequest, run_id: int) -> JsonResponse:
     """
     run = run_for(request.user, run_id)
     keys = request.GET.getlist("key") or list(CHART_KEYS)
-    window = {
-        "since_step": _int_param(request, "since", None),
-        "until_step": _int_param(request, "until", None),
-    }
+    window = _step_window(request)
     return JsonResponse(
         {
             "keys": list(keys_for_run(run)),
@@ -165,10 +162,7 @@ def compare_series(request: HttpRequest, project_id: int) -> JsonResponse:
     key = request.GET.get("key", "")
     if not key:
         return JsonResponse({"errors": {"key": "required, e.g. ?key=train/loss"}}, status=400)
-    window = {
-        "since_step": _int_param(request, "since", None),
-        "until_step": _int_param(request, "until", None),
-    }
+    window = _step_window(request)
     return JsonResponse(
         {"key": key, "series": [{"run": r.id, "name": r.name, **series(r, key, **window)} for r in runs]}
     )
@@ -205,6 +199,14 @@ async def run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
     return response
+
+
+def _step_window(request: HttpRequest) -> dict[str, int | None]:
+    """``since`` (exclusive) and ``until`` (inclusive) steps of a zoomed chart, as series() takes them."""
+    return {
+        "since_step": _int_param(request, "since", None),
+        "until_step": _int_param(request, "until", None),
+    }
 
 
 def _int_param(request: HttpRequest, name: str, default: int | None) -> int | None:
