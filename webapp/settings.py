@@ -120,6 +120,21 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 # without one the periodic sweep marks the run lost.
 HEARTBEAT_SECONDS = env_int("RUNWRIGHT_HEARTBEAT_SECONDS", 5)
 LOST_AFTER_SECONDS = env_int("RUNWRIGHT_LOST_AFTER_SECONDS", 60)
+# Queued runs and eval jobs older than this are re-sent to the broker by beat (a lost
+# message must not leave them queued forever; claiming is idempotent).
+REQUEUE_AFTER_SECONDS = env_int("RUNWRIGHT_REQUEUE_AFTER_SECONDS", 180)
+
+# --- limits on what one user may submit -------------------------------------
+# Dataset roots an operator exposes to run configs submitted through the web/API.
+DATASET_DIRS = [
+    Path(p).expanduser() for p in env_str("RUNWRIGHT_DATASET_DIRS").split(os.pathsep) if p
+] or [DATA_DIR / "datasets"]
+# Hugging Face model folders a config or eval job may start from.
+MODELS_DIR = DATA_DIR / "models"
+# CPU ranks one run may ask for on a worker with no GPU (a run asking for more is a 400).
+MAX_CPU_PROCESSES = env_int("RUNWRIGHT_MAX_CPU_PROCESSES", os.cpu_count() or 1)
+# Request bodies over this size are refused before they are read whole (uploads have their own limits).
+MAX_BODY_MB = env_int("RUNWRIGHT_MAX_BODY_MB", 64)
 
 LOGGING = {
     "version": 1,
