@@ -38,6 +38,38 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false (1/0, yes/no), got {raw!r}")
 
 
+def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = env_str(name).lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    """A comma-separated list, blanks dropped: ``a.example.com, b.example.com``."""
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """Django's ``SECURE_PROXY_SSL_HEADER`` from ``Header-Name`` or ``Header-Name=value`` (value: https).
+
+    ``X-Forwarded-Proto`` becomes ``("HTTP_X_FORWARDED_PROTO", "https")``: a request is
+    taken as HTTPS when the TLS proxy in front says so.
+    """
+    raw = env_str(name)
+    if not raw:
+        return None
+    header, _, value = raw.partition("=")
+    header, value = header.strip(), value.strip() or "https"
+    if not header or not all(c.isalnum() or c in "-_" for c in header):
+        raise ImproperlyConfigured(
+            f"{name} must be a header name such as X-Forwarded-Proto (optionally =https), got {raw!r}"
+        )
+    return "HTTP_" + header.upper().replace("-", "_"), value
+
+
 def env_path(name: str, default: Path) -> Path:
     raw = env_str(name)
     return Path(raw).expanduser().resolve() if raw else default.resolve()

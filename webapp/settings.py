@@ -9,9 +9,20 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
-from webapp.env import database_from_url, env_bool, env_int, env_path, env_str
+from webapp.env import (
+    database_from_url,
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_path,
+    env_proxy_ssl_header,
+    env_str,
+)
+from webapp.production import EMBEDDED_SECRET_KEY, refuse_unsafe_production
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 if "pytest" in sys.modules and not env_str("RUNWRIGHT_DATA_DIR"):
@@ -22,10 +33,36 @@ if "pytest" in sys.modules and not env_str("RUNWRIGHT_DATA_DIR"):
 DATA_DIR = env_path("RUNWRIGHT_DATA_DIR", BASE_DIR / "data")
 RUNS_DIR = DATA_DIR / "runs"
 
+# "production" (what docker-compose.yml sets) refuses unsafe settings at start-up, below;
+# unset is the embedded default, which runs with no setup at all.
+PRODUCTION = env_choice("RUNWRIGHT_ENV", ("embedded", "production"), "embedded") == "production"
 DEBUG = env_bool("RUNWRIGHT_DEBUG", False)
-SECRET_KEY = env_str("RUNWRIGHT_SECRET_KEY") or "runwright-embedded-insecure-key-set-RUNWRIGHT_SECRET_KEY"
-ALLOWED_HOSTS = [h for h in env_str("RUNWRIGHT_ALLOWED_HOSTS", "*").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [o for o in env_str("RUNWRIGHT_CSRF_TRUSTED_ORIGINS").split(",") if o]
+SECRET_KEY = env_str("RUNWRIGHT_SECRET_KEY") or EMBEDDED_SECRET_KEY
+# The embedded default answers to any name (a laptop's host name or address); production lists its own.
+ALLOWED_HOSTS = env_list("RUNWRIGHT_ALLOWED_HOSTS", "" if PRODUCTION else "*")
+CSRF_TRUSTED_ORIGINS = env_list("RUNWRIGHT_CSRF_TRUSTED_ORIGINS")
+
+# --- HTTPS and browser protections ------------------------------------------
+# Production serves over HTTPS (a TLS proxy in front of uvicorn), so cookies never travel in clear.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("RUNWRIGHT_SECURE_COOKIES", PRODUCTION)
+# Behind a TLS proxy: the header it sets to say the client spoke HTTPS (X-Forwarded-Proto).
+# The proxy must overwrite a client's own copy of that header.
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("RUNWRIGHT_SECURE_PROXY_SSL_HEADER")
+SECURE_SSL_REDIRECT = env_bool("RUNWRIGHT_SSL_REDIRECT", PRODUCTION)
+SECURE_HSTS_SECONDS = env_int("RUNWRIGHT_HSTS_SECONDS", 365 * 24 * 3600 if PRODUCTION else 0)
+# includeSubDomains covers only names under the dashboard's own host, and preload has no
+# effect until an operator submits the domain to the browsers' list.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if PRODUCTION:
+    refuse_unsafe_production(
+        secret_key=SECRET_KEY,
+        allowed_hosts=ALLOWED_HOSTS,
+        debug=DEBUG,
+        secure_cookies=SESSION_COOKIE_SECURE,
+    )
 
 INSTALLED_APPS = [
     "django.contrib.auth",
@@ -33,6 +70,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "webapp.accounts",
     "webapp.projects",
     "webapp.runs",
@@ -44,6 +82,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the body (CSRF reads POST): an oversized one is a 413 unread.
+    "webapp.body_limit.BodyLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -51,6 +91,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -74,7 +116,27 @@ TEMPLATES = [
 DATABASES = {"default": database_from_url(env_str("RUNWRIGHT_DATABASE_URL"), DATA_DIR / "runwright.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-AUTH_PASSWORD_VALIDATORS = [{"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"}]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# django-axes throttles password guessing: it must see every authenticate() first. API
+# tokens do not go through authenticate() (webapp/api/auth.py), so they are unaffected.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("RUNWRIGHT_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("RUNWRIGHT_LOGIN_COOLOFF_MINUTES", 15))
+# Username and address together: a guesser is stopped without letting anyone lock a
+# colleague out from elsewhere. The address is the client's as uvicorn reports it
+# (FORWARDED_ALLOW_IPS tells it which proxy's X-Forwarded-For to trust).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "webapp.accounts.lockout.locked_out"
+AXES_ENABLE_ADMIN = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "projects:list"
 LOGOUT_REDIRECT_URL = "login"
@@ -126,15 +188,17 @@ REQUEUE_AFTER_SECONDS = env_int("RUNWRIGHT_REQUEUE_AFTER_SECONDS", 180)
 
 # --- limits on what one user may submit -------------------------------------
 # Dataset roots an operator exposes to run configs submitted through the web/API.
-DATASET_DIRS = [
-    Path(p).expanduser() for p in env_str("RUNWRIGHT_DATASET_DIRS").split(os.pathsep) if p
-] or [DATA_DIR / "datasets"]
+DATASET_DIRS = [Path(p).expanduser() for p in env_str("RUNWRIGHT_DATASET_DIRS").split(os.pathsep) if p] or [
+    DATA_DIR / "datasets"
+]
 # Hugging Face model folders a config or eval job may start from.
 MODELS_DIR = DATA_DIR / "models"
 # CPU ranks one run may ask for on a worker with no GPU (a run asking for more is a 400).
 MAX_CPU_PROCESSES = env_int("RUNWRIGHT_MAX_CPU_PROCESSES", os.cpu_count() or 1)
 # Request bodies over this size are refused before they are read whole (uploads have their own limits).
 MAX_BODY_MB = env_int("RUNWRIGHT_MAX_BODY_MB", 64)
+# Django's own check on request.body agrees with the middleware's (file parts of uploads are not counted).
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_MB * 1024 * 1024
 
 LOGGING = {
     "version": 1,
