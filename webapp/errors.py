@@ -36,5 +36,12 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     )
 
 
+def request_too_large(request: HttpRequest, message: str, status: int = 413) -> HttpResponse:
+    """A body refused before it was read (see webapp.body_limit); the API's error names the body."""
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"error": message, "errors": {"body": message}}, status=status)
+    return _respond(request, status, "Request too large" if status == 413 else "Bad request", message)
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     return _respond(request, 500, "Something went wrong", "The error has been logged. Please try again.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -66,21 +65,3 @@ def api_view(methods: tuple[str, ...], *, allow_session: bool = False) -> Callab
         return wrapper
 
     return decorate
-
-
-def json_body(request: HttpRequest) -> dict[str, Any]:
-    """The request's JSON object, or a 400 saying what is wrong with it."""
-    if not request.body:
-        return {}
-    try:
-        data = json.loads(request.body, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, {"error": f"malformed JSON: {exc}"}) from None
-    if not isinstance(data, dict):
-        raise ApiError(400, {"error": "the body must be a JSON object"})
-    return data
-
-
-def _reject_constant(name: str) -> float:
-    # Python's json accepts NaN and Infinity, which are not JSON and slip past range checks.
-    raise ValueError(f"{name} is not valid JSON")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
 
-from webapp.api.auth import ApiError, api_view, json_body
+from webapp.api.auth import ApiError, api_view
+from webapp.api.body import json_object
 from webapp.api.fields import optional_whole_number, string, string_list
 from webapp.evals.presenters import job_detail
 from webapp.evals.selectors import eval_job_for, eval_jobs_of_project
@@ -23,11 +24,7 @@ def project_evals(request: HttpRequest, project_id: int) -> JsonResponse:
     project = project_for(request.user, project_id)
     if request.method == "GET":
         return JsonResponse({"jobs": [job_detail(j) for j in eval_jobs_of_project(request.user, project)]})
-    data = json_body(request)
-    unknown = set(data) - set(FIELDS)
-    if unknown:
-        expected = ", ".join(FIELDS)
-        raise ApiError(400, {"errors": {k: f"unknown field; expected {expected}" for k in sorted(unknown)}})
+    data = json_object(request, FIELDS)
     try:
         jobs = create_eval_jobs(
             user=request.user,
@@ -50,5 +47,7 @@ def eval_job(request: HttpRequest, job_id: int) -> JsonResponse:
 
 @api_view(("POST",))
 def eval_job_cancel(request: HttpRequest, job_id: int) -> JsonResponse:
-    job = request_eval_cancel(user=request.user, job=eval_job_for(request.user, job_id))
+    job = eval_job_for(request.user, job_id)  # another team's job is a 404 whatever the body
+    json_object(request, ())
+    job = request_eval_cancel(user=request.user, job=job)
     return JsonResponse(job_detail(job))

@@ -1,8 +1,9 @@
-"""Typed reads of JSON body fields: the wrong type is a 400 that names the field."""
+"""Typed reads of JSON body fields and query parameters: the wrong type is a 400 that names the field."""
 
 from __future__ import annotations
 
 from webapp.api.auth import ApiError
+from webapp.whole_numbers import parse_whole_number
 
 
 def string(value: object, field: str) -> str:
@@ -12,12 +13,16 @@ def string(value: object, field: str) -> str:
 
 
 def whole_number(value: object, field: str) -> int:
-    if isinstance(value, bool):
-        raise ApiError(400, {"errors": {field: "must be a whole number"}})
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ApiError(400, {"errors": {field: "must be a whole number"}}) from None
+    """A JSON integer (or 3.0), or ASCII decimal text as a query string carries it."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = parse_whole_number(str(value))
+    elif isinstance(value, float) and value.is_integer():
+        number = parse_whole_number(str(int(value)))
+    else:
+        number = parse_whole_number(value.strip() if isinstance(value, str) else None)
+    if number is None:
+        raise ApiError(400, {"errors": {field: "must be a whole number written with digits 0-9, e.g. 12"}})
+    return number
 
 
 def optional_whole_number(value: object, field: str) -> int | None:

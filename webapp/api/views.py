@@ -10,7 +10,8 @@ from django.http import HttpRequest, JsonResponse
 from modelcore.config import ConfigError, resolve
 from webapp.accounts.models import Team
 from webapp.accounts.selectors import teams_of
-from webapp.api.auth import ApiError, api_view, json_body
+from webapp.api.auth import ApiError, api_view
+from webapp.api.body import json_object
 from webapp.api.fields import string, whole_number
 from webapp.metrics.selectors import keys_for_run, series
 from webapp.projects.models import Project
@@ -36,7 +37,7 @@ def project_json(project: Project) -> dict:
 def projects(request: HttpRequest) -> JsonResponse:
     if request.method == "GET":
         return JsonResponse({"projects": [project_json(p) for p in project_list(request.user)]})
-    data = json_body(request)
+    data = json_object(request, ("name", "team", "description"))
     team = None
     if data.get("team") is not None:
         team = teams_of(request.user).filter(pk=whole_number(data["team"], "team")).first()
@@ -59,12 +60,7 @@ def project_runs(request: HttpRequest, project_id: int) -> JsonResponse:
     project = project_for(request.user, project_id)
     if request.method == "GET":
         return JsonResponse({"runs": [run_summary(r) for r in runs_of_project(request.user, project)]})
-    data = json_body(request)
-    unknown = set(data) - {"name", "preset", "config"}
-    if unknown:
-        raise ApiError(
-            400, {"errors": {k: "unknown field; expected name, preset, config" for k in sorted(unknown)}}
-        )
+    data = json_object(request, ("name", "preset", "config"))
     try:
         run = create_run(
             user=request.user,
@@ -103,14 +99,16 @@ def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
 
 @api_view(("POST",))
 def run_cancel(request: HttpRequest, run_id: int) -> JsonResponse:
-    found = request_cancel(user=request.user, run=run_for(request.user, run_id))
+    found = run_for(request.user, run_id)  # another team's run is a 404 whatever the body
+    json_object(request, ())
+    found = request_cancel(user=request.user, run=found)
     return JsonResponse({"id": found.id, "status": found.status, "cancel_requested": found.cancel_requested})
 
 
 @api_view(("POST",), allow_session=True)
 def config_estimate(request: HttpRequest) -> JsonResponse:
     """Validate ``{"preset", "config"}`` and return its size and cost, or the field errors."""
-    data = json_body(request)
+    data = json_object(request, ("preset", "config"))
     try:
         config = resolve(string(data.get("preset") or "", "preset") or None, data.get("config") or {})
     except ConfigError as exc:

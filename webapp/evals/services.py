@@ -25,6 +25,7 @@ from webapp.evals.models import ACTIVE_EVAL_STATUSES, EvalJob, EvalStatus, Model
 from webapp.evals.sources import available_tasks, resolve_hf_dir
 from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Run
+from webapp.whole_numbers import parse_whole_number
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,11 @@ class ModelRef:
         """``ckpt:<run id>:<step>`` or ``hf:<relative path>`` (the form's choice values)."""
         kind, _, rest = (value or "").partition(":")
         if kind == "ckpt":
-            run_id, _, step = rest.partition(":")
-            if run_id.isdigit() and step.isdigit():
-                return cls(ModelSource.CHECKPOINT, run_id=int(run_id), step=int(step))
+            # Not str.isdigit(): it passes "²" (int() then raises) and Arabic-Indic digits.
+            run_text, _, step_text = rest.partition(":")
+            run_id, step = parse_whole_number(run_text), parse_whole_number(step_text)
+            if run_id is not None and step is not None and min(run_id, step) >= 0:
+                return cls(ModelSource.CHECKPOINT, run_id=run_id, step=step)
         elif kind == "hf" and rest:
             return cls(ModelSource.HF, hf_path=rest)
         raise EvalError({"models": f"{value!r} is not a model choice"})

@@ -50,6 +50,7 @@ from webapp.evals.taskupload import TaskUploadError, install_task_zip
 from webapp.projects.selectors import project_for
 from webapp.runs.assets import plotly_js_url
 from webapp.runs.selectors import run_for
+from webapp.whole_numbers import parse_whole_number
 
 MAX_SAMPLE_FILES = 50
 
@@ -344,7 +345,7 @@ def _report_context(request: HttpRequest, report: Report) -> dict[str, Any]:
     jobs = report_jobs(report)
     data = comparison.build_report(jobs)
     done = {m["id"]: m for m in data.models}
-    a_id, b_id = _int(request.GET.get("a")), _int(request.GET.get("b"))
+    a_id, b_id = parse_whole_number(request.GET.get("a")), parse_whole_number(request.GET.get("b"))
     ids = list(done)
     if a_id not in done:
         a_id = ids[0] if ids else None
@@ -427,10 +428,3 @@ def report_export(request: HttpRequest, report_id: int, fmt: str) -> HttpRespons
         raise Http404("Export as csv, json or html.")
     response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
     return response
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None

@@ -10,6 +10,7 @@ from webapp.metrics.models import MetricKey
 from webapp.projects.models import Project
 from webapp.runs.models import Run
 from webapp.runs.selectors import runs_visible_to
+from webapp.whole_numbers import parse_whole_number
 
 MAX_RUNS = 8  # more lines than this on one chart stop being readable
 
@@ -32,12 +33,11 @@ def runs_to_compare(
     """
     ids: list[int] = []
     for raw in run_params:
-        try:
-            run_id = int(raw)
-        except ValueError:
+        run_id = parse_whole_number(raw)  # not int(): it takes "١٢" and 10**30
+        if run_id is None:
             raise CompareError(
                 {"run": f"{raw!r} is not a run id; pick runs with the boxes on the project page"}
-            ) from None
+            )
         if run_id not in ids:
             ids.append(run_id)
     if len(ids) < 2:

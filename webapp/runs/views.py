@@ -24,6 +24,7 @@ from webapp.runs.presenters import run_summary
 from webapp.runs.selectors import log_tail, run_for
 from webapp.runs.services import create_run, request_cancel
 from webapp.runs.stream import StreamCursor, cursor_from_event_id, run_events
+from webapp.whole_numbers import parse_whole_number
 
 CHART_KEYS = ("train/loss", "val/loss")
 
@@ -210,10 +211,9 @@ def _step_window(request: HttpRequest) -> dict[str, int | None]:
 
 
 def _int_param(request: HttpRequest, name: str, default: int | None) -> int | None:
-    try:
-        return int(request.GET.get(name, default))
-    except (TypeError, ValueError):
-        return default
+    # ASCII digits within BIGINT only: int() takes "١٢" and 10**30, which the database refuses.
+    value = parse_whole_number(request.GET.get(name))
+    return default if value is None else value
 
 
 def _config_sections(config: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

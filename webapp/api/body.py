@@ -1,0 +1,107 @@
+"""The JSON body of an API request, checked whole before a view reads one field of it.
+
+What a view then sees is data every layer below accepts: one object, at most
+``MAX_DEPTH`` levels deep, only the endpoint's fields, finite numbers within BIGINT, and
+strings without NUL or lone surrogates (PostgreSQL refuses both in text and jsonb;
+neither can be encoded as UTF-8 for SQLite). Each problem is a 400 keyed by the field's
+path in the body, e.g. ``{"errors": {"config.data.corpus": "must not contain NUL characters"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Collection
+from typing import Any
+
+from django.http import HttpRequest
+
+from webapp.api.auth import ApiError
+from webapp.whole_numbers import BIGINT_MAX, BIGINT_MIN
+
+# A run config is two levels deep and an eval request one; anything near Python's
+# recursion limit (where json.loads itself fails) is an attack, not a request.
+MAX_DEPTH = 32
+# One message per field is useful; a million of them for a million bad list items is not.
+MAX_ERRORS = 20
+
+
+def body_error(message: str) -> ApiError:
+    """A 400 about the body as a whole (``error`` for old clients, ``errors.body`` for new ones)."""
+    return ApiError(400, {"error": message, "errors": {"body": message}})
+
+
+def json_object(request: HttpRequest, fields: Collection[str]) -> dict[str, Any]:
+    """The request's JSON object with only ``fields`` in it, or a 400 that names what is wrong.
+
+    An empty body is an empty object: ``POST .../cancel`` with no body is the usual call.
+    """
+    if not request.body:
+        return {}
+    try:
+        data = json.loads(request.body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise body_error(f"malformed JSON: nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise body_error(f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise body_error('the body must be a JSON object, e.g. {"name": "..."}')
+    errors = _unknown_fields(data, fields)
+    errors.update(_value_problems(data))
+    if errors:
+        raise ApiError(400, {"errors": dict(list(errors.items())[:MAX_ERRORS])})
+    return data
+
+
+def _unknown_fields(data: dict[str, Any], fields: Collection[str]) -> dict[str, str]:
+    unknown = sorted(set(data) - set(fields))
+    if not unknown:
+        return {}
+    expected = f"expected {', '.join(fields)}" if fields else "this endpoint takes no fields"
+    return {key: f"unknown field; {expected}" for key in unknown[:MAX_ERRORS]}
+
+
+def _value_problems(data: dict[str, Any]) -> dict[str, str]:
+    """Field path -> what is wrong there, walking the body without recursion."""
+    errors: dict[str, str] = {}
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack and len(errors) < MAX_ERRORS:
+        value, path, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                errors[path or "body"] = f"nested deeper than {MAX_DEPTH} levels"
+                continue
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    child = f"{path}.{key}" if path else key
+                    problem = _string_problem(key)
+                    if problem:
+                        errors[child] = f"field name {problem}"
+                    else:
+                        stack.append((item, child, depth + 1))
+            else:
+                stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            problem = _string_problem(value)
+            if problem:
+                errors[path] = problem
+        elif isinstance(value, float) and not math.isfinite(value):
+            errors[path] = "must be a finite number (1e999 overflows to infinity)"
+        elif isinstance(value, int) and not isinstance(value, bool) and not BIGINT_MIN <= value <= BIGINT_MAX:
+            errors[path] = f"must be between {BIGINT_MIN} and {BIGINT_MAX}"
+    return errors
+
+
+def _string_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (it holds a lone surrogate, e.g. \\ud800)"
+    return None
+
+
+def _reject_constant(name: str) -> float:
+    # Python's json accepts NaN and Infinity, which are not JSON and slip past range checks.
+    raise ValueError(f"{name} is not valid JSON")
