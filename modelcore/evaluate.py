@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tasks", help="comma-separated task names or task YAML paths")
     p.add_argument("--tasks-dir", action="append", default=[], help="extra folder of task YAML files")
+    p.add_argument(
+        "--registry-only",
+        action="store_true",
+        help="look --tasks up by name only, never as YAML paths (the web's workers pass this)",
+    )
     p.add_argument("--num-fewshot", type=int, default=None, help="override every task's num_fewshot")
     p.add_argument(
         "--batch-size",
@@ -87,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--num-fewshot: must be at least 0")
         if args.limit is not None and args.limit < 1:
             raise ValueError("--limit: must be at least 1")
-        configs = resolve_tasks([t.strip() for t in args.tasks.split(",") if t.strip()], args.tasks_dir)
+        configs = resolve_tasks(
+            [t.strip() for t in args.tasks.split(",") if t.strip()], args.tasks_dir, args.registry_only
+        )
         # Heavy imports only once the arguments are known to be good.
         from modelcore.evaluation.lm import load_model
         from modelcore.evaluation.runner import EvalSettings, evaluate

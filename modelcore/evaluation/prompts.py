@@ -2,7 +2,12 @@
 
 ``doc_to_text``/``doc_to_target``/``doc_to_choice`` are a column name, a Jinja
 template (StrictUndefined, trailing newlines kept, a ``regex_replace`` filter),
-a literal list, or an int. A few-shot prompt is the description, then each
+a literal list, or an int. Templates come from users' task folders, so they are
+rendered in Jinja's immutable sandbox: they read the document's fields and use
+filters, but cannot reach Python internals (``__class__``, ``__globals__``...) or
+call methods that change a value; lm-eval's own templates use neither, so they
+render the same. The sandbox bounds what a template can reach, not how long it
+runs: the process that renders (the evaluator, the upload's preview) bounds that. A few-shot prompt is the description, then each
 example as ``text + target_delimiter + answer + fewshot_delimiter``, then the
 question's text; examples come from a ``random.Random(seed)`` shared across the
 task's documents in order, which is how lm-eval draws them, so the same seed
@@ -18,18 +23,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import BaseLoader, Environment, StrictUndefined, TemplateError
+from jinja2 import BaseLoader, StrictUndefined, TemplateError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from modelcore.evaluation.taskconfig import TaskConfig, TaskConfigError
 
 Doc = dict[str, Any]
 
-_env = Environment(loader=BaseLoader(), undefined=StrictUndefined, keep_trailing_newline=True)  # noqa: S701
+# lm-eval renders with a plain Environment(BaseLoader, StrictUndefined, keep_trailing_newline)
+# and one extra filter; the sandbox keeps those settings and the same filters and globals.
+_env = ImmutableSandboxedEnvironment(
+    loader=BaseLoader(), undefined=StrictUndefined, keep_trailing_newline=True
+)
 _env.filters["regex_replace"] = lambda s, pattern, repl, count=0: re.sub(pattern, repl, s, count=count)
 _template_cache: dict[str, Any] = {}
 
 
+class TemplateSecurityError(TaskConfigError):
+    """A task template that reached outside its document (refused by the sandbox)."""
+
+
 def render(template: str, doc: Doc, key: str = "template") -> str:
+    """``template`` rendered with ``doc``'s fields; any failure is a TaskConfigError starting with ``key``."""
     compiled = _template_cache.get(template)
     if compiled is None:
         try:
@@ -38,8 +54,19 @@ def render(template: str, doc: Doc, key: str = "template") -> str:
             raise TaskConfigError(f"{key}: bad Jinja template: {exc}") from exc
     try:
         return compiled.render(**doc)
+    except SecurityError as exc:
+        raise TemplateSecurityError(
+            f"{key}: the template reaches outside the document ({exc}); task templates may read the "
+            "document's fields and use Jinja filters, not Python attributes or methods that change values"
+        ) from exc
     except TemplateError as exc:
         raise TaskConfigError(f"{key}: {exc} (document fields: {', '.join(doc)})") from exc
+    except MemoryError as exc:
+        raise TaskConfigError(f"{key}: the template builds a value too large for memory") from exc
+    except Exception as exc:
+        # e.g. "{{ choices.index(answer) }}" on a document without that answer, or a range over
+        # the sandbox's limit: still this template's fault, so name the key rather than crash.
+        raise TaskConfigError(f"{key}: {type(exc).__name__}: {exc}") from exc
 
 
 class DocFormatter:
@@ -49,8 +76,11 @@ class DocFormatter:
         self.cfg = cfg
         self.features = set(features)
 
-    def _where(self, key: str) -> str:
-        return f"{self.cfg.source}: {key}"
+    def where(self, key: str, spec: Any = None) -> str:
+        # The task's name as well as its file: a folder's tasks often share one base YAML.
+        if spec is not None and spec != getattr(self.cfg, key):
+            key = f"fewshot_config.{key}"  # an example rendered with the few-shot template
+        return f"{self.cfg.source}: task {self.cfg.task}: {key}"
 
     def text(self, doc: Doc, spec: Any = None) -> str | int:
         spec = self.cfg.doc_to_text if spec is None else spec
@@ -58,7 +88,7 @@ class DocFormatter:
             return spec
         if spec in self.features:
             return doc[spec]
-        out = render(spec, doc, self._where("doc_to_text"))
+        out = render(spec, doc, self.where("doc_to_text", spec))
         if out.isdigit() and self.cfg.doc_to_choice is not None:
             return ast.literal_eval(out)
         return out
@@ -69,7 +99,7 @@ class DocFormatter:
             return spec
         if spec in self.features:
             return doc[spec]
-        out = render(spec, doc, self._where("doc_to_target"))
+        out = render(spec, doc, self.where("doc_to_target", spec))
         if out.isdigit() and self.cfg.doc_to_choice is not None:
             return ast.literal_eval(out)
         if len(out) >= 2 and out[0] == "[" and out[-1] == "]":
@@ -88,16 +118,16 @@ class DocFormatter:
         if spec in self.features:
             value = doc[spec]
         else:
-            rendered = render(spec, doc, self._where("doc_to_choice"))
+            rendered = render(spec, doc, self.where("doc_to_choice", spec))
             try:
                 value = ast.literal_eval(rendered)
             except (SyntaxError, ValueError) as exc:
                 raise TaskConfigError(
-                    f"{self._where('doc_to_choice')}: must render to a Python list literal, got {rendered!r}"
+                    f"{self.where('doc_to_choice', spec)}: must render to a Python list literal, got {rendered!r}"
                 ) from exc
         if not isinstance(value, list | tuple) or not all(isinstance(c, str) for c in value):
             raise TaskConfigError(
-                f"{self._where('doc_to_choice')}: must give a list of strings, got {value!r}"
+                f"{self.where('doc_to_choice', spec)}: must give a list of strings, got {value!r}"
             )
         return list(value)
 
@@ -161,9 +191,7 @@ class PromptBuilder:
         fs = self.cfg.fewshot_config
         desc = self.cfg.description
         parts = (
-            [doc[desc] if desc in doc else render(desc, doc, f"{self.cfg.source}: description")]
-            if desc
-            else []
+            [doc[desc] if desc in doc else render(desc, doc, self.fmt.where("description"))] if desc else []
         )
         if num_fewshot > 0:
             if self.sampler is None:

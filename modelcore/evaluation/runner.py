@@ -5,20 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelcore.evaluation import metrics as M
 from modelcore.evaluation.documents import load_splits, split_docs
-from modelcore.evaluation.lm import EvalModel
 from modelcore.evaluation.prompts import DocFormatter, FewshotSampler, PromptBuilder, fewshot_pool
 from modelcore.evaluation.results import TaskResult, build_results
-from modelcore.evaluation.scoring import (
-    encode_pair,
-    generate_greedy,
-    score_loglikelihood,
-    score_rolling,
-)
 from modelcore.evaluation.taskconfig import TaskConfig, TaskConfigError
+
+if TYPE_CHECKING:
+    from modelcore.evaluation.lm import EvalModel
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -75,9 +71,17 @@ def fewshot_count(cfg: TaskConfig, override: int | None) -> int:
     return override
 
 
-def build_docs(cfg: TaskConfig, settings: EvalSettings, run_data: Any = None) -> tuple[list[_Doc], int, int]:
-    """Every evaluated document with its prompt and request arguments; also (n-shot, docs in split)."""
-    splits = load_splits(cfg, run_data)
+def build_docs(
+    cfg: TaskConfig,
+    settings: EvalSettings,
+    run_data: Any = None,
+    splits: dict[str, list[dict[str, Any]]] | None = None,
+) -> tuple[list[_Doc], int, int]:
+    """Every evaluated document with its prompt and request arguments; also (n-shot, docs in split).
+
+    ``splits`` are the task's documents when the caller has already read them.
+    """
+    splits = load_splits(cfg, run_data) if splits is None else splits
     eval_docs = split_docs(cfg, splits, "test_split" if cfg.test_split else "validation_split")
     fmt = DocFormatter(cfg, list(eval_docs[0]))
     n_shot = fewshot_count(cfg, settings.num_fewshot)
@@ -132,6 +136,10 @@ def build_docs(cfg: TaskConfig, settings: EvalSettings, run_data: Any = None) ->
 def _score_task(
     cfg: TaskConfig, model: EvalModel, docs: list[_Doc], settings: EvalSettings, progress: _Progress
 ):
+    # torch loads here, when a model scores: ``build_docs`` alone stays torch-free for the
+    # upload's preview (modelcore.evaluation.preview), which renders prompts without a model.
+    from modelcore.evaluation.scoring import encode_pair, generate_greedy, score_loglikelihood, score_rolling
+
     if cfg.output_type == "loglikelihood_rolling":
         return [
             [ll] for ll in score_rolling(model, [d.args[0][0] for d in docs], settings.batch_size, progress)

@@ -9,6 +9,7 @@ folder in the tasks directory sees what to fix.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,25 @@ FEWSHOT_KEYS = {
 
 class TaskConfigError(ValueError):
     """A task YAML that cannot be run; the message names the file and the key."""
+
+
+# Every task name lm-eval ships (11,000 of them) fits this; a path never does ('/', '\\',
+# '~', NUL, a leading '.'), nor does anything a shell or the --tasks list would split.
+_TASK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}")
+TASK_NAME_RULE = "letters, digits and _ - . + (up to 200, not starting with '.' and without '..')"
+
+
+def is_task_name(name: object) -> bool:
+    """Whether ``name`` is a task name (looked up in the registry) rather than something path-like."""
+    return isinstance(name, str) and _TASK_NAME.fullmatch(name) is not None and ".." not in name
+
+
+def check_task_name(name: object, key: str = "task") -> str:
+    """``name`` when it is a task name; otherwise a TaskConfigError that starts with ``key``."""
+    if not is_task_name(name):
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+        raise TaskConfigError(f"{key}: {shown} is not a task name; a task name has {TASK_NAME_RULE}")
+    return name
 
 
 class _Function:
@@ -415,12 +435,21 @@ def discover_tasks(dirs: list[str | Path] | None = None) -> dict[str, Path]:
     return found
 
 
-def resolve_tasks(names: list[str], dirs: list[str | Path] | None = None) -> list[TaskConfig]:
-    """Task configs for ``names``: registered task names or paths to YAML files."""
+def resolve_tasks(
+    names: list[str], dirs: list[str | Path] | None = None, registry_only: bool = False
+) -> list[TaskConfig]:
+    """Task configs for ``names``: registered task names or paths to YAML files.
+
+    ``registry_only`` (what the web's workers ask for) looks names up in the registry and
+    nothing else, and refuses a name that looks like a path before anything is read.
+    """
+    if registry_only:
+        for name in names:
+            check_task_name(name, "--tasks")
     registry = discover_tasks(dirs)
     configs = []
     for name in names:
-        if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        if not registry_only and name.endswith((".yaml", ".yml")) and Path(name).is_file():
             configs.append(load_task_config(name))
         elif name in registry:
             configs.append(load_task_config(registry[name]))

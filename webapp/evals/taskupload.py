@@ -5,24 +5,36 @@ checked before anything is written (no absolute paths, no '..', no links, only
 YAML and data file types), extracted into a fresh folder inside the project's
 task folder, and every task in it parsed by the engine's own loader (which never
 runs ``!function`` hooks) so a bad YAML is refused at upload with the key named.
+Task names must be names (the registry key jobs are looked up by), and each task's
+first document is rendered through its templates in the engine's sandbox, in a
+separate process with a time and memory limit (``modelcore.evaluation.preview``),
+so a template that reaches for Python internals, or never finishes, is refused here
+rather than when a job runs.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 import uuid
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 import yaml
 from django.conf import settings
 
+import modelcore
 from modelcore.evaluation.taskconfig import (
     BUILTIN_TASKS_DIR,
     TaskConfigError,
+    check_task_name,
     discover_tasks,
     load_task_config,
 )
@@ -46,6 +58,15 @@ def max_upload_bytes() -> int:
 
 def max_unpacked_bytes() -> int:
     return int(getattr(settings, "EVAL_TASK_UNPACKED_MAX_BYTES", 200 * 1024 * 1024))
+
+
+def preview_seconds() -> float:
+    """How long the upload's task check may render first documents before it is stopped."""
+    return float(getattr(settings, "EVAL_TASK_PREVIEW_SECONDS", 30))
+
+
+def preview_memory_mb() -> int:
+    return int(getattr(settings, "EVAL_TASK_PREVIEW_MEMORY_MB", 2048))
 
 
 def install_task_zip(project: Project, upload: IO[bytes], filename: str, size: int) -> list[str]:
@@ -76,8 +97,7 @@ def install_task_zip(project: Project, upload: IO[bytes], filename: str, size: i
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                _extract(archive, info, target)
             names = _validate_tasks(staging, project)
             destination = root / folder_name
             old = root / f".old-{uuid.uuid4().hex}"
@@ -90,6 +110,17 @@ def install_task_zip(project: Project, upload: IO[bytes], filename: str, size: i
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
+    """Copy one member out; a corrupt, encrypted or oddly compressed member is the upload's fault."""
+    try:
+        with archive.open(info) as src, open(target, "xb") as dst:
+            shutil.copyfileobj(src, dst)
+    except FileExistsError:
+        raise TaskUploadError(f"{info.filename}: the zip holds this file twice") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise TaskUploadError(f"{info.filename}: cannot be unpacked ({exc})") from None
+
+
 def _checked_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     members = archive.infolist()
     if len(members) > MAX_MEMBERS:
@@ -100,6 +131,8 @@ def _checked_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
         parts = PurePosixPath(name).parts
         if name.startswith(("/", "\\")) or ".." in parts or ":" in name or "\\" in name:
             raise TaskUploadError(f"{name}: paths must stay inside the folder")
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise TaskUploadError(f"{name!r}: file names may not hold control characters")
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             raise TaskUploadError(f"{name}: links are not allowed")
@@ -137,6 +170,7 @@ def _folder_name(raw: str) -> str:
 def _validate_tasks(folder: Path, project: Project) -> list[str]:
     builtin = set(discover_tasks([]))
     names = []
+    task_files = []
     for path in sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")]):
         rel = path.relative_to(folder).as_posix()
         try:
@@ -151,8 +185,9 @@ def _validate_tasks(folder: Path, project: Project) -> list[str]:
             continue  # a base file for include:, checked through the tasks that include it
         try:
             cfg = load_task_config(path)
+            check_task_name(cfg.task, f"{rel}: task")
         except TaskConfigError as exc:
-            raise TaskUploadError(str(exc).replace(str(folder) + "/", "")) from None
+            raise TaskUploadError(_relative(str(exc), folder)) from None
         if cfg.task in builtin:
             raise TaskUploadError(
                 f"{rel}: task: {cfg.task!r} is a built-in task; give the upload another name"
@@ -161,12 +196,69 @@ def _validate_tasks(folder: Path, project: Project) -> list[str]:
             folder, path, rel, {"dataset_path": cfg.dataset_path, "dataset_kwargs": cfg.dataset_kwargs}
         )
         names.append(cfg.task)
+        task_files.append(path)
     if not names:
         raise TaskUploadError("no YAML file in the zip has a task: key")
     if len(set(names)) != len(names):
         raise TaskUploadError("two YAML files define the same task name")
     assert not inside(BUILTIN_TASKS_DIR, folder)
+    _render_first_documents(folder, task_files)
     return names
+
+
+def _relative(message: str, folder: Path) -> str:
+    """An engine message with the staging folder taken out (the user knows only the zip's paths)."""
+    for prefix in {str(folder.resolve()) + "/", str(folder) + "/"}:
+        message = message.replace(prefix, "")
+    return message
+
+
+def _render_first_documents(folder: Path, task_files: list[Path]) -> None:
+    """Render each task's first document as an evaluation would, in a separate, limited process.
+
+    The templates render in the engine's sandbox; the process bounds time and memory, which the
+    sandbox does not (a template may loop or build huge strings), and keeps the web process free
+    of the data readers. Its environment holds no secrets of the web process.
+    """
+    root = Path(modelcore.__file__).resolve().parent.parent
+    argv = [sys.executable, "-m", "modelcore.evaluation.preview", "--max-memory-mb", str(preview_memory_mb())]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(root),
+        "LANG": "C.UTF-8",
+        "OPENBLAS_NUM_THREADS": "1",  # each BLAS thread reserves address space under the cap
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    try:
+        done = subprocess.run(
+            [*argv, *map(str, task_files)],
+            cwd=folder,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=preview_seconds(),
+        )
+        lines, failed = done.stdout.splitlines(), done.returncode != 0
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        lines, failed = out.splitlines(), True
+    reports = []
+    for line in lines:
+        try:
+            reports.append(json.loads(line))
+        except ValueError:
+            continue
+    for report in reports:
+        if report.get("error"):
+            raise TaskUploadError(_relative(str(report["error"]), folder))
+    if failed or len(reports) < len(task_files):
+        stuck = task_files[min(len(reports), len(task_files) - 1)].relative_to(folder).as_posix()
+        raise TaskUploadError(
+            f"{stuck}: rendering the first document's prompt did not finish within "
+            f"{preview_seconds():.0f} s and {preview_memory_mb()} MB; simplify the templates "
+            "(loops, repeated strings) or the data files"
+        )
 
 
 def _check_paths(folder: Path, yaml_path: Path, rel: str, data: dict) -> None:
