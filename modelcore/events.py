@@ -4,6 +4,12 @@ Rank 0 appends one JSON object per line and flushes it; the supervisor tails
 the file from a byte offset. A torn last line (a crash mid-write) has no
 newline yet and is left for the next read, so readers only ever consume whole
 lines. This module imports no torch: the web and the workers use it too.
+
+The reader checks every line against the schema below and hands back only
+events whose fields can be stored as they are; any other line (not JSON, not
+an object, a step that is not a whole number, a value that is not a number, a
+line over ``MAX_LINE_BYTES``) comes back as a ``BadLine`` naming where it is
+and what is wrong, so one bad line costs that line and nothing else.
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +27,17 @@ EVENTS_FILE = "events.jsonl"
 EVENT_TYPES = ("metric", "log", "checkpoint", "status", "system", "eval")
 FINAL_STATUSES = ("completed", "failed", "cancelled")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# Steps and sequence numbers are stored as signed 64-bit integers (PostgreSQL bigint).
+MAX_INT64 = 2**63 - 1
+# A longer line is skipped unread: no event the trainer writes comes near it (a failure's
+# traceback is tens of kilobytes; the writer shortens text fields to fit).
+MAX_LINE_BYTES = 1 << 20
+# The writer starts every line with its seq, so even a line that no longer parses says
+# which event it was (a torn line; the head of a line over the size limit).
+_SEQ_HEAD = re.compile(rb'^\s*\{\s*"seq"\s*:\s*(\d{1,18})\s*[,}]')
+_HEAD_BYTES = 64
+_SCAN_BYTES = 1 << 20
 
 
 class EventWriter:
@@ -30,13 +48,17 @@ class EventWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._seq = _last_seq(self.path)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the run
+        if _ends_torn(self.path):
+            # A crash left half a line: end it, so our first event is not glued onto it.
+            self._file.write("\n")
+            self._file.flush()
 
     def write(self, type: str, **fields: Any) -> dict[str, Any]:
         if type not in EVENT_TYPES:
             raise ValueError(f"event type must be one of {EVENT_TYPES}, got {type!r}")
         self._seq += 1
         event = {"seq": self._seq, "time": round(time.time(), 3), "type": type, **fields}
-        self._file.write(json.dumps(event, default=_json_default, allow_nan=False) + "\n")
+        self._file.write(_fit_line(event) + "\n")
         self._file.flush()
         return event
 
@@ -72,43 +94,150 @@ class EventWriter:
 
 
 @dataclass(frozen=True)
+class BadLine:
+    """A whole line the reader skipped: where it starts, its seq when it still shows one, and why."""
+
+    offset: int  # byte offset of the line's first byte
+    end: int  # byte offset just past its newline
+    seq: int | None
+    reason: str
+    event: dict[str, Any] | None = None  # the parsed object, when it was one (its time, type)
+
+
+@dataclass(frozen=True)
 class EventBatch:
-    events: list[dict[str, Any]]
+    events: list[dict[str, Any]]  # checked and normalised (see check_event), in file order
     offset: int  # byte offset just past the last whole line read
-    skipped: int  # whole lines that were not valid JSON objects
+    bad_lines: list[BadLine] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)  # per event: its line's start and end
+
+    @property
+    def skipped(self) -> int:
+        return len(self.bad_lines)
 
 
 def read_events(
-    path: str | os.PathLike[str], offset: int = 0, max_bytes: int = 8 * 1024 * 1024
+    path: str | os.PathLike[str],
+    offset: int = 0,
+    max_bytes: int = 8 * 1024 * 1024,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> EventBatch:
-    """Read whole lines from ``offset``; a torn last line is left for the next call."""
+    """Read whole lines from ``offset``; a torn last line is left for the next call.
+
+    At most ``max_bytes`` are held at once; a line longer than ``max_line_bytes`` is
+    skipped by scanning for its end, never read whole.
+    """
+    max_line_bytes = min(max_line_bytes, max_bytes - 1)
+    events: list[dict[str, Any]] = []
+    spans: list[tuple[int, int]] = []
+    bad: list[BadLine] = []
     try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            chunk = f.read(max_bytes)
+        f = open(path, "rb")  # noqa: SIM115 - closed below; the scan for a long line needs it open
     except FileNotFoundError:
-        return EventBatch([], offset, 0)
-    end = chunk.rfind(b"\n")
-    if end < 0:
-        return EventBatch([], offset, 0)
-    events, skipped = [], 0
-    for line in chunk[: end + 1].splitlines():
-        if not line.strip():
+        return EventBatch([], offset)
+    with f:
+        f.seek(offset)
+        chunk = f.read(max_bytes)
+        pos = 0
+        while (newline := chunk.find(b"\n", pos)) >= 0:
+            line, start, end = chunk[pos:newline], offset + pos, offset + newline + 1
+            pos = newline + 1
+            if len(line) > max_line_bytes:
+                bad.append(_too_long(line[:_HEAD_BYTES], start, end, max_line_bytes))
+                continue
+            if not line.strip():
+                continue
+            event, problem = parse_line(line)
+            if event is not None:
+                events.append(event)
+                spans.append((start, end))
+            else:
+                bad.append(BadLine(start, end, _line_seq(line, problem), problem.reason, problem.event))
+        if len(chunk) - pos > max_line_bytes:
+            # A line already over the limit with no end in this chunk: find its end
+            # without holding it, and skip it. Still unended, it waits for the next call.
+            start = offset + pos
+            end = _end_of_line(f, offset + len(chunk))
+            if end is not None:
+                bad.append(_too_long(chunk[pos : pos + _HEAD_BYTES], start, end, max_line_bytes))
+                pos = end - offset
+    return EventBatch(events, offset + pos, bad, spans)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    reason: str
+    event: dict[str, Any] | None = None
+
+
+def parse_line(line: bytes) -> tuple[dict[str, Any] | None, _Problem]:
+    """One line as a checked event, or None and what is wrong with it."""
+    try:
+        event = json.loads(line)
+    except UnicodeDecodeError:
+        return None, _Problem("not valid UTF-8")
+    except (ValueError, RecursionError) as exc:
+        return None, _Problem(f"not valid JSON ({_short(exc)})")
+    if not isinstance(event, dict):
+        return None, _Problem(f"a JSON {type(event).__name__}, not an object")
+    reason = check_event(event)
+    if reason:
+        return None, _Problem(reason, event)
+    return event, _Problem("")
+
+
+def check_event(event: dict[str, Any]) -> str:
+    """Check and normalise ``event`` in place; returns what is wrong with it, "" when nothing.
+
+    Normalised: ``step`` to int, ``time`` to float, metric and system values to float or
+    None (NaN and infinities, which the writer also logs as null: a chart shows the gap),
+    text with NUL characters or unpaired surrogates (which no database stores) repaired.
+    """
+    kind = event.get("type")
+    if kind not in EVENT_TYPES:
+        return f"type must be one of {', '.join(EVENT_TYPES)} (got {_shown(kind)})"
+    seq = event.get("seq")
+    if not _is_int(seq) or not 1 <= seq <= MAX_INT64:
+        return f"seq must be a whole number from 1 to {MAX_INT64} (got {_shown(seq)})"
+    stamp = event.get("time")
+    if stamp is not None:  # optional: a point without one is charted by step only
+        if not _is_number(stamp) or _finite(stamp) is None:
+            return f"time must be a number of seconds (got {_shown(stamp)})"
+        event["time"] = float(stamp)
+    if kind in ("metric", "eval", "checkpoint"):
+        step = _step(event.get("step"))
+        if step is None:
+            return f"step must be a whole number from 0 to {MAX_INT64} (got {_shown(event.get('step'))})"
+        event["step"] = step
+    if kind in ("metric", "eval", "system"):
+        values = event.get("values")
+        if not isinstance(values, dict):
+            return f"values must be an object of numbers (got {_shown(values)})"
+        clean: dict[str, float | None] = {}
+        for key, value in values.items():
+            if value is not None and not _is_number(value):
+                return f"values[{_shown(key)}] must be a number or null (got {_shown(value)})"
+            clean[_text(key)] = _finite(value)
+        event["values"] = clean
+    for name in {"log": ("message", "level"), "checkpoint": ("path",), "status": ("status", "error")}.get(
+        kind, ()
+    ):
+        value = event.get(name)
+        required = (kind, name) in (("log", "message"), ("checkpoint", "path"), ("status", "status"))
+        if value is None and not required:
             continue
-        try:
-            event = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            skipped += 1
-            continue
-        if isinstance(event, dict) and event.get("type") in EVENT_TYPES:
-            events.append(event)
-        else:
-            skipped += 1
-    return EventBatch(events, offset + end + 1, skipped)
+        if not isinstance(value, str):
+            return f"{name} must be a string (got {_shown(value)})"
+        event[name] = _text(value)
+    return ""
 
 
 def _last_seq(path: Path) -> int:
-    """The highest ``seq`` already in the file, so an appended run continues the count."""
+    """The highest ``seq`` already in the file, so an appended run continues the count.
+
+    A line that no longer parses still counts by the seq at its head: its event's
+    number is spent, and reusing it would give two events one seq.
+    """
     if not path.exists():
         return 0
     last = 0
@@ -119,9 +248,127 @@ def _last_seq(path: Path) -> int:
         for line in f.read().splitlines():
             try:
                 last = max(last, int(json.loads(line).get("seq", 0)))
-            except (ValueError, AttributeError, TypeError):
-                continue
+            except (ValueError, AttributeError, TypeError, OverflowError, RecursionError):
+                head = _SEQ_HEAD.match(line[:_HEAD_BYTES])
+                if head:
+                    last = max(last, int(head.group(1)))
     return last
+
+
+def _ends_torn(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
+def _fit_line(event: dict[str, Any]) -> str:
+    """The event as one JSON line within MAX_LINE_BYTES, shortening a huge message or error.
+
+    A traceback keeps its end (where the exception is), a message its start.
+    """
+    line = json.dumps(event, default=_json_default, allow_nan=False)
+    for name, keep_end in (("error", True), ("message", False)):
+        while len(line.encode()) > MAX_LINE_BYTES and isinstance(event.get(name), str) and event[name]:
+            text = event[name]
+            half = len(text) // 2
+            event[name] = ("[…] " + text[-half:]) if keep_end else (text[:half] + " […]")
+            if not half:
+                event[name] = ""
+            line = json.dumps(event, default=_json_default, allow_nan=False)
+    if len(line.encode()) > MAX_LINE_BYTES:
+        raise ValueError(
+            f"a {event['type']} event of {len(line)} bytes is over the {MAX_LINE_BYTES}-byte limit"
+        )
+    return line
+
+
+def _too_long(head: bytes, start: int, end: int, limit: int) -> BadLine:
+    seq = _SEQ_HEAD.match(head)
+    return BadLine(
+        start,
+        end,
+        int(seq.group(1)) if seq else None,
+        f"{end - start - 1} bytes, over the {limit}-byte limit",
+    )
+
+
+def _end_of_line(f: Any, position: int) -> int | None:
+    """The offset just past the next newline at or after ``position``, reading a block at a time."""
+    f.seek(position)
+    while block := f.read(_SCAN_BYTES):
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+        position += len(block)
+    return None
+
+
+def _line_seq(line: bytes, problem: _Problem) -> int | None:
+    if problem.event is not None:
+        seq = problem.event.get("seq")
+        if _is_int(seq) and 1 <= seq <= MAX_INT64:
+            return seq
+        return None
+    head = _SEQ_HEAD.match(line[:_HEAD_BYTES])
+    return int(head.group(1)) if head else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _step(value: Any) -> int | None:
+    if _is_int(value):
+        step = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        step = int(value)  # 120.0 from a writer that logs floats: the same step
+    else:
+        return None
+    return step if 0 <= step <= MAX_INT64 else None
+
+
+def _finite(value: int | float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float: as infinite as 1e999
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _text(value: str) -> str:
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A value as a warning quotes it: short, and never the whole of a huge one."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"a {len(str(abs(value)))}-digit integer"
+    if value is None:
+        return "null or nothing"
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def _json_default(value: Any) -> Any:

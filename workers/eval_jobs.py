@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
 import modelcore
+from modelcore.evaluation.taskconfig import check_task_name
 from webapp.evals import transitions
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource
 from webapp.evals.services import schedule_periodic_eval
@@ -97,7 +98,9 @@ def evaluate_command(job: EvalJob) -> list[str]:
         argv += ["--model", str(resolve_hf_dir(job.hf_path))]
     else:
         raise ValueError(f"{job.source} jobs have nothing to evaluate")
-    argv += ["--tasks", ",".join(job.tasks)]
+    # Re-checked here, not only where the job was created: a job row is data, and a task name
+    # must never reach the evaluator as a path (--registry-only makes it look names up only).
+    argv += ["--tasks", ",".join(check_task_name(t, "tasks") for t in job.tasks), "--registry-only"]
     for folder in task_dirs(job.project_id):
         argv += ["--tasks-dir", str(folder)]
     if job.num_fewshot is not None:

@@ -4,27 +4,46 @@ Each batch is written in one transaction together with the byte offset just
 past it, so the database never holds rows of events it will not re-read or an
 offset past events it never stored. After a crash the supervisor re-reads from
 the committed offset and the upserts replace the rows they already wrote.
+
+A bad line never stops ingestion, and so never the run: the reader
+(modelcore.events) hands it back as a ``BadLine``, and it becomes a warning in
+the run's log (naming its byte offset, its seq and what is wrong) and one more
+on the run's ``ingest/skipped_events`` series, while the lines around it are
+stored as usual. ``ingest_new_events`` raises only database errors that are
+worth retrying (a lost connection, a locked database); anything else that goes
+wrong while storing a batch is narrowed down to the line that causes it, which
+is skipped the same way.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 
-from modelcore.events import FINAL_STATUSES, read_events
+from modelcore.events import FINAL_STATUSES, BadLine, EventBatch, read_events
 from webapp import live
 from webapp.metrics.services import Point, upsert_points
 from webapp.runs import transitions
-from webapp.runs.models import Run, RunStatus
+from webapp.runs.models import Run, RunLog, RunStatus
 
 log = logging.getLogger(__name__)
 
 LOSS_KEY = "train/loss"
+SKIPPED_KEY = "ingest/skipped_events"  # how many event lines of the run were skipped, by step
+SKIP_WARNING = "Skipped event line"  # the start of every skip warning in the run's log
+# A line that shows no seq (not JSON, not written by the trainer's writer) has its warning
+# logged under a seq past any a trainer writes, derived from its byte offset, so re-reading
+# the line replaces its warning instead of adding a second. (Live pages follow log rows by
+# id, so this never hides later lines; the run page's tail shows such a warning last.)
+UNSEQUENCED_LOG_BASE = 2**62
+# Worth retrying as they are: the database is unreachable or busy, not the data wrong.
+RETRYABLE_DB_ERRORS = (OperationalError, InterfaceError)
 
 
 @dataclass
@@ -33,48 +52,90 @@ class Batch:
 
     offset: int
     points: list[Point] = field(default_factory=list)
-    logs: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)  # the trainer's, and skip warnings
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     step: int | None = None
     last_loss: float | None = None
     running: bool = False
     final_status: dict[str, Any] | None = None
-    skipped: int = 0
+    bad_lines: list[BadLine] = field(default_factory=list)
     lost_ownership: bool = False
 
+    @property
+    def skipped(self) -> int:
+        return len(self.bad_lines)
 
-def parse_events(events: list[dict[str, Any]], offset: int, current_step: int) -> Batch:
-    """Turn events into rows. ``current_step`` places system stats, which carry no step."""
-    batch = Batch(offset=offset)
+    def absorb(self, later: Batch) -> None:
+        """Fold the batch of the lines after ours into this one (one line at a time, below)."""
+        self.offset = later.offset
+        self.points += later.points
+        self.logs += later.logs
+        self.checkpoints += later.checkpoints
+        self.step = later.step if later.step is not None else self.step
+        self.last_loss = later.last_loss if later.last_loss is not None else self.last_loss
+        self.running = self.running or later.running
+        self.final_status = later.final_status or self.final_status
+        self.bad_lines += later.bad_lines
+        self.lost_ownership = self.lost_ownership or later.lost_ownership
+
+
+def parse_events(read: EventBatch, current_step: int) -> Batch:
+    """Turn checked events into rows. ``current_step`` places system stats, which carry no step."""
+    batch = Batch(offset=read.offset)
     step = current_step
-    for e in events:
-        kind, t = e.get("type"), _float(e.get("time")) or 0.0
+    for e, (start, end) in zip(read.events, read.spans, strict=True):
         try:
-            if kind in ("metric", "eval") and isinstance(e.get("values"), dict) and "step" in e:
-                step = int(e["step"])
-                for key, value in e["values"].items():
-                    batch.points.append(Point(str(key), step, _float(value), t))
-                batch.step = step
-                if LOSS_KEY in e["values"] and _float(e["values"][LOSS_KEY]) is not None:
-                    batch.last_loss = _float(e["values"][LOSS_KEY])
-            elif kind == "system" and isinstance(e.get("values"), dict):
-                # Stats are sampled in time, not per step: the latest sample within a step wins.
-                for key, value in e["values"].items():
-                    batch.points.append(Point(str(key), step, _float(value), t))
-            elif kind == "log" and "seq" in e:
-                batch.logs.append(e)
-            elif kind == "checkpoint" and "step" in e:
-                batch.checkpoints.append(e)
-            elif kind == "status":
-                if e.get("status") == RunStatus.RUNNING:
-                    batch.running = True
-                elif e.get("status") in FINAL_STATUSES:
-                    batch.final_status = e
-            else:
-                batch.skipped += 1
-        except (TypeError, ValueError):
-            batch.skipped += 1  # a malformed field skips its event, never the batch
+            step = _add_event(batch, e, step)
+        except Exception as exc:  # the reader checked the event; this is the net under that check
+            batch.bad_lines.append(
+                BadLine(start, end, e.get("seq"), f"could not be parsed ({type(exc).__name__}: {exc})", e)
+            )
+    for bad in read.bad_lines:
+        batch.bad_lines.append(bad)
+    batch.bad_lines.sort(key=lambda b: b.offset)
+    batch.logs += [skip_warning(bad) for bad in batch.bad_lines]
     return batch
+
+
+def _add_event(batch: Batch, e: dict[str, Any], step: int) -> int:
+    kind, t = e["type"], e.get("time") or 0.0
+    if kind in ("metric", "eval"):
+        step = e["step"]
+        for key, value in e["values"].items():
+            batch.points.append(Point(key, step, value, t))
+        batch.step = step
+        if e["values"].get(LOSS_KEY) is not None:
+            batch.last_loss = e["values"][LOSS_KEY]
+    elif kind == "system":
+        # Stats are sampled in time, not per step: the latest sample within a step wins.
+        for key, value in e["values"].items():
+            batch.points.append(Point(key, step, value, t))
+    elif kind == "log":
+        batch.logs.append(e)
+    elif kind == "checkpoint":
+        batch.checkpoints.append(e)
+    elif kind == "status":
+        if e["status"] == RunStatus.RUNNING:
+            batch.running = True
+        elif e["status"] in FINAL_STATUSES:
+            batch.final_status = e
+    return step
+
+
+def skip_warning(bad: BadLine) -> dict[str, Any]:
+    """The run-log entry (a log event's fields) that says which line was skipped and why."""
+    event = bad.event or {}
+    kind = event.get("type") if isinstance(event.get("type"), str) else None
+    what = f"{SKIP_WARNING} ({kind} event)" if kind else SKIP_WARNING
+    seq = f"seq {bad.seq}" if bad.seq is not None else "no seq"
+    stamp = event.get("time")
+    return {
+        "seq": bad.seq if bad.seq is not None else UNSEQUENCED_LOG_BASE + bad.offset,
+        "time": stamp if isinstance(stamp, float) and math.isfinite(stamp) else time.time(),
+        "level": "warning",
+        "message": f"{what} at byte {bad.offset} of events.jsonl ({seq}): {bad.reason}. "
+        "The line was left out; training and ingestion go on.",
+    }
 
 
 def ingest_new_events(run: Run, path: Path) -> Batch | None:
@@ -82,17 +143,34 @@ def ingest_new_events(run: Run, path: Path) -> Batch | None:
 
     Returns the batch (``lost_ownership`` set and nothing written when the run
     is no longer this attempt's), or None when there was nothing new. Updates
-    ``run`` in memory (offset, step, last_loss, status) on success.
+    ``run`` in memory (offset, step, last_loss, status) on success. Raises only
+    ``RETRYABLE_DB_ERRORS``: the caller tries again later from the committed offset.
     """
-    read = read_events(path, run.events_offset)
+    try:
+        read = read_events(path, run.events_offset)
+    except OSError:
+        log.warning("run %s: could not read %s; trying again next round", run.id, path, exc_info=True)
+        return None
     if read.offset == run.events_offset:
         return None
-    batch = parse_events(read.events, read.offset, run.step)
-    batch.skipped += read.skipped
-    if batch.skipped:
-        log.warning("run %s: skipped %d malformed event line(s)", run.id, batch.skipped)
+    try:
+        return _commit(run, parse_events(read, run.step))
+    except RETRYABLE_DB_ERRORS:
+        raise
+    except Exception:
+        log.warning(
+            "run %s: a batch of events could not be stored; storing its lines one at a time",
+            run.id,
+            exc_info=True,
+        )
+        return _commit_line_by_line(run, read)
+
+
+def _commit(run: Run, batch: Batch) -> Batch:
+    if batch.bad_lines:
+        log.warning("run %s: skipped %d bad event line(s)", run.id, batch.skipped)
     progress = transitions.Progress(
-        offset=read.offset, step=batch.step, last_loss=batch.last_loss, running=batch.running
+        offset=batch.offset, step=batch.step, last_loss=batch.last_loss, running=batch.running
     )
     with transaction.atomic():
         if not transitions.record_progress(run.id, run.attempt, progress):
@@ -102,7 +180,9 @@ def ingest_new_events(run: Run, path: Path) -> Batch | None:
         upsert_points(run.id, batch.points)
         transitions.record_logs(run.id, batch.logs)
         transitions.record_checkpoints(run.id, batch.checkpoints)
-    run.events_offset = read.offset
+        if batch.bad_lines:
+            _record_skipped_count(run.id, batch.step if batch.step is not None else run.step)
+    run.events_offset = batch.offset
     if batch.step is not None:
         run.step = batch.step
     if batch.last_loss is not None:
@@ -110,6 +190,63 @@ def ingest_new_events(run: Run, path: Path) -> Batch | None:
     if batch.running and run.status == RunStatus.STARTING:
         run.status = RunStatus.RUNNING
     return batch
+
+
+def _record_skipped_count(run_id: int, step: int) -> None:
+    """The run's count of skipped lines so far, at ``step``: its warnings, counted after writing them.
+
+    Counting the warnings (keyed by line) rather than adding to a total keeps a re-read
+    of the same lines from counting them twice.
+    """
+    count = RunLog.objects.filter(run_id=run_id, level="warning", message__startswith=SKIP_WARNING).count()
+    upsert_points(run_id, [Point(SKIPPED_KEY, step, float(count), time.time())])
+
+
+def _commit_line_by_line(run: Run, read: EventBatch) -> Batch | None:
+    """Store each line of ``read`` in its own transaction; a line that fails to store is skipped.
+
+    Slow, but only taken when a whole batch could not be stored for a reason other than
+    the database being unreachable: it finds the line at fault and keeps every other.
+    """
+    lines: list[tuple[int, EventBatch]] = [
+        (start, EventBatch([e], end, [], [(start, end)]))
+        for e, (start, end) in zip(read.events, read.spans, strict=True)
+    ]
+    lines += [(bad.offset, EventBatch([], bad.end, [bad])) for bad in read.bad_lines]
+    lines.sort(key=lambda line: line[0])
+    done: Batch | None = None
+    for _, one in lines:
+        if one.offset <= run.events_offset:
+            continue
+        try:
+            result = _commit(run, parse_events(one, run.step))
+        except RETRYABLE_DB_ERRORS:
+            raise
+        except Exception as exc:
+            e = one.events[0] if one.events else None
+            (start, end) = one.spans[0] if one.spans else (one.bad_lines[0].offset, one.offset)
+            bad = BadLine(start, end, e.get("seq") if e else None, f"could not be stored ({_brief(exc)})", e)
+            try:
+                result = _commit(run, parse_events(EventBatch([], end, [bad]), run.step))
+            except RETRYABLE_DB_ERRORS:
+                raise
+            except Exception:
+                # Not even its warning can be stored: stop here and try again next round
+                # (the trainer trains on; its events wait in the file).
+                log.exception("run %s: could not store the event line at byte %s", run.id, start)
+                return done
+        if done is None:
+            done = result
+        else:
+            done.absorb(result)
+        if result.lost_ownership:
+            return done
+    if run.events_offset < read.offset:  # blank lines after the last one
+        tail = _commit(run, Batch(offset=read.offset))
+        if done is None:
+            return tail
+        done.absorb(tail)
+    return done
 
 
 def live_message(run: Run, batch: Batch | None = None) -> dict[str, Any]:
@@ -157,8 +294,6 @@ def _publish(run: Run, message: dict[str, Any]) -> None:
         log.warning("run %s: could not publish a live update", run.id, exc_info=True)
 
 
-def _float(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+def _brief(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return text if len(text) <= 200 else text[:199] + "…"
