@@ -62,6 +62,8 @@ def api_view(methods: tuple[str, ...], *, allow_session: bool = False) -> Callab
             except PermissionDenied as exc:
                 return JsonResponse({"error": str(exc) or "permission denied"}, status=403)
 
+        # What the route accepts, for the tests that walk every API route with every method.
+        wrapper.api_methods = methods  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
