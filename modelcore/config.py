@@ -19,6 +19,28 @@ from typing import Any
 SECTIONS = ("model", "data", "optim", "parallel", "train", "eval")
 
 
+@dataclass(frozen=True)
+class PathSpec:
+    """Marks a field whose value names a file or folder the trainer reads.
+
+    The CLI trusts its caller and reads any path. A config submitted through the
+    web or the API may name only what its team may read, and that policy
+    (``webapp/runs/config_paths.py``) enumerates the fields carrying this marker,
+    so a path field added here is covered without touching the web.
+
+    ``builtins``: values that name no path (``stdlib``, ``byte``, empty).
+    ``sources``: what else a web-submitted value may name: ``"dataset"`` (a file or
+    folder under the operator's dataset roots), ``"model"`` (a Hugging Face folder
+    under the data directory's models folder) or ``"run"`` (a run or checkpoint of a
+    project the user can see, by reference ``run:<id>`` or ``run:<id>:<step>``).
+    ``model_file``: the file a model folder must hold to be offered for this field.
+    """
+
+    builtins: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    model_file: str = "config.json"
+
+
 def _f(
     default: Any,
     help: str,
@@ -27,9 +49,17 @@ def _f(
     max: float | None = None,
     choices: tuple[str, ...] | None = None,
     advanced: bool = False,
+    path_spec: PathSpec | None = None,
 ) -> Any:
     """A dataclass field with the metadata the form, API and validator read."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices, "advanced": advanced}
+    meta = {
+        "help": help,
+        "min": min,
+        "max": max,
+        "choices": choices,
+        "advanced": advanced,
+        "path_spec": path_spec,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -132,11 +162,15 @@ class DataConfig:
         "stdlib",
         "'stdlib' (the Python standard library's source, shipped with "
         'every Python) or a path to a text, JSONL ("text" field) or Parquet file, or a folder '
-        "of them, or a Hugging Face datasets folder saved with save_to_disk.",
+        "of them, or a Hugging Face datasets folder saved with save_to_disk. Through the web: "
+        "'stdlib' or a dataset under the operator's dataset folders.",
+        path_spec=PathSpec(builtins=("stdlib",), sources=("dataset",)),
     )
     tokenizer: str = _f(
         "byte",
-        "'byte' (UTF-8 bytes), 'bpe' (trained on the corpus) or a local Hugging Face tokenizer directory.",
+        "'byte' (UTF-8 bytes), 'bpe' (trained on the corpus) or a local Hugging Face tokenizer directory "
+        "(through the web: a model folder under the data directory's models folder).",
+        path_spec=PathSpec(builtins=("byte", "bpe"), sources=("model",), model_file="tokenizer.json"),
     )
     bpe_vocab_size: int = _f(
         4096, "Vocabulary of the BPE tokenizer trained on the corpus.", min=260, max=1_048_576, advanced=True
@@ -211,9 +245,11 @@ class TrainConfig:
     )
     init_from: str = _f(
         "",
-        "Initialise weights from a Hugging Face Llama directory or a "
-        "Runwright run directory; empty trains from scratch.",
+        "Initialise weights from a Hugging Face Llama directory, a Runwright run directory (its "
+        "latest checkpoint) or one checkpoint directory; empty trains from scratch. Through the web: "
+        "a model folder under the data directory's models folder, or run:<id> / run:<id>:<step>.",
         advanced=True,
+        path_spec=PathSpec(builtins=("",), sources=("model", "run")),
     )
 
 

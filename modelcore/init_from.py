@@ -1,8 +1,8 @@
 """Initial weights for fine-tuning or continued pretraining (``train.init_from``).
 
-The source is a Runwright run directory (its latest checkpoint) or a local Hugging
-Face ``LlamaForCausalLM`` / ``MixtralForCausalLM`` directory (``config.json`` plus
-``*.safetensors``). Names are mapped to ours and every shape is checked, so a model
+The source is a Runwright run directory (its latest checkpoint), one of its
+checkpoint directories, or a local Hugging Face ``LlamaForCausalLM`` /
+``MixtralForCausalLM`` directory (``config.json`` plus ``*.safetensors``). Names are mapped to ours and every shape is checked, so a model
 that does not fit fails with the field to change, not with a torch size error.
 """
 
@@ -82,12 +82,14 @@ def read_hf_directory(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
 
 
 def initial_state(source: str | Path, cfg: RunConfig) -> dict[str, torch.Tensor]:
-    """Our-named weights from ``source`` (a run directory or a Hugging Face directory)."""
+    """Our-named weights from ``source`` (a run directory, one of its checkpoints, or a Hugging Face directory)."""
     path = Path(source).expanduser()
     checkpoints = list_checkpoints(path)
     if checkpoints:
-        saved = json.loads((checkpoints[-1][1] / "config.json").read_text())["model"]
-        return read_model_state(checkpoints[-1][1], saved["tie_embeddings"])
+        path = checkpoints[-1][1]  # a run directory starts from its latest checkpoint
+    if (path / "meta.json").exists():  # a checkpoint directory (what run:<id>:<step> names on the web)
+        saved = json.loads((path / "config.json").read_text())["model"]
+        return read_model_state(path, saved["tie_embeddings"])
     if (path / "config.json").exists():
         return read_hf_directory(path, cfg.model)
     raise ValueError(

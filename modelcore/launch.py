@@ -55,12 +55,17 @@ def free_port() -> int:
 
 
 def launch_command(
-    config: RunConfig, run_dir: Path, *, gpus_available: int | None = None
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    gpus_available: int | None = None,
+    max_cpu_processes: int | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """argv and extra environment variables that train ``config`` in ``run_dir``.
 
     The trainer reads ``run_dir/config.json``: write it first (the worker's
-    supervisor does). With GPUs, ``parallel.num_processes`` must not exceed them.
+    supervisor does). With GPUs, ``parallel.num_processes`` must not exceed them;
+    without, not ``max_cpu_processes`` (a worker's cap on CPU ranks; None: no cap).
     """
     n, device = config.parallel.num_processes, config.parallel.device
     gpus = visible_gpus() if gpus_available is None else gpus_available
@@ -71,6 +76,11 @@ def launch_command(
     if gpus and n > gpus:
         raise ValueError(
             f"parallel.num_processes: {n} processes asked for but only {gpus} GPU(s) are available"
+        )
+    if not gpus and max_cpu_processes is not None and n > max_cpu_processes:
+        raise ValueError(
+            f"parallel.num_processes: {n} CPU processes asked for but this worker allows at most "
+            f"{max_cpu_processes} (RUNWRIGHT_MAX_CPU_PROCESSES)"
         )
     run_dir = Path(run_dir).resolve()
     train = ["-m", "modelcore.train", "--run-dir", str(run_dir)]

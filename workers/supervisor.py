@@ -1,17 +1,27 @@
 """Runs one training attempt: start the trainer, tail its events into the database, stop it.
 
-The trainer runs as a subprocess in its own session (process group), so a
-cancel can signal the launcher and every rank at once, and a torch crash never
-takes the worker down. The supervisor owns the run's row while it runs: it
-ingests ``events.jsonl`` from the committed byte offset, refreshes the
-heartbeat, watches ``cancel_requested`` and, once the process group is gone,
-writes the final status. A run is only ever shown final when its processes
-are gone.
+The trainer runs as a subprocess in its own session, and a torch crash never
+takes the worker down. Every process of it carries the attempt's tag
+(``workers.job_processes``): torch elastic starts each rank in a session of its
+own, so the tag, not the process group, is what finds them all. They die with
+the supervisor (``modelcore.parent_death``), however it dies.
+
+The supervisor owns the run's row while it runs: it ingests ``events.jsonl``
+from the committed byte offset, refreshes the heartbeat (on the database's
+clock), drops checkpoints that keep-last deleted from disk, watches
+``cancel_requested`` and, once every process of the trainer is gone, writes the
+final status. A run is only ever shown final when its processes are gone.
+
+A stop (cancel, worker shutdown, time limit) sends SIGTERM to the ranks, which
+checkpoint and exit, and waits ``train.cancel_grace_s`` (sized from the
+checkpoint's bytes by default) before SIGKILL. Not to the launcher: torch
+elastic would kill its ranks 30 s after its own SIGTERM, mid-checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -27,20 +37,28 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
 import modelcore
-from modelcore.config import ConfigError, RunConfig
+from modelcore.checkpoint_layout import CHECKPOINTS_DIR, list_checkpoints
+from modelcore.config import ConfigError, RunConfig, TrainConfig
 from modelcore.events import EVENTS_FILE
+from modelcore.parent_death import die_with_parent_preexec
 from webapp.runs import transitions
 from webapp.runs.models import Run, RunStatus
-from workers import ingest
+from workers import ingest, job_processes
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 LAUNCHER_LOG = "launcher.log"
 POLL_SECONDS = 0.5
-# The trainer checkpoints within a few seconds of SIGTERM; after this the group
-# is killed so that a cancel always completes within 10 s of the request.
-KILL_AFTER_SECONDS = 7.0
+# Sizing the wait for the checkpoint after SIGTERM when train.cancel_grace_s is 0: a
+# fixed part (reaching the step boundary, gathering the state) and the bytes written.
+CANCEL_GRACE_BASE_SECONDS = 30.0
+CHECKPOINT_WRITE_BYTES_PER_SECOND = 100e6
+# fp32 weights and AdamW's two fp32 moments.
+CHECKPOINT_BYTES_PER_PARAMETER = 12
+MAX_CANCEL_GRACE_SECONDS = float(
+    next(f for f in dataclasses.fields(TrainConfig) if f.name == "cancel_grace_s").metadata["max"]
+)
 ERROR_TAIL_CHARS = 12_000
 
 CommandBuilder = Callable[[RunConfig, Path], tuple[list[str], dict[str, str]]]
@@ -59,6 +77,19 @@ def default_command(
     return argv, {**env, "CUDA_VISIBLE_DEVICES": ",".join(gpu_ids)}
 
 
+def cancel_grace_seconds(config: RunConfig) -> float:
+    """How long a stopped trainer may take to checkpoint after SIGTERM before it is killed.
+
+    ``train.cancel_grace_s`` when set; else 30 s plus the checkpoint's bytes (weights
+    and optimizer state, from the parameter count) at 100 MB/s: about 30 s for the tiny
+    presets, three minutes for a 1B-parameter model.
+    """
+    if config.train.cancel_grace_s:
+        return float(config.train.cancel_grace_s)
+    size = config.model.num_params() * CHECKPOINT_BYTES_PER_PARAMETER
+    return min(MAX_CANCEL_GRACE_SECONDS, CANCEL_GRACE_BASE_SECONDS + size / CHECKPOINT_WRITE_BYTES_PER_SECOND)
+
+
 @dataclass
 class _Stop:
     """Why the supervisor is stopping the trainer, and when it sent SIGTERM."""
@@ -66,6 +97,7 @@ class _Stop:
     reason: str = ""  # "cancel", "shutdown", "not-owner", "interrupted"
     sent_at: float | None = None
     killed: bool = False
+    signalled: set[int] = field(default_factory=set)  # pids that got the SIGTERM
 
 
 @dataclass
@@ -73,7 +105,8 @@ class Supervisor:
     run: Run
     command: CommandBuilder = default_command
     poll_seconds: float = POLL_SECONDS
-    kill_after: float = KILL_AFTER_SECONDS
+    kill_after: float | None = None  # None: cancel_grace_seconds(config)
+    process_tag: str = ""  # the tag of the trainer's processes (workers.job_processes); made if empty
     heartbeat_seconds: float = field(default_factory=lambda: float(settings.HEARTBEAT_SECONDS))
     proc: subprocess.Popen | None = None
     stop: _Stop = field(default_factory=_Stop)
@@ -91,6 +124,9 @@ class Supervisor:
             config = RunConfig.from_dict(self.run.config)
         except ConfigError as exc:
             return self._finish(RunStatus.FAILED, f"The stored config does not validate: {exc}")
+        if self.kill_after is None:
+            self.kill_after = cancel_grace_seconds(config)
+        self.process_tag = self.process_tag or job_processes.new_tag("run", self.run.id)
         try:
             self._set_aside_stale_dir()
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +170,7 @@ class Supervisor:
     # --- the process -----------------------------------------------------------
 
     def _start(self, argv: list[str], extra_env: dict[str, str]) -> None:
-        env = {**os.environ, **extra_env}
+        env = {**os.environ, **extra_env, **job_processes.job_env(self.process_tag)}
         # The trainer runs in the run directory; it must import the same engine as we do.
         root = str(Path(modelcore.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
@@ -142,6 +178,7 @@ class Supervisor:
             out.write(f"--- attempt {self.run.attempt}: {' '.join(argv)}\n".encode())
             out.flush()
             # The child gets its own copy of the descriptor; ours closes with the block.
+            # It dies with this thread, which lives as long as the run (it waits for it).
             self.proc = subprocess.Popen(
                 argv,
                 cwd=self.run_dir,
@@ -150,7 +187,11 @@ class Supervisor:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent_preexec(),
             )
+        job_processes.record_job(
+            self.process_tag, self.proc.pid, f"run {self.run.id} attempt {self.run.attempt}"
+        )
         transitions.record_process(self.run.id, self.run.attempt, self.proc.pid)
         log.info("run %s attempt %s: started pid %s", self.run.id, self.run.attempt, self.proc.pid)
 
@@ -175,17 +216,50 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 
-    def _reap(self) -> int:
-        """Kill what is left of the group (workers of a crashed rank), then reap the leader."""
+    def _signal_ranks(self) -> None:
+        """SIGTERM to each rank's session, or to the launcher's where it is the only trainer.
+
+        The ranks are the tagged session leaders besides the launcher (torch elastic
+        starts each in a session of its own). With ranks started, the launcher is left
+        alone: they checkpoint and exit, and it exits with them. Before they start (or
+        with one process, which is the launcher itself) the launcher's group gets it.
+        Called again while stopping, it signals only ranks that have not had it yet.
+        """
         assert self.proc is not None
+        ranks = [
+            p.pid
+            for p in job_processes.tagged_processes(self.process_tag)
+            if p.pid != self.proc.pid and _session_leader(p.pid)
+        ]
+        targets = [pid for pid in ranks or [self.proc.pid] if pid not in self.stop.signalled]
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+        self.stop.signalled.update(targets)
+
+    def _kill_all(self) -> bool:
+        """SIGKILL the launcher's group and every tagged process; returns whether all are gone."""
         self._signal_group(signal.SIGKILL)
-        return self.proc.wait()
+        return job_processes.kill_tagged(self.process_tag)
+
+    def _reap(self) -> int:
+        """Kill what is left (workers of a crashed rank, ranks of a killed launcher), then reap.
+
+        Returns the launcher's exit code once no process of the trainer is left, so the
+        GPU lease (released after this) is never handed on while they still run.
+        """
+        assert self.proc is not None
+        if not self._kill_all():
+            log.error("run %s: processes tagged %s survived SIGKILL", self.run.id, self.process_tag)
+        code = self.proc.wait()
+        job_processes.forget_job(self.process_tag)
+        return code
 
     def _terminate_and_wait(self) -> None:
         if self.proc is None:
             return
         if not self._exited():
-            self._signal_group(signal.SIGTERM)
+            self._signal_ranks()
             deadline = time.monotonic() + self.kill_after
             while not self._exited() and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -247,7 +321,8 @@ class Supervisor:
         now = time.monotonic()
         if now - self._last_heartbeat >= self.heartbeat_seconds:
             # A refused heartbeat (run lost or relaunched) is dealt with by the owner check.
-            transitions.heartbeat(self.run.id, self.run.attempt)
+            if transitions.heartbeat(self.run.id, self.run.attempt):
+                self._forget_pruned_checkpoints()
             self._last_heartbeat = now
         # Busy workers sweep too: with every worker supervising a run, the beat's
         # sweep task could wait in the queue until one of them is free.
@@ -260,20 +335,38 @@ class Supervisor:
     def _request_stop(self, reason: str) -> None:
         if self.stop.sent_at is not None:
             return
-        log.info("run %s: stopping the trainer (%s)", self.run.id, reason)
+        log.info(
+            "run %s: stopping the trainer (%s); it has %.0f s to checkpoint",
+            self.run.id,
+            reason,
+            self.kill_after,
+        )
         self.stop.reason = reason
         self.stop.sent_at = time.monotonic()
-        self._signal_group(signal.SIGTERM)
+        self._signal_ranks()
 
     def _escalate(self) -> None:
-        if self.stop.sent_at is None or self.stop.killed:
+        if self.stop.sent_at is None or self.stop.killed or self._exited():
             return
-        if time.monotonic() - self.stop.sent_at >= self.kill_after and not self._exited():
+        if self.stop.signalled == {self.proc.pid}:
+            # SIGTERM went to the launcher before its ranks started: ranks it started
+            # meanwhile would train on unasked; they get theirs now.
+            self._signal_ranks()
+        if time.monotonic() - self.stop.sent_at >= self.kill_after:
             log.warning(
                 "run %s: trainer still alive %.0f s after SIGTERM; killing", self.run.id, self.kill_after
             )
-            self._signal_group(signal.SIGKILL)
+            self._kill_all()
             self.stop.killed = True
+
+    def _forget_pruned_checkpoints(self) -> None:
+        """Drop the rows of checkpoints that keep-last deleted, so nothing offers them any more."""
+        if not (self.run_dir / CHECKPOINTS_DIR).is_dir():
+            return  # never checkpointed, or the folder is unreachable: nothing to conclude
+        on_disk = {step for step, _ in list_checkpoints(self.run_dir)}
+        forgotten = transitions.forget_missing_checkpoints(self.run.id, on_disk)
+        if forgotten:
+            log.info("run %s: checkpoints of step %s were deleted by keep-last", self.run.id, forgotten)
 
     # --- the end ---------------------------------------------------------------
 
@@ -288,6 +381,8 @@ class Supervisor:
             except DatabaseError:
                 log.warning("run %s: database error while draining events", self.run.id, exc_info=True)
                 time.sleep(1.0)
+        with contextlib.suppress(DatabaseError):
+            self._forget_pruned_checkpoints()
         status, error = self._decide(code)
         return self._finish(status, error)
 
@@ -308,7 +403,8 @@ class Supervisor:
             if self.stop.killed:
                 return RunStatus.CANCELLED, (
                     f"Cancelled on request; the trainer did not stop within {self.kill_after:.0f} s "
-                    "of SIGTERM and was killed (no final checkpoint)."
+                    "of SIGTERM and was killed (no final checkpoint). A model this large may need "
+                    "more: raise train.cancel_grace_s."
                 )
             return RunStatus.CANCELLED, ""
         if reported in (RunStatus.COMPLETED, RunStatus.CANCELLED):
@@ -398,6 +494,13 @@ def launcher_log_tail(path: Path, limit: int = ERROR_TAIL_CHARS) -> str:
     if start >= 0:
         text = text[start:]
     return text[-limit:] if len(text) > limit else text
+
+
+def _session_leader(pid: int) -> bool:
+    try:
+        return os.getsid(pid) == pid
+    except OSError:
+        return False
 
 
 def _refresh_connection() -> None:

@@ -29,7 +29,7 @@ def hf_models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def hf_job(data_dir, settings, hf_models_dir, project, alice):
-    settings.EVAL_MODELS_DIR = hf_models_dir
+    settings.MODELS_DIR = hf_models_dir
 
     def make(**fields) -> EvalJob:
         values = {"tasks": ["rw_arith", "rw_facts"], "limit": 6, **fields}

@@ -47,3 +47,20 @@ def test_a_model_that_does_not_fit_names_the_field(tmp_path: Path) -> None:
         load_initial_weights(Transformer(bigger.model), tmp_path / "run", bigger)
     with pytest.raises(ValueError, match="neither"):
         load_initial_weights(Transformer(cfg.model), tmp_path / "nothing", cfg)
+
+
+def test_a_checkpoint_directory_starts_from_that_checkpoint_not_the_latest(tmp_path: Path) -> None:
+    cfg = resolve("tiny-cpu")
+    torch.manual_seed(0)
+    early, late = Transformer(cfg.model).eval(), Transformer(cfg.model).eval()
+    save_weights_checkpoint(tmp_path / "run", 1, early, cfg, ByteTokenizer())
+    save_weights_checkpoint(tmp_path / "run", 2, late, cfg, ByteTokenizer())
+    ids = torch.randint(0, 256, (1, 40))
+    for origin, expected in (
+        (tmp_path / "run" / "checkpoints" / "step_000001", early),
+        (tmp_path / "run", late),
+    ):
+        fresh = Transformer(cfg.model).eval()
+        load_initial_weights(fresh, origin, cfg)
+        with torch.no_grad():
+            torch.testing.assert_close(fresh(ids), expected(ids))

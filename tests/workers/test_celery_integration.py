@@ -172,12 +172,14 @@ def test_a_run_created_and_cancelled_by_the_web_stops_within_ten_seconds(worker_
 
 
 def test_trainer_crash_through_the_worker_fails_with_the_traceback(worker_queue, make_run):
-    run = make_run("integration-crash", {"data": {"corpus": "/nonexistent/corpus.txt"}})
+    # Inside the dataset roots, so that the worker's path re-check lets the trainer start (and fail).
+    missing = str(settings.DATASET_DIRS[0] / "nonexistent" / "corpus.txt")
+    run = make_run("integration-crash", {"data": {"corpus": missing}})
     launch_run.apply_async((run.id,), queue=worker_queue)
     run = wait_for(run, lambda r: r.status in FINAL_STATUSES, RUN_TIMEOUT_S)
     assert run.status == RunStatus.FAILED
     assert "Traceback (most recent call last)" in run.error
-    assert "/nonexistent/corpus.txt" in run.error
+    assert missing in run.error
     assert _trainer_processes(run) == []
 
 

@@ -42,7 +42,7 @@ class EvalJob(models.Model):
     source = models.CharField(max_length=12, choices=ModelSource.choices)
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="eval_jobs")
     checkpoint_step = models.BigIntegerField(null=True, blank=True)
-    # Relative to the shared models folder (EVAL_MODELS_DIR); never an absolute path from a user.
+    # Relative to the shared models folder (MODELS_DIR); never a path outside it.
     hf_path = models.CharField(max_length=500, blank=True)
     label = models.CharField(max_length=200, blank=True)  # for imported results: the file or model name
     tasks = models.JSONField(default=list)

@@ -2,9 +2,10 @@
 
 - Run checkpoints: ``RUNS_DIR/<run id>/checkpoints/step_XXXXXX`` (recorded as Checkpoint rows).
 - Hugging Face directories: folders with a ``config.json`` under the shared models
-  folder (``EVAL_MODELS_DIR``, default ``DATA_DIR/models``), put there by an admin.
-  Users pick them by relative path; nothing outside that folder is accepted, so a
-  path can never reach another team's run directory.
+  folder (``MODELS_DIR``, ``DATA_DIR/models``), put there by an admin. Users pick them
+  by relative path; nothing outside that folder is accepted, so a path can never
+  reach another team's run directory. Run configs submitted through the web use the
+  same folders (``webapp/runs/config_paths.py``).
 - Tasks: the engine's built-in tasks, the shared tasks folder (``EVAL_TASKS_DIR``,
   default ``DATA_DIR/tasks``) and the task folders uploaded to the project.
 """
@@ -23,7 +24,7 @@ MAX_MODEL_DEPTH = 3
 
 
 def models_dir() -> Path:
-    return Path(getattr(settings, "EVAL_MODELS_DIR", Path(settings.DATA_DIR) / "models"))
+    return Path(settings.MODELS_DIR)
 
 
 def shared_tasks_dir() -> Path:
@@ -44,32 +45,35 @@ def inside(root: Path, candidate: Path) -> bool:
     return True
 
 
-def hf_model_dirs() -> list[str]:
-    """Relative paths of Hugging Face model folders under the shared models folder."""
+def hf_model_dirs(model_file: str = "config.json") -> list[str]:
+    """Relative paths of Hugging Face folders (holding ``model_file``) under the shared models folder."""
     root = models_dir()
     if not root.is_dir():
         return []
     found = []
-    for config in sorted(root.rglob("config.json")):
-        rel = config.parent.relative_to(root)
-        if len(rel.parts) <= MAX_MODEL_DEPTH and inside(root, config.parent):
+    for marker in sorted(root.rglob(model_file)):
+        rel = marker.parent.relative_to(root)
+        if len(rel.parts) <= MAX_MODEL_DEPTH and inside(root, marker.parent):
             found.append(rel.as_posix() or ".")
     return found
 
 
-def resolve_hf_dir(relative: str) -> Path:
-    """The absolute folder for a user-given relative path; ValueError unless it is a model folder inside."""
-    relative = (relative or "").strip()
-    if not relative:
+def resolve_hf_dir(value: str, *, model_file: str = "config.json") -> Path:
+    """The real folder a user-given model path names; ValueError unless it is a model folder inside.
+
+    ``value`` is relative to the models folder, or absolute inside it (what a run's
+    stored config holds). Symlinks and ``..`` are resolved before the containment
+    check, so neither can lead to another team's run directory.
+    """
+    value = (value or "").strip()
+    if not value:
         raise ValueError("give the model folder's path inside the models folder")
-    if Path(relative).is_absolute() or ".." in Path(relative).parts:
-        raise ValueError("must be a path inside the models folder, without '..'")
     root = models_dir()
-    path = root / relative
+    path = root / value  # an absolute value replaces the root
     if not inside(root, path):
-        raise ValueError("must stay inside the models folder (a link points elsewhere)")
-    if not (path / "config.json").is_file():
-        raise ValueError(f"{relative}: no Hugging Face model here (config.json is missing)")
+        raise ValueError(f"{value}: must be a folder inside the models folder ({root})")
+    if not (path / model_file).is_file():
+        raise ValueError(f"{value}: no Hugging Face model here ({model_file} is missing)")
     return path.resolve()
 
 

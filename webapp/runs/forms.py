@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from modelcore.config import PRESETS, field_schema, resolve
+from webapp.runs.config_paths import choices_for
 
 DEFAULT_PRESET = "tiny-cpu"
 SECTION_TITLES = {
@@ -55,12 +57,17 @@ class RunForm(forms.Form):
         help_text="Fills every field below; change any of them afterwards.",
     )
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, user: AbstractBaseUser | AnonymousUser | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._schema = field_schema()
+        # Path fields offer what this user may name (datasets, model folders, runs); typing is still allowed.
+        self._path_choices: dict[str, list[tuple[str, str]]] = {}
         for section in self._schema:
             for meta in section["fields"]:
-                self.fields[meta["path"]] = _config_field(meta)
+                field = self.fields[meta["path"]] = _config_field(meta)
+                if meta["path_spec"] is not None and user is not None and user.is_authenticated:
+                    self._path_choices[meta["path"]] = choices_for(meta["path_spec"], user)
+                    field.widget.attrs["list"] = f"choices-{meta['path']}"
 
     def config_overrides(self) -> dict[str, dict[str, Any]]:
         """The cleaned values as a ``{section: {field: value}}`` dict (call after is_valid)."""
@@ -85,7 +92,8 @@ class RunForm(forms.Form):
             basic, advanced = [], []
             for meta in section["fields"]:
                 bound = self[meta["path"]]
-                (advanced if meta["advanced"] else basic).append({"field": bound, "meta": meta})
+                item = {"field": bound, "meta": meta, "choices": self._path_choices.get(meta["path"])}
+                (advanced if meta["advanced"] else basic).append(item)
             has_errors = any(item["field"].errors for item in basic + advanced)
             out.append(
                 {

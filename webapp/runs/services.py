@@ -14,6 +14,8 @@ from modelcore.config import ConfigError, resolve
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
 from webapp.projects.models import Project
+from webapp.runs import config_paths
+from webapp.runs.limits import compute_errors
 from webapp.runs.models import ACTIVE_STATUSES, Run, RunStatus
 
 log = logging.getLogger(__name__)
@@ -29,13 +31,22 @@ def create_run(
 ) -> Run:
     """Validate the config (preset, then overrides), store a queued Run and enqueue its launch.
 
-    Raises ``ConfigError`` keyed by field path; nothing is stored then.
+    Path fields may name only what the user's team may read (``config_paths``); they are
+    stored as the real paths the trainer reads. Raises ``ConfigError`` keyed by field
+    path; nothing is stored then.
     """
     require_role(user, project.team_id, Role.MEMBER)
     config = resolve(preset or None, overrides)  # raises ConfigError
+    errors = compute_errors(config)
     name = (name or "").strip()
     if len(name) > 200:
-        raise ConfigError({"name": "must be at most 200 characters"})
+        errors["name"] = "must be at most 200 characters"
+    try:
+        config = config_paths.check_submitted(config, user)
+    except ConfigError as exc:
+        errors.update(exc.errors)
+    if errors:
+        raise ConfigError(errors)
     with transaction.atomic():
         run = Run.objects.create(
             project=project,

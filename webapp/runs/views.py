@@ -35,7 +35,7 @@ def new_run(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for(request.user, project_id)
     require_role(request.user, project.team_id, Role.MEMBER)
     if request.method == "POST":
-        form = RunForm(request.POST)
+        form = RunForm(request.POST, user=request.user)
         if form.is_valid():
             try:
                 run = create_run(
@@ -51,7 +51,7 @@ def new_run(request: HttpRequest, project_id: int) -> HttpResponse:
                 return redirect("runs:detail", run_id=run.id)
         status = 400
     else:
-        form = RunForm(initial=initial_for(request.GET.get("preset", DEFAULT_PRESET)))
+        form = RunForm(initial=initial_for(request.GET.get("preset", DEFAULT_PRESET)), user=request.user)
         status = 200
     return render(
         request,
