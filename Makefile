@@ -32,5 +32,6 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
-compose-check:
-	docker-compose config --quiet
+## Validate docker-compose.yml (with a filled-in copy of .env.example) and its security rules.
+compose-check: install
+	$(PY) -m pytest -q tests/webapp/test_production_settings.py
