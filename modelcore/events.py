@@ -19,6 +19,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,7 @@ def parse_line(line: bytes) -> tuple[dict[str, Any] | None, _Problem]:
     except (ValueError, RecursionError) as exc:
         return None, _Problem(f"not valid JSON ({_short(exc)})")
     if not isinstance(event, dict):
-        return None, _Problem(f"a JSON {type(event).__name__}, not an object")
+        return None, _Problem(f"a JSON {_JSON_NAMES.get(type(event), 'value')}, not an object")
     reason = check_event(event)
     if reason:
         return None, _Problem(reason, event)
@@ -233,26 +234,47 @@ def check_event(event: dict[str, Any]) -> str:
 
 
 def _last_seq(path: Path) -> int:
-    """The highest ``seq`` already in the file, so an appended run continues the count.
+    """The seq of the file's last event, so an appended run continues the count.
 
-    A line that no longer parses still counts by the seq at its head: its event's
-    number is spent, and reusing it would give two events one seq.
+    Lines are read from the end, each by its head: the writer starts every line
+    with its seq, so a line too long to parse cheaply, or torn by a crash, still
+    counts (its number is spent: reusing it would give two events one seq).
     """
     if not path.exists():
         return 0
-    last = 0
     with open(path, "rb") as f:
-        # Only the tail matters: seq is monotonic. 64 KiB holds many lines.
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 65536))
-        for line in f.read().splitlines():
-            try:
-                last = max(last, int(json.loads(line).get("seq", 0)))
-            except (ValueError, AttributeError, TypeError, OverflowError, RecursionError):
-                head = _SEQ_HEAD.match(line[:_HEAD_BYTES])
-                if head:
-                    last = max(last, int(head.group(1)))
-    return last
+        for start, end in _lines_backwards(f):
+            f.seek(start)
+            head = _SEQ_HEAD.match(f.read(min(end - start, _HEAD_BYTES)))
+            if head:
+                return int(head.group(1))
+            if end - start <= _SCAN_BYTES:  # another writer's order of keys: parse it
+                f.seek(start)
+                try:
+                    seq = json.loads(f.read(end - start)).get("seq")
+                except (ValueError, AttributeError, RecursionError):
+                    continue
+                if _is_int(seq) and 1 <= seq <= MAX_INT64:
+                    return seq
+    return 0
+
+
+def _lines_backwards(f: Any) -> Iterator[tuple[int, int]]:
+    """(start, end) of each line of ``f``, the last first, newline excluded; reads 64 KiB at a time."""
+    f.seek(0, os.SEEK_END)
+    pos = line_end = f.tell()
+    while pos > 0:
+        block_start = max(0, pos - 65536)
+        f.seek(block_start)
+        block = f.read(pos - block_start)
+        cut = len(block)
+        while (newline := block.rfind(b"\n", 0, cut)) >= 0:
+            if block_start + newline + 1 < line_end:
+                yield block_start + newline + 1, line_end
+            cut, line_end = newline, block_start + newline
+        pos = block_start
+    if line_end > 0:
+        yield 0, line_end
 
 
 def _ends_torn(path: Path) -> bool:
@@ -314,6 +336,9 @@ def _line_seq(line: bytes, problem: _Problem) -> int | None:
         return None
     head = _SEQ_HEAD.match(line[:_HEAD_BYTES])
     return int(head.group(1)) if head else None
+
+
+_JSON_NAMES = {list: "array", str: "string", int: "number", float: "number", bool: "true or false"}
 
 
 def _is_int(value: Any) -> bool:
