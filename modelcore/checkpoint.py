@@ -27,27 +27,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+# The layout is torch-free so the workers can list checkpoints; re-exported for tools.
+from modelcore.checkpoint_layout import CHECKPOINTS_DIR, checkpoint_name, list_checkpoints
 from modelcore.config import RunConfig
 from modelcore.model import Transformer
 from modelcore.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
-
-CHECKPOINTS_DIR = "checkpoints"
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step_{step:06d}"
-
-
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints of a run as (step, path), oldest first."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit() and (p / "meta.json").exists():
-            found.append((int(p.name[5:]), p))
-    return sorted(found)
 
 
 def model_state_for_save(state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
@@ -102,9 +86,17 @@ def remove_incomplete(run_dir: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
-    for _, path in list_checkpoints(run_dir)[:-keep_last]:
+def prune_checkpoints(run_dir: Path, keep_last: int) -> list[int]:
+    """Delete all but the ``keep_last`` newest complete checkpoints; returns the steps deleted.
+
+    The worker's supervisor sees them gone from disk and drops them from the database, so
+    the eval form stops offering them.
+    """
+    pruned = []
+    for step, path in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(path, ignore_errors=True)
+        pruned.append(step)
+    return pruned
 
 
 def load_checkpoint(

@@ -243,6 +243,15 @@ class TrainConfig:
     rank_timeout_s: int = _f(
         600, "A collective that waits longer than this fails the run.", min=10, advanced=True
     )
+    cancel_grace_s: int = _f(
+        0,
+        "On cancel, seconds the trainer gets to save its checkpoint after SIGTERM before it is "
+        "killed; 0 sizes it from the checkpoint's bytes (30 s + weights and optimizer state "
+        "written at 100 MB/s).",
+        min=0,
+        max=86_400,
+        advanced=True,
+    )
     init_from: str = _f(
         "",
         "Initialise weights from a Hugging Face Llama directory, a Runwright run directory (its "

@@ -31,6 +31,7 @@ from types import FrameType
 
 from modelcore.config import ConfigError, RunConfig, parse_assignments, preset
 from modelcore.events import EventWriter
+from modelcore.parent_death import die_with_parent_if_asked
 
 FAILURES_DIR = "failures"
 
@@ -135,6 +136,8 @@ def _other_rank_failures(run_dir: Path, wait_s: float = 1.0) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Started by a worker, a rank must not outlive its launcher (see modelcore.parent_death).
+    die_with_parent_if_asked()
     # Signal handlers come before torch is imported (in the trainer): a cancel that
     # arrives during the slow imports still ends in a clean "cancelled".
     stop = install_stop_handlers()

@@ -366,7 +366,12 @@ class Trainer:
             os.replace(tmp, final)
             if self.events is not None:
                 self.events.checkpoint(self.step, f"{ckpt.CHECKPOINTS_DIR}/{name}")
-            ckpt.prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
+            pruned = ckpt.prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
+            if pruned:
+                steps = ", ".join(str(s) for s in pruned)
+                self.log(
+                    f"deleted checkpoint(s) of step {steps} (train.keep_last = {self.cfg.train.keep_last})"
+                )
         acc.wait_for_everyone()
 
     def resume(self) -> None:
@@ -545,8 +550,11 @@ class Trainer:
                 if self.events is not None:
                     self.events.metric(self.step, {"val/loss": val, "val/ppl": math.exp(min(val, 50.0))})
             if stats.stop and self.step < t.max_steps:
-                self.log(f"stop requested; saving a checkpoint at step {self.step}")
+                # The run page shows this line while the (possibly long) save runs: the
+                # supervisor waits for it up to train.cancel_grace_s before it kills.
+                self.log(f"stop requested: saving checkpoint at step {self.step} before stopping")
                 self.save_checkpoint()
+                self.log(f"checkpoint of step {self.step} saved; stopping")
                 return "cancelled"
             if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                 self.save_checkpoint()

@@ -41,8 +41,19 @@ app.conf.beat_schedule["sweep-stale-eval-jobs"] = {
     "schedule": 15.0,
     "options": {"expires": 14.0},
 }
+# Runs and eval jobs whose broker message was lost would stay queued forever (webapp.requeue).
+app.conf.beat_schedule["resend-queued-runs"] = {
+    "task": "workers.tasks.resend_queued_runs",
+    "schedule": 60.0,
+    "options": {"expires": 59.0},
+}
+app.conf.beat_schedule["resend-queued-eval-jobs"] = {
+    "task": "workers.eval_jobs.resend_queued_eval_jobs",
+    "schedule": 60.0,
+    "options": {"expires": 59.0},
+}
 app.autodiscover_tasks(["workers"])
 
-from workers import shutdown  # noqa: E402,F401  (connects the worker shutdown handler)
+from workers import shutdown, startup  # noqa: E402,F401  (connect the worker start and shutdown handlers)
 
 __all__ = ["app"]

@@ -7,6 +7,10 @@ turns it into the job's progress bar, watches ``cancel_requested`` and a time
 limit, and stores the results JSON when the evaluator exits. The row keeps the
 results without per-sample records; those stay in the job's results file.
 
+The evaluator dies with its runner and carries the job's tag (``workers.job_processes``),
+like a trainer. The task acknowledges late, like ``launch_run``: a message is only gone
+once a worker ran it; beat re-sends jobs queued too long (``resend_queued_eval_jobs``).
+
 ``schedule_periodic_evals`` is what the training supervisor calls for each
 checkpoint event: the run's ``eval.tasks``/``eval.every`` decide whether a
 job is queued, and its scores become ``eval/<task>/<metric>`` metric points.
@@ -15,6 +19,7 @@ job is queued, and its scores become ``eval/<task>/<metric>`` metric points.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -33,10 +38,12 @@ from django.db import DatabaseError, close_old_connections, connection
 
 import modelcore
 from modelcore.evaluation.taskconfig import check_task_name
+from modelcore.parent_death import die_with_parent_preexec
 from webapp.evals import transitions
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource
 from webapp.evals.services import schedule_periodic_eval
 from webapp.evals.sources import resolve_hf_dir, task_dirs
+from workers import job_processes
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,8 @@ ERROR_TAIL_CHARS = 8000
     bind=True,
     name="workers.eval_jobs.run_eval_job",
     ignore_result=True,
+    # Safe: a second delivery finds the job claimed (see transitions.claim).
+    acks_late=True,
     soft_time_limit=EVAL_TIME_LIMIT_SECONDS + STOP_GRACE_SECONDS,
     time_limit=EVAL_TIME_LIMIT_SECONDS + 2 * STOP_GRACE_SECONDS,
 )
@@ -71,6 +80,20 @@ def run_eval_job(self, job_id: int) -> str | None:
 def sweep_stale_eval_jobs() -> list[int]:
     """Fail running jobs whose worker stopped heartbeating (add to the beat schedule)."""
     return transitions.fail_stale_jobs(float(settings.LOST_AFTER_SECONDS))
+
+
+@shared_task(
+    name="workers.eval_jobs.resend_queued_eval_jobs", ignore_result=True, soft_time_limit=30, time_limit=60
+)
+def resend_queued_eval_jobs() -> list[int]:
+    """Send the task of jobs queued for longer than ``REQUEUE_AFTER_SECONDS`` again."""
+    from webapp.evals.services import enqueue_eval
+
+    due = transitions.jobs_to_resend(dt.timedelta(seconds=settings.REQUEUE_AFTER_SECONDS))
+    for job_id in due:
+        log.warning("eval job %s is still queued; sending it again (the message may be lost)", job_id)
+        enqueue_eval(job_id)
+    return due
 
 
 def schedule_periodic_evals(run_id: int, checkpoint_step: int) -> int | None:
@@ -162,6 +185,7 @@ class EvalRunner:
         self.time_limit = float(time_limit if time_limit is not None else EVAL_TIME_LIMIT_SECONDS)
         self.poll_seconds = poll_seconds
         self.proc: subprocess.Popen | None = None
+        self.tag = job_processes.new_tag("eval", job.id)
         self.progress = _Progress(list(job.tasks))
         self._offset = 0
         self._partial = b""
@@ -192,7 +216,7 @@ class EvalRunner:
         return self._collect(self.proc.returncode)
 
     def _start(self, argv: list[str]) -> None:
-        env = dict(os.environ)
+        env = {**os.environ, **job_processes.job_env(self.tag)}
         root = str(Path(modelcore.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         env.setdefault("HF_HUB_OFFLINE", "1")  # the evaluator reads local folders only
@@ -206,7 +230,10 @@ class EvalRunner:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # Dies with this thread, which follows the evaluator to its end.
+                preexec_fn=die_with_parent_preexec(),
             )
+        job_processes.record_job(self.tag, self.proc.pid, f"eval job {self.job.id}")
         transitions.record_process(self.job.id, self.proc.pid)
         log.info("eval job %s: started pid %s: %s", self.job.id, self.proc.pid, " ".join(argv))
 
@@ -271,14 +298,20 @@ class EvalRunner:
             os.killpg(self.proc.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=KILL_AFTER_SECONDS)
+        self._reap()
+
+    def _reap(self) -> None:
+        """Kill what is left of the evaluator (data loader workers), then forget the job's record."""
+        assert self.proc is not None
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        job_processes.kill_tagged(self.tag)
         self.proc.wait()
+        job_processes.forget_job(self.tag)
 
     def _collect(self, code: int) -> str:
         # Stragglers of the group (data loader workers) go with the leader.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        self._reap()
         if code != 0:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             reason = self.progress.error or log_tail(self.job.log_file)

@@ -7,6 +7,13 @@ GPUs: one ``flock`` per GPU on a file in ``lock_dir()``. The kernel releases a f
 when its holder exits, however it exits, so a killed worker never leaves GPUs leased.
 The trainer gets the leased GPUs as ``CUDA_VISIBLE_DEVICES``.
 
+The flock dies with the supervisor, but its trainer may outlive it by a moment (the
+parent-death signal is asynchronous, and a process on a GPU takes a while to exit), or
+for good where the signal failed. So the holder writes its job's tag
+(``workers.job_processes``) into each lock file, and clears it when it lets go cleanly; a
+later lease treats a GPU whose last holder's processes still live as taken, so a GPU is
+free only once the trainer that used it is gone.
+
 The inventory is ``RUNWRIGHT_GPUS`` (comma-separated ids; empty means none) when set,
 else this process's ``CUDA_VISIBLE_DEVICES``, else what ``nvidia-smi`` lists.
 """
@@ -24,6 +31,7 @@ from django.conf import settings
 
 from modelcore.config import RunConfig
 from modelcore.launch import visible_gpu_ids
+from workers.job_processes import tagged_processes
 
 
 class GpusBusy(Exception):
@@ -52,11 +60,14 @@ def lock_dir() -> Path:
 
 
 @contextlib.contextmanager
-def lease(count: int, gpus: list[str] | None = None, directory: Path | None = None) -> Iterator[list[str]]:
+def lease(
+    count: int, gpus: list[str] | None = None, directory: Path | None = None, *, holder: str = ""
+) -> Iterator[list[str]]:
     """Hold ``count`` of ``gpus`` (default: the host's) for the block; yields their ids.
 
-    Raises GpusBusy, holding nothing, when fewer than ``count`` are free. ``count`` 0
-    yields [] without touching any file.
+    ``holder``: the tag of the job that will use them, kept in the lock files while the
+    lease lasts. Raises GpusBusy, holding nothing, when fewer than ``count`` are free.
+    ``count`` 0 yields [] without touching any file.
     """
     if count == 0:
         yield []
@@ -81,6 +92,10 @@ def lease(count: int, gpus: list[str] | None = None, directory: Path | None = No
             except BlockingIOError:
                 os.close(fd)
                 continue
+            if tagged_processes(_read_holder(fd)):
+                os.close(fd)  # its last holder died, its trainer not yet
+                continue
+            _write_holder(fd, holder)
             held.append((gpu, fd))
         if len(held) < count:
             raise GpusBusy(
@@ -89,4 +104,17 @@ def lease(count: int, gpus: list[str] | None = None, directory: Path | None = No
         yield [gpu for gpu, _ in held]
     finally:
         for _, fd in held:
+            # Only reached once our own trainer is gone (the supervisor reaps it first).
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
             os.close(fd)  # closing the only descriptor releases the flock
+
+
+def _read_holder(fd: int) -> str:
+    return os.pread(fd, 200, 0).decode("ascii", errors="replace").strip()
+
+
+def _write_holder(fd: int, holder: str) -> None:
+    os.ftruncate(fd, 0)
+    if holder:
+        os.pwrite(fd, holder.encode("ascii"), 0)

@@ -41,7 +41,7 @@ from modelcore.checkpoint_layout import CHECKPOINTS_DIR, list_checkpoints
 from modelcore.config import ConfigError, RunConfig, TrainConfig
 from modelcore.events import EVENTS_FILE
 from modelcore.parent_death import die_with_parent_preexec
-from webapp.runs import transitions
+from webapp.runs import config_paths, transitions
 from webapp.runs.models import Run, RunStatus
 from workers import ingest, job_processes
 
@@ -71,9 +71,10 @@ def default_command(
     # Imported here: the web imports workers.tasks to enqueue, and must not pay for the launcher.
     from modelcore.launch import launch_command
 
+    cap = settings.MAX_CPU_PROCESSES  # the web refuses more at submit; this guards stored configs
     if not gpu_ids:
-        return launch_command(config, run_dir)
-    argv, env = launch_command(config, run_dir, gpus_available=len(gpu_ids))
+        return launch_command(config, run_dir, max_cpu_processes=cap)
+    argv, env = launch_command(config, run_dir, gpus_available=len(gpu_ids), max_cpu_processes=cap)
     return argv, {**env, "CUDA_VISIBLE_DEVICES": ",".join(gpu_ids)}
 
 
@@ -122,6 +123,7 @@ class Supervisor:
         """Run the attempt to its end; returns the final status written."""
         try:
             config = RunConfig.from_dict(self.run.config)
+            config_paths.check_stored(self.run, config)  # the web's path rule, re-checked at launch
         except ConfigError as exc:
             return self._finish(RunStatus.FAILED, f"The stored config does not validate: {exc}")
         if self.kill_after is None:

@@ -4,10 +4,12 @@ Time limits: every task has one. ``launch_run`` supervises a training run for
 as long as it trains (days, for a large model), so its soft limit is long
 (``RUN_TIME_LIMIT_SECONDS``). When it fires, Celery raises
 ``SoftTimeLimitExceeded`` inside the supervisor, which stops the trainer the
-way a cancel does (SIGTERM to the group, which checkpoints, then SIGKILL after
-``KILL_AFTER_SECONDS``) and marks the run failed with a resume hint; the hard
-limit comes a grace period later so that this clean stop always has time to
-finish. The limits need Celery's default prefork pool (signals).
+way a cancel does (SIGTERM to the ranks, which checkpoint, then SIGKILL after
+``train.cancel_grace_s``) and marks the run failed with a resume hint; the hard
+limit comes a grace period later (longer than the longest cancel grace) so that
+this clean stop always has time to finish. The limits need Celery's default
+prefork pool (signals). Should the hard limit kill the supervisor anyway, its
+trainer dies with it (``modelcore.parent_death``).
 
 ``launch_run`` acknowledges late: with a prefetch of one (``workers.app``) a
 worker busy supervising a run then reserves no other message, so a queued run
@@ -17,25 +19,33 @@ finds the run no longer queued and does nothing.
 
 On a GPU host the run first leases its GPUs (``workers.gpus``) and holds them while it
 trains; when too few are free it stays queued and the task retries after
-``GPU_RETRY_SECONDS``, so runs on one host never share a GPU.
+``GPU_RETRY_SECONDS``, so runs on one host never share a GPU. Before leasing, the
+worker kills what dead supervisors on this host left running (``workers.job_processes``).
+
+A launch message can be lost (a broker restarted without persistence): beat runs
+``resend_queued_runs`` every minute, which sends again the runs queued for longer than
+``REQUEUE_AFTER_SECONDS`` (``webapp.requeue``); the claim makes the duplicate harmless.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import socket
 
 from celery import shared_task
+from django.conf import settings
 
 from modelcore.config import ConfigError, RunConfig
 from webapp.runs import transitions
-from workers import gpus, supervisor, sweep
+from workers import gpus, job_processes, supervisor, sweep
 
 log = logging.getLogger(__name__)
 
 RUN_TIME_LIMIT_SECONDS = 30 * 24 * 3600
-STOP_GRACE_SECONDS = 120
+# Between the soft and the hard limit: the trainer's checkpoint after SIGTERM, then the final status.
+STOP_GRACE_SECONDS = int(supervisor.MAX_CANCEL_GRACE_SECONDS) + 120
 SWEEP_TIME_LIMIT_SECONDS = 60
 GPU_RETRY_SECONDS = 30
 
@@ -55,16 +65,19 @@ def launch_run(self, run_id: int) -> str | None:
     if queued is None:
         log.info("run %s is not queued (already claimed, cancelled or deleted); nothing to do", run_id)
         return None
+    job_processes.reap_orphans()
+    tag = job_processes.new_tag("run", run_id)
     try:
-        with gpus.lease(_gpus_to_lease(queued)) as gpu_ids:
+        with gpus.lease(_gpus_to_lease(queued), holder=tag) as gpu_ids:
             run = transitions.claim_for_launch(run_id, worker)
             if run is None:
                 log.info("run %s was claimed or cancelled meanwhile; nothing to do", run_id)
                 return None
             command = functools.partial(supervisor.default_command, gpu_ids=gpu_ids)
-            return supervisor.supervise(run, command=command)
+            return supervisor.supervise(run, command=command, process_tag=tag)
     except gpus.GpusBusy as exc:
         log.info("run %s waits for GPUs: %s; retrying in %s s", run_id, exc, GPU_RETRY_SECONDS)
+        transitions.waiting_for_gpus(run_id)  # its message lives on: no re-send needed
         raise self.retry(countdown=GPU_RETRY_SECONDS, max_retries=None) from exc
 
 
@@ -88,3 +101,20 @@ def _gpus_to_lease(config: dict) -> int:
 def sweep_lost_runs() -> list[int]:
     """Mark runs whose heartbeat is older than ``LOST_AFTER_SECONDS`` as lost."""
     return sweep.sweep_lost_runs()
+
+
+@shared_task(
+    name="workers.tasks.resend_queued_runs",
+    ignore_result=True,
+    soft_time_limit=SWEEP_TIME_LIMIT_SECONDS // 2,
+    time_limit=SWEEP_TIME_LIMIT_SECONDS,
+)
+def resend_queued_runs() -> list[int]:
+    """Send the launch of runs queued for longer than ``REQUEUE_AFTER_SECONDS`` again."""
+    from webapp.runs.services import enqueue_launch
+
+    due = transitions.runs_to_resend(dt.timedelta(seconds=settings.REQUEUE_AFTER_SECONDS))
+    for run_id in due:
+        log.warning("run %s is still queued; sending its launch again (the message may be lost)", run_id)
+        enqueue_launch(run_id)
+    return due

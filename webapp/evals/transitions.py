@@ -2,7 +2,8 @@
 
 Status changes are conditional UPDATEs (``WHERE status = ...``), so the web
 (cancelling) and a worker (finishing) can never overwrite each other, and a
-second delivery of the same task finds nothing to claim.
+second delivery of the same task finds nothing to claim. Heartbeats and the
+stale-job sweep use the database's clock (``Now()``), never a worker's.
 """
 
 from __future__ import annotations
@@ -12,20 +13,21 @@ import time
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
+from django.db.models import DateTimeField, ExpressionWrapper, Value
+from django.db.models.functions import Now
 
+from webapp import requeue
 from webapp.evals.models import EvalJob, EvalStatus
 from webapp.metrics.services import Point, upsert_points
 
 
 def claim(job_id: int, worker: str) -> EvalJob | None:
     """Move a queued job to ``running`` for this worker; None when it was not queued."""
-    now = timezone.now()
     claimed = EvalJob.objects.filter(pk=job_id, status=EvalStatus.QUEUED, cancel_requested=False).update(
         status=EvalStatus.RUNNING,
         worker=worker[:200],
-        started_at=now,
-        heartbeat_at=now,
+        started_at=Now(),
+        heartbeat_at=Now(),
         progress=0.0,
         error="",
     )
@@ -33,13 +35,13 @@ def claim(job_id: int, worker: str) -> EvalJob | None:
 
 
 def record_process(job_id: int, pid: int) -> None:
-    EvalJob.objects.filter(pk=job_id, status=EvalStatus.RUNNING).update(pid=pid, heartbeat_at=timezone.now())
+    EvalJob.objects.filter(pk=job_id, status=EvalStatus.RUNNING).update(pid=pid, heartbeat_at=Now())
 
 
 def record_progress(job_id: int, progress: float, current_task: str) -> bool:
     """Store progress and refresh the heartbeat; returns whether a cancel was requested."""
     EvalJob.objects.filter(pk=job_id, status=EvalStatus.RUNNING).update(
-        progress=max(0.0, min(1.0, progress)), current_task=current_task[:200], heartbeat_at=timezone.now()
+        progress=max(0.0, min(1.0, progress)), current_task=current_task[:200], heartbeat_at=Now()
     )
     return bool(EvalJob.objects.filter(pk=job_id, cancel_requested=True).exists())
 
@@ -53,7 +55,7 @@ def finish(
     has_samples: bool = False,
 ) -> bool:
     """Write the final state of a running job; for a periodic job, its scores become run metric points."""
-    fields: dict[str, Any] = {"status": status, "error": error, "finished_at": timezone.now(), "pid": None}
+    fields: dict[str, Any] = {"status": status, "error": error, "finished_at": Now(), "pid": None}
     if status == EvalStatus.COMPLETED:
         fields.update(progress=1.0, results=results, has_samples=has_samples, current_task="")
     with transaction.atomic():
@@ -81,7 +83,9 @@ def eval_points(results: dict[str, Any], step: int) -> list[Point]:
 
 def fail_stale_jobs(older_than_seconds: float) -> list[int]:
     """Mark running jobs whose worker stopped heartbeating as failed (the worker was killed or lost)."""
-    cutoff = timezone.now() - dt.timedelta(seconds=older_than_seconds)
+    cutoff = ExpressionWrapper(
+        Now() - Value(dt.timedelta(seconds=older_than_seconds)), output_field=DateTimeField()
+    )
     stale = list(
         EvalJob.objects.filter(status=EvalStatus.RUNNING, heartbeat_at__lt=cutoff).values_list(
             "pk", flat=True
@@ -91,7 +95,12 @@ def fail_stale_jobs(older_than_seconds: float) -> list[int]:
         EvalJob.objects.filter(pk__in=stale, status=EvalStatus.RUNNING, heartbeat_at__lt=cutoff).update(
             status=EvalStatus.FAILED,
             error="The worker running this job stopped responding (killed or lost). Start the job again.",
-            finished_at=timezone.now(),
+            finished_at=Now(),
             pid=None,
         )
     return stale
+
+
+def jobs_to_resend(after: dt.timedelta) -> list[int]:
+    """Queued jobs whose task message may be lost (see ``webapp.requeue``); marks them re-sent."""
+    return requeue.due_for_resend(EvalJob.objects.filter(status=EvalStatus.QUEUED), after)

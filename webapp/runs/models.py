@@ -39,6 +39,8 @@ class Run(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # While queued: when its launch message was last known sent (webapp.requeue re-sends lost ones).
+    dispatched_at = models.DateTimeField(null=True, blank=True)
     step = models.BigIntegerField(default=0)
     last_loss = models.FloatField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)

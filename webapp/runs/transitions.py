@@ -8,6 +8,10 @@ overwrite each other: the one that loses sees 0 rows and knows it lost.
 
 ``attempt`` identifies one launch of a run: a supervisor only writes while the
 run is still its own attempt and still active.
+
+Times that other hosts compare (heartbeats, the sweep's cutoff, start and end)
+come from the database's clock (``Now()`` in the UPDATE), never the writer's: a
+worker whose clock runs a minute behind must not look dead to the sweep.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import F, Q, Value
-from django.db.models.functions import Coalesce
-from django.utils import timezone
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
+from django.db.models.functions import Coalesce, Now
 
+from webapp import requeue
 from webapp.runs.models import Checkpoint, Run, RunLog, RunStatus
 
 SUPERVISED_STATUSES = (RunStatus.STARTING, RunStatus.RUNNING)
@@ -37,16 +41,15 @@ def claim_for_launch(run_id: int, worker: str) -> Run | None:
     This is what makes the launch task idempotent: of two deliveries of the same
     task, only one UPDATE matches the queued row.
     """
-    now = timezone.now()
     claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
         status=RunStatus.STARTING,
         attempt=F("attempt") + 1,
         worker=worker[:200],
         pid=None,
         error="",
-        started_at=Coalesce(F("started_at"), Value(now)),
+        started_at=Coalesce(F("started_at"), Now()),
         finished_at=None,
-        heartbeat_at=now,
+        heartbeat_at=Now(),
     )
     return Run.objects.get(pk=run_id) if claimed else None
 
@@ -57,12 +60,12 @@ def _own(run_id: int, attempt: int):
 
 def record_process(run_id: int, attempt: int, pid: int) -> bool:
     """Remember the launcher's process group so an operator can find it."""
-    return _own(run_id, attempt).update(pid=pid, heartbeat_at=timezone.now()) == 1
+    return _own(run_id, attempt).update(pid=pid, heartbeat_at=Now()) == 1
 
 
 def heartbeat(run_id: int, attempt: int) -> bool:
     """Refresh the heartbeat; False when the run is no longer this supervisor's (lost, relaunched)."""
-    return _own(run_id, attempt).update(heartbeat_at=timezone.now()) == 1
+    return _own(run_id, attempt).update(heartbeat_at=Now()) == 1
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,7 @@ def record_progress(run_id: int, attempt: int, progress: Progress) -> bool:
     offset and the rows commit together: a crash before the commit re-reads the
     same events, and the upserts make the re-read harmless.
     """
-    now = timezone.now()
-    fields: dict = {"events_offset": progress.offset, "heartbeat_at": now}
+    fields: dict = {"events_offset": progress.offset, "heartbeat_at": Now()}
     if progress.step is not None:
         fields["step"] = progress.step
     if progress.last_loss is not None:
@@ -103,7 +105,7 @@ def revive(run_id: int, attempt: int) -> bool:
     """
     return (
         Run.objects.filter(pk=run_id, attempt=attempt, status=RunStatus.LOST).update(
-            status=RunStatus.RUNNING, error="", finished_at=None, heartbeat_at=timezone.now()
+            status=RunStatus.RUNNING, error="", finished_at=None, heartbeat_at=Now()
         )
         == 1
     )
@@ -119,7 +121,7 @@ def finish(run_id: int, attempt: int, status: str, error: str = "") -> bool:
     return (
         Run.objects.filter(
             pk=run_id, attempt=attempt, status__in=(*SUPERVISED_STATUSES, RunStatus.LOST)
-        ).update(status=status, error=error, finished_at=timezone.now())
+        ).update(status=status, error=error, finished_at=Now())
         == 1
     )
 
@@ -130,9 +132,13 @@ def fail_before_start(run_id: int, attempt: int, error: str) -> bool:
 
 
 def mark_lost_runs(lost_after: dt.timedelta, *, now: dt.datetime | None = None) -> list[int]:
-    """Mark supervised runs whose heartbeat is older than ``lost_after`` as lost; returns their ids."""
-    now = now or timezone.now()
-    cutoff = now - lost_after
+    """Mark supervised runs whose heartbeat is older than ``lost_after`` as lost; returns their ids.
+
+    Measured on the database's clock, the one every heartbeat was written with;
+    ``now`` replaces it (tests that move time forward).
+    """
+    reference = Value(now, output_field=DateTimeField()) if now is not None else Now()
+    cutoff = ExpressionWrapper(reference - Value(lost_after), output_field=DateTimeField())
     stale = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
     lost: list[int] = []
     for run in Run.objects.filter(stale, status__in=SUPERVISED_STATUSES).only(
@@ -148,12 +154,22 @@ def mark_lost_runs(lost_after: dt.timedelta, *, now: dt.datetime | None = None) 
         # between the SELECT and here keeps the run alive.
         if (
             Run.objects.filter(stale, pk=run.pk, attempt=run.attempt, status__in=SUPERVISED_STATUSES).update(
-                status=RunStatus.LOST, error=error, finished_at=now
+                status=RunStatus.LOST, error=error, finished_at=reference
             )
             == 1
         ):
             lost.append(run.pk)
     return lost
+
+
+def runs_to_resend(after: dt.timedelta) -> list[int]:
+    """Queued runs whose launch message may be lost (see ``webapp.requeue``); marks them re-sent."""
+    return requeue.due_for_resend(Run.objects.filter(status=RunStatus.QUEUED), after)
+
+
+def waiting_for_gpus(run_id: int) -> bool:
+    """A queued run's launch message is alive (it retries while GPUs are busy): no re-send needed."""
+    return Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(dispatched_at=Now()) == 1
 
 
 def record_logs(run_id: int, logs: Iterable[dict]) -> int:
@@ -191,3 +207,17 @@ def record_checkpoints(run_id: int, checkpoints: Iterable[dict]) -> int:
         list(rows.values()), update_conflicts=True, unique_fields=["run", "step"], update_fields=["path"]
     )
     return len(rows)
+
+
+def forget_missing_checkpoints(run_id: int, on_disk: set[int]) -> list[int]:
+    """Delete the rows of the run's checkpoints that are no longer on disk; returns their steps.
+
+    The trainer deletes all but ``train.keep_last`` checkpoints after each save; the
+    supervisor, which sees the run directory, passes the steps still there.
+    """
+    gone = sorted(
+        Checkpoint.objects.filter(run_id=run_id).exclude(step__in=on_disk).values_list("step", flat=True)
+    )
+    if gone:
+        Checkpoint.objects.filter(run_id=run_id, step__in=gone).delete()
+    return gone
