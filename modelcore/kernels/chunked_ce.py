@@ -98,12 +98,12 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 chunk_loss, grad_logits = chunk_fn(logits, targets[start:end], ignore_index, scale)
                 loss_sum += chunk_loss
                 if grad_hidden is not None:
-                    if use_onednn(grad_logits, weight):
+                    if use_onednn(grad_logits, weight.t()):
                         grad_hidden[start:end] = mm_nt(grad_logits, weight.t())  # (C, V) @ (V, H)
                     else:
                         torch.mm(grad_logits, weight, out=grad_hidden[start:end])
                 if grad_weight is not None:
-                    if use_onednn(grad_logits, weight):
+                    if use_onednn(grad_logits.t(), h.t()):
                         grad_weight += mm_nt(grad_logits.t(), h.t())  # (V, C) @ (C, H)
                     elif grad_logits.dtype == torch.float32:
                         grad_weight.addmm_(grad_logits.t(), h)
