@@ -42,7 +42,7 @@ def make_run(project) -> Callable[..., Run]:
     return make
 
 
-def _fake_command(mode: str, steps: int = 20):
+def _fake_command(mode: str, steps: int = 20, *extra: str):
     def build(config: RunConfig, run_dir: Path) -> tuple[list[str], dict[str, str]]:
         argv = [
             sys.executable,
@@ -53,6 +53,7 @@ def _fake_command(mode: str, steps: int = 20):
             mode,
             "--steps",
             str(steps),
+            *extra,
         ]
         return argv, {"PYTHONUNBUFFERED": "1"}
 
@@ -61,5 +62,5 @@ def _fake_command(mode: str, steps: int = 20):
 
 @pytest.fixture
 def fake_command():
-    """``fake_command(mode)``: a supervisor command builder that starts the fake trainer in ``mode``."""
+    """``fake_command(mode, steps, *extra_args)``: a command builder that starts the fake trainer in ``mode``."""
     return _fake_command

@@ -7,11 +7,15 @@ Modes:
   torn         some metrics, then half a line, then exits 1 (a crash mid-write)
   until-term   writes metrics until SIGTERM, then cancelled; spawns a child in its group
   ignore-term  like until-term but ignores SIGTERM (the supervisor must SIGKILL)
+  slow-save    like until-term, but saving the checkpoint after SIGTERM takes --save-seconds
+  checkpoints  saves a checkpoint folder every 2 steps, keeping the last --keep-last, then completes
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +35,8 @@ def main() -> int:
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--mode", required=True)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--save-seconds", type=float, default=0.0)
+    parser.add_argument("--keep-last", type=int, default=2)
     args = parser.parse_args()
     if args.mode == "crash":
         raise ImportError("fake trainer: no module named 'flash_attn_fake'")
@@ -51,6 +57,8 @@ def main() -> int:
         except RuntimeError:
             events.status("failed", error=traceback.format_exc())
         return 1
+    if args.mode == "checkpoints":
+        return save_and_prune(events, args.run_dir, args.steps, args.keep_last)
     if args.mode == "torn":
         metric(events, 1)
         metric(events, 2)
@@ -78,8 +86,29 @@ def main() -> int:
         step += 1
         metric(events, step)
         time.sleep(0.1)
+    if args.mode == "slow-save":
+        events.log(f"stop requested: saving checkpoint at step {step} before stopping")
+        time.sleep(args.save_seconds)
     events.checkpoint(step, f"checkpoints/step_{step:06d}")
     events.status("cancelled")
+    return 0
+
+
+def save_and_prune(events: EventWriter, run_dir: Path, steps: int, keep_last: int) -> int:
+    """Checkpoint folders laid out as modelcore's, deleted by keep-last as the trainer does."""
+    root = run_dir / "checkpoints"
+    for step in range(1, steps + 1):
+        metric(events, step)
+        if step % 2:
+            continue
+        folder = root / f"step_{step:06d}"
+        folder.mkdir(parents=True)
+        (folder / "meta.json").write_text(json.dumps({"step": step}))
+        events.checkpoint(step, f"checkpoints/{folder.name}")
+        for old in sorted(p for p in root.iterdir() if p.name.startswith("step_"))[:-keep_last]:
+            shutil.rmtree(old)
+        time.sleep(0.15)  # several supervisor rounds see the folders come and go
+    events.status("completed")
     return 0
 
 
