@@ -19,6 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from modelcore.evaluation.taskconfig import TASK_NAME_RULE, is_task_name
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
 from webapp.evals.models import ACTIVE_EVAL_STATUSES, EvalJob, EvalStatus, ModelSource, Report
@@ -73,6 +74,12 @@ class ModelRef:
         )
 
 
+def _shown(value: str, limit: int = 60) -> str:
+    """``value`` quoted for an error message, cut short (a body may carry a megabyte-long name)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _check_options(
     project: Project, tasks: Sequence[str], num_fewshot: int | None, limit: int | None
 ) -> list[str]:
@@ -83,10 +90,16 @@ def _check_options(
         errors["tasks"] = "choose at least one task"
     elif len(tasks) > MAX_TASKS:
         errors["tasks"] = f"at most {MAX_TASKS} tasks per job"
+    elif not_names := [t for t in tasks if not is_task_name(t)]:
+        # Tasks are looked up by name in the registry, never read from a path a member gives.
+        errors["tasks"] = (
+            f"{_shown(not_names[0])} is not a task name: pick a listed task (a name has {TASK_NAME_RULE}); "
+            "to run your own task, upload its folder"
+        )
     else:
         unknown = [t for t in tasks if t not in known]
         if unknown:
-            errors["tasks"] = f"unknown task {unknown[0]!r}; upload its folder or pick a listed task"
+            errors["tasks"] = f"unknown task {_shown(unknown[0])}; upload its folder or pick a listed task"
     if num_fewshot is not None and not 0 <= num_fewshot <= MAX_FEWSHOT:
         errors["num_fewshot"] = f"must be between 0 and {MAX_FEWSHOT}"
     if limit is not None and limit < 1:
