@@ -34,5 +34,5 @@ echo "== pytest, embedded default (SQLite, filesystem broker)"
 
 if [ -n "${RUNWRIGHT_DATABASE_URL:-}" ] || [ -n "${RUNWRIGHT_REDIS_URL:-}" ]; then
   echo "== pytest, services (database: ${RUNWRIGHT_DATABASE_URL:-SQLite}, redis: ${RUNWRIGHT_REDIS_URL:-none})"
-  run_pytest tests/webapp tests/workers tests/metrics tests/evals "$@"
+  run_pytest tests/webapp tests/workers tests/metrics tests/evals tests/faults "$@"
 fi
