@@ -32,3 +32,29 @@ def test_non_finite_values_are_stored_as_null(run):
         run.id, [Point("a", 1, math.nan, 0.0), Point("a", 2, math.inf, 0.0), Point("a", 3, None, 0.0)]
     )
     assert stored(run) == [("a", 1, None), ("a", 2, None), ("a", 3, None)]
+
+
+def seqs(run):
+    return dict(
+        ((key, step), seq)
+        for key, step, seq in MetricPoint.objects.filter(run=run).values_list("key", "step", "seq")
+    )
+
+
+def test_every_write_numbers_its_rows_after_the_runs_last_write(run):
+    """A stream follows ``seq``: a late key for an old step, or a re-logged step, sorts after what it sent."""
+    upsert_points(run.id, [Point("train/loss", s, 1.0, 0.0) for s in (1, 2, 3)])
+    first = seqs(run)
+    assert sorted(first.values()) == [1, 2, 3]
+    upsert_points(run.id, [Point("val/loss", 2, 1.0, 0.0), Point("train/loss", 3, 0.5, 0.0)])
+    later = seqs(run)
+    assert later[("val/loss", 2)] > max(first.values()) and later[("train/loss", 3)] > max(first.values())
+    assert later[("train/loss", 1)] == first[("train/loss", 1)]  # untouched rows keep theirs
+    assert len(set(later.values())) == len(later)
+
+
+def test_runs_are_numbered_apart(run):
+    other = type(run).objects.create(project=run.project, name="other", config=run.config)
+    upsert_points(run.id, [Point("a", s, 1.0, 0.0) for s in range(5)])
+    upsert_points(other.id, [Point("a", 0, 1.0, 0.0)])
+    assert list(seqs(other).values()) == [1]

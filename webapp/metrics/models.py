@@ -19,6 +19,11 @@ class MetricPoint(models.Model):
     step = models.BigIntegerField()
     value = models.FloatField(null=True)  # null: the trainer logged NaN/inf
     time = models.FloatField()  # unix seconds, for wall-clock charts
+    # When the row was last written, in the run's order of writes (metrics.services hands
+    # these out): a live stream follows a run by it, so a point written late for a step the
+    # stream has passed (val/loss after the validation pass), or re-logged by a resumed
+    # attempt, is still sent. Unlike the primary key it moves on every upsert.
+    seq = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -27,7 +32,10 @@ class MetricPoint(models.Model):
         # A live stream reads "every key after step S" of one run each second; the unique index
         # (key before step) cannot serve that range, and without this index each read scanned
         # the run's whole history (28 ms at 1M points on PostgreSQL, 1.4 ms with it).
-        indexes = [models.Index(fields=["run", "step"], name="metric_point_run_step")]
+        indexes = [
+            models.Index(fields=["run", "step"], name="metric_point_run_step"),
+            models.Index(fields=["run", "seq"], name="metric_point_run_seq"),
+        ]
 
 
 class MetricKey(models.Model):

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.db.models import Max
+
 from webapp.metrics.models import MetricKey, MetricPoint, MetricSummary
 from webapp.metrics.summaries import LEVELS, SummaryStore, bucket_width
 from webapp.runs.models import Run
@@ -134,6 +136,15 @@ def _min_max_indices(indices: Iterable[int], values: Sequence[float | None]) -> 
     if i_min is None:
         return []
     return sorted({i_min, i_max})
+
+
+def latest_point_seq(run: Run) -> int:
+    """The ``seq`` of the run's last written point: where a live stream picks up after a chart read.
+
+    Read it before the series: a point written in between then comes again over the
+    stream (the page merges points by step) rather than not at all. -1: no points yet.
+    """
+    return MetricPoint.objects.filter(run=run).aggregate(last=Max("seq"))["last"] or -1
 
 
 def latest_points(
