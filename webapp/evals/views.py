@@ -6,7 +6,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.text import slugify
@@ -178,16 +177,12 @@ def job_status(request: HttpRequest, job_id: int) -> JsonResponse:
 @login_required
 @require_POST
 def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
-    job = eval_job_for(request.user, job_id)
-    try:
-        job = request_eval_cancel(user=request.user, job=job)
-    except PermissionDenied as exc:
-        messages.error(request, str(exc))
+    # A viewer's PermissionDenied is a 403 page naming the role it takes (they see no button).
+    job = request_eval_cancel(user=request.user, job=eval_job_for(request.user, job_id))
+    if job.is_active:
+        messages.info(request, "Cancel requested; the evaluator stops within seconds.")
     else:
-        if job.is_active:
-            messages.info(request, "Cancel requested; the evaluator stops within seconds.")
-        else:
-            messages.info(request, f"The eval job is {job.status}.")
+        messages.info(request, f"The eval job is {job.status}.")
     return redirect("evals:job", job_id=job.id)
 
 
@@ -332,11 +327,7 @@ def report_edit(request: HttpRequest, report_id: int) -> HttpResponse:
 def report_delete(request: HttpRequest, report_id: int) -> HttpResponse:
     report = report_for(request.user, report_id)
     project_id = report.project_id
-    try:
-        delete_report(user=request.user, report=report)
-    except PermissionDenied as exc:
-        messages.error(request, str(exc))
-        return redirect("evals:report", report_id=report.id)
+    delete_report(user=request.user, report=report)  # PermissionDenied: a 403 page naming the role
     messages.success(request, "Report deleted.")
     return redirect("evals:project", project_id=project_id)
 

@@ -31,7 +31,10 @@ def project_index(request: HttpRequest) -> HttpResponse:
                 form.add_error(field if field in form.fields else None, message)
         else:
             return redirect("projects:detail", project_id=project.id)
-    return render(request, "projects/list.html", {"projects": project_list(request.user), "form": form})
+    status = 400 if request.method == "POST" else 200  # a form with errors, as the other forms answer
+    return render(
+        request, "projects/list.html", {"projects": project_list(request.user), "form": form}, status=status
+    )
 
 
 @login_required
