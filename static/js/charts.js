@@ -41,3 +41,25 @@ rw.spliceZoom = function (traces, window, fineSeries) {
     return { ...t, x: x, y: y };
   });
 };
+
+// Live points ([[step, value], ...], in the order they were written) into trace ``index``
+// of a chart. Past the trace's last step they are appended; a step the trace already has
+// (re-logged by a resumed run, or already in the chart's first read) is replaced, and a
+// step inside its range is put in its place: the chart shows what the database holds.
+rw.upsertPoints = function (div, index, pairs) {
+  if (!pairs.length || !div.data || !div.data[index]) return;
+  const xs = Array.from(div.data[index].x || []), ys = Array.from(div.data[index].y || []);
+  let last = xs.length ? xs[xs.length - 1] : -Infinity, appendOnly = true;
+  for (const [step] of pairs) {
+    if (step <= last) { appendOnly = false; break; }
+    last = step;
+  }
+  if (appendOnly) {
+    Plotly.extendTraces(div, { x: [pairs.map((p) => p[0])], y: [pairs.map((p) => p[1])] }, [index]);
+    return;
+  }
+  const byStep = new Map(xs.map((step, i) => [step, ys[i]]));
+  for (const [step, value] of pairs) byStep.set(step, value);
+  const steps = Array.from(byStep.keys()).sort((a, b) => a - b);
+  Plotly.restyle(div, { x: [steps], y: [steps.map((step) => byStep.get(step))] }, [index]);
+};

@@ -12,11 +12,10 @@
   const durationEl = document.getElementById("run-duration");
   const note = document.getElementById("chart-note");
   const lossKeys = state.chart_keys;
-  const lastStep = {};  // per key: the last step drawn, so repeated points are skipped
   let metricKey = "";
   let metricChosen = false;  // once the user picks a metric, new keys never replace it
   const PREFERRED_METRIC = "train/lr";
-  let logSeq = state.log_seq;
+  let logAfter = state.log_after;  // the id of the last log row shown
   let duration = durationEl.dataset.duration === "" ? null : Number(durationEl.dataset.duration);
   let durationTicking = false;
 
@@ -38,11 +37,6 @@
     return response.json();
   }
 
-  function remember(series) {
-    const n = series.steps.length;
-    lastStep[series.key] = n ? series.steps[n - 1] : -1;
-  }
-
   function fillKeySelect(keys) {
     const others = keys.filter((k) => !lossKeys.includes(k));
     if (!others.length) return;
@@ -55,23 +49,26 @@
 
   let metricRequest = 0;
   let drawnMetric = "";  // the key the metric chart shows now (a newer choice may still be loading)
+  let pendingMetric = [];  // live points of metricKey that came while its series was loading
   async function showMetric(key) {
     metricKey = key;
+    pendingMetric = [];
     if (!key) return;
     const mine = ++metricRequest;
     const data = await loadSeries([key]);
     if (mine !== metricRequest) return;  // the user (or a new key) asked for another metric meanwhile
-    const series = data.series[0];
-    remember(series);
-    Plotly.react(metricDiv, [trace(series, "#059669")], layout(key), plotConfig);
+    Plotly.react(metricDiv, [trace(data.series[0], "#059669")], layout(key), plotConfig);
     drawnMetric = key;
+    // Written after the stream's cursor, perhaps before this read: merged by step, none lost.
+    rw.upsertPoints(metricDiv, 0, pendingMetric);
+    pendingMetric = [];
   }
 
   async function init() {
-    let maxStep = -1;
+    let cursor = -1;  // the stream's point cursor: points written after the charts' first read
     try {
       const data = await loadSeries(lossKeys);
-      data.series.forEach(remember);
+      cursor = data.cursor;
       const empty = !data.series.some((s) => s.steps.length);
       const emptyText = empty ? (state.is_final ? "no points were logged" : "waiting for the first points…") : "";
       Plotly.newPlot(lossDiv, data.series.map((s) => trace(s, colors[s.key])), layout("loss", true, emptyText), plotConfig);
@@ -82,24 +79,22 @@
       // Plotly adds .on() to a div once it holds a plot.
       lossDiv.on("plotly_relayout", (event) => refine(lossDiv, event));
       metricDiv.on("plotly_relayout", (event) => refine(metricDiv, event));
-      maxStep = Math.max(-1, ...Object.values(lastStep));
     } catch (err) {
       note.textContent = "Could not load the metrics (" + err.message + ").";
     }
-    if (!state.is_final) follow(maxStep);
+    if (!state.is_final) follow(cursor);
   }
 
+  // Points come in the order they were written (a late val/loss for an old step, a step
+  // re-logged after a resume); each is merged into its trace by step.
   function appendPoints(points) {
-    const lossUpdate = { x: [], y: [] }, lossIdx = [];
+    let lossGrew = false;
     for (const [key, pairs] of Object.entries(points)) {
-      const fresh = pairs.filter((p) => p[0] > (lastStep[key] ?? -1));
-      if (!fresh.length) continue;
-      lastStep[key] = fresh[fresh.length - 1][0];
-      const xs = fresh.map((p) => p[0]), ys = fresh.map((p) => p[1]);
       const li = lossKeys.indexOf(key);
-      if (li >= 0) { lossIdx.push(li); lossUpdate.x.push(xs); lossUpdate.y.push(ys); }
-      if (key === drawnMetric) Plotly.extendTraces(metricDiv, { x: [xs], y: [ys] }, [0]);
-      if (!lossKeys.includes(key)) {
+      if (li >= 0) { rw.upsertPoints(lossDiv, li, pairs); lossGrew = true; }
+      if (key === drawnMetric && key === metricKey) rw.upsertPoints(metricDiv, 0, pairs);
+      else if (key === metricKey) pendingMetric.push(...pairs);
+      if (li < 0) {
         fillKeySelect([key]);
         if (!metricChosen && (!metricKey || (key === PREFERRED_METRIC && metricKey !== key))) {
           keySelect.value = key;
@@ -107,16 +102,15 @@
         }
       }
     }
-    if (lossIdx.length) {
-      Plotly.extendTraces(lossDiv, lossUpdate, lossIdx);
-      if ((lossDiv.layout.annotations || []).length) Plotly.relayout(lossDiv, { annotations: [] });
+    if (lossGrew && lossDiv.layout && (lossDiv.layout.annotations || []).length) {
+      Plotly.relayout(lossDiv, { annotations: [] });
     }
   }
 
   function appendLogs(logs) {
     for (const entry of logs) {
-      if (entry.seq <= logSeq) continue;
-      logSeq = entry.seq;
+      if (entry.id <= logAfter) continue;
+      logAfter = entry.id;
       logBox.appendChild(rw.el("span", { class: "log-" + entry.level }, entry.message));
       logBox.appendChild(document.createTextNode("\n"));
     }
@@ -159,10 +153,12 @@
     }
   }
 
-  function follow(since) {
+  function follow(after) {
+    // Where the stream starts; on a reconnect EventSource sends the last update's id
+    // (Last-Event-ID), which the server prefers to these, so nothing is missed or sent twice.
     const url = new URL(lossDiv.dataset.streamUrl, location.href);
-    url.searchParams.set("since", since);
-    url.searchParams.set("log_seq", logSeq);
+    url.searchParams.set("after", after);
+    url.searchParams.set("log_after", logAfter);
     const source = new EventSource(url);
     source.addEventListener("update", function (event) {
       const update = JSON.parse(event.data);
@@ -177,7 +173,7 @@
       refreshEvalPanel();  // the run's last checkpoint can now be evaluated
     });
     source.onerror = function () {
-      // EventSource reconnects on its own; the cursor above drops points we already have.
+      // EventSource reconnects on its own, resuming from the last update's id.
       note.textContent = "connection lost; reconnecting…";
     };
     source.onopen = function () { if (note.textContent.startsWith("connection")) note.textContent = ""; };

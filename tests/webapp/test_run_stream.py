@@ -8,6 +8,8 @@ import json
 import pytest
 from django.utils import timezone
 
+from webapp.metrics.models import MetricPoint
+from webapp.metrics.selectors import latest_point_seq
 from webapp.metrics.services import Point, upsert_points
 from webapp.runs.models import Run, RunLog, RunStatus
 from webapp.runs.stream import StreamCursor, read_updates, run_events
@@ -29,10 +31,14 @@ def add_points(run: Run, key: str, steps: range) -> None:
     upsert_points(run.id, [Point(key, s, 10.0 / s, float(s)) for s in steps])
 
 
+def seq_of(run: Run, key: str, step: int) -> int:
+    return MetricPoint.objects.get(run=run, key=key, step=step).seq
+
+
 def test_read_updates_sends_only_new_points_and_logs(run):
     add_points(run, "train/loss", range(1, 4))
     RunLog.objects.create(run=run, seq=1, time=1.0, message="hello")
-    cursor = StreamCursor(step=1)
+    cursor = StreamCursor(point_seq=seq_of(run, "train/loss", 1))
     update = read_updates(run.id, cursor)
     assert update.payload["points"] == {"train/loss": [[2, 5.0], [3, 10.0 / 3]]}
     assert [entry["message"] for entry in update.payload["logs"]] == ["hello"]
@@ -85,27 +91,29 @@ def test_stream_of_a_finished_run_sends_its_state_and_ends(make_run):
 def test_stream_view_answers_event_stream(async_client, alice, make_run):
     done = make_run(status=RunStatus.COMPLETED, step=2, last_loss=1.5)
     add_points(done, "train/loss", range(1, 3))
+    after, last = seq_of(done, "train/loss", 1), seq_of(done, "train/loss", 2)
 
     async def fetch():
         await async_client.aforce_login(alice)
-        response = await async_client.get(f"/runs/{done.id}/stream?since=1")
+        response = await async_client.get(f"/runs/{done.id}/stream?after={after}")
         return response, b"".join([chunk async for chunk in response.streaming_content]).decode()
 
     response, body = asyncio.run(fetch())
     assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
     got = events(body.split("\n\n"))
     assert got[0][1]["points"] == {"train/loss": [[2, 5.0]]} and got[-1][0] == "end"
-    assert "id: 2:-1\n" in body  # what a reconnecting browser sends back
+    assert f"id: {last}:-1\n" in body  # what a reconnecting browser sends back
 
 
 def test_reconnect_resumes_from_last_event_id(async_client, alice, make_run):
     done = make_run(status=RunStatus.COMPLETED, step=3)
     add_points(done, "train/loss", range(1, 4))
+    last_event_id = f"{seq_of(done, 'train/loss', 2)}:-1"
 
     async def fetch():
         await async_client.aforce_login(alice)
         response = await async_client.get(
-            f"/runs/{done.id}/stream?since=-1", headers={"Last-Event-ID": "2:-1"}
+            f"/runs/{done.id}/stream?after=-1", headers={"Last-Event-ID": last_event_id}
         )
         return b"".join([chunk async for chunk in response.streaming_content]).decode()
 
@@ -140,3 +148,116 @@ def test_live_message_wakes_the_stream_before_the_idle_poll(run, settings):
         return loop.time() - start
 
     assert asyncio.run(asyncio.wait_for(consume(), timeout=20)) < 10
+
+
+def points_of(updates: list[tuple[str, dict]]) -> list[tuple[str, int, float]]:
+    return [
+        (key, step, value)
+        for name, data in updates
+        if name == "update"
+        for key, pairs in data["points"].items()
+        for step, value in pairs
+    ]
+
+
+@pytest.mark.parametrize("wakeup", ["polling", pytest.param("redis", marks=pytest.mark.services)])
+def test_a_key_logged_for_a_step_already_sent_is_still_sent(run, settings, wakeup):
+    """val/loss is written after the validation pass, when the stream has read that step's train/loss."""
+    if wakeup == "redis":
+        if not settings.REDIS_URL:
+            pytest.skip("needs RUNWRIGHT_REDIS_URL")
+        from webapp.live import publish
+    else:
+        settings.REDIS_URL = ""
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
+    add_points(run, "train/loss", range(1, 6))
+
+    async def next_update(stream, write) -> tuple[str, dict]:
+        await asyncio.to_thread(write)
+        waiter = asyncio.ensure_future(anext(stream))
+        while wakeup == "redis" and not waiter.done():  # only a live message can wake it in time
+            await asyncio.to_thread(publish, run.id, {"run_id": run.id, "points": {}})
+            await asyncio.wait([waiter], timeout=0.2)
+        return events([await waiter])[0]
+
+    async def consume():
+        stream = run_events(run.id, StreamCursor(), poll_seconds=0.05, live_idle_seconds=60)
+        assert (await anext(stream)).startswith("retry:")
+        first = events([await anext(stream)])[0]
+        late = await next_update(stream, lambda: upsert_points(run.id, [Point("val/loss", 5, 2.5, 9.0)]))
+        # A resumed attempt re-logs step 3 with a new value: sent again, with the new value.
+        relogged = await next_update(
+            stream, lambda: upsert_points(run.id, [Point("train/loss", 3, 1.0, 9.0)])
+        )
+        await stream.aclose()
+        return first, late, relogged
+
+    first, late, relogged = asyncio.run(asyncio.wait_for(consume(), timeout=30))
+    assert [p[0] for p in first[1]["points"]["train/loss"]] == [1, 2, 3, 4, 5]
+    assert late[1]["points"] == {"val/loss": [[5, 2.5]]}
+    assert relogged[1]["points"] == {"train/loss": [[3, 1.0]]}
+
+
+def test_reconnect_with_last_event_id_has_no_gap_and_no_duplicate(async_client, alice, run, settings):
+    settings.REDIS_URL = ""  # the view's stream polls, so this test needs no server
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
+    add_points(run, "train/loss", range(1, 4))
+    RunLog.objects.create(run=run, seq=1, time=1.0, message="before")
+
+    async def first_connection() -> tuple[list[tuple[str, dict]], str]:
+        await async_client.aforce_login(alice)
+        response = await async_client.get(f"/runs/{run.id}/stream?after=-1&log_after=-1")
+        chunks = response.streaming_content
+        async for chunk in chunks:
+            text = chunk.decode()
+            if text.startswith("id: "):
+                await chunks.aclose()  # the connection drops after the first update
+                return events([text]), text.split("\n")[0].removeprefix("id: ")
+        raise AssertionError("no update")
+
+    first, last_event_id = asyncio.run(first_connection())
+    # While the browser is away: a late key for an old step, a re-logged step, new steps, logs
+    # (one a skip warning, logged under a seq past any the trainer writes).
+    upsert_points(run.id, [Point("val/loss", 2, 2.0, 0.0), Point("train/loss", 2, 4.5, 0.0)])
+    add_points(run, "train/loss", range(4, 6))
+    RunLog.objects.create(run=run, seq=2**62 + 99, time=2.0, level="warning", message="skipped a line")
+    RunLog.objects.create(run=run, seq=2, time=3.0, message="after")
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED)
+
+    async def reconnect() -> list[tuple[str, dict]]:
+        response = await async_client.get(
+            f"/runs/{run.id}/stream?after=-1&log_after=-1", headers={"Last-Event-ID": last_event_id}
+        )
+        return events(b"".join([chunk async for chunk in response.streaming_content]).decode().split("\n\n"))
+
+    second = asyncio.run(reconnect())
+    assert sorted(points_of(second)) == [
+        ("train/loss", 2, 4.5),
+        ("train/loss", 4, 2.5),
+        ("train/loss", 5, 2.0),
+        ("val/loss", 2, 2.0),
+    ]
+    # Together the two connections sent every write exactly once: what the database holds,
+    # plus the first value of the re-logged step.
+    sent = points_of(first) + points_of(second)
+    assert len(sent) == len(set(sent)) == MetricPoint.objects.filter(run=run).count() + 1
+    stored = set(MetricPoint.objects.filter(run=run).values_list("key", "step", "value"))
+    assert stored <= set(sent)
+    logs = [entry["message"] for _, data in first + second for entry in data.get("logs", [])]
+    assert logs == ["before", "skipped a line", "after"]
+
+
+def test_the_run_page_and_its_series_give_the_stream_its_starting_point(client_for, alice, run):
+    add_points(run, "train/loss", range(1, 4))
+    RunLog.objects.create(run=run, seq=1, time=1.0, message="hello")
+    client = client_for(alice)
+    page = client.get(f"/runs/{run.id}/")
+    state = json.loads(
+        page.content.decode().split('id="stream-state" type="application/json">')[1].split("<")[0]
+    )
+    assert state["log_after"] == RunLog.objects.get(run=run).id
+    cursor = client.get(f"/runs/{run.id}/series").json()["cursor"]
+    assert cursor == latest_point_seq(run) == seq_of(run, "train/loss", 3)
+    add_points(run, "val/loss", range(3, 4))  # after the chart's read: the stream must bring it
+    update = read_updates(run.id, StreamCursor(point_seq=cursor, log_id=state["log_after"]))
+    assert update.payload["points"] == {"val/loss": [[3, 10.0 / 3]]} and update.payload["logs"] == []

@@ -5,6 +5,13 @@ on ``run:<id>`` (webapp.live) only wakes the stream up to read the database at
 once; without Redis (embedded mode) the stream reads it every second. Reading
 from one place means a message that raced the subscription, or a Redis hiccup,
 can delay a point but never lose one.
+
+The stream follows rows in the order they were written, not by step: points by
+``MetricPoint.seq`` (renewed on every upsert), log lines by their row id. So a
+key logged for a step already sent (``val/loss`` after the validation pass), a
+step re-logged by a resumed attempt, and a skip warning are all still sent. Each
+update carries that cursor as its SSE ``id``; a reconnecting browser sends it
+back as ``Last-Event-ID`` and the stream resumes just after it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db.models import Max
 
 from webapp.metrics.models import MetricPoint
 from webapp.runs.models import FINAL_STATUSES, Run, RunLog
@@ -28,15 +36,25 @@ log = logging.getLogger(__name__)
 
 MAX_POINTS_PER_READ = 5000
 MAX_LOGS_PER_READ = 500
+MAX_CURSOR = 2**63 - 1  # bigint columns
 
 
 @dataclass
 class StreamCursor:
-    """What the page already has: points up to ``step``, logs up to ``log_seq``."""
+    """What the page already has: points written up to ``point_seq``, log rows up to ``log_id``."""
 
-    step: int = -1
-    log_seq: int = -1
+    point_seq: int = -1
+    log_id: int = -1
     last_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.point_seq}:{self.log_id}"
+
+    def __post_init__(self) -> None:
+        # From the client: kept within the columns' range, so a silly value reads as "all" or "none".
+        self.point_seq = max(-1, min(self.point_seq, MAX_CURSOR))
+        self.log_id = max(-1, min(self.log_id, MAX_CURSOR))
 
 
 def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
@@ -45,12 +63,17 @@ def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
 
 
 def cursor_from_event_id(event_id: str) -> StreamCursor | None:
-    """The cursor a reconnecting browser sends back as ``Last-Event-ID`` (``step:log_seq``)."""
-    step, sep, log_seq = event_id.partition(":")
+    """The cursor a reconnecting browser sends back as ``Last-Event-ID`` (``point_seq:log_id``)."""
+    point_seq, sep, log_id = event_id.partition(":")
     try:
-        return StreamCursor(step=int(step), log_seq=int(log_seq)) if sep else None
+        return StreamCursor(point_seq=int(point_seq), log_id=int(log_id)) if sep else None
     except ValueError:
         return None
+
+
+def latest_log_id(run_id: int) -> int:
+    """The cursor for a page that shows the run's log as it is now (read it before the log)."""
+    return RunLog.objects.filter(run_id=run_id).aggregate(last=Max("id"))["last"] or -1
 
 
 @dataclass
@@ -77,25 +100,23 @@ def read_updates(run_id: int, cursor: StreamCursor) -> Update:
         "error": run.error if run.status in FINAL_STATUSES else "",
     }
     rows = list(
-        MetricPoint.objects.filter(run_id=run_id, step__gt=cursor.step)
-        .order_by("step", "key")
-        .values_list("key", "step", "value")[:MAX_POINTS_PER_READ]
+        MetricPoint.objects.filter(run_id=run_id, seq__gt=cursor.point_seq)
+        .order_by("seq")
+        .values_list("seq", "key", "step", "value")[:MAX_POINTS_PER_READ]
     )
     points: dict[str, list[list[Any]]] = {}
-    for key, step, value in rows:
+    for _, key, step, value in rows:
         points.setdefault(key, []).append([step, value])
-    logs = [
-        log_line(entry)
-        for entry in RunLog.objects.filter(run_id=run_id, seq__gt=cursor.log_seq).order_by("seq")[
-            :MAX_LOGS_PER_READ
-        ]
-    ]
+    entries = list(
+        RunLog.objects.filter(run_id=run_id, id__gt=cursor.log_id).order_by("id")[:MAX_LOGS_PER_READ]
+    )
+    logs = [{**log_line(entry), "id": entry.id} for entry in entries]
     # A full page may leave rows behind; only a short read proves we are caught up.
     caught_up = len(rows) < MAX_POINTS_PER_READ and len(logs) < MAX_LOGS_PER_READ
     if rows:
-        cursor.step = rows[-1][1]
-    if logs:
-        cursor.log_seq = logs[-1]["seq"]
+        cursor.point_seq = rows[-1][0]
+    if entries:
+        cursor.log_id = entries[-1].id
     changed = state != cursor.last_state
     cursor.last_state = state
     final = run.status in FINAL_STATUSES
@@ -130,7 +151,7 @@ async def run_events(
             if update.payload is not None:
                 quiet = 0.0
                 # The id lets a reconnecting EventSource resume where it stopped.
-                yield sse("update", update.payload, f"{cursor.step}:{cursor.log_seq}")
+                yield sse("update", update.payload, cursor.event_id)
             if not update.caught_up:
                 continue  # fetch the rest before waiting
             if update.final:

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from modelcore.config import ConfigError, field_schema, resolve
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import has_role, require_role
-from webapp.metrics.selectors import keys_for_run, series
+from webapp.metrics.selectors import keys_for_run, latest_point_seq, series
 from webapp.projects.selectors import project_for
 from webapp.runs.assets import plotly_js_url
 from webapp.runs.compare import CompareError, config_differences, keys_of_runs, runs_to_compare
@@ -22,7 +22,7 @@ from webapp.runs.models import FINAL_STATUSES, RunStatus
 from webapp.runs.presenters import run_summary
 from webapp.runs.selectors import log_tail, run_for
 from webapp.runs.services import create_run, request_cancel
-from webapp.runs.stream import StreamCursor, cursor_from_event_id, run_events
+from webapp.runs.stream import StreamCursor, cursor_from_event_id, latest_log_id, run_events
 from webapp.whole_numbers import parse_whole_number
 
 CHART_KEYS = ("train/loss", "val/loss")
@@ -82,7 +82,9 @@ def _estimate_of(form: RunForm) -> dict[str, Any] | None:
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_for(request.user, run_id)
-    logs = log_tail(run)
+    # The stream's log cursor is read first; lines written after it come over the stream.
+    log_after = latest_log_id(run.id)
+    logs = [entry for entry in log_tail(run) if entry.id <= log_after]
     return render(
         request,
         "runs/detail.html",
@@ -95,7 +97,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
                 "run_id": run.id,
                 "status": run.status,
                 "is_final": run.status in FINAL_STATUSES,
-                "log_seq": logs[-1].seq if logs else -1,
+                "log_after": log_after,
                 "chart_keys": list(CHART_KEYS),
             },
             "plotly_url": plotly_js_url(),
@@ -115,11 +117,13 @@ def run_series(request: HttpRequest, run_id: int) -> JsonResponse:
     run = run_for(request.user, run_id)
     keys = request.GET.getlist("key") or list(CHART_KEYS)
     window = _step_window(request)
+    cursor = latest_point_seq(run)  # before the series: the stream goes on from here (run_stream's "after")
     return JsonResponse(
         {
             "keys": list(keys_for_run(run)),
             "series": [series(run, key, **window) for key in keys[:10]],
             "step": run.step,
+            "cursor": cursor,
         }
     )
 
@@ -190,7 +194,7 @@ async def run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
         return JsonResponse({"error": "log in first"}, status=401)
     run = await sync_to_async(run_for)(user, run_id)  # 404 for another team's run
     cursor = cursor_from_event_id(request.headers.get("Last-Event-ID", "")) or StreamCursor(
-        step=_int_param(request, "since", -1), log_seq=_int_param(request, "log_seq", -1)
+        point_seq=_int_param(request, "after", -1), log_id=_int_param(request, "log_after", -1)
     )
     response = StreamingHttpResponse(run_events(run.id, cursor), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
