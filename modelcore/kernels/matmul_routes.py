@@ -60,14 +60,14 @@ class Decision:
     onednn: bool
     onednn_us: float | None = None
     blas_us: float | None = None
-    shape: tuple[int, int, int] | None = None  # the (m, n, k) that was timed
+    shape: tuple[int, ...] | None = None  # the (m, n, k) that was timed
 
     def to_json(self) -> dict[str, Any]:
         return {
             "route": "onednn" if self.onednn else "blas",
             "onednn_us": self.onednn_us,
             "blas_us": self.blas_us,
-            "shape": list(self.shape) if self.shape else None,
+            "shape": "x".join(map(str, self.shape)) if self.shape else None,
         }
 
     @classmethod
@@ -78,9 +78,9 @@ class Decision:
         times = [data.get("onednn_us"), data.get("blas_us")]
         if not all(t is None or isinstance(t, int | float) for t in times):
             return None
-        shape = data.get("shape")
-        ok_shape = isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) for d in shape)
-        return cls(data["route"] == "onednn", times[0], times[1], tuple(shape) if ok_shape else None)
+        dims = str(data.get("shape") or "").split("x")
+        shape = tuple(int(d) for d in dims) if len(dims) == 3 and all(d.isdigit() for d in dims) else None
+        return cls(data["route"] == "onednn", times[0], times[1], shape)
 
 
 def _bucket(dim: int) -> int:
