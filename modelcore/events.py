@@ -125,10 +125,10 @@ def read_events(
 ) -> EventBatch:
     """Read whole lines from ``offset``; a torn last line is left for the next call.
 
-    At most ``max_bytes`` are held at once; a line longer than ``max_line_bytes`` is
-    skipped by scanning for its end, never read whole.
+    At most ``max_bytes`` are read (keep it above ``max_line_bytes``: a line that does not
+    fit waits); a line longer than ``max_line_bytes`` is skipped by scanning for its end,
+    never read whole.
     """
-    max_line_bytes = min(max_line_bytes, max_bytes - 1)
     events: list[dict[str, Any]] = []
     spans: list[tuple[int, int]] = []
     bad: list[BadLine] = []
