@@ -1,6 +1,6 @@
 """Fused kernels benchmark: ``python -m benchmarks.kernels`` prints one JSON object.
 
-``ce_peak_memory`` (always, CPU): peak memory of loss + backward for 8192 tokens, hidden
+``ce_peak_memory`` (CPU, unless ``--gpu-only``): peak memory of loss + backward for 8192 tokens, hidden
 512, vocab 32000, float32: ours (``fused_linear_cross_entropy``, chunked) against the
 peer ``F.cross_entropy(x @ W.T)``. Each side runs in a fresh child process; its peak is
 the process's resident high-water mark (VmHWM, reset just before the run) after the run
@@ -8,7 +8,7 @@ minus its resident set just before it (imports done, inputs allocated and touche
 both sides pay the same fixed costs and only the loss's own memory is compared. The
 children save loss and gradients, and the parent checks they agree.
 
-``gpu`` (only when CUDA is available): forward + backward time of each op under eager
+``gpu`` (only when CUDA is available; ``--gpu-only`` leaves out the CPU part): forward + backward time of each op under eager
 PyTorch, torch.compile and Triton, CUDA peak memory of the two losses in bf16, and
 training tokens/s of the gpt2-small preset (about 124M parameters) with each kernels mode.
 """
@@ -276,10 +276,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ce-child", choices=("ours", "peer"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--gpu-only", action="store_true", help="only the GPU section (scripts/gpu_check.sh); needs CUDA"
+    )
     args = parser.parse_args()
     if args.ce_child:
         _ce_child(args.ce_child, Path(args.out))
         return
+    if args.gpu_only and not torch.cuda.is_available():
+        parser.error("--gpu-only: torch sees no CUDA GPU here")
     try:
         import triton
 
@@ -290,8 +295,9 @@ def main() -> None:
         "benchmark": "kernels",
         "versions": {"torch": torch.__version__, "triton": triton_version},
         "threads": torch.get_num_threads(),
-        "ce_peak_memory": ce_peak_memory(),
     }
+    if not args.gpu_only:
+        result["ce_peak_memory"] = ce_peak_memory()
     if torch.cuda.is_available():
         result["gpu"] = gpu_section()
     print(json.dumps(result, indent=2))

@@ -379,10 +379,15 @@ def main(argv: list[str] | None = None) -> int:
         "gives steadier timings: a busy core stalls every multi-threaded matmul.",
     )
     parser.add_argument("--skip-gpu", action="store_true")
-    parser.add_argument("--gpu-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--gpu-only", action="store_true", help="only the GPU MFU section (scripts/gpu_check.sh); needs CUDA"
+    )
     args = parser.parse_args(argv)
     if args.gpu_only:
+        if not torch.cuda.is_available():
+            parser.error("--gpu-only: torch sees no CUDA GPU here")
         json.dump(gpu_mfu(), sys.stdout)
+        print()
         return 0
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
