@@ -5,8 +5,8 @@ or "triton" (fused GPU kernels). The plain references sit beside them as
 ``*_reference`` so tests can compare the two on forward and backward.
 
 - ``chunked_ce``: the fused linear + cross-entropy (chunked, gradient in the same pass).
-- ``cpu_gemm``: ``linear``, the model's matrix multiplies, on oneDNN for float32 on x86
-  CPUs (faster than the MKL path torch takes there), whatever the backend.
+- ``cpu_gemm``: ``linear``, the model's matrix multiplies: float32 on x86 CPUs takes oneDNN
+  or torch's BLAS per shape, whichever ``matmul_routes`` measured faster, whatever the backend.
 - ``compiled``: the ``compile`` backend (cached torch.compile of each op).
 - ``triton_ops``: the Triton kernels, imported only when a Triton path actually runs;
   ``import modelcore.kernels`` does not need triton or a GPU.

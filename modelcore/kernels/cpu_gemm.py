@@ -9,12 +9,14 @@ math). How much depends on the CPU, so neither route is assumed:
   170-250; the trainer went 1.78x the Hugging Face loop with every product on oneDNN.
 - EPYC Zen 4, 2 cores, quiet, ``benchmarks.train_throughput``: every product on oneDNN
   made the trainer 0.97x the Hugging Face loop, every product on MKL 1.05x.
-- Intel Xeon: MKL's own kernels; oneDNN was slower on every product measured.
+- Intel Xeon, 2 cores, shared and busy (this project's dev machine): MKL runs its own
+  kernels; oneDNN took 1.1-4x MKL's time on all 30 small-Llama products measured, and the
+  measured routes kept every one on MKL (the forced-oneDNN trainer ran at 0.63x the peer).
 
 The rule: each product (``a @ b.T``, by its m, n, k rounded up to powers of two, the
 operands' layouts and the thread count) is timed on both routes the first time it is seen,
-a few runs each, medians compared; oneDNN is taken only when at least ``ONEDNN_MARGIN``
-faster, so noise leaves a product on torch's own path. ``linear`` times its forward product
+a few runs each, medians compared; oneDNN is taken only when its median is under
+``ONEDNN_MARGIN`` times torch's, so noise leaves a product on torch's own path. ``linear`` times its forward product
 and the two backward ones (d(input) = grad @ W, d(weight) = grad.T @ x) together, so each
 product of a training step takes its own route. Decisions are remembered per CPU model and
 torch version on disk (``modelcore.kernels.matmul_routes``): a model's handful of shapes
