@@ -61,8 +61,12 @@ def boot_id() -> str:
         return ""
 
 
-def record_job(tag: str, pgid: int, description: str) -> None:
-    """Remember a started job until ``forget_job``: what a later worker needs to reap it."""
+def record_job(tag: str, pgid: int, description: str) -> bool:
+    """Remember a started job until ``forget_job``: what a later worker needs to reap it.
+
+    Never raises: the job is already running, and a record that cannot be written (a
+    full or read-only disk) only loses the reaping of a rare escaped process.
+    """
     me = psutil.Process()
     record = {
         "tag": tag,
@@ -74,14 +78,20 @@ def record_job(tag: str, pgid: int, description: str) -> None:
         "started": time.time(),
     }
     folder = records_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{tag}.tmp"
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, folder / f"{tag}.json")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{tag}.tmp"
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(tmp, folder / f"{tag}.json")
+    except OSError:
+        log.warning("could not record job %s in %s", tag, folder, exc_info=True)
+        return False
+    return True
 
 
 def forget_job(tag: str) -> None:
-    (records_dir() / f"{tag}.json").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (records_dir() / f"{tag}.json").unlink(missing_ok=True)
 
 
 def tagged_processes(tag: str) -> list[psutil.Process]:

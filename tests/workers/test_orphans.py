@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -269,3 +270,48 @@ def test_sigkill_of_the_worker_kills_the_trainer_frees_its_gpus_after_it_and_los
 
     _wait_until(lost, 60, f"run {run.id} to be marked lost")
     assert "no heartbeat" in run.error
+
+
+# What a started job's first process reports about itself: its parent-death signal and tag.
+REPORT = (
+    "import ctypes, os; libc = ctypes.CDLL(None); sig = ctypes.c_int(0); "
+    "libc.prctl(2, ctypes.byref(sig), 0, 0, 0); "  # PR_GET_PDEATHSIG
+    "print('pdeathsig', sig.value, 'tag', os.environ.get('RUNWRIGHT_JOB_TAG'), "
+    "'ranks', os.environ.get('RUNWRIGHT_DIE_WITH_PARENT'), flush=True)"
+)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_supervisor_starts_its_trainer_tagged_and_dying_with_it(make_run, records):
+    from workers.supervisor import LAUNCHER_LOG, Supervisor
+
+    run = transitions_claim(make_run())
+    supervisor = Supervisor(run, command=lambda config, run_dir: ([sys.executable, "-c", REPORT], {}))
+    supervisor.supervise()
+    log = (run.run_dir / LAUNCHER_LOG).read_text()
+    assert f"pdeathsig {int(signal.SIGKILL)} tag {supervisor.process_tag} ranks 1" in log
+    assert list(records.glob("*.json")) == []  # forgotten once its processes were gone
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_eval_runner_starts_its_evaluator_tagged_and_dying_with_it(project, records):
+    from webapp.evals.models import EvalJob, ModelSource
+    from workers.eval_jobs import EvalRunner
+
+    job = EvalJob.objects.create(project=project, source=ModelSource.HF, hf_path="m", tasks=["t"])
+    runner = EvalRunner(job)
+    job.job_dir.mkdir(parents=True, exist_ok=True)
+    runner._start([sys.executable, "-c", REPORT])
+    assert list(records.glob("*.json")) != []
+    runner.proc.wait(timeout=30)
+    runner._reap()
+    assert f"pdeathsig {int(signal.SIGKILL)} tag {runner.tag}" in job.log_file.read_text()
+    assert list(records.glob("*.json")) == []
+
+
+def transitions_claim(run: Run) -> Run:
+    from webapp.runs import transitions
+
+    claimed = transitions.claim_for_launch(run.id, "w")
+    assert claimed is not None
+    return claimed
