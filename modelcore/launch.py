@@ -1,9 +1,10 @@
 """The command that starts a training run: ``accelerate launch ... -m modelcore.train``.
 
 Imported by the workers, so it must not import torch. The caller runs the argv
-as a list (never through a shell) in a new session; cancelling sends SIGTERM to
-that process group, which reaches the launcher and every rank: the ranks stop
-at the next step, checkpoint, and rank 0 writes the ``cancelled`` status.
+as a list (never through a shell) in a new session. Torch elastic starts each
+rank in a session of its own, so a cancel sends SIGTERM to the ranks themselves
+(``workers.supervisor``): they stop at the next step, checkpoint, and rank 0
+writes the ``cancelled`` status; the launcher exits with them.
 
 One process runs ``python -m modelcore.train`` directly: Accelerate's
 single-process launcher neither forwards signals nor waits for its child when
