@@ -24,7 +24,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 
-from webapp.errors import API_PREFIX, request_too_large
+from webapp.errors import API_PREFIX, bad_input, request_too_large
 from webapp.whole_numbers import parse_whole_number
 
 Scope = MutableMapping[str, Any]
@@ -55,9 +55,7 @@ class BodyLimitMiddleware(MiddlewareMixin):
         length = parse_whole_number(declared.strip())
         if length is None or length < 0:
             # Django's own request.body would raise ValueError (a 500) on this header.
-            return request_too_large(
-                request, "the Content-Length header must be a whole number of bytes", status=400
-            )
+            return bad_input(request, "the Content-Length header must be a whole number of bytes")
         if length > max_body_bytes():
             return request_too_large(request, too_large_message())
         return None

@@ -10,7 +10,9 @@ API_PREFIX = "/api/"
 
 def _respond(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
     if request.path.startswith(API_PREFIX):
-        return JsonResponse({"error": message}, status=status)
+        # A 400 carries ``errors`` like every other 400 of the API (here about the request as a whole).
+        extra = {"errors": {"request": message}} if status == 400 else {}
+        return JsonResponse({"error": message, **extra}, status=status)
     try:
         body = loader.render_to_string(
             "error.html", {"status": status, "title": title, "message": message}, request
@@ -36,11 +38,18 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     )
 
 
-def request_too_large(request: HttpRequest, message: str, status: int = 413) -> HttpResponse:
+def request_too_large(request: HttpRequest, message: str) -> HttpResponse:
     """A body refused before it was read (see webapp.body_limit); the API's error names the body."""
     if request.path.startswith(API_PREFIX):
-        return JsonResponse({"error": message, "errors": {"body": message}}, status=status)
-    return _respond(request, status, "Request too large" if status == 413 else "Bad request", message)
+        return JsonResponse({"error": message, "errors": {"body": message}}, status=413)
+    return _respond(request, 413, "Request too large", message)
+
+
+def bad_input(request: HttpRequest, message: str, errors: dict[str, str] | None = None) -> HttpResponse:
+    """A 400 for input refused before any view ran; the API's ``errors`` name the fields."""
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"error": message, "errors": errors or {"body": message}}, status=400)
+    return _respond(request, 400, "Bad request", message)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -278,3 +278,10 @@ def test_metrics_query_numbers_must_be_ascii_digits(api, alice, run, value):
     response = api(alice, "GET", f"/api/v1/runs/{run.id}/metrics", {"key": "train/loss", "since_step": value})
     assert response.status_code == 400
     assert "digits 0-9" in response.json()["errors"]["since_step"]
+
+
+def test_nul_in_a_query_parameter_is_400_naming_it(api, alice, run):
+    # PostgreSQL refuses NUL in a text filter (a 500 if it got that far); SQLite would find nothing.
+    response = api(alice, "GET", f"/api/v1/runs/{run.id}/metrics?key=train%00loss&max_points=5")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"key": "must not contain NUL characters (%00)"}

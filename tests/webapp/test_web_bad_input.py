@@ -140,3 +140,12 @@ def test_project_name_with_nul_is_a_form_error(client_for, world):  # noqa: F811
     response = client_for(world["people"]["alice"]).post("/projects/", {"name": "a\x00b"})
     assert response.status_code == 400 and b"Null characters are not allowed" in response.content
     assert not Project.objects.filter(name__startswith="a").exists()
+
+
+@pytest.mark.parametrize(
+    "path", ["/runs/{run}/series?key=a%00b", "/projects/{project}/compare/series?key=%00"]
+)
+def test_nul_in_a_query_parameter_is_a_400_page(client_for, world, path):  # noqa: F811
+    url = path.format(run=world["run"].id, project=world["project"].id)
+    response = client_for(world["people"]["alice"]).get(url)
+    assert response.status_code == 400 and b"NUL" in response.content
