@@ -41,7 +41,7 @@ from workers.tasks import launch_run
 TINY = {
     "parallel": {"num_processes": 1},
     "data": {"max_corpus_mb": 0.3},
-    "train": {"max_steps": 60, "log_every": 1, "eval_every": 20, "checkpoint_every": 0},
+    "train": {"max_steps": 40, "log_every": 1, "eval_every": 20, "checkpoint_every": 0},
 }
 HEARTBEAT_SECONDS = "1"
 # Small enough that a proxy notices a closed listener quickly, large enough not to spin.
@@ -201,15 +201,28 @@ def worker_env(
 # --- waiting ------------------------------------------------------------------
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, describe: Callable[[], str]) -> Any:
-    """Poll ``condition`` until it is truthy (returned); fail with ``describe()`` after ``timeout`` s."""
+def wait_until(
+    condition: Callable[[], Any],
+    timeout: float,
+    describe: Callable[[], str],
+    progress: Callable[[], Any] | None = None,
+) -> Any:
+    """Poll ``condition`` until it is truthy (returned); fail with ``describe()`` after ``timeout`` s.
+
+    With ``progress``, the ``timeout`` counts from the last change of its value: on a
+    loaded machine a run may be slow, but one that stops moving fails as fast as ever.
+    """
     deadline = time.monotonic() + timeout
+    seen = progress() if progress is not None else None
     while True:
         result = condition()
         if result:
             return result
+        if progress is not None and (now := progress()) != seen:
+            seen, deadline = now, time.monotonic() + timeout
         if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {describe()}")
+            still = " without progress" if progress is not None else ""
+            raise AssertionError(f"not within {timeout:.0f} s{still}: {describe()}")
         time.sleep(0.25)
 
 
@@ -243,6 +256,13 @@ def kill_trainers(run: Run) -> list[int]:
 
 def events_path(run: Run) -> Path:
     return Path(run.run_dir) / EVENTS_FILE
+
+
+def progress(run: Run) -> tuple[int, str, int]:
+    """What moves while a run is alive: its events file, its status, its ingested offset."""
+    path = events_path(run)
+    run.refresh_from_db(fields=["status", "events_offset"])
+    return (path.stat().st_size if path.exists() else 0, run.status, run.events_offset)
 
 
 def trainer_step(run: Run) -> int:

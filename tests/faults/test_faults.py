@@ -25,6 +25,7 @@ from fault_harness import (
     launcher_log,
     point_differences,
     postgres_in_use,
+    progress,
     trainer_final_status,
     trainer_processes,
     trainer_step,
@@ -46,11 +47,12 @@ needs_redis = pytest.mark.skipif(
     not settings.REDIS_URL, reason="Redis restart: needs RUNWRIGHT_REDIS_URL (the service pass)"
 )
 
-# Claim, torch import and tokenizer on a loaded 2-core machine.
-START_TIMEOUT_S = 120
-END_TIMEOUT_S = 120
+# Without progress (events written, offset ingested, status changed): a run that is
+# merely slow on a loaded machine waits on, one that is stuck fails.
+STALL_TIMEOUT_S = 90
 LOST_AFTER_SECONDS = 5
 DB_OUTAGE_S = 20
+POSTGRES_OUTAGE_BEFORE_END_STEPS = 5
 REDIS_OUTAGE_S = 5
 
 
@@ -59,7 +61,9 @@ def describe(run: Run, stack: Stack | None = None) -> str:
     text = f"run {run.id} is {run.status} at step {run.step} (trainer at {trainer_step(run)}); error: {run.error!r}"
     text += f"\nlauncher.log:\n{launcher_log(run)}"
     if stack is not None:
-        text += f"\nworker log:\n{stack.log()[-4000:]}"
+        lines = [line for line in stack.log().splitlines() if f"run {run.id}" in line]
+        text += "\nworker log, this run's lines:\n" + "\n".join(lines[-40:])
+        text += f"\nworker log, end:\n{stack.log()[-3000:]}"
     return text
 
 
@@ -71,17 +75,17 @@ def wait_training(run: Run, min_step: int, stack: Stack | None = None) -> None:
         assert run.status not in FINAL_STATUSES, describe(run, stack)
         return run.status == RunStatus.RUNNING and trainer_step(run) >= min_step
 
-    wait_until(training, START_TIMEOUT_S, lambda: describe(run, stack))
+    wait_until(training, STALL_TIMEOUT_S, lambda: describe(run, stack), lambda: progress(run))
 
 
-def wait_end(run: Run, stack: Stack, task_id: str, timeout: float = END_TIMEOUT_S) -> Run:
+def wait_end(run: Run, stack: Stack, task_id: str) -> Run:
     """Until the run is final or its task ended without making it final (then the test says so)."""
 
     def ended() -> bool:
         run.refresh_from_db()
         return run.status in FINAL_STATUSES or stack.task_ended(task_id)
 
-    wait_until(ended, timeout, lambda: describe(run, stack))
+    wait_until(ended, STALL_TIMEOUT_S, lambda: describe(run, stack), lambda: progress(run))
     run.refresh_from_db()
     return run
 
@@ -177,17 +181,21 @@ def test_a_corrupt_event_mid_file_is_skipped_with_a_warning_and_the_run_complete
 @needs_postgres
 @pytest.mark.services
 def test_postgres_refusing_connections_for_20s_mid_run_still_completes_the_run(stack, make_run):
-    """The outage starts half-way, so the trainer also finishes while the database is away: the
-    supervisor must ingest everything and write the final status once it is back."""
+    """The outage starts a few steps before the end: the trainer logs its last steps, validates,
+    checkpoints and exits while the database is away, so the supervisor must hold on to all of
+    it and write the points and the final status once the database is back."""
     run = make_run("postgres-outage")
     task_id = stack.launch(run)
-    max_steps = run.config["train"]["max_steps"]
-    wait_training(run, max_steps // 2, stack)
+    wait_training(run, run.config["train"]["max_steps"] - POSTGRES_OUTAGE_BEFORE_END_STEPS, stack)
     assert stack.db_proxy.accepted > 0, "the worker does not reach PostgreSQL through the proxy"
-    started_at = trainer_step(run)
+    step_at_outage = trainer_step(run)
     with stack.db_proxy.outage(DB_OUTAGE_S):
-        ended_during_outage = trainer_final_status(run)
-    print(f"outage from trainer step {started_at}; trainer status at its end: {ended_during_outage}")
+        pass
+    # Steps are well under a second (a few seconds on a loaded machine): this holds by a wide margin.
+    assert trainer_final_status(run) == RunStatus.COMPLETED, (
+        f"the trainer (at step {step_at_outage} when the outage began) did not finish within it: "
+        "the test did not exercise what it claims\n" + describe(run, stack)
+    )
     run = wait_end(run, stack, task_id)
     assert run.status == RunStatus.COMPLETED, describe(run, stack)
     assert_every_point_once(run)
@@ -199,7 +207,7 @@ def test_redis_restarted_mid_run_the_run_completes_and_live_updates_resume(stack
     """Redis is the broker and the live channel: every worker connection drops, then it comes back."""
     import redis
 
-    run = make_run("redis-restart", max_steps=80)
+    run = make_run("redis-restart", max_steps=60)
     received: list[tuple[float, dict]] = []
     # This process listens on Redis directly, like the web's SSE view on another host.
     pubsub = redis.Redis.from_url(settings.REDIS_URL).pubsub(ignore_subscribe_messages=True)
