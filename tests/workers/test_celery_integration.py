@@ -169,6 +169,8 @@ def test_a_run_created_and_cancelled_by_the_web_stops_within_ten_seconds(worker_
     assert run.status == RunStatus.CANCELLED, run.error
     assert _trainer_processes(run) == []
     assert run.checkpoints.exists()  # the trainer saved on SIGTERM
+    # What the run page's log shows while the supervisor waits for that checkpoint.
+    assert run.logs.filter(message__contains="saving checkpoint").exists()
 
 
 def test_trainer_crash_through_the_worker_fails_with_the_traceback(worker_queue, make_run):
