@@ -303,8 +303,10 @@ class EvalRunner:
     def _reap(self) -> None:
         """Kill what is left of the evaluator (data loader workers), then forget the job's record."""
         assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc.returncode is None:
+            # Once the leader is reaped its group id may belong to someone else: the tag finds ours.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         job_processes.kill_tagged(self.tag)
         self.proc.wait()
         job_processes.forget_job(self.tag)
