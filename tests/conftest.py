@@ -8,6 +8,7 @@ because pytest-django loads the settings before this file is imported.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 from people import make_user
@@ -18,6 +19,11 @@ from webapp.projects.models import Project
 
 # Torch in test processes shares two cores with trainers and workers.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Matmul route decisions (modelcore.kernels.matmul_routes) go to the session's data directory,
+# never into the user's ~/.cache: a test must not depend on, or change, what an earlier run measured.
+os.environ.setdefault(
+    "RUNWRIGHT_MATMUL_ROUTES", os.path.join(os.environ.get("RUNWRIGHT_DATA_DIR") or tempfile.mkdtemp(), "matmul_routes.json")
+)
 
 
 @pytest.fixture(autouse=True)

@@ -200,6 +200,10 @@ MAX_CPU_PROCESSES = env_int("RUNWRIGHT_MAX_CPU_PROCESSES", os.cpu_count() or 1)
 MAX_BODY_MB = env_int("RUNWRIGHT_MAX_BODY_MB", 64)
 # Django's own check on request.body agrees with the middleware's (file parts of uploads are not counted).
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_MB * 1024 * 1024
+# An uploaded task folder's first documents are rendered in a child process with these limits,
+# so an endless or huge template is refused at upload instead of hanging a worker.
+EVAL_TASK_PREVIEW_SECONDS = env_int("RUNWRIGHT_EVAL_TASK_PREVIEW_SECONDS", 30)
+EVAL_TASK_PREVIEW_MEMORY_MB = env_int("RUNWRIGHT_EVAL_TASK_PREVIEW_MEMORY_MB", 2048)
 
 LOGGING = {
     "version": 1,

@@ -180,7 +180,7 @@ def cancel_run(request: HttpRequest, run_id: int) -> HttpResponse:
     if run.status == RunStatus.CANCELLED:
         messages.success(request, "The run was cancelled before it started.")
     elif run.cancel_requested and run.is_active:
-        messages.info(request, "Cancel requested; the run saves a checkpoint and stops within seconds.")
+        messages.info(request, "Cancel requested; the run saves a checkpoint, then stops (its log says when).")
     else:
         messages.info(request, f"The run had already finished ({run.status}).")
     return redirect("runs:detail", run_id=run.id)
