@@ -268,7 +268,7 @@ def progress(run: Run) -> tuple[int, str, int]:
 def trainer_step(run: Run) -> int:
     """The last step the trainer logged, read from its events file (ahead of the database)."""
     step = 0
-    for event in _events(events_path(run)):
+    for event in logged_events(events_path(run)):
         if event.get("type") == "metric" and _is_step(event.get("step")):
             step = max(step, event["step"])
     return step
@@ -276,7 +276,7 @@ def trainer_step(run: Run) -> int:
 
 def trainer_final_status(run: Run) -> str | None:
     """The final status the trainer wrote, if it has."""
-    statuses = [e.get("status") for e in _events(events_path(run)) if e.get("type") == "status"]
+    statuses = [e.get("status") for e in logged_events(events_path(run)) if e.get("type") == "status"]
     final = [s for s in statuses if s in ("completed", "failed", "cancelled")]
     return final[-1] if final else None
 
@@ -306,7 +306,7 @@ def logged_points(path: Path, end: int | None = None) -> dict[tuple[str, int], f
     trainer's points and are left out: the database must not hold them either.
     """
     points: dict[tuple[str, int], float | None] = {}
-    for event in _events(path, end):
+    for event in logged_events(path, end):
         if event.get("type") not in ("metric", "eval") or not _is_step(event.get("step")):
             continue
         values = event.get("values")
@@ -356,7 +356,7 @@ def _is_step(step: Any) -> bool:
     return isinstance(step, int) and not isinstance(step, bool) and step >= 0
 
 
-def _events(path: Path, end: int | None = None) -> Iterator[dict[str, Any]]:
+def logged_events(path: Path, end: int | None = None) -> Iterator[dict[str, Any]]:
     """The events of ``path`` up to byte ``end`` (the whole file by default), with the engine's reader."""
     offset = 0
     limit = path.stat().st_size if end is None and path.exists() else (end or 0)

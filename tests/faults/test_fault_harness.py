@@ -1,4 +1,4 @@
-"""The harness's proxy does what the fault tests rely on: forward, refuse while down, forward again."""
+"""The harness's own parts do what the fault tests rely on: the proxy and the point count."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import socket
 import threading
 
 import pytest
-from fault_harness import TcpProxy
+from fault_harness import TcpProxy, point_differences
+
+from modelcore.config import preset
+from modelcore.events import EventWriter
+from webapp.metrics.services import Point, upsert_points
+from webapp.runs.models import Run
 
 
 def test_harness_proxy_refuses_and_drops_then_accepts_again():
@@ -42,3 +47,26 @@ def test_harness_proxy_refuses_and_drops_then_accepts_again():
     finally:
         proxy.close()
         server.close()
+
+
+def test_point_count_finds_missing_extra_and_changed_points(project, settings, tmp_path):
+    settings.RUNS_DIR = tmp_path
+    run = Run.objects.create(project=project, name="count", config=preset("tiny-cpu").to_dict())
+    with EventWriter(run.run_dir) as events:
+        events.metric(1, {"train/loss": 3.0, "train/lr": 0.1})
+        events.metric(2, {"train/loss": 2.5, "train/lr": float("nan")})  # written as null
+        events.metric(2, {"train/loss": 2.4})  # a re-logged step: its last value is the one logged
+
+    assert point_differences(run) == [
+        "4 of 4 logged points missing, e.g. "
+        + repr([("train/loss", 1), ("train/loss", 2), ("train/lr", 1), ("train/lr", 2)])
+    ]
+    logged = [Point("train/loss", 1, 3.0, 0), Point("train/lr", 1, 0.1, 0), Point("train/lr", 2, None, 0)]
+    upsert_points(run.id, [*logged, Point("train/loss", 2, 2.5, 0)])
+    (changed,) = point_differences(run)
+    assert changed.startswith("1 points with another value than logged") and "2.4, 2.5" in changed
+    upsert_points(run.id, [Point("train/loss", 2, 2.4, 0)])
+    assert point_differences(run) == []
+    upsert_points(run.id, [Point("train/loss", 3, 2.0, 0), Point("cpu/util", 2, 0.5, 0)])
+    (extra,) = point_differences(run)  # a key the trainer never logged as a metric is not counted
+    assert extra.startswith("1 points in the database that the events file does not log")
