@@ -1,29 +1,95 @@
-"""Live updates of a run over Redis pub/sub, channel ``run:<id>``.
+"""A run's live update: the one payload live pages get, and its Redis channel ``run:<id>``.
 
-The supervisor publishes each ingested batch; the web's SSE view listens and
-forwards. A message is JSON::
+The payload is built here and nowhere else: by the ingester right after it stores a
+batch (``workers.ingest``), by the web when it changes a run's status itself, and by
+the SSE stream when it catches up from the database. A page gets::
 
-    {"run_id": 7, "status": "running", "step": 120, "last_loss": 3.91,
+    {"status": "running", "step": 120, "last_loss": 3.91, "cancel_requested": false,
+     "error": "", "duration_s": 61.2,
      "points": {"train/loss": [[118, 3.95], [120, 3.91]]},
-     "logs": [{"seq": 19, "time": 1764000000.1, "level": "info", "message": "..."}]}
+     "logs": [{"id": 301, "seq": 19, "time": 1764000000.1, "level": "info", "message": "..."}]}
 
-Without ``REDIS_URL`` (embedded mode) nothing is published and pages poll the
+A message on the channel wraps it with where it continues from, so a stream can forward
+it as it is when it continues the stream's own cursor, and read the database to catch
+up when it does not (a message it missed, one from before it connected)::
+
+    {"run_id": 7, "update": {...}, "points_after": 480, "points_through": 482, "logs_after": 300}
+
+``points_after``/``points_through``: the points are exactly the rows with ``seq`` in
+(after, through]; ``logs_after``: the run's last log row id before these logs. None
+where the message carries none. A message without ``update`` only says "something
+changed": streams read the database.
+
+Without ``REDIS_URL`` (embedded mode) nothing is published and streams poll the
 database; live updates are a convenience, the database is the record.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from webapp.runs.models import FINAL_STATUSES, Run, RunLog
+from webapp.runs.presenters import log_line
+
 _client: redis.Redis | None = None
 _client_pid: int | None = None
+
+
+def run_state(run: Run) -> dict[str, Any]:
+    """What a page shows of the run besides its points and logs (a change of it is news)."""
+    return {
+        "status": run.status,
+        "step": run.step,
+        "last_loss": run.last_loss,
+        "cancel_requested": run.cancel_requested,
+        "error": run.error if run.status in FINAL_STATUSES else "",
+    }
+
+
+def run_update(
+    run: Run,
+    points: Iterable[tuple[str, int, float | None]] = (),
+    logs: Iterable[RunLog] = (),
+) -> dict[str, Any]:
+    """The payload of one update: the run's state, new ``(key, step, value)`` points, new log rows."""
+    pairs: dict[str, list[list[Any]]] = {}
+    for key, step, value in points:
+        # NaN/inf are stored as NULL; JSON has no NaN either.
+        finite = None if value is None or not math.isfinite(value) else value
+        pairs.setdefault(key, []).append([step, finite])
+    duration = run.duration_seconds
+    return {
+        **run_state(run),
+        "duration_s": None if duration is None else round(duration, 1),
+        "points": pairs,
+        "logs": [{**log_line(entry), "id": entry.id} for entry in logs],
+    }
+
+
+def run_message(
+    run: Run,
+    update: dict[str, Any],
+    *,
+    points_after: int | None = None,
+    points_through: int | None = None,
+    logs_after: int | None = None,
+) -> dict[str, Any]:
+    """The channel message around ``update`` (see the module docstring)."""
+    return {
+        "run_id": run.id,
+        "update": update,
+        "points_after": points_after,
+        "points_through": points_through,
+        "logs_after": logs_after,
+    }
 
 
 def channel(run_id: int) -> str:
@@ -54,7 +120,8 @@ async def listen(run_id: int, *, keepalive_seconds: float | None = None) -> Asyn
     """Yield the run's messages as they are published, until the consumer stops iterating.
 
     With ``keepalive_seconds``, an empty dict is yielded after that long without a
-    message, so an SSE view can write a comment and notice a closed connection.
+    message, so a consumer can notice a closed connection (the first one also says
+    the subscription is in place).
     """
     if not enabled():
         raise RuntimeError("live updates need RUNWRIGHT_REDIS_URL; poll the database instead")

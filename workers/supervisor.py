@@ -270,12 +270,14 @@ class Supervisor:
     # --- the loop --------------------------------------------------------------
 
     def _loop(self) -> None:
+        # Wakes as soon as the trainer appends a line: live pages wait on this tail.
+        watch = ingest.EventsWatch(self.run_dir / EVENTS_FILE)
         while True:
             exited = self._exited()
             self._tick(final=exited)
             if exited:
                 return
-            time.sleep(self.poll_seconds)
+            watch.wait(self.run.events_offset, self.poll_seconds)
 
     def _tick(self, *, final: bool) -> None:
         """One round: ingest new events, then (while the trainer lives) heartbeat and cancel."""
