@@ -12,6 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 
+from webapp.lifecycle import JobStateMachine
 from webapp.projects.models import Project
 from webapp.runs.models import Run
 
@@ -25,6 +26,21 @@ class EvalStatus(models.TextChoices):
 
 
 ACTIVE_EVAL_STATUSES = (EvalStatus.QUEUED, EvalStatus.RUNNING)
+
+# Every status change an eval job may make; every write goes through it (webapp/evals/transitions.py).
+EVAL_STATES = JobStateMachine(
+    # Imported results are stored as a completed job.
+    initial=(EvalStatus.QUEUED, EvalStatus.COMPLETED),
+    moves={
+        # Claimed by a worker; its task could not be sent (or names an unknown task); cancelled.
+        EvalStatus.QUEUED: (EvalStatus.RUNNING, EvalStatus.FAILED, EvalStatus.CANCELLED),
+        # The evaluator's end, a cancel, a time limit, or the sweep of a silent worker.
+        EvalStatus.RUNNING: (EvalStatus.COMPLETED, EvalStatus.FAILED, EvalStatus.CANCELLED),
+        EvalStatus.COMPLETED: (),
+        EvalStatus.FAILED: (),
+        EvalStatus.CANCELLED: (),
+    },
+)
 
 
 class ModelSource(models.TextChoices):

@@ -22,6 +22,7 @@ from django.utils import timezone
 from modelcore.evaluation.taskconfig import TASK_NAME_RULE, is_task_name
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
+from webapp.evals import transitions
 from webapp.evals.models import ACTIVE_EVAL_STATUSES, EvalJob, EvalStatus, ModelSource, Report
 from webapp.evals.sources import available_tasks, resolve_hf_dir
 from webapp.projects.models import Project
@@ -179,18 +180,14 @@ def enqueue_eval(job_id: int) -> None:
         run_eval_job.apply_async((job_id,), **({"queue": queue} if queue else {}))
     except Exception as exc:
         log.exception("could not enqueue eval job %s", job_id)
-        EvalJob.objects.filter(pk=job_id, status=EvalStatus.QUEUED).update(
-            status=EvalStatus.FAILED, error=f"Could not queue the eval job: {exc}", finished_at=timezone.now()
-        )
+        transitions.fail_queued(job_id, f"Could not queue the eval job: {exc}")
 
 
 def request_eval_cancel(*, user: AbstractBaseUser, job: EvalJob) -> EvalJob:
     """A queued job is cancelled at once; a running one by its worker within seconds."""
     require_role(user, job.project.team_id, Role.MEMBER)
     with transaction.atomic():
-        if not EvalJob.objects.filter(pk=job.pk, status=EvalStatus.QUEUED).update(
-            status=EvalStatus.CANCELLED, cancel_requested=True, finished_at=timezone.now()
-        ):
+        if not transitions.cancel_queued(job.pk):
             EvalJob.objects.filter(pk=job.pk, status__in=ACTIVE_EVAL_STATUSES).update(cancel_requested=True)
     job.refresh_from_db()
     return job
@@ -229,11 +226,7 @@ def schedule_periodic_eval(run_id: int, step: int) -> EvalJob | None:
             )
             if unknown:
                 # Visible on the run's eval list instead of a silent skip.
-                EvalJob.objects.filter(pk=job.pk).update(
-                    status=EvalStatus.FAILED,
-                    error=f"eval.tasks: unknown task {unknown[0]!r}",
-                    finished_at=timezone.now(),
-                )
+                transitions.fail_queued(job.pk, f"eval.tasks: unknown task {unknown[0]!r}")
             else:
                 transaction.on_commit(lambda: enqueue_eval(job.id))
     except IntegrityError:

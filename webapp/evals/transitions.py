@@ -1,6 +1,7 @@
-"""Every write the worker side makes to an eval job.
+"""Every status change of an eval job, and the worker side's other writes to it.
 
-Status changes are conditional UPDATEs (``WHERE status = ...``), so the web
+Status changes are moves of ``EVAL_STATES`` (the table of allowed changes, next to the
+model): conditional UPDATEs (``WHERE status = ...``), so the web
 (cancelling) and a worker (finishing) can never overwrite each other, and a
 second delivery of the same task finds nothing to claim. Heartbeats and the
 stale-job sweep use the database's clock (``Now()``), never a worker's.
@@ -17,14 +18,15 @@ from django.db.models import DateTimeField, ExpressionWrapper, Value
 from django.db.models.functions import Now
 
 from webapp import requeue
-from webapp.evals.models import EvalJob, EvalStatus
+from webapp.evals.models import EVAL_STATES, EvalJob, EvalStatus
 from webapp.metrics.services import Point, upsert_points
 
 
 def claim(job_id: int, worker: str) -> EvalJob | None:
     """Move a queued job to ``running`` for this worker; None when it was not queued."""
-    claimed = EvalJob.objects.filter(pk=job_id, status=EvalStatus.QUEUED, cancel_requested=False).update(
-        status=EvalStatus.RUNNING,
+    claimed = EVAL_STATES.move(
+        EvalJob.objects.filter(pk=job_id, cancel_requested=False),
+        EvalStatus.RUNNING,
         worker=worker[:200],
         started_at=Now(),
         heartbeat_at=Now(),
@@ -55,11 +57,12 @@ def finish(
     has_samples: bool = False,
 ) -> bool:
     """Write the final state of a running job; for a periodic job, its scores become run metric points."""
-    fields: dict[str, Any] = {"status": status, "error": error, "finished_at": Now(), "pid": None}
+    fields: dict[str, Any] = {"error": error, "finished_at": Now(), "pid": None}
     if status == EvalStatus.COMPLETED:
         fields.update(progress=1.0, results=results, has_samples=has_samples, current_task="")
     with transaction.atomic():
-        done = EvalJob.objects.filter(pk=job_id, status=EvalStatus.RUNNING).update(**fields) == 1
+        row = EvalJob.objects.filter(pk=job_id)
+        done = EVAL_STATES.move(row, status, sources=[EvalStatus.RUNNING], **fields) == 1
         if done and status == EvalStatus.COMPLETED:
             job = EvalJob.objects.get(pk=job_id)
             if job.periodic and job.run_id is not None and job.checkpoint_step is not None and results:
@@ -92,13 +95,31 @@ def fail_stale_jobs(older_than_seconds: float) -> list[int]:
         )
     )
     if stale:
-        EvalJob.objects.filter(pk__in=stale, status=EvalStatus.RUNNING, heartbeat_at__lt=cutoff).update(
-            status=EvalStatus.FAILED,
+        EVAL_STATES.move(
+            EvalJob.objects.filter(pk__in=stale, heartbeat_at__lt=cutoff),
+            EvalStatus.FAILED,
+            sources=[EvalStatus.RUNNING],
             error="The worker running this job stopped responding (killed or lost). Start the job again.",
             finished_at=Now(),
             pid=None,
         )
     return stale
+
+
+def fail_queued(job_id: int, error: str) -> bool:
+    """A queued job that cannot run (its task could not be sent, it names an unknown task)."""
+    job = EvalJob.objects.filter(pk=job_id)
+    return (
+        EVAL_STATES.move(job, EvalStatus.FAILED, sources=[EvalStatus.QUEUED], error=error, finished_at=Now())
+        == 1
+    )
+
+
+def cancel_queued(job_id: int) -> bool:
+    """Cancel a job that no worker has claimed yet; False once one has (its runner stops it)."""
+    job = EvalJob.objects.filter(pk=job_id)
+    fields = {"cancel_requested": True, "finished_at": Now()}
+    return EVAL_STATES.move(job, EvalStatus.CANCELLED, sources=[EvalStatus.QUEUED], **fields) == 1
 
 
 def jobs_to_resend(after: dt.timedelta) -> list[int]:

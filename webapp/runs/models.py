@@ -11,6 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 
+from webapp.lifecycle import JobStateMachine
 from webapp.projects.models import Project
 
 
@@ -25,7 +26,39 @@ class RunStatus(models.TextChoices):
 
 
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.STARTING, RunStatus.RUNNING)
+# Shown as ended (``lost`` too: it may be taken back or resumed, but nothing trains it now).
 FINAL_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST)
+# The statuses in which a supervisor owns the run (heartbeats, progress, cancel checks).
+SUPERVISED_STATUSES = (RunStatus.STARTING, RunStatus.RUNNING)
+
+# Every status change a run may make; every write goes through it (webapp/runs/transitions.py).
+RUN_STATES = JobStateMachine(
+    initial=(RunStatus.QUEUED,),
+    moves={
+        # Claimed by a worker; its launch could not be sent; cancelled before it started.
+        RunStatus.QUEUED: (RunStatus.STARTING, RunStatus.FAILED, RunStatus.CANCELLED),
+        # The trainer reports it trains; or the supervisor's final word; or the sweep's ``lost``.
+        RunStatus.STARTING: (
+            RunStatus.RUNNING,
+            RunStatus.COMPLETED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+            RunStatus.LOST,
+        ),
+        RunStatus.RUNNING: (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST),
+        # Marked lost while its supervisor lives: taken back, or finished by it (it knows how it ended).
+        RunStatus.LOST: (
+            RunStatus.RUNNING,
+            RunStatus.COMPLETED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+            RunStatus.LOST,
+        ),
+        RunStatus.COMPLETED: (),
+        RunStatus.FAILED: (),
+        RunStatus.CANCELLED: (),
+    },
+)
 
 
 class Run(models.Model):

@@ -8,13 +8,12 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.utils import timezone
 
 from modelcore.config import ConfigError, resolve
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
 from webapp.projects.models import Project
-from webapp.runs import config_paths
+from webapp.runs import config_paths, transitions
 from webapp.runs.limits import compute_errors
 from webapp.runs.models import ACTIVE_STATUSES, Run, RunStatus
 
@@ -70,9 +69,7 @@ def enqueue_launch(run_id: int) -> None:
         launch_run.delay(run_id)
     except Exception as exc:
         log.exception("could not enqueue run %s", run_id)
-        Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-            status=RunStatus.FAILED, error=f"Could not queue the run: {exc}", finished_at=timezone.now()
-        )
+        transitions.fail_queued(run_id, f"Could not queue the run: {exc}")
 
 
 def request_cancel(*, user: AbstractBaseUser, run: Run) -> Run:
@@ -82,11 +79,8 @@ def request_cancel(*, user: AbstractBaseUser, run: Run) -> Run:
     at the same moment cannot be overwritten. Cancelling a finished run is a no-op.
     """
     require_role(user, run.project.team_id, Role.MEMBER)
-    now = timezone.now()
     with transaction.atomic():
-        cancelled_now = Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-            status=RunStatus.CANCELLED, cancel_requested=True, finished_at=now
-        )
+        cancelled_now = transitions.cancel_queued(run.pk)
         if not cancelled_now:
             Run.objects.filter(pk=run.pk, status__in=ACTIVE_STATUSES).update(cancel_requested=True)
         run.refresh_from_db()

@@ -1,8 +1,9 @@
-"""Every write the worker side makes to a run: status changes, progress, logs, checkpoints.
+"""Every status change of a run, and the worker side's other writes: progress, logs, checkpoints.
 
 The web and the workers change a run concurrently (the web sets
 ``cancel_requested``, a supervisor moves the status, the sweep marks runs
-lost). Each status change here is one conditional UPDATE (``WHERE status IN
+lost). Each status change here is one move of ``RUN_STATES`` (the table of
+allowed changes, next to the model): a conditional UPDATE (``WHERE status IN
 (...) AND attempt = ...``), never a read-modify-write, so two writers cannot
 overwrite each other: the one that loses sees 0 rows and knows it lost.
 
@@ -24,9 +25,8 @@ from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Coalesce, Now
 
 from webapp import requeue
-from webapp.runs.models import Checkpoint, Run, RunLog, RunStatus
+from webapp.runs.models import RUN_STATES, SUPERVISED_STATUSES, Checkpoint, Run, RunLog, RunStatus
 
-SUPERVISED_STATUSES = (RunStatus.STARTING, RunStatus.RUNNING)
 FINAL_FROM_SUPERVISOR = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST)
 
 
@@ -41,8 +41,9 @@ def claim_for_launch(run_id: int, worker: str) -> Run | None:
     This is what makes the launch task idempotent: of two deliveries of the same
     task, only one UPDATE matches the queued row.
     """
-    claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.STARTING,
+    claimed = RUN_STATES.move(
+        Run.objects.filter(pk=run_id),
+        RunStatus.STARTING,
         attempt=F("attempt") + 1,
         worker=worker[:200],
         pid=None,
@@ -90,8 +91,8 @@ def record_progress(run_id: int, attempt: int, progress: Progress) -> bool:
         fields["last_loss"] = progress.last_loss
     updated = _own(run_id, attempt).update(**fields) == 1
     if updated and progress.running:
-        Run.objects.filter(pk=run_id, attempt=attempt, status=RunStatus.STARTING).update(
-            status=RunStatus.RUNNING
+        RUN_STATES.move(
+            Run.objects.filter(pk=run_id, attempt=attempt), RunStatus.RUNNING, sources=[RunStatus.STARTING]
         )
     return updated
 
@@ -103,12 +104,9 @@ def revive(run_id: int, attempt: int) -> bool:
     was the dashboard's, not the run's (DESIGN: an outage must not kill training).
     A run relaunched since (another attempt) is not taken back.
     """
-    return (
-        Run.objects.filter(pk=run_id, attempt=attempt, status=RunStatus.LOST).update(
-            status=RunStatus.RUNNING, error="", finished_at=None, heartbeat_at=Now()
-        )
-        == 1
-    )
+    fields = {"error": "", "finished_at": None, "heartbeat_at": Now()}
+    run = Run.objects.filter(pk=run_id, attempt=attempt)
+    return RUN_STATES.move(run, RunStatus.RUNNING, sources=[RunStatus.LOST], **fields) == 1
 
 
 def finish(run_id: int, attempt: int, status: str, error: str = "") -> bool:
@@ -118,17 +116,9 @@ def finish(run_id: int, attempt: int, status: str, error: str = "") -> bool:
     """
     if status not in FINAL_FROM_SUPERVISOR:
         raise ValueError(f"status must be one of {FINAL_FROM_SUPERVISOR}, got {status!r}")
-    return (
-        Run.objects.filter(
-            pk=run_id, attempt=attempt, status__in=(*SUPERVISED_STATUSES, RunStatus.LOST)
-        ).update(status=status, error=error, finished_at=Now())
-        == 1
-    )
-
-
-def fail_before_start(run_id: int, attempt: int, error: str) -> bool:
-    """A run that could not even be launched (bad stored config, launcher missing)."""
-    return finish(run_id, attempt, RunStatus.FAILED, error)
+    run = Run.objects.filter(pk=run_id, attempt=attempt)
+    sources = (*SUPERVISED_STATUSES, RunStatus.LOST)
+    return RUN_STATES.move(run, status, sources=sources, error=error, finished_at=Now()) == 1
 
 
 def mark_lost_runs(lost_after: dt.timedelta, *, now: dt.datetime | None = None) -> list[int]:
@@ -152,12 +142,9 @@ def mark_lost_runs(lost_after: dt.timedelta, *, now: dt.datetime | None = None) 
         )
         # The same staleness test again in the UPDATE: a heartbeat that lands
         # between the SELECT and here keeps the run alive.
-        if (
-            Run.objects.filter(stale, pk=run.pk, attempt=run.attempt, status__in=SUPERVISED_STATUSES).update(
-                status=RunStatus.LOST, error=error, finished_at=reference
-            )
-            == 1
-        ):
+        still_stale = Run.objects.filter(stale, pk=run.pk, attempt=run.attempt)
+        fields = {"error": error, "finished_at": reference}
+        if RUN_STATES.move(still_stale, RunStatus.LOST, sources=SUPERVISED_STATUSES, **fields) == 1:
             lost.append(run.pk)
     return lost
 
@@ -165,6 +152,22 @@ def mark_lost_runs(lost_after: dt.timedelta, *, now: dt.datetime | None = None) 
 def runs_to_resend(after: dt.timedelta) -> list[int]:
     """Queued runs whose launch message may be lost (see ``webapp.requeue``); marks them re-sent."""
     return requeue.due_for_resend(Run.objects.filter(status=RunStatus.QUEUED), after)
+
+
+def fail_queued(run_id: int, error: str) -> bool:
+    """A queued run that cannot be launched at all (its launch message could not be sent)."""
+    run = Run.objects.filter(pk=run_id)
+    return (
+        RUN_STATES.move(run, RunStatus.FAILED, sources=[RunStatus.QUEUED], error=error, finished_at=Now())
+        == 1
+    )
+
+
+def cancel_queued(run_id: int) -> bool:
+    """Cancel a run that no worker has claimed yet; False once one has (its supervisor stops it)."""
+    run = Run.objects.filter(pk=run_id)
+    fields = {"cancel_requested": True, "finished_at": Now()}
+    return RUN_STATES.move(run, RunStatus.CANCELLED, sources=[RunStatus.QUEUED], **fields) == 1
 
 
 def waiting_for_gpus(run_id: int) -> bool:

@@ -1,0 +1,77 @@
+"""The allowed status changes of one kind of job, and the one way to make them.
+
+Each kind of job (a training run, an eval job) declares its table next to its model
+(``RUN_STATES`` in ``webapp/runs/models.py``, ``EVAL_STATES`` in ``webapp/evals/models.py``).
+Every status write goes through ``JobStateMachine.move``: one conditional UPDATE
+(``WHERE status IN (sources)`` plus whatever the caller's queryset already says, such as
+the attempt), never a read-modify-write. So two writers (the web cancelling, a worker
+finishing, the sweep marking a run lost) cannot overwrite each other: the one that loses
+updates 0 rows and knows it lost. A move the table does not allow is a programming error
+and raises before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.db.models import QuerySet
+
+
+class IllegalTransition(ValueError):
+    """A status change the job's table does not allow (a bug in the caller, not user input)."""
+
+
+class JobStateMachine:
+    """A job's states and its allowed moves: ``{from_state: {to_state, ...}}``.
+
+    A state with no outgoing move is final. A move to the same state (a supervisor's
+    ``lost`` over the sweep's ``lost``) is allowed only where the table lists it.
+    """
+
+    def __init__(self, initial: Iterable[str], moves: Mapping[str, Iterable[str]], *, field: str = "status"):
+        self.field = field
+        self.initial = frozenset(initial)
+        self.moves = {str(source): frozenset(str(t) for t in targets) for source, targets in moves.items()}
+        unknown = self.initial - set(self.moves)
+        for targets in self.moves.values():
+            unknown |= targets - set(self.moves)
+        if unknown:
+            raise ValueError(f"states used but not declared as keys of the table: {sorted(unknown)}")
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return tuple(self.moves)
+
+    @property
+    def final(self) -> tuple[str, ...]:
+        return tuple(state for state, targets in self.moves.items() if not targets)
+
+    def allows(self, source: str, target: str) -> bool:
+        return target in self.moves.get(source, ())
+
+    def sources_of(self, target: str) -> tuple[str, ...]:
+        """Every state from which ``target`` may be reached."""
+        return tuple(state for state, targets in self.moves.items() if target in targets)
+
+    def move(
+        self, queryset: QuerySet, target: str, *, sources: Iterable[str] | None = None, **fields: Any
+    ) -> int:
+        """Move the rows of ``queryset`` that are in ``sources`` to ``target``; returns how many moved.
+
+        ``sources`` defaults to every state the table allows into ``target``; naming a source
+        the table does not allow raises ``IllegalTransition`` and writes nothing. ``fields``
+        are written in the same UPDATE (use ``Now()`` for times other hosts compare).
+        """
+        allowed = self.sources_of(target)
+        chosen = tuple(sources) if sources is not None else allowed
+        illegal = [source for source in chosen if source not in allowed]
+        if illegal or not chosen:
+            raise IllegalTransition(f"{self.field}: no move from {illegal or list(chosen)} to {target!r}")
+        return queryset.filter(**{f"{self.field}__in": chosen}).update(**{self.field: target}, **fields)
+
+    def check_initial(self, state: str) -> str:
+        """The state a new row may be created in; raises ``IllegalTransition`` for another."""
+        if state not in self.initial:
+            raise IllegalTransition(f"{self.field}: a job cannot start as {state!r}")
+        return state
