@@ -12,7 +12,8 @@ from webapp.metrics.models import MetricPoint
 from webapp.metrics.selectors import latest_point_seq
 from webapp.metrics.services import Point, upsert_points
 from webapp.runs.models import Run, RunLog, RunStatus
-from webapp.runs.stream import StreamCursor, read_updates, run_events
+from webapp.runs.stream import CatchUp, forward, run_events
+from webapp.runs.updates import StreamCursor, read_updates
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -261,3 +262,101 @@ def test_the_run_page_and_its_series_give_the_stream_its_starting_point(client_f
     add_points(run, "val/loss", range(3, 4))  # after the chart's read: the stream must bring it
     update = read_updates(run.id, StreamCursor(point_seq=cursor, log_id=state["log_after"]))
     assert update.payload["points"] == {"val/loss": [[3, 10.0 / 3]]} and update.payload["logs"] == []
+
+
+# --- forwarding the published update ------------------------------------------------------
+
+
+def message(after: int, through: int, points: dict, *, logs=(), logs_after=None, status="running") -> dict:
+    update = {"status": status, "step": 3, "last_loss": 1.0, "cancel_requested": False, "error": ""}
+    return {
+        "run_id": 1,
+        "update": {**update, "duration_s": 2.0, "points": points, "logs": list(logs)},
+        "points_after": after,
+        "points_through": through,
+        "logs_after": logs_after,
+    }
+
+
+def test_forward_sends_a_message_that_continues_the_cursor_and_advances_it():
+    cursor = StreamCursor(point_seq=10, log_id=4)
+    sent = forward(
+        message(10, 12, {"train/loss": [[3, 1.0]]}, logs=[{"id": 7, "message": "hi"}], logs_after=4), cursor
+    )
+    assert sent["points"] == {"train/loss": [[3, 1.0]]} and sent["logs"][0]["id"] == 7
+    assert (cursor.point_seq, cursor.log_id) == (12, 7)
+    # The same message again (the catch-up read at connect saw it): nothing new to send.
+    assert forward(message(10, 12, {"train/loss": [[3, 1.0]]}), cursor) is None
+
+
+@pytest.mark.parametrize(
+    "late",
+    [
+        message(11, 13, {"train/loss": [[4, 1.0]]}),  # seq 11 was in a message this stream missed
+        message(9, 12, {"train/loss": [[4, 1.0]]}),  # overlaps what was sent
+        message(10, None, {"train/loss": [[4, 1.0]]}),  # no range: cannot be placed
+        message(10, 10, {}, logs=[{"id": 9}], logs_after=5),  # a log line in between was missed
+        message(10, 10, {}, status="completed"),  # the end: the database has the last word
+        {"run_id": 1},  # "something changed"
+    ],
+)
+def test_forward_catches_up_from_the_database_after_a_gap(late):
+    cursor = StreamCursor(point_seq=10, log_id=4)
+    with pytest.raises(CatchUp):
+        forward(late, cursor)
+    assert (cursor.point_seq, cursor.log_id) == (10, 4)  # nothing applied
+
+
+def test_a_stream_forwards_the_feed_and_catches_up_what_it_missed(run, settings):
+    """Without Redis, one poll per process feeds every stream of the run; none misses a point."""
+    settings.REDIS_URL = ""
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
+    add_points(run, "train/loss", range(1, 3))
+
+    async def watch(stream) -> list[tuple[str, dict]]:
+        got = []
+        async for chunk in stream:
+            got += events([chunk])
+        return got
+
+    async def consume():
+        streams = [run_events(run.id, StreamCursor(), poll_seconds=0.05) for _ in range(3)]
+        watchers = [asyncio.ensure_future(watch(s)) for s in streams]
+        for step in range(3, 13):
+            await asyncio.sleep(0.03)
+            await asyncio.to_thread(add_points, run, "train/loss", range(step, step + 1))
+        await asyncio.to_thread(lambda: Run.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED))
+        return await asyncio.gather(*watchers)
+
+    for got in asyncio.run(asyncio.wait_for(consume(), timeout=30)):
+        assert sorted(p[1] for p in points_of(got) if p[0] == "train/loss") == list(range(1, 13))
+        assert got[-1] == ("end", {"status": "completed"})
+
+
+@pytest.mark.services
+def test_the_stream_forwards_the_published_update_without_reading_the_database(run, settings):
+    if not settings.REDIS_URL:
+        pytest.skip("needs RUNWRIGHT_REDIS_URL")
+    from webapp.live import publish
+
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
+    add_points(run, "train/loss", range(1, 3))
+    last = seq_of(run, "train/loss", 2)
+    # A point the database does not hold: only a forwarded message can bring it.
+    probe = message(last, last + 1, {"probe": [[7, 7.0]]})
+
+    async def consume() -> dict:
+        stream = run_events(run.id, StreamCursor(), live_idle_seconds=60)
+        assert (await anext(stream)).startswith("retry:")
+        first = events([await anext(stream)])[0]
+        assert [p[0] for p in first[1]["points"]["train/loss"]] == [1, 2]
+        waiter = asyncio.ensure_future(anext(stream))
+        while not waiter.done():  # the subscription is asynchronous: publish until it is heard
+            await asyncio.to_thread(publish, run.id, probe)
+            await asyncio.wait([waiter], timeout=0.2)
+        chunk = waiter.result()
+        await stream.aclose()
+        assert chunk.startswith(f"id: {last + 1}:-1\n")
+        return events([chunk])[0][1]
+
+    assert asyncio.run(asyncio.wait_for(consume(), timeout=20))["points"] == {"probe": [[7, 7.0]]}
