@@ -1,15 +1,16 @@
 """Eval jobs on workers: run ``python -m modelcore.evaluate`` as a subprocess and follow it.
 
-The evaluator runs in its own process group (torch never loads in the worker,
-an out-of-memory kills only the evaluator, GPU memory is freed at exit). Its
-stderr carries one JSON progress event per line; the runner tails that log,
-turns it into the job's progress bar, watches ``cancel_requested`` and a time
-limit, and stores the results JSON when the evaluator exits. The row keeps the
-results without per-sample records; those stay in the job's results file.
+The process side (start, watch, stop, reap, the final write's retries) is the job
+runner's (``workers.jobs``), the same as a trainer's: torch never loads in the worker,
+an out-of-memory kills only the evaluator, GPU memory is freed at exit, and the
+evaluator dies with its runner. What is the eval runner's own: the evaluator's stderr
+carries one JSON progress event per line, which becomes the job's progress bar (written
+every second, which is also the heartbeat and the cancel check); a time limit; and the
+results JSON stored when the evaluator exits. The row keeps the results without
+per-sample records; those stay in the job's results file.
 
-The evaluator dies with its runner and carries the job's tag (``workers.job_processes``),
-like a trainer. The task acknowledges late, like ``launch_run``: a message is only gone
-once a worker ran it; beat re-sends jobs queued too long (``resend_queued_eval_jobs``).
+The task acknowledges late, like ``launch_run``: a message is only gone once a worker
+ran it; beat re-sends jobs queued too long (``resend_queued_eval_jobs``).
 
 ``schedule_periodic_evals`` is what the training supervisor calls for each
 checkpoint event: the run's ``eval.tasks``/``eval.every`` decide whether a
@@ -18,32 +19,24 @@ job is queued, and its scores become ``eval/<task>/<metric>`` metric points.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
-import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection
 
-import modelcore
 from modelcore.evaluation.taskconfig import check_task_name
-from modelcore.parent_death import die_with_parent_preexec
 from webapp.evals import transitions
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource
 from webapp.evals.services import schedule_periodic_eval
 from webapp.evals.sources import resolve_hf_dir, task_dirs
 from workers import job_processes
+from workers.jobs import JobRunner, Launch, log_tail
 
 log = logging.getLogger(__name__)
 
@@ -179,97 +172,45 @@ class _Progress:
         return min(0.99, (len(self.finished) + within) / n)
 
 
-class EvalRunner:
+class EvalRunner(JobRunner):
+    """One eval job: the evaluator's progress events, cancel and time limit, its results."""
+
+    noun = "evaluator"
+    runner_name = "eval runner"
+    failed_status = EvalStatus.FAILED
+    time_limit_message = "The eval job reached the worker's time limit and was stopped."
+
     def __init__(self, job: EvalJob, *, time_limit: float | None = None, poll_seconds: float = POLL_SECONDS):
+        super().__init__(
+            tag=job_processes.new_tag("eval", job.id),
+            description=f"eval job {job.id}",
+            poll_seconds=poll_seconds,
+            heartbeat_seconds=PROGRESS_WRITE_SECONDS,
+            kill_after=KILL_AFTER_SECONDS,
+            time_limit=float(time_limit if time_limit is not None else EVAL_TIME_LIMIT_SECONDS),
+        )
         self.job = job
-        self.time_limit = float(time_limit if time_limit is not None else EVAL_TIME_LIMIT_SECONDS)
-        self.poll_seconds = poll_seconds
-        self.proc: subprocess.Popen | None = None
-        self.tag = job_processes.new_tag("eval", job.id)
         self.progress = _Progress(list(job.tasks))
         self._offset = 0
         self._partial = b""
 
     def run(self) -> str:
+        """Run the evaluator to its end; returns the final status written."""
+        return self.run_job()
+
+    def prepare(self) -> Launch:
         job = self.job
         job.job_dir.mkdir(parents=True, exist_ok=True)
         job.results_file.unlink(missing_ok=True)
-        try:
-            argv = evaluate_command(job)
-            self._start(argv)
-        except (OSError, ValueError) as exc:
-            return self._finish(EvalStatus.FAILED, f"Could not start the evaluator: {exc}")
-        try:
-            stop = self._follow()
-        except BaseException as exc:
-            self._stop_group()
-            self._finish(EvalStatus.FAILED, _interrupted_message(exc))
-            raise
-        if stop == "cancel":
-            return self._finish(EvalStatus.CANCELLED, "")
-        if stop == "timeout":
-            return self._finish(
-                EvalStatus.FAILED,
-                f"The evaluation ran past its time limit ({self.time_limit:.0f} s) and was stopped. "
-                "Evaluate fewer tasks or samples (limit) per job.",
-            )
-        return self._collect(self.proc.returncode)
+        # The evaluator reads local folders only.
+        offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        return Launch(evaluate_command(job), {}, cwd=job.job_dir, log_path=job.log_file, env_defaults=offline)
 
-    def _start(self, argv: list[str]) -> None:
-        env = {**os.environ, **job_processes.job_env(self.tag)}
-        root = str(Path(modelcore.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        env.setdefault("HF_HUB_OFFLINE", "1")  # the evaluator reads local folders only
-        env.setdefault("TRANSFORMERS_OFFLINE", "1")
-        with open(self.job.log_file, "wb") as out:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=self.job.job_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                # Dies with this thread, which follows the evaluator to its end.
-                preexec_fn=die_with_parent_preexec(),
-            )
-        job_processes.record_job(self.tag, self.proc.pid, f"eval job {self.job.id}")
-        transitions.record_process(self.job.id, self.proc.pid)
-        log.info("eval job %s: started pid %s: %s", self.job.id, self.proc.pid, " ".join(argv))
+    def started(self, pid: int) -> None:
+        transitions.record_process(self.job.id, pid)
 
-    def _follow(self) -> str:
-        """Tail the log until the evaluator exits; returns "exit", "cancel" or "timeout"."""
-        assert self.proc is not None
-        deadline = time.monotonic() + self.time_limit
-        last_write = 0.0
-        while True:
-            exited = self.proc.poll() is not None
-            self._read_events()
-            now = time.monotonic()
-            if exited:
-                return "exit"
-            if now - last_write >= PROGRESS_WRITE_SECONDS:
-                try:
-                    _refresh_connection()
-                    cancel = transitions.record_progress(
-                        self.job.id, round(self.progress.fraction, 4), self.progress.current
-                    )
-                except DatabaseError:
-                    # A database blip must not kill an evaluation that is running fine; retry next round.
-                    log.warning(
-                        "eval job %s: database error while recording progress", self.job.id, exc_info=True
-                    )
-                    cancel = False
-                last_write = now
-                if cancel:
-                    self._stop_group()
-                    return "cancel"
-            if now >= deadline:
-                self._stop_group()
-                return "timeout"
-            time.sleep(self.poll_seconds)
-
-    def _read_events(self) -> None:
+    def read_events(self) -> None:
+        """The evaluator's JSON progress lines in its log (stdout and stderr together)."""
         try:
             with open(self.job.log_file, "rb") as f:
                 f.seek(self._offset)
@@ -277,8 +218,7 @@ class EvalRunner:
         except FileNotFoundError:
             return
         self._offset += len(chunk)
-        data = self._partial + chunk
-        lines = data.split(b"\n")
+        lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()  # an incomplete last line waits for its end
         for line in lines:
             line = line.strip()
@@ -291,37 +231,35 @@ class EvalRunner:
             if isinstance(event, dict):
                 self.progress.feed(event)
 
-    def _stop_group(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=KILL_AFTER_SECONDS)
-        self._reap()
+    def heartbeat(self) -> None:
+        fraction = round(self.progress.fraction, 4)
+        if transitions.record_progress(self.job.id, fraction, self.progress.current):
+            self.request_stop("cancel")
 
-    def _reap(self) -> None:
-        """Kill what is left of the evaluator (data loader workers), then forget the job's record."""
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            # Once the leader is reaped its group id may belong to someone else: the tag finds ours.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        job_processes.kill_tagged(self.tag)
-        self.proc.wait()
-        job_processes.forget_job(self.tag)
-
-    def _collect(self, code: int) -> str:
-        # Stragglers of the group (data loader workers) go with the leader.
-        self._reap()
+    def decide(self, code: int) -> tuple[str, str, dict[str, Any]]:
+        if self.stop.reason == "cancel":
+            return EvalStatus.CANCELLED, "", {}
+        if self.stop.reason == "timeout":
+            return (
+                EvalStatus.FAILED,
+                (
+                    f"The evaluation ran past its time limit ({self.time_limit:.0f} s) and was stopped. "
+                    "Evaluate fewer tasks or samples (limit) per job."
+                ),
+                {},
+            )
+        if self.stop.reason == "shutdown":
+            return EvalStatus.FAILED, "The worker shut down while the job ran; start the job again.", {}
         if code != 0:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            reason = self.progress.error or log_tail(self.job.log_file)
-            return self._finish(EvalStatus.FAILED, f"The evaluator {how}.\n\n{reason}")
+            reason = self.progress.error or log_tail(
+                self.job.log_file, ERROR_TAIL_CHARS, missing="(no evaluator output)"
+            )
+            return EvalStatus.FAILED, f"The evaluator {how}.\n\n{reason}", {}
         try:
             data = json.loads(self.job.results_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            return self._finish(EvalStatus.FAILED, f"The evaluator wrote no readable results: {exc}")
+            return EvalStatus.FAILED, f"The evaluator wrote no readable results: {exc}", {}
         samples = data.get("samples") or {}
         has_samples = any(
             any(len(record) > 1 for record in records)
@@ -329,48 +267,7 @@ class EvalRunner:
             if isinstance(records, list)
         )
         results = {k: v for k, v in data.items() if k != "samples"}
-        return self._finish(EvalStatus.COMPLETED, "", results=results, has_samples=has_samples)
+        return EvalStatus.COMPLETED, "", {"results": results, "has_samples": has_samples}
 
-    def _finish(self, status: str, error: str, **fields: Any) -> str:
-        for attempt in range(5):
-            try:
-                _refresh_connection()
-                if not transitions.finish(self.job.id, status, error=error, **fields):
-                    log.info(
-                        "eval job %s: no longer running; final status %s not written", self.job.id, status
-                    )
-                break
-            except DatabaseError:
-                log.warning(
-                    "eval job %s: database error writing the final status", self.job.id, exc_info=True
-                )
-                if attempt == 4:
-                    raise
-                time.sleep(1.0)
-        log.info("eval job %s: %s", self.job.id, status)
-        return status
-
-
-def log_tail(path: Path, limit: int = ERROR_TAIL_CHARS) -> str:
-    """The end of the evaluator's output, from its first traceback when there is one."""
-    try:
-        text = path.read_bytes()[-4 * limit :].decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return "(no evaluator output)"
-    start = text.find("Traceback (most recent call last)")
-    if start >= 0:
-        text = text[start:]
-    return text[-limit:]
-
-
-def _refresh_connection() -> None:
-    if not connection.in_atomic_block:
-        close_old_connections()
-
-
-def _interrupted_message(exc: BaseException) -> str:
-    from celery.exceptions import SoftTimeLimitExceeded
-
-    if isinstance(exc, SoftTimeLimitExceeded):
-        return "The eval job reached the worker's time limit and was stopped."
-    return f"The eval runner stopped unexpectedly ({type(exc).__name__}: {exc}); the evaluator was stopped."
+    def write_final(self, status: str, error: str, **fields: Any) -> bool:
+        return transitions.finish(self.job.id, status, error=error, **fields)

@@ -306,5 +306,5 @@ def test_an_unreadable_events_file_waits_without_stopping_the_trainer(supervised
 
 def test_the_stand_in_trainer_is_really_running(supervised):
     """The fixture's trainer is a live group that a SIGTERM would end: the checks above can fail."""
-    supervised._signal_group(signal.SIGTERM)
+    supervised.process.signal_group(signal.SIGTERM)
     assert supervised.proc.wait(timeout=10) == -signal.SIGTERM

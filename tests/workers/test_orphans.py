@@ -297,14 +297,15 @@ def test_the_supervisor_starts_its_trainer_tagged_and_dying_with_it(make_run, re
 def test_the_eval_runner_starts_its_evaluator_tagged_and_dying_with_it(project, records):
     from webapp.evals.models import EvalJob, ModelSource
     from workers.eval_jobs import EvalRunner
+    from workers.jobs import Launch
 
     job = EvalJob.objects.create(project=project, source=ModelSource.HF, hf_path="m", tasks=["t"])
     runner = EvalRunner(job)
     job.job_dir.mkdir(parents=True, exist_ok=True)
-    runner._start([sys.executable, "-c", REPORT])
+    runner.process.start(Launch([sys.executable, "-c", REPORT], {}, job.job_dir, job.log_file), "eval")
     assert list(records.glob("*.json")) != []
     runner.proc.wait(timeout=30)
-    runner._reap()
+    runner.process.reap()
     assert f"pdeathsig {int(signal.SIGKILL)} tag {runner.tag}" in job.log_file.read_text()
     assert list(records.glob("*.json")) == []
 
