@@ -22,7 +22,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Matmul route decisions (modelcore.kernels.matmul_routes) go to the session's data directory,
 # never into the user's ~/.cache: a test must not depend on, or change, what an earlier run measured.
 os.environ.setdefault(
-    "RUNWRIGHT_MATMUL_ROUTES", os.path.join(os.environ.get("RUNWRIGHT_DATA_DIR") or tempfile.mkdtemp(), "matmul_routes.json")
+    "RUNWRIGHT_MATMUL_ROUTES",
+    os.path.join(os.environ.get("RUNWRIGHT_DATA_DIR") or tempfile.mkdtemp(), "matmul_routes.json"),
 )
 
 
@@ -81,3 +82,15 @@ def api(client):
         return send(path, body if body is not None else {}, content_type="application/json", **headers)
 
     return call
+
+
+@pytest.fixture
+def sent_tasks(monkeypatch) -> list[tuple[str, tuple, str | None]]:
+    """(task name, args, queue) of each task the web sends; the broker is left out (not under test here)."""
+    from webapp import enqueue
+
+    sent: list[tuple[str, tuple, str | None]] = []
+    monkeypatch.setattr(
+        enqueue.app, "send_task", lambda name, args, queue=None: sent.append((name, tuple(args), queue))
+    )
+    return sent

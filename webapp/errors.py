@@ -5,14 +5,19 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template import loader
 
+from webapp.input_errors import InputError, error_body
+
 API_PREFIX = "/api/"
 
 
-def _respond(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
+def _respond(
+    request: HttpRequest, status: int, title: str, message: str, errors: dict[str, str] | None = None
+) -> HttpResponse:
     if request.path.startswith(API_PREFIX):
-        # A 400 carries ``errors`` like every other 400 of the API (here about the request as a whole).
-        extra = {"errors": {"request": message}} if status == 400 else {}
-        return JsonResponse({"error": message, **extra}, status=status)
+        if status in (400, 413):
+            # Like every refused input of the API: ``errors`` names the fields (or the request as a whole).
+            return JsonResponse(error_body(errors or {"request": message}, message), status=status)
+        return JsonResponse({"error": message}, status=status)
     try:
         body = loader.render_to_string(
             "error.html", {"status": status, "title": title, "message": message}, request
@@ -24,6 +29,8 @@ def _respond(request: HttpRequest, status: int, title: str, message: str) -> Htt
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if isinstance(exception, InputError):  # one that no view turned into a form's errors
+        return _respond(request, 400, "Bad request", str(exception), exception.errors)
     return _respond(request, 400, "Bad request", "The request could not be understood.")
 
 
@@ -40,16 +47,12 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 
 def request_too_large(request: HttpRequest, message: str) -> HttpResponse:
     """A body refused before it was read (see webapp.body_limit); the API's error names the body."""
-    if request.path.startswith(API_PREFIX):
-        return JsonResponse({"error": message, "errors": {"body": message}}, status=413)
-    return _respond(request, 413, "Request too large", message)
+    return _respond(request, 413, "Request too large", message, {"body": message})
 
 
 def bad_input(request: HttpRequest, message: str, errors: dict[str, str] | None = None) -> HttpResponse:
     """A 400 for input refused before any view ran; the API's ``errors`` name the fields."""
-    if request.path.startswith(API_PREFIX):
-        return JsonResponse({"error": message, "errors": errors or {"body": message}}, status=400)
-    return _respond(request, 400, "Bad request", message)
+    return _respond(request, 400, "Bad request", message, errors or {"body": message})
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

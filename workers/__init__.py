@@ -11,16 +11,16 @@ import os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 import django  # noqa: E402
-from celery import Celery  # noqa: E402
 from django.apps import apps  # noqa: E402
 
-# The worker and beat import this package first and need the ORM; the web
-# process imports it (to enqueue) with Django already set up.
+# The worker and beat import this package first and need the ORM; tests import
+# it with Django already set up (the web never does: it sends by task name).
 if not apps.ready and not apps.loading:
     django.setup()
 
-app = Celery("runwright")
-app.config_from_object("django.conf:settings", namespace="CELERY")
+# The web's app (it sends tasks by name and never imports this package); the worker adds its own settings.
+from webapp.enqueue import app  # noqa: E402
+
 app.conf.update(
     # A launch task holds its worker slot for the whole run: a worker must not
     # reserve queued runs that an idle worker elsewhere could start now (see workers.tasks).

@@ -13,9 +13,10 @@ from eval_fixtures import DOCS, TASK_YAML, mc_samples, results_payload
 
 from webapp.evals import services
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource
-from webapp.evals.services import EvalError, ModelRef
+from webapp.evals.services import ModelRef
 from webapp.evals.sources import available_tasks, project_tasks_dir
 from webapp.evals.taskupload import TaskUploadError, install_task_zip
+from webapp.input_errors import InputError
 
 pytestmark = pytest.mark.usefixtures("data_dir")
 
@@ -58,7 +59,7 @@ def test_viewer_cannot_create_eval_jobs(bob, project, run):
     ],
 )
 def test_bad_options_name_the_field(alice, project, run, tasks, options, field):
-    with pytest.raises(EvalError) as exc:
+    with pytest.raises(InputError) as exc:
         services.create_eval_jobs(
             user=alice, project=project, models=[ModelRef.parse(f"ckpt:{run.id}:20")], tasks=tasks, **options
         )
@@ -66,7 +67,7 @@ def test_bad_options_name_the_field(alice, project, run, tasks, options, field):
 
 
 def test_checkpoint_of_another_project_or_missing_step_is_refused(alice, project, run, charlie):
-    with pytest.raises(EvalError, match="no checkpoint at step 30"):
+    with pytest.raises(InputError, match="no checkpoint at step 30"):
         services.create_eval_jobs(
             user=alice, project=project, models=[ModelRef.parse(f"ckpt:{run.id}:30")], tasks=["rw_arith"]
         )
@@ -74,7 +75,7 @@ def test_checkpoint_of_another_project_or_missing_step_is_refused(alice, project
 
 @pytest.mark.parametrize("path", ["../runs/1", "/etc", "missing-model"])
 def test_hf_paths_must_be_model_folders_inside_the_models_folder(alice, project, path):
-    with pytest.raises(EvalError) as exc:
+    with pytest.raises(InputError) as exc:
         services.create_eval_jobs(
             user=alice, project=project, models=[ModelRef.parse(f"hf:{path}")], tasks=["rw_arith"]
         )
@@ -82,7 +83,7 @@ def test_hf_paths_must_be_model_folders_inside_the_models_folder(alice, project,
 
 
 def test_bad_model_choice_value_is_a_field_error():
-    with pytest.raises(EvalError) as exc:
+    with pytest.raises(InputError) as exc:
         ModelRef.parse("ckpt:abc")
     assert "models" in exc.value.errors
 
@@ -172,21 +173,21 @@ def test_import_of_lm_eval_results_with_sample_files(alice, project):
     ],
 )
 def test_import_of_a_bad_file_is_a_field_error(alice, project, text, message):
-    with pytest.raises(EvalError, match=message) as exc:
+    with pytest.raises(InputError, match=message) as exc:
         services.import_results(user=alice, project=project, results_text=text)
     assert "results_file" in exc.value.errors
 
 
 def test_sample_file_for_an_unknown_task_is_refused(alice, project):
     payload = results_payload({"t1": {"acc": 0.5}})
-    with pytest.raises(EvalError, match="not an lm-eval sample log"):
+    with pytest.raises(InputError, match="not an lm-eval sample log"):
         services.import_results(
             user=alice,
             project=project,
             results_text=json.dumps(payload),
             sample_files=[("samples_t1_2025-01-01T00-00-00.0.jsonl", '{"no_doc_id": 1}')],
         )
-    with pytest.raises(EvalError, match="names no task"):
+    with pytest.raises(InputError, match="names no task"):
         services.import_results(
             user=alice,
             project=project,
@@ -206,7 +207,7 @@ def test_reports_only_take_jobs_of_their_project(alice, project, run, charlie):
         status=EvalStatus.COMPLETED,
         results=results_payload({"t": {"acc": 1.0}}),
     )
-    with pytest.raises(EvalError, match="not in this project"):
+    with pytest.raises(InputError, match="not in this project"):
         services.create_report(user=alice, project=project, name="r", job_ids=[foreign.id])
     mine = EvalJob.objects.create(
         project=project,
@@ -215,7 +216,7 @@ def test_reports_only_take_jobs_of_their_project(alice, project, run, charlie):
         status=EvalStatus.COMPLETED,
         results=results_payload({"t": {"acc": 1.0}}),
     )
-    with pytest.raises(EvalError, match="name"):
+    with pytest.raises(InputError, match="name"):
         services.create_report(user=alice, project=project, name=" ", job_ids=[mine.id])
     assert services.create_report(user=alice, project=project, name="r", job_ids=[mine.id]).jobs.get() == mine
     assert mc_samples([1])[0]["metrics"]["acc"] == 1.0

@@ -13,7 +13,8 @@ from modelcore.evaluate import main as evaluate_main
 from modelcore.evaluation.taskconfig import TaskConfigError, is_task_name, resolve_tasks
 from webapp.evals import services
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource
-from webapp.evals.services import EvalError, ModelRef
+from webapp.evals.services import ModelRef
+from webapp.input_errors import InputError
 from workers.eval_jobs import EvalRunner, evaluate_command
 
 pytestmark = pytest.mark.usefixtures("data_dir")
@@ -60,7 +61,7 @@ def test_lm_eval_style_names_are_task_names(name):
 
 @pytest.mark.parametrize("name", PATH_LIKE)
 def test_service_refuses_path_like_task_names_on_the_tasks_field(alice, project, run, name):
-    with pytest.raises(EvalError) as caught:
+    with pytest.raises(InputError) as caught:
         services.create_eval_jobs(
             user=alice,
             project=project,

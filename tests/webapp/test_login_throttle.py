@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 
-from webapp.accounts.services import ensure_demo_user
+from webapp.demo.services import ensure_demo_user
 
 RIGHT = "alice-password-1"  # tests/people.py
 

@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 import pytest
 from django.core.exceptions import PermissionDenied
 
 from modelcore.config import ConfigError
+from webapp import enqueue
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.services import create_run, enqueue_launch, request_cancel
 
 
-@pytest.fixture
-def fake_tasks(monkeypatch):
-    """A stand-in ``workers.tasks`` module that records what was enqueued (no broker, no worker)."""
-    sent: list[int] = []
-
-    class LaunchRun:
-        @staticmethod
-        def delay(run_id: int) -> None:
-            sent.append(run_id)
-
-    module = types.ModuleType("workers.tasks")
-    module.launch_run = LaunchRun
-    monkeypatch.setitem(sys.modules, "workers.tasks", module)
-    return sent
-
-
 def test_create_run_stores_full_config_and_enqueues_after_commit(
-    alice, project, fake_tasks, django_capture_on_commit_callbacks
+    alice, project, sent_tasks, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         run = create_run(
             user=alice, project=project, name="", preset="tiny-cpu", overrides={"train": {"seed": 7}}
         )
-    assert len(callbacks) == 1 and fake_tasks == [run.id]
+    assert len(callbacks) == 1 and sent_tasks == [("workers.tasks.launch_run", (run.id,), None)]
     run.refresh_from_db()
     assert run.status == RunStatus.QUEUED and run.name == "tiny-cpu #1"
     assert run.config["train"]["seed"] == 7 and set(run.config) == {
@@ -49,10 +31,10 @@ def test_create_run_stores_full_config_and_enqueues_after_commit(
     }
 
 
-def test_nothing_is_enqueued_before_commit(alice, project, fake_tasks, django_capture_on_commit_callbacks):
+def test_nothing_is_enqueued_before_commit(alice, project, sent_tasks, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         create_run(user=alice, project=project, preset="tiny-cpu")
-    assert len(callbacks) == 1 and fake_tasks == []
+    assert len(callbacks) == 1 and sent_tasks == []
 
 
 def test_invalid_config_stores_nothing(alice, project):
@@ -68,14 +50,10 @@ def test_viewer_cannot_create_run(bob, project):
 
 
 def test_broker_failure_marks_the_run_failed(run, monkeypatch):
-    class Broken:
-        @staticmethod
-        def delay(run_id: int) -> None:
-            raise ConnectionError("broker unreachable")
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
 
-    module = types.ModuleType("workers.tasks")
-    module.launch_run = Broken
-    monkeypatch.setitem(sys.modules, "workers.tasks", module)
+    monkeypatch.setattr(enqueue.app, "send_task", unreachable)
     enqueue_launch(run.id)
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and "broker unreachable" in run.error

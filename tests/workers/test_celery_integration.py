@@ -145,13 +145,15 @@ def test_a_run_created_and_cancelled_by_the_web_stops_within_ten_seconds(worker_
     """The web's own write paths: create_run enqueues on commit, request_cancel sets the flag."""
     from django.contrib.auth import get_user_model
 
+    from webapp import enqueue
     from webapp.accounts.services import ensure_personal_team
     from webapp.projects.services import create_project
     from webapp.runs.services import create_run, request_cancel
 
     # Only the route differs from production: onto this module's worker, not the shared default queue.
+    send_task = enqueue.app.send_task
     monkeypatch.setattr(
-        launch_run, "delay", lambda run_id: launch_run.apply_async((run_id,), queue=worker_queue)
+        enqueue.app, "send_task", lambda name, args, **kw: send_task(name, args, queue=worker_queue)
     )
     alice = get_user_model().objects.create_user(f"alice-{uuid.uuid4().hex[:6]}", password="x" * 12)
     project = create_project(user=alice, name="web path", team=ensure_personal_team(alice))

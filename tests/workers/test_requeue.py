@@ -16,12 +16,9 @@ from workers.tasks import launch_run, resend_queued_runs
 
 
 @pytest.fixture
-def sent(monkeypatch) -> dict[str, list[int]]:
-    """What reached the broker: the send is recorded instead (where it goes is not under test here)."""
-    calls: dict[str, list[int]] = {"runs": [], "evals": []}
-    monkeypatch.setattr(launch_run, "delay", lambda run_id: calls["runs"].append(run_id))
-    monkeypatch.setattr(run_eval_job, "apply_async", lambda args, **kw: calls["evals"].append(args[0]))
-    return calls
+def sent(sent_tasks):
+    """``sent(task)``: the ids whose ``task`` reached the broker (the send is recorded instead)."""
+    return lambda task: [args[0] for name, args, _ in sent_tasks if name == task.name]
 
 
 def _age(model, pk: int, seconds: float, **fields) -> None:
@@ -38,8 +35,8 @@ def test_queued_runs_older_than_the_requeue_age_are_sent_again(make_run, sent, s
     _age(Run, old.pk, 200)
     _age(Run, running.pk, 1000)
     assert resend_queued_runs() == [old.id]
-    assert sent["runs"] == [old.id]
-    assert fresh.id not in sent["runs"] and running.id not in sent["runs"]
+    assert sent(launch_run) == [old.id]
+    assert fresh.id not in sent(launch_run) and running.id not in sent(launch_run)
     # Sent just now: not again on the next beat.
     assert resend_queued_runs() == []
 
@@ -73,7 +70,7 @@ def test_queued_eval_jobs_older_than_the_requeue_age_are_sent_again(project, sen
     fresh = EvalJob.objects.create(project=project, source=ModelSource.HF, hf_path="m", tasks=["t"])
     _age(EvalJob, old.pk, 400)
     assert resend_queued_eval_jobs() == [old.id]
-    assert sent["evals"] == [old.id] and fresh.id not in sent["evals"]
+    assert sent(run_eval_job) == [old.id] and fresh.id not in sent(run_eval_job)
     assert resend_queued_eval_jobs() == []
 
 

@@ -1,4 +1,8 @@
-"""Bearer-token authentication and JSON error handling for the API views."""
+"""Bearer-token authentication and JSON error handling for the API views.
+
+Refused input (``webapp.input_errors.InputError``, the config's ``ConfigError``) is a 400
+naming the fields, answered by ``input_errors_as_json`` like the pages' JSON endpoints.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from webapp.accounts.services import authenticate_token
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, body: dict[str, Any]):
-        self.status, self.body = status, body
+from webapp.input_errors import input_errors_as_json
 
 
 def bearer_secret(request: HttpRequest) -> str:
@@ -32,6 +32,8 @@ def api_view(methods: tuple[str, ...], *, allow_session: bool = False) -> Callab
     """
 
     def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        answer = input_errors_as_json(view)
+
         @csrf_exempt
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -54,9 +56,7 @@ def api_view(methods: tuple[str, ...], *, allow_session: bool = False) -> Callab
                 return response
             request.user = user
             try:
-                return view(request, *args, **kwargs)
-            except ApiError as exc:
-                return JsonResponse(exc.body, status=exc.status)
+                return answer(request, *args, **kwargs)
             except Http404:
                 return JsonResponse({"error": "not found"}, status=404)
             except PermissionDenied as exc:

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from webapp.api.auth import ApiError
+from webapp.input_errors import InputError
 from webapp.whole_numbers import BIGINT_MAX, BIGINT_MIN
 
 # A run config is two levels deep and an eval request one; anything near Python's
@@ -26,9 +26,9 @@ MAX_DEPTH = 32
 MAX_ERRORS = 20
 
 
-def body_error(message: str) -> ApiError:
-    """A 400 about the body as a whole (``error`` for old clients, ``errors.body`` for new ones)."""
-    return ApiError(400, {"error": message, "errors": {"body": message}})
+def body_error(message: str) -> InputError:
+    """A 400 about the body as a whole."""
+    return InputError({"body": message}, message=message)
 
 
 def json_object(request: HttpRequest, fields: Collection[str]) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def json_object(request: HttpRequest, fields: Collection[str]) -> dict[str, Any]
     errors = _unknown_fields(data, fields)
     errors.update(_value_problems(data))
     if errors:
-        raise ApiError(400, {"errors": dict(list(errors.items())[:MAX_ERRORS])})
+        raise InputError(dict(list(errors.items())[:MAX_ERRORS]))
     return data
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
 
-from webapp.api.auth import ApiError, api_view
+from webapp.api.auth import api_view
 from webapp.api.body import json_object
 from webapp.api.fields import optional_whole_number, string, string_list
 from webapp.evals.presenters import job_detail
 from webapp.evals.selectors import eval_job_for, eval_jobs_of_project
-from webapp.evals.services import EvalError, ModelRef, create_eval_jobs, request_eval_cancel
+from webapp.evals.services import ModelRef, create_eval_jobs, request_eval_cancel
 from webapp.projects.selectors import project_for
 
 FIELDS = ("models", "tasks", "num_fewshot", "limit", "report_name")
@@ -25,18 +25,15 @@ def project_evals(request: HttpRequest, project_id: int) -> JsonResponse:
     if request.method == "GET":
         return JsonResponse({"jobs": [job_detail(j) for j in eval_jobs_of_project(request.user, project)]})
     data = json_object(request, FIELDS)
-    try:
-        jobs = create_eval_jobs(
-            user=request.user,
-            project=project,
-            models=[ModelRef.parse(m) for m in string_list(data.get("models", []), "models")],
-            tasks=string_list(data.get("tasks", []), "tasks"),
-            num_fewshot=optional_whole_number(data.get("num_fewshot"), "num_fewshot"),
-            limit=optional_whole_number(data.get("limit"), "limit"),
-            report_name=string(data.get("report_name", ""), "report_name"),
-        )
-    except EvalError as exc:
-        raise ApiError(400, {"errors": exc.errors}) from None
+    jobs = create_eval_jobs(
+        user=request.user,
+        project=project,
+        models=[ModelRef.parse(m) for m in string_list(data.get("models", []), "models")],
+        tasks=string_list(data.get("tasks", []), "tasks"),
+        num_fewshot=optional_whole_number(data.get("num_fewshot"), "num_fewshot"),
+        limit=optional_whole_number(data.get("limit"), "limit"),
+        report_name=string(data.get("report_name", ""), "report_name"),
+    )
     return JsonResponse({"jobs": [job_detail(j) for j in jobs]}, status=201)
 
 

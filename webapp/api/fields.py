@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from webapp.api.auth import ApiError
+from webapp.input_errors import InputError
 from webapp.whole_numbers import parse_whole_number
 
 
 def string(value: object, field: str) -> str:
     if not isinstance(value, str):
-        raise ApiError(400, {"errors": {field: "must be a string"}})
+        raise InputError({field: "must be a string"})
     return value
 
 
@@ -21,7 +21,7 @@ def whole_number(value: object, field: str) -> int:
     else:
         number = parse_whole_number(value.strip() if isinstance(value, str) else None)
     if number is None:
-        raise ApiError(400, {"errors": {field: "must be a whole number written with digits 0-9, e.g. 12"}})
+        raise InputError({field: "must be a whole number written with digits 0-9, e.g. 12"})
     return number
 
 
@@ -31,5 +31,5 @@ def optional_whole_number(value: object, field: str) -> int | None:
 
 def string_list(value: object, field: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ApiError(400, {"errors": {field: "must be a list of strings"}})
+        raise InputError({field: "must be a list of strings"})
     return value

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
 
-from modelcore.config import ConfigError, resolve
+from modelcore.config import resolve
 from webapp.accounts.models import Team
 from webapp.accounts.selectors import teams_of
-from webapp.api.auth import ApiError, api_view
+from webapp.api.auth import api_view
 from webapp.api.body import json_object
 from webapp.api.fields import string, whole_number
+from webapp.input_errors import InputError, error_body
 from webapp.metrics.selectors import keys_for_run, series
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_for, project_list
-from webapp.projects.services import ProjectError, create_project
+from webapp.projects.services import create_project
 from webapp.runs.estimates import estimate
 from webapp.runs.presenters import run_detail, run_summary
 from webapp.runs.selectors import run_for, runs_of_project
@@ -42,16 +43,13 @@ def projects(request: HttpRequest) -> JsonResponse:
     if data.get("team") is not None:
         team = teams_of(request.user).filter(pk=whole_number(data["team"], "team")).first()
         if team is None:
-            raise ApiError(400, {"errors": {"team": "no such team among yours"}})
-    try:
-        project = create_project(
-            user=request.user,
-            name=string(data.get("name", ""), "name"),
-            team=team,
-            description=string(data.get("description", ""), "description"),
-        )
-    except ProjectError as exc:
-        raise ApiError(400, {"errors": exc.errors}) from None
+            raise InputError({"team": "no such team among yours"})
+    project = create_project(
+        user=request.user,
+        name=string(data.get("name", ""), "name"),
+        team=team,
+        description=string(data.get("description", ""), "description"),
+    )
     return JsonResponse(project_json(project), status=201)
 
 
@@ -61,16 +59,13 @@ def project_runs(request: HttpRequest, project_id: int) -> JsonResponse:
     if request.method == "GET":
         return JsonResponse({"runs": [run_summary(r) for r in runs_of_project(request.user, project)]})
     data = json_object(request, ("name", "preset", "config"))
-    try:
-        run = create_run(
-            user=request.user,
-            project=project,
-            name=string(data.get("name", ""), "name"),
-            preset=string(data.get("preset") or "", "preset") or None,
-            overrides=data.get("config") or {},
-        )
-    except ConfigError as exc:
-        raise ApiError(400, {"errors": exc.errors}) from None
+    run = create_run(
+        user=request.user,
+        project=project,
+        name=string(data.get("name", ""), "name"),
+        preset=string(data.get("preset") or "", "preset") or None,
+        overrides=data.get("config") or {},
+    )
     return JsonResponse({"id": run.id, "status": run.status}, status=201)
 
 
@@ -84,8 +79,10 @@ def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
     found = run_for(request.user, run_id)
     key = request.GET.get("key", "").strip()
     if not key:
-        raise ApiError(
-            400, {"errors": {"key": "required, e.g. ?key=train/loss"}, "keys": list(keys_for_run(found))}
+        # The keys this run has, so that a client can ask again.
+        missing = InputError({"key": "required, e.g. ?key=train/loss"})
+        return JsonResponse(
+            {**error_body(missing.errors, str(missing)), "keys": list(keys_for_run(found))}, status=400
         )
     since = request.GET.get("since_step")
     max_points = request.GET.get("max_points")
@@ -109,10 +106,7 @@ def run_cancel(request: HttpRequest, run_id: int) -> JsonResponse:
 def config_estimate(request: HttpRequest) -> JsonResponse:
     """Validate ``{"preset", "config"}`` and return its size and cost, or the field errors."""
     data = json_object(request, ("preset", "config"))
-    try:
-        config = resolve(string(data.get("preset") or "", "preset") or None, data.get("config") or {})
-    except ConfigError as exc:
-        raise ApiError(400, {"errors": exc.errors}) from None
+    config = resolve(string(data.get("preset") or "", "preset") or None, data.get("config") or {})
     return JsonResponse(estimate(config))
 
 

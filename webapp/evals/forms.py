@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
 from webapp.evals.models import EvalJob
-from webapp.evals.services import EvalError, ModelRef
+from webapp.evals.services import ModelRef
 from webapp.evals.sources import TaskInfo, hf_model_dirs
 from webapp.evals.taskupload import max_upload_bytes
+from webapp.input_errors import FormInputErrors
 from webapp.runs.models import Checkpoint
 
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
-
-
-class ErrorsFromService:
-    """Put a service's ``EvalError`` on the matching fields (unknown keys go to the form)."""
-
-    def add_service_errors(self, exc: EvalError) -> None:
-        for name, message in exc.errors.items():
-            self.add_error(name if name in self.fields else None, message)
+MAX_SAMPLE_FILES = 50
 
 
 def model_choices(checkpoints: list[Checkpoint]) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -35,7 +31,7 @@ def model_choices(checkpoints: list[Checkpoint]) -> list[tuple[str, list[tuple[s
     return choices
 
 
-class EvalJobForm(ErrorsFromService, forms.Form):
+class EvalJobForm(FormInputErrors, forms.Form):
     models = forms.MultipleChoiceField(
         help_text="Checkpoints of this project's runs and Hugging Face folders in the shared models folder.",
         widget=forms.SelectMultiple(attrs={"size": 8}),
@@ -67,8 +63,10 @@ class EvalJobForm(ErrorsFromService, forms.Form):
         return [ModelRef.parse(v) for v in self.cleaned_data["models"]]
 
 
-class RunEvalForm(ErrorsFromService, forms.Form):
+class RunEvalForm(FormInputErrors, forms.Form):
     """ "Evaluate checkpoint N on tasks ..." from the run page."""
+
+    error_fields = {"models": "step"}  # the model evaluated is this run's checkpoint
 
     step = forms.TypedChoiceField(coerce=int, label="Checkpoint")
     tasks = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple)
@@ -81,7 +79,7 @@ class RunEvalForm(ErrorsFromService, forms.Form):
         self.fields["tasks"].choices = [(t.name, t.name) for t in tasks]
 
 
-class TaskUploadForm(forms.Form):
+class TaskUploadForm(FormInputErrors, forms.Form):
     archive = forms.FileField(
         label="Task folder (.zip)",
         help_text="A zip of lm-eval task YAML files and their data files (json, jsonl, csv, parquet).",
@@ -100,24 +98,50 @@ class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
 
 
-class ImportResultsForm(ErrorsFromService, forms.Form):
+class MultipleFileField(forms.FileField):
+    """Several files under one name (a plain FileField refuses the list its widget gives)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(widget=MultipleFileInput(), **kwargs)
+
+    def clean(self, data: Any, initial: Any = None) -> list[Any]:
+        files = data if isinstance(data, list | tuple) else [data] if data else []
+        return [super(MultipleFileField, self).clean(f, initial) for f in files]
+
+
+class ImportResultsForm(FormInputErrors, forms.Form):
     results_file = forms.FileField(label="Results JSON", help_text="lm-eval's results_<date>.json, or ours.")
-    sample_files = forms.FileField(
+    sample_files = MultipleFileField(
         required=False,
         label="Sample files (optional)",
         help_text="lm-eval's samples_<task>_<date>.jsonl (from --log_samples), for paired tests.",
-        widget=MultipleFileInput(),
     )
     label = forms.CharField(required=False, max_length=200, help_text="Model name shown in reports.")
 
-    def clean_results_file(self):
+    def clean_results_file(self) -> str:
         upload = self.cleaned_data["results_file"]
         if upload.size > MAX_IMPORT_BYTES:
             raise forms.ValidationError(f"The file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB.")
-        return upload
+        return _text(upload.read())
+
+    def clean_sample_files(self) -> list[tuple[str, str]]:
+        """(name, text) of each sample file."""
+        files = self.cleaned_data["sample_files"]
+        if len(files) > MAX_SAMPLE_FILES:
+            raise forms.ValidationError(f"at most {MAX_SAMPLE_FILES} files")
+        if sum(f.size for f in files) > MAX_IMPORT_BYTES:
+            raise forms.ValidationError(f"together larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB")
+        return [(f.name, _text(f.read())) for f in files]
 
 
-class ReportForm(ErrorsFromService, forms.Form):
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise forms.ValidationError("must be UTF-8 text") from None
+
+
+class ReportForm(FormInputErrors, forms.Form):
     name = forms.CharField(max_length=200)
     jobs = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple, label="Eval jobs")
 

@@ -7,7 +7,6 @@ second caller (the API, a management command) cannot forget it.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -20,28 +19,20 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from modelcore.evaluation.taskconfig import TASK_NAME_RULE, is_task_name
+from webapp import enqueue
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
 from webapp.evals import transitions
 from webapp.evals.models import ACTIVE_EVAL_STATUSES, EvalJob, EvalStatus, ModelSource, Report
 from webapp.evals.sources import available_tasks, resolve_hf_dir
+from webapp.input_errors import InputError
 from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Run
 from webapp.whole_numbers import parse_whole_number
 
-log = logging.getLogger(__name__)
-
 MAX_TASKS = 50
 MAX_MODELS = 20
 MAX_FEWSHOT = 64
-
-
-class EvalError(ValueError):
-    """Input that cannot become a job or report; ``errors`` maps a form field to its message."""
-
-    def __init__(self, errors: dict[str, str]):
-        self.errors = errors
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
 
 @dataclass(frozen=True)
@@ -65,7 +56,7 @@ class ModelRef:
                 return cls(ModelSource.CHECKPOINT, run_id=run_id, step=step)
         elif kind == "hf" and rest:
             return cls(ModelSource.HF, hf_path=rest)
-        raise EvalError({"models": f"{value!r} is not a model choice"})
+        raise InputError({"models": f"{value!r} is not a model choice"})
 
     def value(self) -> str:
         return (
@@ -106,7 +97,7 @@ def _check_options(
     if limit is not None and limit < 1:
         errors["limit"] = "must be at least 1 (leave empty for all samples)"
     if errors:
-        raise EvalError(errors)
+        raise InputError(errors)
     return list(dict.fromkeys(tasks))
 
 
@@ -117,7 +108,7 @@ def _checkpoint(project: Project, run_id: int, step: int) -> Checkpoint:
         .first()
     )
     if ckpt is None:
-        raise EvalError({"models": f"run {run_id} has no checkpoint at step {step} in this project"})
+        raise InputError({"models": f"run {run_id} has no checkpoint at step {step} in this project"})
     return ckpt
 
 
@@ -131,17 +122,17 @@ def create_eval_jobs(
     limit: int | None = None,
     report_name: str = "",
 ) -> list[EvalJob]:
-    """One queued job per model (each on all ``tasks``); optionally a report over them. Raises EvalError."""
+    """One queued job per model (each on all ``tasks``); optionally a report over them. Raises InputError."""
     require_role(user, project.team_id, Role.MEMBER)
     tasks = _check_options(project, tasks, num_fewshot, limit)
     models = list(dict.fromkeys(models))
     if not models:
-        raise EvalError({"models": "choose at least one model"})
+        raise InputError({"models": "choose at least one model"})
     if len(models) > MAX_MODELS:
-        raise EvalError({"models": f"at most {MAX_MODELS} models at once"})
+        raise InputError({"models": f"at most {MAX_MODELS} models at once"})
     report_name = (report_name or "").strip()
     if len(report_name) > 200:
-        raise EvalError({"report_name": "must be at most 200 characters"})
+        raise InputError({"report_name": "must be at most 200 characters"})
     rows = []
     for ref in models:
         if ref.source == ModelSource.CHECKPOINT:
@@ -151,7 +142,7 @@ def create_eval_jobs(
             try:
                 resolve_hf_dir(ref.hf_path)
             except ValueError as exc:
-                raise EvalError({"models": f"{ref.hf_path}: {exc}"}) from None
+                raise InputError({"models": f"{ref.hf_path}: {exc}"}) from None
             rows.append({"source": ref.source, "hf_path": ref.hf_path, "label": ref.hf_path})
     with transaction.atomic():
         jobs = [
@@ -164,23 +155,17 @@ def create_eval_jobs(
             report = Report.objects.create(project=project, name=report_name, created_by=user)
             report.jobs.set(jobs)
         for job in jobs:
-            transaction.on_commit(lambda job_id=job.id: enqueue_eval(job_id))
+            enqueue.send_on_commit(enqueue.RUN_EVAL_JOB, job.id, on_failure=_job_not_sent)
     return jobs
 
 
 def enqueue_eval(job_id: int) -> None:
-    """Send the job's task; a broker failure marks the job failed instead of leaving it queued."""
-    try:
-        from django.conf import settings
+    """Send the job's task now (beat re-sends lost ones); a broker failure marks the job failed."""
+    enqueue.send(enqueue.RUN_EVAL_JOB, job_id, on_failure=_job_not_sent)
 
-        from workers.eval_jobs import run_eval_job
 
-        # A dedicated queue lets eval jobs run beside training on workers whose slots supervise runs.
-        queue = getattr(settings, "EVAL_QUEUE", None)
-        run_eval_job.apply_async((job_id,), **({"queue": queue} if queue else {}))
-    except Exception as exc:
-        log.exception("could not enqueue eval job %s", job_id)
-        transitions.fail_queued(job_id, f"Could not queue the eval job: {exc}")
+def _job_not_sent(job_id: int, reason: str) -> None:
+    transitions.fail_queued(job_id, f"Could not queue the eval job: {reason}")
 
 
 def request_eval_cancel(*, user: AbstractBaseUser, job: EvalJob) -> EvalJob:
@@ -228,7 +213,7 @@ def schedule_periodic_eval(run_id: int, step: int) -> EvalJob | None:
                 # Visible on the run's eval list instead of a silent skip.
                 transitions.fail_queued(job.pk, f"eval.tasks: unknown task {unknown[0]!r}")
             else:
-                transaction.on_commit(lambda: enqueue_eval(job.id))
+                enqueue.send_on_commit(enqueue.RUN_EVAL_JOB, job.id, on_failure=_job_not_sent)
     except IntegrityError:
         return None  # already scheduled for this checkpoint
     job.refresh_from_db()
@@ -271,14 +256,14 @@ def import_results(
     try:
         data = json.loads(results_text)
     except json.JSONDecodeError as exc:
-        raise EvalError({"results_file": f"not valid JSON: {exc.msg} (line {exc.lineno})"}) from None
+        raise InputError({"results_file": f"not valid JSON: {exc.msg} (line {exc.lineno})"}) from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or not data["results"]:
-        raise EvalError({"results_file": "results: missing; this is not an lm-eval results file"})
+        raise InputError({"results_file": "results: missing; this is not an lm-eval results file"})
     from modelcore.evaluation.results import task_scores
 
     scores = task_scores(data)
     if not any(scores.values()):
-        raise EvalError({"results_file": "results: no numeric metric in any task"})
+        raise InputError({"results_file": "results: no numeric metric in any task"})
     samples = data.get("samples") if isinstance(data.get("samples"), dict) else {}
     for filename, text in sample_files:
         task = _sample_file_task(filename, list(data["results"]))
@@ -318,7 +303,7 @@ def _sample_file_task(filename: str, tasks: list[str]) -> str:
     for task in sorted(tasks, key=len, reverse=True):
         if filename.startswith(f"samples_{task}"):
             return task
-    raise EvalError({"sample_files": f"{filename}: names no task of the results file ({', '.join(tasks)})"})
+    raise InputError({"sample_files": f"{filename}: names no task of the results file ({', '.join(tasks)})"})
 
 
 def _lm_eval_samples(filename: str, text: str, task: str, data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -334,7 +319,7 @@ def _lm_eval_samples(filename: str, text: str, task: str, data: dict[str, Any]) 
             records = read_lm_eval_samples(path, output_type or "multiple_choice")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             message = str(exc).replace(str(path), filename)
-            raise EvalError({"sample_files": f"{filename}: not an lm-eval sample log ({message})"}) from None
+            raise InputError({"sample_files": f"{filename}: not an lm-eval sample log ({message})"}) from None
     for record in records:
         lls = record.get("loglikelihoods")
         if output_type in (None, "multiple_choice") and isinstance(lls, list) and len(lls) > 1:
@@ -349,9 +334,9 @@ def _report_jobs(project: Project, job_ids: Sequence[int]) -> list[EvalJob]:
     ids = list(dict.fromkeys(int(i) for i in job_ids))
     jobs = list(EvalJob.objects.filter(project=project, pk__in=ids))
     if len(jobs) != len(ids):
-        raise EvalError({"jobs": "some of the chosen eval jobs are not in this project"})
+        raise InputError({"jobs": "some of the chosen eval jobs are not in this project"})
     if not jobs:
-        raise EvalError({"jobs": "choose at least one eval job"})
+        raise InputError({"jobs": "choose at least one eval job"})
     return jobs
 
 
@@ -359,9 +344,9 @@ def create_report(*, user: AbstractBaseUser, project: Project, name: str, job_id
     require_role(user, project.team_id, Role.MEMBER)
     name = (name or "").strip()
     if not name:
-        raise EvalError({"name": "give the report a name"})
+        raise InputError({"name": "give the report a name"})
     if len(name) > 200:
-        raise EvalError({"name": "must be at most 200 characters"})
+        raise InputError({"name": "must be at most 200 characters"})
     jobs = _report_jobs(project, job_ids)
     with transaction.atomic():
         report = Report.objects.create(project=project, name=name, created_by=user)
@@ -373,7 +358,7 @@ def update_report(*, user: AbstractBaseUser, report: Report, name: str, job_ids:
     require_role(user, report.project.team_id, Role.MEMBER)
     name = (name or "").strip()
     if not name or len(name) > 200:
-        raise EvalError({"name": "give the report a name of at most 200 characters"})
+        raise InputError({"name": "give the report a name of at most 200 characters"})
     jobs = _report_jobs(report.project, job_ids)
     with transaction.atomic():
         report.name = name

@@ -39,6 +39,7 @@ from modelcore.evaluation.taskconfig import (
     load_task_config,
 )
 from webapp.evals.sources import inside, project_tasks_dir
+from webapp.input_errors import InputError
 from webapp.projects.models import Project
 
 ALLOWED_SUFFIXES = {".yaml", ".yml", ".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt", ".md"}
@@ -48,8 +49,11 @@ MAX_MEMBERS = 500
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-class TaskUploadError(ValueError):
-    """The upload cannot be installed; the message says what to fix."""
+class TaskUploadError(InputError):
+    """The upload cannot be installed; the message says what to fix (about the form's ``archive``)."""
+
+    def __init__(self, message: str):
+        super().__init__({"archive": message}, message=message)
 
 
 def max_upload_bytes() -> int:

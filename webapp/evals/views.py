@@ -15,7 +15,6 @@ from webapp.accounts.models import Role
 from webapp.accounts.permissions import has_role, require_role
 from webapp.evals import comparison, exports
 from webapp.evals.forms import (
-    MAX_IMPORT_BYTES,
     EvalJobForm,
     ImportResultsForm,
     ReportForm,
@@ -35,7 +34,6 @@ from webapp.evals.selectors import (
     reports_of_project,
 )
 from webapp.evals.services import (
-    EvalError,
     ModelRef,
     create_eval_jobs,
     create_report,
@@ -45,14 +43,11 @@ from webapp.evals.services import (
     update_report,
 )
 from webapp.evals.sources import available_tasks
-from webapp.evals.taskupload import TaskUploadError, install_task_zip
+from webapp.evals.taskupload import install_task_zip
 from webapp.projects.selectors import project_for
 from webapp.runs.assets import plotly_js_url
 from webapp.runs.selectors import run_for
 from webapp.whole_numbers import parse_whole_number
-
-MAX_SAMPLE_FILES = 50
-
 
 # --- jobs ----------------------------------------------------------------------
 
@@ -89,19 +84,17 @@ def new_eval(request: HttpRequest, project_id: int) -> HttpResponse:
     if request.method == "POST":
         form = EvalJobForm(request.POST, **form_args)
         if form.is_valid():
-            try:
-                jobs = create_eval_jobs(
-                    user=request.user,
-                    project=project,
-                    models=form.model_refs(),
-                    tasks=form.cleaned_data["tasks"],
-                    num_fewshot=form.cleaned_data["num_fewshot"],
-                    limit=form.cleaned_data["limit"],
-                    report_name=form.cleaned_data["report_name"],
-                )
-            except EvalError as exc:
-                form.add_service_errors(exc)
-            else:
+            jobs = form.submit(
+                create_eval_jobs,
+                user=request.user,
+                project=project,
+                models=form.model_refs(),
+                tasks=form.cleaned_data["tasks"],
+                num_fewshot=form.cleaned_data["num_fewshot"],
+                limit=form.cleaned_data["limit"],
+                report_name=form.cleaned_data["report_name"],
+            )
+            if jobs:
                 if len(jobs) == 1:
                     return redirect("evals:job", job_id=jobs[0].id)
                 messages.success(request, f"{len(jobs)} eval jobs queued.")
@@ -133,19 +126,17 @@ def run_evaluate(request: HttpRequest, run_id: int) -> HttpResponse:
         tasks=available_tasks(run.project),
     )
     if request.method == "POST" and form.is_valid():
-        try:
-            job = create_eval_jobs(
-                user=request.user,
-                project=run.project,
-                models=[ModelRef("checkpoint", run_id=run.id, step=form.cleaned_data["step"])],
-                tasks=form.cleaned_data["tasks"],
-                num_fewshot=form.cleaned_data["num_fewshot"],
-                limit=form.cleaned_data["limit"],
-            )[0]
-        except EvalError as exc:
-            form.add_service_errors(exc)
-        else:
-            return redirect("evals:job", job_id=job.id)
+        jobs = form.submit(
+            create_eval_jobs,
+            user=request.user,
+            project=run.project,
+            models=[ModelRef("checkpoint", run_id=run.id, step=form.cleaned_data["step"])],
+            tasks=form.cleaned_data["tasks"],
+            num_fewshot=form.cleaned_data["num_fewshot"],
+            limit=form.cleaned_data["limit"],
+        )
+        if jobs:
+            return redirect("evals:job", job_id=jobs[0].id)
     status = 400 if request.method == "POST" else 200
     return render(request, "evals/run_evaluate.html", {"run": run, "form": form}, status=status)
 
@@ -209,11 +200,8 @@ def upload_tasks(request: HttpRequest, project_id: int) -> HttpResponse:
     form = TaskUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["archive"]
-        try:
-            names = install_task_zip(project, upload, upload.name, upload.size)
-        except TaskUploadError as exc:
-            form.add_error("archive", str(exc))
-        else:
+        names = form.submit(install_task_zip, project, upload, upload.name, upload.size)
+        if names:
             messages.success(request, f"Installed task{'s' if len(names) > 1 else ''}: {', '.join(names)}.")
             return redirect("evals:project", project_id=project.id)
     status = 400 if request.method == "POST" else 200
@@ -232,38 +220,19 @@ def import_view(request: HttpRequest, project_id: int) -> HttpResponse:
     require_role(request.user, project.team_id, Role.MEMBER)
     form = ImportResultsForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        try:
-            sample_files = _read_sample_files(request)
-            job = import_results(
-                user=request.user,
-                project=project,
-                results_text=_decode(form.cleaned_data["results_file"].read(), "results_file"),
-                label=form.cleaned_data["label"],
-                sample_files=sample_files,
-            )
-        except EvalError as exc:
-            form.add_service_errors(exc)
-        else:
+        job = form.submit(
+            import_results,
+            user=request.user,
+            project=project,
+            results_text=form.cleaned_data["results_file"],
+            label=form.cleaned_data["label"],
+            sample_files=form.cleaned_data["sample_files"],
+        )
+        if job is not None:
             messages.success(request, f"Imported {len(job.tasks)} task results as eval job #{job.id}.")
             return redirect("evals:job", job_id=job.id)
     status = 400 if request.method == "POST" else 200
     return render(request, "evals/import.html", {"project": project, "form": form}, status=status)
-
-
-def _decode(raw: bytes, field: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise EvalError({field: "must be UTF-8 text"}) from None
-
-
-def _read_sample_files(request: HttpRequest) -> list[tuple[str, str]]:
-    files = request.FILES.getlist("sample_files")
-    if len(files) > MAX_SAMPLE_FILES:
-        raise EvalError({"sample_files": f"at most {MAX_SAMPLE_FILES} files"})
-    if sum(f.size for f in files) > MAX_IMPORT_BYTES:
-        raise EvalError({"sample_files": f"together larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB"})
-    return [(f.name, _decode(f.read(), "sample_files")) for f in files]
 
 
 # --- reports -------------------------------------------------------------------
@@ -277,16 +246,14 @@ def report_new(request: HttpRequest, project_id: int) -> HttpResponse:
     jobs = reportable_jobs(request.user, project)
     form = ReportForm(request.POST, jobs=jobs)
     if form.is_valid():
-        try:
-            report = create_report(
-                user=request.user,
-                project=project,
-                name=form.cleaned_data["name"],
-                job_ids=[int(i) for i in form.cleaned_data["jobs"]],
-            )
-        except EvalError as exc:
-            form.add_service_errors(exc)
-        else:
+        report = form.submit(
+            create_report,
+            user=request.user,
+            project=project,
+            name=form.cleaned_data["name"],
+            job_ids=[int(i) for i in form.cleaned_data["jobs"]],
+        )
+        if report is not None:
             return redirect("evals:report", report_id=report.id)
     return render(
         request, "evals/report_form.html", {"project": project, "form": form, "report": None}, status=400
@@ -302,16 +269,14 @@ def report_edit(request: HttpRequest, report_id: int) -> HttpResponse:
     initial = {"name": report.name, "jobs": [str(j.id) for j in report_jobs(report)]}
     form = ReportForm(request.POST or None, jobs=jobs, initial=initial)
     if request.method == "POST" and form.is_valid():
-        try:
-            update_report(
-                user=request.user,
-                report=report,
-                name=form.cleaned_data["name"],
-                job_ids=[int(i) for i in form.cleaned_data["jobs"]],
-            )
-        except EvalError as exc:
-            form.add_service_errors(exc)
-        else:
+        updated = form.submit(
+            update_report,
+            user=request.user,
+            report=report,
+            name=form.cleaned_data["name"],
+            job_ids=[int(i) for i in form.cleaned_data["jobs"]],
+        )
+        if updated is not None:
             return redirect("evals:report", report_id=report.id)
     status = 400 if request.method == "POST" else 200
     return render(

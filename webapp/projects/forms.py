@@ -5,9 +5,10 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from webapp.accounts.models import Role
 from webapp.accounts.selectors import teams_of
+from webapp.input_errors import FormInputErrors
 
 
-class ProjectForm(forms.Form):
+class ProjectForm(FormInputErrors, forms.Form):
     name = forms.CharField(max_length=100)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     team = forms.ModelChoiceField(queryset=None, required=False, empty_label=None)

@@ -8,15 +8,9 @@ from django.db import transaction
 from webapp.accounts.models import Role, Team
 from webapp.accounts.permissions import require_role
 from webapp.accounts.selectors import teams_of
+from webapp.accounts.services import ensure_personal_team
+from webapp.input_errors import InputError
 from webapp.projects.models import Project
-
-
-class ProjectError(ValueError):
-    """A project that cannot be created as asked; ``errors`` maps field name to message."""
-
-    def __init__(self, errors: dict[str, str]):
-        self.errors = errors
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
 
 @transaction.atomic
@@ -28,19 +22,17 @@ def create_project(
     Without a team, the user's only team where they may launch is used; a user
     with none gets a personal team, so a fresh account can start right away.
     """
-    from webapp.accounts.services import ensure_personal_team
-
     name = (name or "").strip()
     if not name:
-        raise ProjectError({"name": "must not be empty"})
+        raise InputError({"name": "must not be empty"})
     if len(name) > 100:
-        raise ProjectError({"name": "must be at most 100 characters"})
+        raise InputError({"name": "must be at most 100 characters"})
     if team is None:
         teams = list(teams_of(user, min_role=Role.MEMBER)[:2])
         if len(teams) > 1:
-            raise ProjectError({"team": "you are in several teams; choose one"})
+            raise InputError({"team": "you are in several teams; choose one"})
         team = teams[0] if teams else ensure_personal_team(user)
     require_role(user, team.id, Role.MEMBER)
     if Project.objects.filter(team=team, name=name).exists():
-        raise ProjectError({"name": f"team {team.name} already has a project named {name!r}"})
+        raise InputError({"name": f"team {team.name} already has a project named {name!r}"})
     return Project.objects.create(team=team, name=name, description=description.strip(), created_by=user)

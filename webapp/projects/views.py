@@ -9,7 +9,7 @@ from webapp.accounts.models import Role
 from webapp.accounts.permissions import has_role
 from webapp.projects.forms import ProjectForm
 from webapp.projects.selectors import project_for, project_list
-from webapp.projects.services import ProjectError, create_project
+from webapp.projects.services import create_project
 from webapp.runs.presenters import run_summary
 from webapp.runs.selectors import runs_of_project
 
@@ -19,17 +19,14 @@ from webapp.runs.selectors import runs_of_project
 def project_index(request: HttpRequest) -> HttpResponse:
     form = ProjectForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
-        try:
-            project = create_project(
-                user=request.user,
-                name=form.cleaned_data["name"],
-                team=form.cleaned_data.get("team"),
-                description=form.cleaned_data["description"],
-            )
-        except ProjectError as exc:
-            for field, message in exc.errors.items():
-                form.add_error(field if field in form.fields else None, message)
-        else:
+        project = form.submit(
+            create_project,
+            user=request.user,
+            name=form.cleaned_data["name"],
+            team=form.cleaned_data.get("team"),
+            description=form.cleaned_data["description"],
+        )
+        if project is not None:
             return redirect("projects:detail", project_id=project.id)
     status = 400 if request.method == "POST" else 200  # a form with errors, as the other forms answer
     return render(

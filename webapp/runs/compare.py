@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
+from webapp.input_errors import InputError
 from webapp.metrics.models import MetricKey
 from webapp.projects.models import Project
 from webapp.runs.models import Run
@@ -15,42 +16,32 @@ from webapp.whole_numbers import parse_whole_number
 MAX_RUNS = 8  # more lines than this on one chart stop being readable
 
 
-class CompareError(ValueError):
-    """A bad selection; ``errors`` maps the query parameter to what to do about it."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
-
-
 def runs_to_compare(
     user: AbstractBaseUser | AnonymousUser, project: Project, run_params: list[str]
 ) -> list[Run]:
     """The runs named by ``run_params`` (ids, in the order given, duplicates dropped).
 
-    Raises CompareError unless there are 2 to MAX_RUNS ids, all integers, all runs of this
+    Raises InputError unless there are 2 to MAX_RUNS ids, all integers, all runs of this
     project that the user may see.
     """
     ids: list[int] = []
     for raw in run_params:
         run_id = parse_whole_number(raw)  # not int(): it takes "١٢" and 10**30
         if run_id is None:
-            raise CompareError(
+            raise InputError(
                 {"run": f"{raw!r} is not a run id; pick runs with the boxes on the project page"}
             )
         if run_id not in ids:
             ids.append(run_id)
     if len(ids) < 2:
-        raise CompareError(
-            {"run": "pick at least two runs to compare (tick their boxes on the project page)"}
-        )
+        raise InputError({"run": "pick at least two runs to compare (tick their boxes on the project page)"})
     if len(ids) > MAX_RUNS:
-        raise CompareError({"run": f"pick at most {MAX_RUNS} runs; {len(ids)} were picked"})
+        raise InputError({"run": f"pick at most {MAX_RUNS} runs; {len(ids)} were picked"})
     found = {r.id: r for r in runs_visible_to(user).filter(project=project, pk__in=ids)}
     missing = [i for i in ids if i not in found]
     if missing:
         listed = ", ".join(str(i) for i in missing)
-        raise CompareError({"run": f"no run {listed} in this project; pick runs from its list"})
+        raise InputError({"run": f"no run {listed} in this project; pick runs from its list"})
     return [found[i] for i in ids]
 
 

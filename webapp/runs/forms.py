@@ -13,6 +13,7 @@ from django import forms
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from modelcore.config import PRESETS, field_schema, resolve
+from webapp.input_errors import FormInputErrors
 from webapp.runs.config_paths import choices_for
 
 DEFAULT_PRESET = "tiny-cpu"
@@ -47,7 +48,7 @@ def format_value(value: Any) -> Any:
     return repr(value) if isinstance(value, float) else value
 
 
-class RunForm(forms.Form):
+class RunForm(FormInputErrors, forms.Form):
     name = forms.CharField(
         max_length=200, required=False, help_text="Optional; defaults to the preset name and a number."
     )
@@ -76,14 +77,6 @@ class RunForm(forms.Form):
             for meta in section["fields"]:
                 overrides.setdefault(section["name"], {})[meta["name"]] = self.cleaned_data[meta["path"]]
         return overrides
-
-    def add_config_errors(self, errors: dict[str, str]) -> None:
-        """Put each schema error next to its field; errors about no single field go on top."""
-        for path, message in errors.items():
-            if path in self.fields:
-                self.add_error(path, message)
-            else:
-                self.add_error(None, f"{path}: {message}")
 
     def sections(self) -> list[dict[str, Any]]:
         """Bound fields grouped by section, split into everyday and advanced ones, for the template."""

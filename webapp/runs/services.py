@@ -10,6 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from modelcore.config import ConfigError, resolve
+from webapp import enqueue
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
 from webapp.projects.models import Project
@@ -55,21 +56,17 @@ def create_run(
             status=RunStatus.QUEUED,
             created_by=user,
         )
-        # Tasks take ids; the worker must find the committed row.
-        transaction.on_commit(lambda: enqueue_launch(run.id))
+        enqueue.send_on_commit(enqueue.LAUNCH_RUN, run.id, on_failure=_launch_not_sent)
     return run
 
 
 def enqueue_launch(run_id: int) -> None:
-    """Send the launch task; a broker failure marks the run failed instead of leaving it queued."""
-    try:
-        # Imported here so that the web app keeps working without the workers package installed.
-        from workers.tasks import launch_run
+    """Send the launch task now (beat re-sends lost ones); a broker failure marks the run failed."""
+    enqueue.send(enqueue.LAUNCH_RUN, run_id, on_failure=_launch_not_sent)
 
-        launch_run.delay(run_id)
-    except Exception as exc:
-        log.exception("could not enqueue run %s", run_id)
-        transitions.fail_queued(run_id, f"Could not queue the run: {exc}")
+
+def _launch_not_sent(run_id: int, reason: str) -> None:
+    transitions.fail_queued(run_id, f"Could not queue the run: {reason}")
 
 
 def request_cancel(*, user: AbstractBaseUser, run: Run) -> Run:

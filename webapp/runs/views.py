@@ -12,10 +12,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from modelcore.config import ConfigError, field_schema, resolve
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import has_role, require_role
+from webapp.input_errors import InputError, input_errors_as_json
 from webapp.metrics.selectors import keys_for_run, latest_point_seq, series
 from webapp.projects.selectors import project_for
 from webapp.runs.assets import plotly_js_url
-from webapp.runs.compare import CompareError, config_differences, keys_of_runs, runs_to_compare
+from webapp.runs.compare import config_differences, keys_of_runs, runs_to_compare
 from webapp.runs.estimates import estimate
 from webapp.runs.forms import DEFAULT_PRESET, SECTION_TITLES, RunForm, initial_for, preset_values
 from webapp.runs.models import FINAL_STATUSES, RunStatus
@@ -36,17 +37,15 @@ def new_run(request: HttpRequest, project_id: int) -> HttpResponse:
     if request.method == "POST":
         form = RunForm(request.POST, user=request.user)
         if form.is_valid():
-            try:
-                run = create_run(
-                    user=request.user,
-                    project=project,
-                    name=form.cleaned_data["name"],
-                    preset=form.cleaned_data["preset"] or None,
-                    overrides=form.config_overrides(),
-                )
-            except ConfigError as exc:
-                form.add_config_errors(exc.errors)
-            else:
+            run = form.submit(
+                create_run,
+                user=request.user,
+                project=project,
+                name=form.cleaned_data["name"],
+                preset=form.cleaned_data["preset"] or None,
+                overrides=form.config_overrides(),
+            )
+            if run is not None:
                 return redirect("runs:detail", run_id=run.id)
         status = 400
     else:
@@ -135,7 +134,7 @@ def compare_runs(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for(request.user, project_id)
     try:
         runs = runs_to_compare(request.user, project, request.GET.getlist("run"))
-    except CompareError as exc:
+    except InputError as exc:  # the page itself lists what to pick instead
         return render(request, "runs/compare.html", {"project": project, "errors": exc.errors}, status=400)
     return render(
         request,
@@ -156,16 +155,14 @@ def compare_runs(request: HttpRequest, project_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
+@input_errors_as_json
 def compare_series(request: HttpRequest, project_id: int) -> JsonResponse:
     """One metric of each compared run, downsampled; ``since``/``until`` narrow it for a zoom."""
     project = project_for(request.user, project_id)
-    try:
-        runs = runs_to_compare(request.user, project, request.GET.getlist("run"))
-    except CompareError as exc:
-        return JsonResponse({"errors": exc.errors}, status=400)
+    runs = runs_to_compare(request.user, project, request.GET.getlist("run"))
     key = request.GET.get("key", "")
     if not key:
-        return JsonResponse({"errors": {"key": "required, e.g. ?key=train/loss"}}, status=400)
+        raise InputError({"key": "required, e.g. ?key=train/loss"})
     window = _step_window(request)
     return JsonResponse(
         {"key": key, "series": [{"run": r.id, "name": r.name, **series(r, key, **window)} for r in runs]}
@@ -180,7 +177,9 @@ def cancel_run(request: HttpRequest, run_id: int) -> HttpResponse:
     if run.status == RunStatus.CANCELLED:
         messages.success(request, "The run was cancelled before it started.")
     elif run.cancel_requested and run.is_active:
-        messages.info(request, "Cancel requested; the run saves a checkpoint, then stops (its log says when).")
+        messages.info(
+            request, "Cancel requested; the run saves a checkpoint, then stops (its log says when)."
+        )
     else:
         messages.info(request, f"The run had already finished ({run.status}).")
     return redirect("runs:detail", run_id=run.id)

@@ -112,7 +112,7 @@ class Command(BaseCommand):
 
 
 def create_demo_login():
-    from webapp.accounts.services import ensure_demo_user
+    from webapp.demo.services import ensure_demo_user
 
     return ensure_demo_user()
 

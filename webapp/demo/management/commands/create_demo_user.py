@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from webapp.accounts.services import ensure_demo_user
+from webapp.demo.services import ensure_demo_user
 
 
 class Command(BaseCommand):
