@@ -224,21 +224,22 @@ def _commit(run: Run, batch: Batch) -> Batch:
 def _written_rows(run_id: int, written: int, logs_after: int | None) -> LiveRows:
     """Read back, inside the batch's transaction, what it wrote: the live update is the database's rows.
 
-    The run's points of one transaction hold consecutive seqs (upsert_points hands them
-    out under the run's lock), so the last ``written`` seqs are this batch's.
+    The run's points of one transaction hold consecutive seqs, the run's highest
+    (upsert_points hands them out under the run's lock), so the batch's rows are the
+    run's last ``written``: one indexed read, newest first.
     """
     points: list[tuple[str, int, float | None]] | None = []
     after = through = None
     if written:
-        through = MetricPoint.objects.filter(run_id=run_id).aggregate(last=Max("seq"))["last"]
+        newest = (
+            MetricPoint.objects.filter(run_id=run_id)
+            .order_by("-seq")
+            .values_list("seq", "key", "step", "value")[: min(written, MAX_LIVE_POINTS + 1)]
+        )
+        rows = list(reversed(newest))
+        through = rows[-1][0]
         after = through - written
-        points = None
-        if written <= MAX_LIVE_POINTS:
-            points = list(
-                MetricPoint.objects.filter(run_id=run_id, seq__gt=after)
-                .order_by("seq")
-                .values_list("key", "step", "value")
-            )
+        points = [row[1:] for row in rows] if written <= MAX_LIVE_POINTS else None
     logs = []
     if logs_after is not None:
         logs = list(RunLog.objects.filter(run_id=run_id, id__gt=logs_after).order_by("id"))
