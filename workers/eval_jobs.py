@@ -33,7 +33,7 @@ from django.conf import settings
 from modelcore.evaluation.taskconfig import check_task_name
 from webapp.evals import transitions
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource
-from webapp.evals.services import schedule_periodic_eval
+from webapp.evals.services import enqueue_eval, schedule_periodic_eval
 from webapp.evals.sources import resolve_hf_dir, task_dirs
 from workers import job_processes
 from workers.jobs import JobRunner, Launch, log_tail
@@ -80,8 +80,6 @@ def sweep_stale_eval_jobs() -> list[int]:
 )
 def resend_queued_eval_jobs() -> list[int]:
     """Send the task of jobs queued for longer than ``REQUEUE_AFTER_SECONDS`` again."""
-    from webapp.evals.services import enqueue_eval
-
     due = transitions.jobs_to_resend(dt.timedelta(seconds=settings.REQUEUE_AFTER_SECONDS))
     for job_id in due:
         log.warning("eval job %s is still queued; sending it again (the message may be lost)", job_id)

@@ -30,6 +30,7 @@ from django.conf import settings
 from modelcore.checkpoint_layout import CHECKPOINTS_DIR, list_checkpoints
 from modelcore.config import ConfigError, RunConfig, TrainConfig
 from modelcore.events import EVENTS_FILE
+from modelcore.launch import launch_command
 from webapp.runs import config_paths, transitions
 from webapp.runs.models import SUPERVISED_STATUSES, Run, RunStatus
 from workers import ingest, job_processes, sweep
@@ -58,9 +59,6 @@ def default_command(
     config: RunConfig, run_dir: Path, gpu_ids: list[str] | None = None
 ) -> tuple[list[str], dict[str, str]]:
     """The launcher's argv and environment; ``gpu_ids``: the GPUs leased to this run (workers.gpus)."""
-    # Imported here: the web imports workers.tasks to enqueue, and must not pay for the launcher.
-    from modelcore.launch import launch_command
-
     cap = settings.MAX_CPU_PROCESSES  # the web refuses more at submit; this guards stored configs
     if not gpu_ids:
         return launch_command(config, run_dir, max_cpu_processes=cap)

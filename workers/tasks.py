@@ -39,6 +39,7 @@ from django.conf import settings
 
 from modelcore.config import ConfigError, RunConfig
 from webapp.runs import transitions
+from webapp.runs.services import enqueue_launch
 from workers import gpus, job_processes, supervisor, sweep
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,6 @@ def sweep_lost_runs() -> list[int]:
 )
 def resend_queued_runs() -> list[int]:
     """Send the launch of runs queued for longer than ``REQUEUE_AFTER_SECONDS`` again."""
-    from webapp.runs.services import enqueue_launch
-
     due = transitions.runs_to_resend(dt.timedelta(seconds=settings.REQUEUE_AFTER_SECONDS))
     for run_id in due:
         log.warning("run %s is still queued; sending its launch again (the message may be lost)", run_id)
