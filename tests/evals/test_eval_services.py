@@ -386,3 +386,44 @@ def test_periodic_eval_results_become_run_metric_points(project, run):
     assert not finish(job.id, EvalStatus.FAILED, error="late")  # a finished job is not overwritten
     points = {p.key: p.value for p in MetricPoint.objects.filter(run=run, step=40)}
     assert points == {"eval/rw_arith/acc": 0.4, "eval/rw_arith/acc_stderr": 0.1}
+
+
+# --- sending the job's task (by name: the web never imports workers) ---------------------
+
+
+def _queue_one(alice, project, run):
+    return services.create_eval_jobs(
+        user=alice, project=project, models=[ModelRef.parse(f"ckpt:{run.id}:20")], tasks=["rw_arith"]
+    )[0]
+
+
+def test_a_job_is_sent_by_task_name_after_commit(
+    alice, project, run, sent_tasks, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        job = _queue_one(alice, project, run)
+    assert sent_tasks == []  # nothing before the row is committed
+    callbacks[0]()
+    assert sent_tasks == [("workers.eval_jobs.run_eval_job", (job.id,), None)]
+
+
+def test_eval_queue_routes_jobs_to_their_own_queue(
+    alice, project, run, sent_tasks, settings, django_capture_on_commit_callbacks
+):
+    settings.EVAL_QUEUE = "evals"
+    with django_capture_on_commit_callbacks(execute=True):
+        job = _queue_one(alice, project, run)
+    assert sent_tasks == [("workers.eval_jobs.run_eval_job", (job.id,), "evals")]
+
+
+def test_a_broker_failure_fails_the_job_instead_of_leaving_it_queued(alice, project, run, monkeypatch):
+    from webapp import enqueue
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(enqueue.app, "send_task", unreachable)
+    job = _queue_one(alice, project, run)
+    services.enqueue_eval(job.id)
+    job.refresh_from_db()
+    assert job.status == EvalStatus.FAILED and "Could not queue the eval job: broker unreachable" in job.error

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import pytest
 from eval_fixtures import mc_samples, results_payload, write_results_file
@@ -13,6 +14,9 @@ from eval_fixtures import mc_samples, results_payload, write_results_file
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource, Report
 
 pytestmark = pytest.mark.usefixtures("data_dir")
+
+DATA = Path(__file__).with_name("data")
+LM_EVAL_SAMPLES = "samples_rw_facts_2026-11-25T20-17-36.170579.jsonl"
 
 
 def completed_job(project, run=None, step=None, scores=None, samples=None, label="", n_shot=0):
@@ -318,3 +322,18 @@ def test_import_page_accepts_results_and_reports_bad_files(client_for, alice, pr
     bad.name = "x.json"
     response = client_for(alice).post(f"/projects/{project.id}/evals/import", {"results_file": bad})
     assert response.status_code == 400 and b"must be UTF-8 text" in response.content
+
+
+def test_the_import_page_accepts_sample_files(client_for, alice, project):
+    """The form's file field used to refuse the list of files its widget sends."""
+    with (
+        open(DATA / "lm_eval_results_rw_facts.json", "rb") as results,
+        open(DATA / LM_EVAL_SAMPLES, "rb") as s,
+    ):
+        response = client_for(alice).post(
+            f"/projects/{project.id}/evals/import",
+            {"results_file": results, "sample_files": [s], "label": "lm-eval"},
+        )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    job = EvalJob.objects.get()
+    assert job.has_samples and job.model_label == "lm-eval"
