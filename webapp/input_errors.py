@@ -32,20 +32,20 @@ class InputError(ValueError, BadRequest):
 
     def __init__(self, errors: Mapping[str, str], *, message: str | None = None):
         self.errors = dict(errors)
-        super().__init__(message or "; ".join(f"{k}: {v}" for k, v in self.errors.items()))
+        super().__init__(message or _summary(self.errors))
 
 
 # What a handler here catches: the web's own errors and the config schema's.
 INPUT_ERRORS = (InputError, ConfigError)
 
 
-def error_body(errors: Mapping[str, str], message: str) -> dict[str, Any]:
+def error_body(errors: Mapping[str, str], message: str | None = None) -> dict[str, Any]:
     """The JSON of every refused input: ``error`` for a person, ``errors`` for a client to place."""
-    return {"error": message, "errors": dict(errors)}
+    return {"error": message or _summary(errors), "errors": dict(errors)}
 
 
-def input_error_json(exc: InputError | ConfigError, status: int = 400) -> JsonResponse:
-    return JsonResponse(error_body(exc.errors, str(exc)), status=status)
+def _summary(errors: Mapping[str, str]) -> str:
+    return "; ".join(f"{key}: {message}" for key, message in errors.items())
 
 
 def input_errors_as_json(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -56,7 +56,7 @@ def input_errors_as_json(view: Callable[..., HttpResponse]) -> Callable[..., Htt
         try:
             return view(request, *args, **kwargs)
         except INPUT_ERRORS as exc:
-            return input_error_json(exc)
+            return JsonResponse(error_body(exc.errors, str(exc)), status=400)
 
     return wrapper
 

@@ -79,11 +79,9 @@ def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
     found = run_for(request.user, run_id)
     key = request.GET.get("key", "").strip()
     if not key:
-        # The keys this run has, so that a client can ask again.
-        missing = InputError({"key": "required, e.g. ?key=train/loss"})
-        return JsonResponse(
-            {**error_body(missing.errors, str(missing)), "keys": list(keys_for_run(found))}, status=400
-        )
+        # With the keys this run has, so that a client can ask again.
+        body = error_body({"key": "required, e.g. ?key=train/loss"})
+        return JsonResponse({**body, "keys": list(keys_for_run(found))}, status=400)
     since = request.GET.get("since_step")
     max_points = request.GET.get("max_points")
     kwargs = {}
