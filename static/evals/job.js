@@ -1,9 +1,8 @@
-// Eval job page: poll the job's status, move the progress bar, reload once the job ends.
+// Eval job page: follows the job's status (rw.live), moves the progress bar, reloads once the job ends.
 (function () {
   "use strict";
   const script = document.getElementById("job-script");
   const state = JSON.parse(document.getElementById("job-state").textContent);
-  const url = script.dataset.statusUrl;
   const fill = document.getElementById("progress-fill");
   const bar = document.getElementById("progress-bar");
   const text = document.getElementById("progress-text");
@@ -21,21 +20,14 @@
     badge.className = "badge status-" + s.status;
   }
 
-  async function poll() {
-    try {
-      const response = await fetch(url, { headers: { Accept: "application/json" } });
-      if (!response.ok) throw new Error(response.status);
-      const s = await response.json();
-      show(s);
-      if (!s.is_active) {
-        window.location.reload(); // results and errors are rendered by the server
-        return;
-      }
-    } catch (err) {
-      text.textContent = "Lost contact with the server; retrying…";
-    }
-    setTimeout(poll, 1500);
-  }
-
-  if (state.is_active) setTimeout(poll, 1000);
+  if (!state.is_active) return;
+  rw.live({
+    poll: () => script.dataset.statusUrl,
+    every: 1500,
+    onUpdate: show,
+    onEnd: () => window.location.reload(),  // results and errors are rendered by the server
+    onTrouble: (lost) => { if (lost) text.textContent = "Lost contact with the server; retrying…"; },
+    // The status JSON is the job's state; an inactive job is the end.
+    unpack: (s) => ({ updates: [{ data: s }], end: s.is_active ? null : s }),
+  });
 })();

@@ -1,11 +1,12 @@
 // Comparison report charts: one bar chart per task (score ± stderr) and score vs training step.
-// Reads its data from <script id="report-data"> so the same file works in the page and in the HTML export.
+// Reads its data from <script id="report-data"> so the same file works in the page and in the HTML export
+// (which inlines it after js/charts.js: the step charts look like the run pages' charts).
 (function () {
   "use strict";
   const node = document.getElementById("report-data");
   if (!node || typeof Plotly === "undefined") return;
   const data = JSON.parse(node.textContent);
-  const config = { displaylogo: false, responsive: true };
+  const config = rw.plotConfig;
   const base = { margin: { l: 56, r: 16, t: 40, b: 64 }, font: { size: 12 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff" };
 
   function box(parent, id) {
@@ -44,10 +45,10 @@
           error_y: { type: "data", array: s.stderrs.map(function (e) { return e === null ? 0 : e; }), visible: true },
         };
       });
-      const layout = Object.assign({}, base, {
-        title: { text: series[0].task + " — " + series[0].metric, font: { size: 13 } },
-        xaxis: { title: { text: "step" } }, margin: { l: 56, r: 16, t: 40, b: 48 },
-      });
+      const layout = rw.chartLayout(series[0].metric, true);
+      layout.title = { text: series[0].task + " — " + series[0].metric, font: { size: 13 } };
+      layout.margin = { l: 56, r: 16, t: 40, b: 48 };
+      delete layout.legend;  // the title holds the top: Plotly's legend at the side
       Plotly.newPlot(box(steps, "step-" + i), traces, layout, config);
     });
   }

@@ -63,3 +63,48 @@ rw.upsertPoints = function (div, index, pairs) {
   const steps = Array.from(byStep.keys()).sort((a, b) => a - b);
   Plotly.restyle(div, { x: [steps], y: [steps.map((step) => byStep.get(step))] }, [index]);
 };
+
+// Reads series JSON from ``url`` with query ``params`` ([[name, value], ...]) and a step
+// ``window`` ({} or {since, until}); throws on an HTTP error.
+rw.fetchSeries = async function (url, params, window) {
+  const full = new URL(url, location.href);
+  for (const [name, value] of params) full.searchParams.append(name, value);
+  for (const [name, value] of Object.entries(window || {})) full.searchParams.set(name, value);
+  const response = await fetch(full, { credentials: "same-origin" });
+  if (!response.ok) throw new Error("HTTP " + response.status);
+  return response.json();
+};
+
+// One chart of server-side series, the same on the run page and the comparison page:
+// ``load(window)`` answers {series: [...]} for a step window ({} for the whole run),
+// ``traces(data)`` makes the chart's traces and ``layout(data)`` its layout. ``draw`` reads
+// and plots (a newer draw or zoom wins over a slower answer), a zoom re-reads the finer
+// points of the visible range (rw.spliceZoom), and ``append`` merges live points by step.
+rw.seriesChart = function (div, load, traces, layout) {
+  let latest = 0;  // the newest request: a slow answer never overwrites a newer one
+  let listening = false;
+  async function refine(event) {
+    const window = rw.zoomWindow(event);
+    if (window === null || !div.data || !div.data.length) return;  // not a change of the step range
+    const mine = ++latest;
+    const data = await load(window);
+    if (mine !== latest) return;
+    Plotly.react(div, rw.spliceZoom(div.data, window, data.series), div.layout, rw.plotConfig);
+  }
+  return {
+    div: div,
+    // Resolves to the data drawn, or null when a newer request took over.
+    draw: async function () {
+      const mine = ++latest;
+      const data = await load({});
+      if (mine !== latest) return null;
+      Plotly.react(div, traces(data), layout(data), rw.plotConfig);
+      if (!listening) {  // Plotly adds .on() to a div once it holds a plot
+        div.on("plotly_relayout", (event) => refine(event).catch(() => {}));
+        listening = true;
+      }
+      return data;
+    },
+    append: function (index, pairs) { rw.upsertPoints(div, index, pairs); },
+  };
+};

@@ -14,16 +14,6 @@
     swatch.style.background = palette[Number(swatch.dataset.swatch) % palette.length];
   }
 
-  async function loadSeries(key, window) {
-    const url = new URL(lossDiv.dataset.seriesUrl, location.href);
-    for (const run of state.runs) url.searchParams.append("run", run.id);
-    url.searchParams.set("key", key);
-    for (const [name, value] of Object.entries(window || {})) url.searchParams.set(name, value);
-    const response = await fetch(url, { credentials: "same-origin" });
-    if (!response.ok) throw new Error("HTTP " + response.status);
-    return response.json();
-  }
-
   // Two runs may share a name: the legend then tells them apart by id.
   const nameCounts = {};
   for (const run of state.runs) nameCounts[run.name] = (nameCounts[run.name] || 0) + 1;
@@ -36,43 +26,39 @@
     }));
   }
 
-  const requests = new WeakMap();  // per chart: the latest request, so a slow answer never overwrites a newer one
-  async function draw(div, key) {
-    const mine = (requests.get(div) || 0) + 1;
-    requests.set(div, mine);
-    div.dataset.key = key;
-    const data = await loadSeries(key);
-    if (requests.get(div) !== mine) return;
-    const empty = !data.series.some((s) => s.steps.length);
-    Plotly.react(div, traces(data), rw.chartLayout(key, true, empty ? "no points for " + key : ""), rw.plotConfig);
+  // One chart per div; its key can change (the metric picker): the chart reads div.dataset.key.
+  function chartOf(div) {
+    const load = (window) => rw.fetchSeries(div.dataset.seriesUrl,
+      [...state.runs.map((run) => ["run", run.id]), ["key", div.dataset.key]], window);
+    const layout = (data) => {
+      const empty = !data.series.some((s) => s.steps.length);
+      return rw.chartLayout(div.dataset.key, true, empty ? "no points for " + div.dataset.key : "");
+    };
+    return rw.seriesChart(div, load, traces, layout);
   }
+  const lossChart = chartOf(lossDiv);
+  const metricChart = chartOf(metricDiv);
 
-  async function refine(div, event) {
-    const window = rw.zoomWindow(event);
-    if (window === null || !div.data || !div.data.length) return;
-    const mine = (requests.get(div) || 0) + 1;
-    requests.set(div, mine);
-    const data = await loadSeries(div.dataset.key, window);
-    if (requests.get(div) !== mine) return;
-    Plotly.react(div, rw.spliceZoom(div.data, window, data.series), div.layout, rw.plotConfig);
+  function showMetric(key) {
+    metricDiv.dataset.key = key;
+    return metricChart.draw();
   }
 
   async function init() {
     try {
-      await draw(lossDiv, state.chart_keys[0]);
+      lossDiv.dataset.key = state.chart_keys[0];
+      await lossChart.draw();
       const others = state.keys.filter((k) => k !== state.chart_keys[0]);
       const first = others.includes(PREFERRED_METRIC) ? PREFERRED_METRIC : others[0] || state.keys[0];
-      if (first) { keySelect.value = first; await draw(metricDiv, first); }
+      if (first) { keySelect.value = first; await showMetric(first); }
       else Plotly.newPlot(metricDiv, [], rw.chartLayout("", false, "no metrics logged"), rw.plotConfig);
-      lossDiv.on("plotly_relayout", (event) => refine(lossDiv, event));
-      metricDiv.on("plotly_relayout", (event) => refine(metricDiv, event));
     } catch (err) {
       note.textContent = "Could not load the metrics (" + err.message + ").";
     }
   }
 
   keySelect.addEventListener("change", () => {
-    if (keySelect.value) draw(metricDiv, keySelect.value).catch((err) => { note.textContent = err.message; });
+    if (keySelect.value) showMetric(keySelect.value).catch((err) => { note.textContent = err.message; });
   });
   init();
 })();

@@ -28,14 +28,24 @@
              line: { width: 2, color: color } };
   }
 
-  async function loadSeries(keys, window) {
-    const url = new URL(lossDiv.dataset.seriesUrl, location.href);
-    for (const key of keys) url.searchParams.append("key", key);
-    for (const [name, value] of Object.entries(window || {})) url.searchParams.set(name, value);
-    const response = await fetch(url, { credentials: "same-origin" });
-    if (!response.ok) throw new Error("HTTP " + response.status);
-    return response.json();
-  }
+  const seriesUrl = lossDiv.dataset.seriesUrl;
+  let lossCursor = -1;  // the stream's point cursor: points written after the loss chart's first read
+  const lossChart = rw.seriesChart(
+    lossDiv,
+    (window) => rw.fetchSeries(seriesUrl, lossKeys.map((key) => ["key", key]), window),
+    (data) => data.series.map((s) => trace(s, colors[s.key])),
+    (data) => {
+      const empty = !data.series.some((s) => s.steps.length);
+      const emptyText = empty ? (state.is_final ? "no points were logged" : "waiting for the first points…") : "";
+      return layout("loss", true, emptyText);
+    },
+  );
+  const metricChart = rw.seriesChart(
+    metricDiv,
+    (window) => rw.fetchSeries(seriesUrl, [["key", metricKey]], window),
+    (data) => [trace(data.series[0], "#059669")],
+    () => layout(metricKey),
+  );
 
   function fillKeySelect(keys) {
     const others = keys.filter((k) => !lossKeys.includes(k));
@@ -47,42 +57,32 @@
     }
   }
 
-  let metricRequest = 0;
   let drawnMetric = "";  // the key the metric chart shows now (a newer choice may still be loading)
   let pendingMetric = [];  // live points of metricKey that came while its series was loading
   async function showMetric(key) {
     metricKey = key;
     pendingMetric = [];
     if (!key) return;
-    const mine = ++metricRequest;
-    const data = await loadSeries([key]);
-    if (mine !== metricRequest) return;  // the user (or a new key) asked for another metric meanwhile
-    Plotly.react(metricDiv, [trace(data.series[0], "#059669")], layout(key), plotConfig);
+    const data = await metricChart.draw();
+    if (data === null) return;  // the user (or a new key) asked for another metric meanwhile
     drawnMetric = key;
     // Written after the stream's cursor, perhaps before this read: merged by step, none lost.
-    rw.upsertPoints(metricDiv, 0, pendingMetric);
+    metricChart.append(0, pendingMetric);
     pendingMetric = [];
   }
 
   async function init() {
-    let cursor = -1;  // the stream's point cursor: points written after the charts' first read
     try {
-      const data = await loadSeries(lossKeys);
-      cursor = data.cursor;
-      const empty = !data.series.some((s) => s.steps.length);
-      const emptyText = empty ? (state.is_final ? "no points were logged" : "waiting for the first points…") : "";
-      Plotly.newPlot(lossDiv, data.series.map((s) => trace(s, colors[s.key])), layout("loss", true, emptyText), plotConfig);
+      const data = await lossChart.draw();
+      lossCursor = data.cursor;
       fillKeySelect(data.keys);
       const preferred = data.keys.includes(PREFERRED_METRIC) ? PREFERRED_METRIC : keySelect.value;
       if (preferred) { keySelect.value = preferred; await showMetric(preferred); }
       else Plotly.newPlot(metricDiv, [], layout("", false, state.is_final ? "no other metrics" : "no other metrics yet"), plotConfig);
-      // Plotly adds .on() to a div once it holds a plot.
-      lossDiv.on("plotly_relayout", (event) => refine(lossDiv, event));
-      metricDiv.on("plotly_relayout", (event) => refine(metricDiv, event));
     } catch (err) {
       note.textContent = "Could not load the metrics (" + err.message + ").";
     }
-    if (!state.is_final) follow(cursor);
+    if (!state.is_final) follow();
   }
 
   // Points come in the order they were written (a late val/loss for an old step, a step
@@ -91,8 +91,8 @@
     let lossGrew = false;
     for (const [key, pairs] of Object.entries(points)) {
       const li = lossKeys.indexOf(key);
-      if (li >= 0) { rw.upsertPoints(lossDiv, li, pairs); lossGrew = true; }
-      if (key === drawnMetric && key === metricKey) rw.upsertPoints(metricDiv, 0, pairs);
+      if (li >= 0) { lossChart.append(li, pairs); lossGrew = true; }
+      if (key === drawnMetric && key === metricKey) metricChart.append(0, pairs);
       else if (key === metricKey) pendingMetric.push(...pairs);
       if (li < 0) {
         fillKeySelect([key]);
@@ -153,43 +153,37 @@
     }
   }
 
-  function follow(after) {
+  function follow() {
     // Where the stream starts; on a reconnect EventSource sends the last update's id
     // (Last-Event-ID), which the server prefers to these, so nothing is missed or sent twice.
-    const url = new URL(lossDiv.dataset.streamUrl, location.href);
-    url.searchParams.set("after", after);
-    url.searchParams.set("log_after", logAfter);
-    const source = new EventSource(url);
-    source.addEventListener("update", function (event) {
-      const update = JSON.parse(event.data);
-      applyState(update);
-      appendPoints(update.points || {});
-      appendLogs(update.logs || []);
+    const streamUrl = new URL(lossDiv.dataset.streamUrl, location.href);
+    streamUrl.searchParams.set("after", lossCursor);
+    streamUrl.searchParams.set("log_after", logAfter);
+    rw.live({
+      stream: streamUrl.href,
+      // The polling fallback asks the same view for what came after the last update.
+      poll: function (cursor) {
+        const url = new URL(streamUrl);
+        url.searchParams.set("poll", "1");
+        if (cursor) url.searchParams.set("cursor", cursor);
+        return url.href;
+      },
+      every: 1000,
+      onUpdate: function (update) {
+        applyState(update);
+        appendPoints(update.points || {});
+        appendLogs(update.logs || []);
+      },
+      onEnd: function (data) {
+        applyState(data);
+        durationTicking = false;
+        refreshEvalPanel();  // the run's last checkpoint can now be evaluated
+      },
+      onTrouble: function (lost) {
+        if (lost) note.textContent = "connection lost; reconnecting…";
+        else if (note.textContent.startsWith("connection")) note.textContent = "";
+      },
     });
-    source.addEventListener("end", function (event) {
-      source.close();
-      applyState(JSON.parse(event.data));
-      durationTicking = false;
-      refreshEvalPanel();  // the run's last checkpoint can now be evaluated
-    });
-    source.onerror = function () {
-      // EventSource reconnects on its own, resuming from the last update's id.
-      note.textContent = "connection lost; reconnecting…";
-    };
-    source.onopen = function () { if (note.textContent.startsWith("connection")) note.textContent = ""; };
-  }
-
-  // A zoom asks the server for the finer points of the visible range (rw.spliceZoom).
-  const zoomRequests = new WeakMap();
-  async function refine(div, event) {
-    if (!div.data || !div.data.length) return;
-    const window = rw.zoomWindow(event);
-    if (window === null) return;  // not a change of the step range
-    const mine = (zoomRequests.get(div) || 0) + 1;
-    zoomRequests.set(div, mine);
-    const data = await loadSeries(div.data.map((t) => t.name), window);
-    if (zoomRequests.get(div) !== mine) return;
-    Plotly.react(div, rw.spliceZoom(div.data, window, data.series), div.layout, plotConfig);
   }
 
   keySelect.addEventListener("change", () => { metricChosen = true; showMetric(keySelect.value); });

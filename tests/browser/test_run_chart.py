@@ -60,3 +60,34 @@ def test_long_series_is_downsampled_and_zoom_refines(long_run, start_servers, ch
     page.wait_for_function("() => document.getElementById('loss-chart').data[0].x.length <= 2000")
     expect(page.locator("#run-status")).to_have_text("completed")
     assert js_errors == []
+
+
+@pytest.mark.parametrize("mode", ["stream", "poll"])
+def test_a_running_run_follows_live_over_the_stream_or_the_polling_fallback(
+    alice_project, start_servers, chromium, mode
+):
+    """rw.live: the same page updates over SSE, or by polling when the client chooses it."""
+    run = Run.objects.create(
+        project=alice_project,
+        name="live run",
+        preset="tiny-cpu",
+        config=resolve("tiny-cpu").to_dict(),
+        status=RunStatus.RUNNING,
+        step=2,
+    )
+    upsert_points(run.id, [Point("train/loss", s, 5.0 - s / 10, s) for s in (1, 2)])
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    page.goto(f"{base}/runs/{run.id}/" + ("?live=poll" if mode == "poll" else ""))
+    page.wait_for_function("() => document.getElementById('loss-chart').data?.[0]?.x?.length === 2")
+    upsert_points(run.id, [Point("train/loss", s, 5.0 - s / 10, s) for s in (3, 4)])
+    page.wait_for_function("() => document.getElementById('loss-chart').data[0].x.length === 4")
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED, step=4)
+    expect(page.locator("#run-status")).to_have_text("completed")
+    assert page.evaluate(TRACE)["x"] == [1, 2, 3, 4]
+    polls = page.evaluate(
+        "() => performance.getEntriesByType('resource').filter(e => e.name.includes('poll=1')).length"
+    )
+    assert (polls > 0) == (mode == "poll")
+    assert js_errors == []

@@ -20,7 +20,7 @@ from webapp.evals.comparison import PairResult, ReportData, scores_of
 from webapp.evals.models import EvalJob, Report
 
 STATIC_ROOTS = ("css/runwright.css", "evals/evals.css")
-CHART_SCRIPT = "evals/report.js"
+CHART_SCRIPTS = ("js/charts.js", "evals/report.js")  # the report's charts share the run pages' look
 
 
 def _static(relative: str) -> str:
@@ -141,7 +141,7 @@ def report_html(context: dict[str, Any]) -> str:
             "export": True,
             "inline_css": _inline("\n".join(_static(p) for p in STATIC_ROOTS), "style"),
             "inline_plotly": _inline(plotly_js_path().read_text(encoding="utf-8"), "script"),
-            "inline_script": _inline(_static(CHART_SCRIPT), "script"),
+            "inline_script": _inline("\n".join(_static(p) for p in CHART_SCRIPTS), "script"),
         },
     )
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods
 
 from webapp.accounts.models import Role
@@ -53,6 +54,11 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def project_runs_json(request: HttpRequest, project_id: int) -> JsonResponse:
-    """The runs table's data; the page polls it so statuses update without a reload."""
+    """The runs table's data, and its rows as the page renders them (the page polls this)."""
     project = project_for(request.user, project_id)
-    return JsonResponse({"runs": [run_summary(r) for r in runs_of_project(request.user, project)]})
+    runs = [run_summary(r) for r in runs_of_project(request.user, project)]
+    can_launch = has_role(request.user, project.team_id, Role.MEMBER)
+    rows = render_to_string(
+        "projects/_run_rows.html", {"runs": runs, "project": project, "can_launch": can_launch}, request
+    )
+    return JsonResponse({"runs": runs, "rows": rows})

@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from modelcore.config import ConfigError, resolve
-from webapp import enqueue
+from webapp import enqueue, live
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
 from webapp.projects.models import Project
@@ -81,31 +81,17 @@ def request_cancel(*, user: AbstractBaseUser, run: Run) -> Run:
         if not cancelled_now:
             Run.objects.filter(pk=run.pk, status__in=ACTIVE_STATUSES).update(cancel_requested=True)
         run.refresh_from_db()
-        if cancelled_now:
-            transaction.on_commit(lambda: _announce(run))
+        # A cancel asked of a running run is news too: every viewer's button says "Cancelling…".
+        transaction.on_commit(lambda: _announce(run))
     return run
 
 
 def _announce(run: Run) -> None:
-    """Tell live pages about a status the web set itself (the workers announce theirs)."""
-    from django.conf import settings
-
-    if not settings.REDIS_URL:
+    """Tell live pages about a change the web made itself (the workers announce theirs)."""
+    if not live.enabled():
         return
     try:
-        from webapp.live import publish
-
-        publish(
-            run.id,
-            {
-                "run_id": run.id,
-                "status": run.status,
-                "step": run.step,
-                "last_loss": run.last_loss,
-                "points": {},
-                "logs": [],
-            },
-        )
+        live.publish(run.id, live.run_message(run, live.run_update(run)))
     except Exception:
         # Live pages also re-read the status from the database; a lost notice only delays them.
         log.warning("could not publish the status of run %s", run.id, exc_info=True)

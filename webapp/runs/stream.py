@@ -79,6 +79,23 @@ def _continues(after: Any, through: Any, cursor: int) -> bool:
     raise CatchUp
 
 
+def poll_updates(run_id: int, cursor: StreamCursor, *, max_reads: int = 4) -> dict[str, Any]:
+    """The polling fallback's answer (static/js/live.js): the updates after ``cursor`` and the end.
+
+    The same reads as the stream's catch-up; each update carries the cursor after it,
+    which the page sends back with its next poll.
+    """
+    updates = []
+    for _ in range(max_reads):
+        update = read_updates(run_id, cursor)
+        if update.payload is not None:
+            updates.append({"id": cursor.event_id, "data": update.payload})
+        if update.caught_up:
+            break
+    ended = update.final and update.caught_up
+    return {"updates": updates, "end": {"status": cursor.last_state.get("status")} if ended else None}
+
+
 async def run_events(
     run_id: int,
     cursor: StreamCursor,

@@ -23,7 +23,8 @@ from webapp.runs.models import FINAL_STATUSES, RunStatus
 from webapp.runs.presenters import run_summary
 from webapp.runs.selectors import log_tail, run_for
 from webapp.runs.services import create_run, request_cancel
-from webapp.runs.stream import StreamCursor, cursor_from_event_id, latest_log_id, run_events
+from webapp.runs.stream import poll_updates, run_events
+from webapp.runs.updates import StreamCursor, cursor_from_event_id, latest_log_id
 from webapp.whole_numbers import parse_whole_number
 
 CHART_KEYS = ("train/loss", "val/loss")
@@ -187,14 +188,21 @@ def cancel_run(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @require_GET
 async def run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
-    """SSE: points, logs and status of one run as they arrive; ends when the run is final."""
+    """SSE: points, logs and status of one run as they arrive; ends when the run is final.
+
+    With ``?poll=1`` the same updates as one JSON answer, for pages that cannot hold a stream.
+    """
     user = await request.auser()
     if not user.is_authenticated:
         return JsonResponse({"error": "log in first"}, status=401)
     run = await sync_to_async(run_for)(user, run_id)  # 404 for another team's run
-    cursor = cursor_from_event_id(request.headers.get("Last-Event-ID", "")) or StreamCursor(
+    resume = request.headers.get("Last-Event-ID", "") or request.GET.get("cursor", "")
+    cursor = cursor_from_event_id(resume) or StreamCursor(
         point_seq=_int_param(request, "after", -1), log_id=_int_param(request, "log_after", -1)
     )
+    if request.GET.get("poll"):
+        # The page's polling fallback (static/js/live.js): one catch-up read, as JSON.
+        return JsonResponse(await sync_to_async(poll_updates, thread_sensitive=False)(run.id, cursor))
     response = StreamingHttpResponse(run_events(run.id, cursor), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
