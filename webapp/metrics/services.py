@@ -14,6 +14,7 @@ from typing import NamedTuple
 from django.db import connection, transaction
 from django.db.models import F, Max
 
+from webapp.metrics.bulk import insert_rows, upsert_rows
 from webapp.metrics.models import MetricKey, MetricPoint, MetricSummary
 from webapp.metrics.summaries import SummaryStore
 from webapp.runs.models import Run
@@ -35,21 +36,52 @@ def upsert_points(run_id: int, points: Iterable[Point]) -> int:
     calls: a resumed attempt re-logging a step replaces the old value. (PostgreSQL
     also refuses to touch one row twice in a single ``ON CONFLICT`` statement.)
     Each row written, new or replaced, gets the next ``seq`` of the run.
+
+    The bulk path: the points stored beside the batch are read first (under the run's
+    lock), which says which rows are new (copied straight in) and which replace a stored
+    one (upserted), and lets the summaries be recomputed from the batch in memory
+    (``SummaryStore.recompute``) instead of re-read from the table (metrics.bulk).
+    ``upsert_points_reference`` is the plain version that tests hold it to.
     """
-    latest: dict[tuple[str, int], MetricPoint] = {}
-    for p in points:
-        value = None if p.value is None or not math.isfinite(p.value) else float(p.value)
-        latest[(p.key, int(p.step))] = MetricPoint(
-            run_id=run_id, key=p.key[:200], step=int(p.step), value=value, time=float(p.time)
+    latest = _latest(points)
+    if not latest:
+        return 0
+    written: dict[str, dict[int, float | None]] = {}
+    for (key, step), (value, _) in latest.items():
+        written.setdefault(key, {})[step] = value
+    store = SummaryStore(MetricPoint, MetricSummary)
+    with transaction.atomic():
+        first = _next_seq(run_id)  # from here on, no other writer of the run adds rows
+        stored = store.stored_beside(run_id, written)
+        summaries = store.recompute(run_id, written, stored)
+        new: list[tuple[object, ...]] = []
+        replaced: list[tuple[object, ...]] = []
+        for i, ((key, step), (value, t)) in enumerate(latest.items()):
+            row = (run_id, key, step, value, t, first + i)
+            (replaced if step in stored.get(key, ()) else new).append(row)
+        fields = ("run", "key", "step", "value", "time", "seq")
+        insert_rows(MetricPoint, fields, new)
+        upsert_rows(
+            MetricPoint, fields, replaced, unique=("run", "key", "step"), update=("value", "time", "seq")
         )
+        upsert_rows(MetricKey, ("run", "key"), [(run_id, key) for key in written], unique=("run", "key"))
+        store.save(run_id, summaries)
+    return len(latest)
+
+
+def upsert_points_reference(run_id: int, points: Iterable[Point]) -> int:
+    """``upsert_points`` written plainly: the ORM's upserts, then every touched summary bucket
+    re-read from the stored points. Same rows, same seqs, same summaries; about 6x slower."""
+    latest = _latest(points)
     if not latest:
         return 0
     with transaction.atomic():
         first = _next_seq(run_id)
-        for i, point in enumerate(latest.values()):
-            point.seq = first + i
         MetricPoint.objects.bulk_create(
-            list(latest.values()),
+            [
+                MetricPoint(run_id=run_id, key=key, step=step, value=value, time=t, seq=first + i)
+                for i, ((key, step), (value, t)) in enumerate(latest.items())
+            ],
             batch_size=BATCH_SIZE,
             update_conflicts=True,
             unique_fields=["run", "key", "step"],
@@ -57,7 +89,7 @@ def upsert_points(run_id: int, points: Iterable[Point]) -> int:
         )
         steps_by_key: dict[str, list[int]] = {}
         for key, step in latest:
-            steps_by_key.setdefault(key[:200], []).append(step)
+            steps_by_key.setdefault(key, []).append(step)
         MetricKey.objects.bulk_create(
             [MetricKey(run_id=run_id, key=key) for key in steps_by_key], ignore_conflicts=True
         )
@@ -65,6 +97,18 @@ def upsert_points(run_id: int, points: Iterable[Point]) -> int:
         for key, steps in steps_by_key.items():
             store.refresh(run_id, key, steps)
     return len(latest)
+
+
+def _latest(points: Iterable[Point]) -> dict[tuple[str, int], tuple[float | None, float]]:
+    """(key, step) -> (value, time) of the last point per stored key and step, in first-seen order.
+
+    Keys are cut to the column's 200 characters first, so two keys that differ only past
+    that are one row, as the database would have them."""
+    latest: dict[tuple[str, int], tuple[float | None, float]] = {}
+    for p in points:
+        value = None if p.value is None or not math.isfinite(p.value) else float(p.value)
+        latest[(p.key[:200], int(p.step))] = (value, float(p.time))
+    return latest
 
 
 def _next_seq(run_id: int) -> int:

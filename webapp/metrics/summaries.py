@@ -12,15 +12,21 @@ A chart then reads the coarsest level that still resolves its range finely enoug
 finer rows at the two ragged ends (``cover``): a few thousand rows for any range.
 
 Recomputing the touched buckets (rather than folding new points into the old min/max) is
-what keeps this right when a resumed run re-logs steps with new values.
+what keeps this right when a resumed run re-logs steps with new values. ``recompute`` does
+it from the batch in memory, reading only the stored rows beside it (the other points of
+a touched level-0 bucket, the untouched neighbours at each coarser level): a few rows for
+an append, where ``refresh`` reads every written point back. ``refresh`` stays as the
+plain reference (tests compare the two) and for the migration that builds summaries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from django.db.models import Model
+from django.db.models import Model, Q
+
+from webapp.metrics.bulk import insert_rows, upsert_rows
 
 FANOUT = 8
 LEVELS = 8  # the coarsest buckets span 8**8 = 16.8M steps
@@ -60,6 +66,27 @@ class Extremes:
             return cls(1, step, step)
         return cls(1, step, step, step, value, step, value)
 
+    @classmethod
+    def of_points(cls, members: list[tuple[int, float | None]]) -> Extremes:
+        """The extremes of (step, value) pairs at distinct steps, without a merge per point."""
+        steps = [s for s, _ in members]
+        out = cls(len(members), min(steps), max(steps))
+        finite = [(v, s) for s, v in members if v is not None]
+        if finite:
+            out.min_value, out.min_step = min(finite)  # the earliest step on ties
+            out.max_value, out.max_step = max(finite, key=lambda vs: (vs[0], -vs[1]))
+        return out
+
+    @classmethod
+    def of_parts(cls, parts: list[Extremes]) -> Extremes:
+        """The extremes of disjoint step ranges together (``parts`` are left unchanged)."""
+        first = parts[0]
+        out = cls(first.count, first.first_step, first.last_step, first.min_step, first.min_value)
+        out.max_step, out.max_value = first.max_step, first.max_value
+        for part in parts[1:]:
+            out.add(part)
+        return out
+
     def points(self) -> list[tuple[int, float | None]]:
         """The points a chart keeps from this range: min and max in step order, or one gap."""
         if self.min_step is None:
@@ -76,6 +103,102 @@ class SummaryStore:
         self.points, self.summaries = point_model, summary_model
 
     # -- writing -------------------------------------------------------------------
+
+    def stored_beside(
+        self, run_id: int, written: Mapping[str, Mapping[int, float | None]]
+    ) -> dict[str, dict[int, float | None]]:
+        """The stored points of every level-0 bucket holding a step of ``written`` (maybe more).
+
+        Read before ``written`` is stored: for an append, the few points of its first
+        bucket that an earlier batch wrote. They also tell the caller which of its
+        points replace a stored one.
+        """
+        ranges = [
+            Q(key=key, step__gte=lo * FANOUT, step__lt=(hi + 1) * FANOUT)
+            for key, values in written.items()
+            for lo, hi in _spans(sorted({s // FANOUT for s in values}))
+        ]
+        out: dict[str, dict[int, float | None]] = {}
+        for where in _in_groups(ranges):
+            rows = self.points.objects.filter(where, run_id=run_id).values_list("key", "step", "value")
+            for key, step, value in rows.iterator(chunk_size=5000):
+                out.setdefault(key, {})[step] = value
+        return out
+
+    def recompute(
+        self,
+        run_id: int,
+        written: Mapping[str, Mapping[int, float | None]],
+        stored: Mapping[str, Mapping[int, float | None]],
+    ) -> SummaryRows:
+        """The summary rows of every bucket holding a step of ``written``, computed in memory.
+
+        ``written`` is step -> value per key (None for NaN/inf) about to be stored, and
+        ``stored`` what ``stored_beside`` read; call it in the transaction that stores them.
+        A stored point at a written step is the value being replaced and is left out.
+        """
+        touched = {key: _touched(values) for key, values in written.items()}
+        rows = self._stored_rows(run_id, touched)
+        out = SummaryRows([], [])
+        for key, values in written.items():
+            levels = touched[key]
+            members: dict[int, list[tuple[int, float | None]]] = {}
+            buckets0 = set(levels[0])
+            for step, value in stored.get(key, {}).items():
+                if step // FANOUT in buckets0 and step not in values:
+                    members.setdefault(step // FANOUT, []).append((step, value))
+            for step, value in values.items():
+                members.setdefault(step // FANOUT, []).append((step, value))
+            new = {bucket: Extremes.of_points(m) for bucket, m in members.items()}
+            for level in range(LEVELS):
+                if level:
+                    new = _coarser(new, rows.get((key, level - 1), {}), levels[level])
+                known = rows.get((key, level), {})
+                for bucket, e in new.items():
+                    (out.changed if bucket in known else out.new).append((key, level, bucket, e))
+        return out
+
+    def save(self, run_id: int, rows: SummaryRows) -> None:
+        """Write what ``recompute`` returned (after the points, in the same transaction)."""
+        fields = ("run", "key", "level", "bucket", *_FIELDS)
+        insert_rows(self.summaries, fields, _as_tuples(run_id, rows.new))
+        upsert_rows(
+            self.summaries,
+            fields,
+            _as_tuples(run_id, rows.changed),
+            unique=("run", "key", "level", "bucket"),
+            update=_FIELDS,
+        )
+
+    def _stored_rows(
+        self, run_id: int, touched: dict[str, list[list[int]]]
+    ) -> dict[tuple[str, int], dict[int, Extremes]]:
+        """Per (key, level): the stored rows under a touched bucket one level up, and the
+        touched rows of the top level.
+
+        The touched ones are recomputed from memory (their being stored says whether to
+        insert or update them); the others are neighbours that the batch leaves as they
+        are but a coarser bucket still spans.
+        """
+        ranges = [
+            Q(key=key, level=level - 1, bucket__gte=lo * FANOUT, bucket__lt=(hi + 1) * FANOUT)
+            for key, levels in touched.items()
+            for level in range(1, LEVELS)
+            for lo, hi in _spans(levels[level])
+        ]
+        ranges += [
+            Q(key=key, level=LEVELS - 1, bucket__gte=lo, bucket__lte=hi)
+            for key, levels in touched.items()
+            for lo, hi in _spans(levels[LEVELS - 1])
+        ]
+        out: dict[tuple[str, int], dict[int, Extremes]] = {}
+        for where in _in_groups(ranges):
+            found = self.summaries.objects.filter(where, run_id=run_id)
+            for key, level, bucket, *fields in found.values_list("key", "level", "bucket", *_FIELDS).iterator(
+                chunk_size=5000
+            ):
+                out.setdefault((key, level), {})[bucket] = Extremes(*fields)
+        return out
 
     def refresh(self, run_id: int, key: str, steps: Iterable[int]) -> None:
         """Recompute every summary bucket that holds one of ``steps`` (just written)."""
@@ -181,6 +304,75 @@ def _merge(out: dict[int, Extremes], bucket: int, e: Extremes) -> None:
         out[bucket].add(e)
     else:
         out[bucket] = e
+
+
+@dataclass(slots=True)
+class SummaryRows:
+    """Recomputed summary rows, (key, level, bucket, extremes): those to add and those to replace."""
+
+    new: list[tuple[str, int, int, Extremes]]
+    changed: list[tuple[str, int, int, Extremes]]
+
+
+def _coarser(
+    finer: dict[int, Extremes], stored: dict[int, Extremes], buckets: list[int]
+) -> dict[int, Extremes]:
+    """The rows of ``buckets`` one level up from ``finer`` (recomputed) and ``stored`` (the rest)."""
+    out: dict[int, Extremes] = {}
+    for bucket in buckets:
+        children = range(bucket * FANOUT, (bucket + 1) * FANOUT)
+        parts = [finer[c] if c in finer else stored[c] for c in children if c in finer or c in stored]
+        out[bucket] = Extremes.of_parts(parts)
+    return out
+
+
+def _as_tuples(run_id: int, rows: list[tuple[str, int, int, Extremes]]) -> list[tuple[object, ...]]:
+    return [
+        (run_id, key, level, bucket, e.count, e.first_step, e.last_step, e.min_step, e.min_value)
+        + (e.max_step, e.max_value)
+        for key, level, bucket, e in rows
+    ]
+
+
+def _touched(steps: Iterable[int]) -> list[list[int]]:
+    """Per level, the sorted buckets that hold one of ``steps``."""
+    buckets = sorted({s // FANOUT for s in steps})
+    levels = [buckets]
+    for _ in range(1, LEVELS):
+        buckets = sorted({b // FANOUT for b in buckets})
+        levels.append(buckets)
+    return levels
+
+
+# Few ranges per query: SQLite refuses an expression nested more than 1,000 deep, and a
+# long OR of ranges is one.
+_MAX_SPANS = 8
+_GROUP = 64
+
+
+def _spans(sorted_ints: list[int]) -> list[tuple[int, int]]:
+    """Ranges covering ``sorted_ints`` (and maybe more): its runs, joined across the smallest
+    gaps until at most ``_MAX_SPANS`` are left. Reading a few extra rows is cheaper than a
+    query per scattered bucket; callers ignore what they did not ask for."""
+    runs = list(_runs(sorted_ints))
+    if len(runs) <= _MAX_SPANS:
+        return runs
+    widest = sorted(range(len(runs) - 1), key=lambda j: runs[j + 1][0] - runs[j][1])[-(_MAX_SPANS - 1) :]
+    spans, start = [], 0
+    for j in sorted(widest):  # a span ends before each of the widest gaps
+        spans.append((runs[start][0], runs[j][1]))
+        start = j + 1
+    spans.append((runs[start][0], runs[-1][1]))
+    return spans
+
+
+def _in_groups(ranges: list[Q]) -> Iterator[Q]:
+    """The ORs of ``ranges``, ``_GROUP`` at a time."""
+    for i in range(0, len(ranges), _GROUP):
+        where = Q()
+        for r in ranges[i : i + _GROUP]:
+            where |= r
+        yield where
 
 
 def _runs(sorted_ints: list[int]) -> Iterator[tuple[int, int]]:
