@@ -150,3 +150,7 @@ class ReportForm(FormInputErrors, forms.Form):
         self.fields["jobs"].choices = [
             (str(j.id), f"#{j.id} {j.model_label} — {', '.join(j.tasks)} ({j.status})") for j in jobs
         ]
+
+    def report_fields(self) -> dict[str, Any]:
+        """``name`` and ``job_ids`` as the report services take them (call after is_valid)."""
+        return {"name": self.cleaned_data["name"], "job_ids": [int(i) for i in self.cleaned_data["jobs"]]}

@@ -246,13 +246,7 @@ def report_new(request: HttpRequest, project_id: int) -> HttpResponse:
     jobs = reportable_jobs(request.user, project)
     form = ReportForm(request.POST, jobs=jobs)
     if form.is_valid():
-        report = form.submit(
-            create_report,
-            user=request.user,
-            project=project,
-            name=form.cleaned_data["name"],
-            job_ids=[int(i) for i in form.cleaned_data["jobs"]],
-        )
+        report = form.submit(create_report, user=request.user, project=project, **form.report_fields())
         if report is not None:
             return redirect("evals:report", report_id=report.id)
     return render(
@@ -269,13 +263,7 @@ def report_edit(request: HttpRequest, report_id: int) -> HttpResponse:
     initial = {"name": report.name, "jobs": [str(j.id) for j in report_jobs(report)]}
     form = ReportForm(request.POST or None, jobs=jobs, initial=initial)
     if request.method == "POST" and form.is_valid():
-        updated = form.submit(
-            update_report,
-            user=request.user,
-            report=report,
-            name=form.cleaned_data["name"],
-            job_ids=[int(i) for i in form.cleaned_data["jobs"]],
-        )
+        updated = form.submit(update_report, user=request.user, report=report, **form.report_fields())
         if updated is not None:
             return redirect("evals:report", report_id=report.id)
     status = 400 if request.method == "POST" else 200
