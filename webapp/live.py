@@ -36,22 +36,11 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from webapp.runs.models import FINAL_STATUSES, Run, RunLog
-from webapp.runs.presenters import log_line
+from webapp.runs.models import Run, RunLog
+from webapp.runs.presenters import duration_s, log_line, run_state
 
 _client: redis.Redis | None = None
 _client_pid: int | None = None
-
-
-def run_state(run: Run) -> dict[str, Any]:
-    """What a page shows of the run besides its points and logs (a change of it is news)."""
-    return {
-        "status": run.status,
-        "step": run.step,
-        "last_loss": run.last_loss,
-        "cancel_requested": run.cancel_requested,
-        "error": run.error if run.status in FINAL_STATUSES else "",
-    }
 
 
 def run_update(
@@ -65,10 +54,9 @@ def run_update(
         # NaN/inf are stored as NULL; JSON has no NaN either.
         finite = None if value is None or not math.isfinite(value) else value
         pairs.setdefault(key, []).append([step, finite])
-    duration = run.duration_seconds
     return {
         **run_state(run),
-        "duration_s": None if duration is None else round(duration, 1),
+        "duration_s": duration_s(run),
         "points": pairs,
         "logs": [{**log_line(entry), "id": entry.id} for entry in logs],
     }

@@ -20,10 +20,25 @@ def run_summary(run: Run) -> dict[str, Any]:
         "step": run.step,
         "max_steps": (run.config.get("train") or {}).get("max_steps"),
         "last_loss": run.last_loss,
-        "duration_s": _round(run.duration_seconds),
+        "duration_s": duration_s(run),
         "created_at": run.created_at.isoformat() if run.created_at else None,
         "url": reverse("runs:detail", args=[run.id]),
     }
+
+
+def run_state(run: Run) -> dict[str, Any]:
+    """What a live page shows of the run besides its points, logs and clock (a change of it is news)."""
+    return {
+        "status": run.status,
+        "step": run.step,
+        "last_loss": run.last_loss,
+        "cancel_requested": run.cancel_requested,
+        "error": run.error if run.status in FINAL_STATUSES else "",
+    }
+
+
+def duration_s(run: Run) -> float | None:
+    return _round(run.duration_seconds)
 
 
 def run_detail(run: Run) -> dict[str, Any]:

@@ -15,9 +15,10 @@ from typing import Any
 
 from django.db.models import Max
 
-from webapp.live import run_state, run_update
+from webapp.live import run_update
 from webapp.metrics.models import MetricPoint
 from webapp.runs.models import FINAL_STATUSES, Run, RunLog
+from webapp.runs.presenters import run_state
 
 MAX_POINTS_PER_READ = 5000
 MAX_LOGS_PER_READ = 500
