@@ -200,6 +200,10 @@ async def _listen(env: dict[str, str], run_id: int, published: dict[int, float])
         await client.aclose()
 
 
+def _p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[94] if len(values) > 1 else values[0]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -288,20 +292,18 @@ async def _measure(args: argparse.Namespace, env: dict[str, str], data_dir: Path
                     proc.kill()
     latencies = [(v.arrived[s] - t) * 1000 for v in viewers for s, t in landed.items() if s in v.arrived]
     lost = sum(1 for s in landed if any(s not in v.arrived for v in viewers))
-    quantiles = (
-        statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [0.0] * 99
-    )
     to_redis = [(published[s] - t) * 1000 for s, t in landed.items() if s in published]
     return {
         "clients": args.clients,
         "points": len(landed),
         "rate_per_s": args.rate,
         "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
-        "p95_ms": round(quantiles[94], 1) if latencies else None,
+        "p95_ms": round(_p95(latencies), 1) if latencies else None,
         "max_ms": round(max(latencies), 1) if latencies else None,
         "lost": lost,
         # The ingest side's share: line landed -> its message on Redis (the rest is the web's).
         "published_p50_ms": round(statistics.median(to_redis), 1) if to_redis else None,
+        "published_p95_ms": round(_p95(to_redis), 1) if to_redis else None,
         "client_errors": [repr(e) for e in failed][:3],
         "server_cpu_s": round(cpu, 2),
         "server_cpu_s_per_viewer": round(cpu / args.clients, 4),

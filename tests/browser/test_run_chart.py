@@ -14,17 +14,20 @@ N_STEPS = 6000
 SPIKE_STEP = 3001
 
 
-@pytest.fixture
-def long_run(alice_project) -> Run:
-    run = Run.objects.create(
-        project=alice_project,
-        name="long run",
+def tiny_run(project, name: str, status: str, step: int) -> Run:
+    return Run.objects.create(
+        project=project,
+        name=name,
         preset="tiny-cpu",
         config=resolve("tiny-cpu").to_dict(),
-        status=RunStatus.COMPLETED,
-        step=N_STEPS,
-        last_loss=1.0,
+        status=status,
+        step=step,
     )
+
+
+@pytest.fixture
+def long_run(alice_project) -> Run:
+    run = tiny_run(alice_project, "long run", RunStatus.COMPLETED, N_STEPS)
     upsert_points(
         run.id,
         [
@@ -64,17 +67,12 @@ def test_long_series_is_downsampled_and_zoom_refines(long_run, start_servers, ch
 
 @pytest.mark.parametrize("mode", ["stream", "poll"])
 def test_a_running_run_follows_live_over_the_stream_or_the_polling_fallback(
-    alice_project, start_servers, chromium, mode
+    alice_project, start_servers, chromium, mode, monkeypatch
 ):
     """rw.live: the same page updates over SSE, or by polling when the client chooses it."""
-    run = Run.objects.create(
-        project=alice_project,
-        name="live run",
-        preset="tiny-cpu",
-        config=resolve("tiny-cpu").to_dict(),
-        status=RunStatus.RUNNING,
-        step=2,
-    )
+    # Playwright's sync API runs an event loop in this thread; the writes below are plain sync code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    run = tiny_run(alice_project, "live run", RunStatus.RUNNING, 2)
     upsert_points(run.id, [Point("train/loss", s, 5.0 - s / 10, s) for s in (1, 2)])
     base = start_servers()
     page, js_errors = chromium
