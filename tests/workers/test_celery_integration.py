@@ -135,10 +135,11 @@ def test_worker_trains_a_two_process_run_to_completion(worker_queue, make_run):
         thread.stop()
         thread.join(timeout=5)
         pubsub.close()
-        published = [p for m in messages for p in m["points"].get("train/loss", [])]
+        updates = [m["update"] for m in messages if m.get("update")]  # webapp.live's message format
+        published = [p for u in updates for p in u["points"].get("train/loss", [])]
         assert published and published[-1] == [max_steps, pytest.approx(losses[-1][1])]
         assert {m["run_id"] for m in messages} == {run.id}
-        assert messages[-1]["status"] == RunStatus.COMPLETED
+        assert updates[-1]["status"] == RunStatus.COMPLETED
 
 
 def test_a_run_created_and_cancelled_by_the_web_stops_within_ten_seconds(worker_queue, monkeypatch):
