@@ -17,6 +17,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from webapp.demo.processes import ProcessGroup, free_port, wait_for_http
+from webapp.demo.services import ensure_demo_user
+from webapp.runs.services import create_run
 
 # Long enough that the curve is still growing when the browser opens: tiny-cpu trains about
 # 55 steps/s on two cores, so this streams for about 6 minutes (2000 logged points).
@@ -33,7 +35,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, no_run: bool, **options):
         call_command("migrate", interactive=False, verbosity=0)
-        user, password, project = create_demo_login()
+        user, password, project = ensure_demo_user()
         port = free_port(port, host)
         python, env = sys.executable, os.environ.copy()
         group = ProcessGroup(log_dir=settings.DATA_DIR / "logs")
@@ -111,15 +113,7 @@ class Command(BaseCommand):
             self.stdout.write("Stopped.")
 
 
-def create_demo_login():
-    from webapp.demo.services import ensure_demo_user
-
-    return ensure_demo_user()
-
-
 def queue_demo_run(user, project):
-    from webapp.runs.services import create_run
-
     return create_run(
         user=user, project=project, name="demo: tiny-cpu", preset="tiny-cpu", overrides=DEMO_RUN_OVERRIDES
     )
