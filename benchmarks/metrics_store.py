@@ -1,41 +1,59 @@
-"""Writing and charting a long metric series: Runwright's store vs MLflow's, and vs a plain scan.
+"""Ingesting and charting a long metric series: Runwright against MLflow, each over HTTP.
 
-    python -m benchmarks.metrics_store [--points 1000000] [--batch 2000] [--max-points 2000]
-        [--mlflow-python PATH]
+    python -m benchmarks.metrics_store [--points 1000000] [--ingest-points 100000]
+        [--keys-per-step 4] [--batch 1000] [--mlflow-python PATH]
 
 Uses the database ``RUNWRIGHT_DATABASE_URL`` names (PostgreSQL in CI) or the embedded
-SQLite, in a throwaway test database that is dropped afterwards. One run logs ``--points``
-steps of one key, in batches of ``--batch`` points as the ingester writes them, twice:
-through ``upsert_points`` (points, keys and min/max summaries) and as the bare point upsert
-the store did before summaries existed. Then one chart of the whole series
-(``--max-points``), and a zoom into its middle tenth, are read two ways: from the summaries
-(``selectors.series``) and by the scan they replace (every row of the range read, then the
-same min/max downsampling). Both return only real points and keep the series' spike.
+SQLite, in a throwaway test database that is dropped afterwards.
+
+Headline figures, each the product's real path against MLflow's:
+
+- ingest: ``--ingest-points`` points, ``--keys-per-step`` keys a step, written as a trainer
+  writes them (``modelcore.events.EventWriter``) into ``events.jsonl`` and read into the
+  database by the supervisor's ingestion (``workers.ingest.ingest_new_events``: parse,
+  progress, points, keys, summaries, one transaction a read), ``--batch`` points a read, as
+  a supervisor polling a busy trainer finds them; only the ingestion is timed. MLflow gets
+  the same points over HTTP through ``MlflowClient.log_batch`` in calls of the same size
+  (1000 at most, its limit); only those calls are timed.
+- chart reads: a ``--points``-step ``train/loss`` series with one spike, read over HTTP from
+  a uvicorn server running the project's ASGI app (``webapp.asgi``, in its own process):
+  the run page's series request (``/runs/<id>/series``, logged in) and the API's metrics
+  read (``/api/v1/runs/<id>/metrics``, bearer token), for the whole series and for its
+  middle tenth; MLflow's the same way through the endpoint its UI's charts use
+  (``get-history-bulk-interval``). Both sides are asked for the run page's number of points
+  (``selectors.DEFAULT_MAX_POINTS``, 2000) and the counts returned are printed.
+
+Secondary, in-process figures: ``upsert_points`` called directly (and the bare point upsert
+without summaries), the chart read through ``selectors.series`` against a scan of every
+row, and the live stream's read of what is new by ``seq`` (``runs.updates.read_updates``).
 
 The peer is MLflow (``benchmarks.mlflow_peer``, run under ``--mlflow-python``: any
-interpreter with ``mlflow``, and ``psycopg2-binary`` for PostgreSQL; by default this one
-if it has mlflow): the same series in a fresh database of the same kind, its chart read
-through the endpoint its UI uses. Prints one JSON object: ``ours`` and ``peer`` are the
-full-chart read seconds of Runwright and MLflow, ``ratio`` = peer/ours (higher is better;
-null when no MLflow interpreter was found), and everything else beside them.
+interpreter with ``mlflow``, and ``psycopg2-binary`` for PostgreSQL; by default this one if
+it has mlflow), on a fresh database of the same kind. Prints one JSON object: ``ours`` and
+``peer`` are the full-chart HTTP read seconds (the run page's request against MLflow's),
+``ratio`` = peer/ours (higher is better; null when no MLflow interpreter was found), and
+``ingest`` the points per second of each side's ingest and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.mlflow_peer import series_value, spike_step
+from benchmarks.mlflow_peer import KEY, ingest_points, series_value, spike_step, timed_get_json
 
 
 def _django() -> None:
@@ -43,6 +61,9 @@ def _django() -> None:
     import django
 
     django.setup()
+
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _timed(fn: Any, repeats: int) -> tuple[float, Any]:
@@ -55,23 +76,150 @@ def _timed(fn: Any, repeats: int) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from django.db import connection
-
-    from modelcore.config import preset
-    from webapp.accounts.models import Team
+def ingest_through_events(args: argparse.Namespace, run: Any) -> dict[str, Any]:
+    """The real ingest path: events.jsonl lines read into the database by ``ingest_new_events``."""
+    from modelcore.events import EventWriter
     from webapp.metrics.models import MetricPoint
-    from webapp.metrics.selectors import downsample_minmax, latest_points, series
-    from webapp.metrics.services import Point, upsert_points
-    from webapp.projects.models import Project
-    from webapp.runs.models import Run
+    from workers import ingest
 
-    project = Project.objects.create(team=Team.objects.create(name="bench"), name="bench")
-    runs = {
-        name: Run.objects.create(project=project, name=name, config=preset("tiny-cpu").to_dict())
-        for name in ("summarised", "bare")
+    run_dir = Path(tempfile.mkdtemp(prefix="rw-bench-ingest-"))
+    steps = ingest_points(args.ingest_points, args.keys_per_step)
+    lines_per_read = args.batch // args.keys_per_step
+    seconds, reads = 0.0, 0
+    with EventWriter(run_dir) as writer:
+        for lo in range(0, len(steps), lines_per_read):
+            for step, values in steps[lo : lo + lines_per_read]:
+                writer.metric(step, values)
+            start = time.perf_counter()
+            batch = ingest.ingest_new_events(run, run_dir / "events.jsonl")
+            seconds += time.perf_counter() - start
+            reads += 1
+            assert batch is not None and not batch.bad_lines and not batch.lost_ownership
+    stored = MetricPoint.objects.filter(run=run).count()
+    assert stored == len(steps) * args.keys_per_step, (stored, len(steps))
+    return {
+        "points_per_s": round(stored / seconds, 1),
+        "points": stored,
+        "reads": reads,
+        "points_per_read": args.batch,
+        "seconds": round(seconds, 3),
     }
 
+
+def database_floor(args: argparse.Namespace, connection: Any) -> float | None:
+    """Rows/s of a bare ``COPY`` into a scratch copy of the points table (same indexes), on
+    PostgreSQL: the most any ingest could reach on this machine, measured in the same run."""
+    if connection.vendor != "postgresql":
+        return None
+    from webapp.metrics.models import MetricPoint
+
+    table = connection.ops.quote_name(MetricPoint._meta.db_table)
+    rows = [(0, "train/loss", s, series_value(s, args.points), 0.0, s) for s in range(args.ingest_points)]
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMPORARY TABLE bench_floor (LIKE {table} INCLUDING ALL)")
+        try:
+            start = time.perf_counter()
+            for lo in range(0, len(rows), args.batch):
+                with cursor.cursor.copy(
+                    "COPY bench_floor (run_id, key, step, value, time, seq) FROM STDIN"
+                ) as copy:
+                    for row in rows[lo : lo + args.batch]:
+                        copy.write_row(row)
+            return len(rows) / (time.perf_counter() - start)
+        finally:
+            cursor.execute("DROP TABLE bench_floor")
+
+
+class WebServer:
+    """uvicorn serving ``webapp.asgi`` in its own process, on the benchmark's database."""
+
+    def __init__(self, connection: Any):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNWRIGHT_")}
+        env |= {"DJANGO_SETTINGS_MODULE": "webapp.settings", "PYTHONPATH": str(ROOT)}
+        db = connection.settings_dict
+        if connection.vendor == "postgresql":
+            user = urllib.parse.quote(db["USER"] or "")
+            env["RUNWRIGHT_DATABASE_URL"] = (
+                f"postgresql://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+            )
+        else:
+            env["RUNWRIGHT_DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+        env["RUNWRIGHT_DATA_DIR"] = tempfile.mkdtemp(prefix="rw-bench-web-")
+        self.port = _free_port()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "webapp.asgi:application",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited: {self.process.stderr.read()[-2000:]}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return
+            time.sleep(0.1)
+        self.close()
+        raise RuntimeError("uvicorn did not start listening within 120 s")
+
+    def url(self, path: str, **query: Any) -> str:
+        return f"http://127.0.0.1:{self.port}{path}?{urllib.parse.urlencode(query, doseq=True)}"
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from django.db import connection
+    from django.test import Client
+
+    from modelcore.config import preset
+    from tests.people import make_user
+    from webapp.accounts.models import Role, Team
+    from webapp.accounts.services import create_api_token
+    from webapp.metrics.models import MetricPoint
+    from webapp.metrics.selectors import downsample_minmax, series
+    from webapp.metrics.services import Point, upsert_points
+    from webapp.projects.models import Project
+    from webapp.runs import transitions
+    from webapp.runs.models import Run, RunStatus
+    from webapp.runs.updates import StreamCursor, read_updates
+
+    team = Team.objects.create(name="bench")
+    user = make_user("bench", team, Role.MEMBER)
+    project = Project.objects.create(team=team, name="bench")
+    config = preset("tiny-cpu").to_dict()
+    runs = {
+        name: Run.objects.create(project=project, name=name, config=config) for name in ("summarised", "bare")
+    }
+    queued = Run.objects.create(project=project, name="ingest", config=config, status=RunStatus.QUEUED)
+    ingest_run = transitions.claim_for_launch(queued.id, "metrics-store-bench")
+
+    # -- ingest through the real path (headline) ---------------------------------------
+    ingest = ingest_through_events(args, ingest_run)
+    floor = database_floor(args, connection)
+
+    # -- the chart's series, written by upsert_points directly (secondary ingest figures)
     def value(step: int) -> float:
         return series_value(step, args.points)
 
@@ -86,35 +234,57 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     writers = {"summarised": lambda points: upsert_points(runs["summarised"].id, points)}
     writers["bare"] = lambda points: bare_upsert(runs["bare"].id, points)
-    ingest: dict[str, float] = {}
+    in_process: dict[str, float] = {}
     for name, write in writers.items():
         start = time.perf_counter()
         for lo in range(0, args.points, args.batch):
-            write(
-                [Point("train/loss", s, value(s), 0.0) for s in range(lo, min(lo + args.batch, args.points))]
-            )
-        ingest[name] = args.points / (time.perf_counter() - start)
-
+            write([Point(KEY, s, value(s), 0.0) for s in range(lo, min(lo + args.batch, args.points))])
+        in_process[name] = args.points / (time.perf_counter() - start)
     run_ = runs["summarised"]
+    zoom = (args.points * 45 // 100, args.points * 55 // 100)
 
+    def check(steps: list[int], values: list[float | None]) -> None:
+        assert len(steps) <= args.max_points
+        assert all(v == value(s) for s, v in zip(steps, values, strict=True) if v is not None)
+
+    # -- chart reads over HTTP (headline) -------------------------------------------------
+    client = Client()
+    client.force_login(user)
+    session = {"Cookie": f"sessionid={client.cookies['sessionid'].value}"}
+    bearer = {"Authorization": f"Bearer {create_api_token(user, 'bench')}"}
+    server = WebServer(connection)
+    try:
+        page = f"/runs/{run_.id}/series"
+        api = f"/api/v1/runs/{run_.id}/metrics"
+        requests = {
+            "run_page_full": (server.url(page, key=KEY), session),
+            "run_page_zoom_tenth": (server.url(page, key=KEY, since=zoom[0], until=zoom[1]), session),
+            "api_full": (server.url(api, key=KEY, max_points=args.max_points), bearer),
+        }
+        http: dict[str, Any] = {}
+        for name, (url, headers) in requests.items():
+            seconds, body = timed_get_json(url, args.repeats, headers)
+            out = body["series"][0] if "series" in body else body
+            check(out["steps"], out["values"])
+            http[name] = {"s": round(seconds, 4), "points": len(out["steps"])}
+            if name.endswith("full"):
+                http[name]["spike_kept"] = 50.0 in out["values"]
+    finally:
+        server.close()
+
+    # -- the same reads in process, summaries against a scan (secondary) -------------------
     def scan(since: int | None, until: int | None) -> dict[str, Any]:
-        qs = MetricPoint.objects.filter(run=run_, key="train/loss")
+        qs = MetricPoint.objects.filter(run=run_, key=KEY)
         if since is not None:
             qs = qs.filter(step__gt=since, step__lte=until)
         rows = list(qs.order_by("step").values_list("step", "value").iterator(chunk_size=20_000))
         steps, values = downsample_minmax([r[0] for r in rows], [r[1] for r in rows], args.max_points)
         return {"steps": steps, "values": values}
 
-    zoom = (args.points * 45 // 100, args.points * 55 // 100)
     reads = {
-        "full_chart": (
-            lambda: series(run_, "train/loss", max_points=args.max_points),
-            lambda: scan(None, None),
-        ),
+        "full_chart": (lambda: series(run_, KEY, max_points=args.max_points), lambda: scan(None, None)),
         "zoom_tenth": (
-            lambda: series(
-                run_, "train/loss", since_step=zoom[0], until_step=zoom[1], max_points=args.max_points
-            ),
+            lambda: series(run_, KEY, since_step=zoom[0], until_step=zoom[1], max_points=args.max_points),
             lambda: scan(*zoom),
         ),
     }
@@ -123,10 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ours_s, ours_out = _timed(ours_fn, args.repeats)
         scan_s, scan_out = _timed(scan_fn, args.repeats)
         for out in (ours_out, scan_out):
-            assert len(out["steps"]) <= args.max_points
-            assert all(
-                v == value(s) for s, v in zip(out["steps"], out["values"], strict=True) if v is not None
-            )
+            check(out["steps"], out["values"])
         read_results[name] = {
             "summaries_s": round(ours_s, 4),
             "scan_s": round(scan_s, 4),
@@ -134,35 +301,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "points_returned": {"summaries": len(ours_out["steps"]), "scan": len(scan_out["steps"])},
         }
         if name == "full_chart":
-            read_results[name]["spike_kept"] = {
-                "summaries": 50.0 in ours_out["values"],
-                "scan": 50.0 in scan_out["values"],
-            }
             spikes = [s for s, v in zip(ours_out["steps"], ours_out["values"], strict=True) if v == 50.0]
             assert spikes == [spike_step(args.points)]
-    # What a live chart asks each second: the points after the last step it has.
-    tail_s, tail = _timed(lambda: latest_points(run_, since_step=args.points - 11), args.repeats)
-    assert [s for s, _ in tail["train/loss"]] == list(range(args.points - 10, args.points))
-    full = read_results["full_chart"]
+    # What a live stream reads after each wake-up: the rows written since its cursor, by seq.
+    last_seq = MetricPoint.objects.filter(run=run_).order_by("-seq").values_list("seq", flat=True)[0]
+    tail_s, tail = _timed(lambda: read_updates(run_.id, StreamCursor(point_seq=last_seq - 10)), args.repeats)
+    assert [p[0] for p in tail.payload["points"][KEY]] == list(range(args.points - 10, args.points))
+
     mlflow = mlflow_side(args, connection)
-    mlflow_s = mlflow.get("full_chart_s")
-    mlflow_ingest = mlflow.get("ingest_points_per_s")
+    peer_full = mlflow.get("full_chart_s")
+    peer_ingest = mlflow.get("ingest_points_per_s")
+    ours_full = http["run_page_full"]["s"]
     return {
         "benchmark": "metrics_store",
-        "unit": "seconds to read one chart of the whole series",
-        "ours": full["summaries_s"],
-        "peer": mlflow_s,
+        "unit": "seconds to read one chart of the whole series over HTTP",
+        "ours": ours_full,
+        "peer": peer_full,
         "peer_name": "MLflow server, /ajax-api/2.0/mlflow/metrics/get-history-bulk-interval (its UI's chart read)",
-        "ratio": round(mlflow_s / full["summaries_s"], 1) if mlflow_s else None,
-        "ratio_note": "peer seconds / ours (higher is better)",
+        "ratio": round(peer_full / ours_full, 1) if peer_full else None,
+        "ratio_note": "peer seconds / ours (higher is better); both over HTTP, same number of points asked",
+        "ingest": {
+            "ours": ingest,
+            "peer_points_per_s": peer_ingest,
+            "ratio": round(ingest["points_per_s"] / peer_ingest, 1) if peer_ingest else None,
+            "ratio_note": "our points/s / MLflow's (higher is better): same points, same batch size",
+            "database_copy_floor_points_per_s": round(floor, 1) if floor else None,
+        },
+        "http": http,
         "mlflow": mlflow,
-        "reads": read_results,
-        "ingest_points_per_s": {k: round(v, 1) for k, v in ingest.items()},
-        "ingest_cost_of_summaries": round(ingest["bare"] / ingest["summarised"], 2),
-        "live_tail_read_s": round(tail_s, 4),
-        "ingest_ratio_vs_mlflow": round(ingest["summarised"] / mlflow_ingest, 1) if mlflow_ingest else None,
+        "in_process": {
+            "reads": read_results,
+            "upsert_points_per_s": {k: round(v, 1) for k, v in in_process.items()},
+            "cost_of_summaries": round(in_process["bare"] / in_process["summarised"], 2),
+            "live_tail_read_by_seq_s": round(tail_s, 4),
+        },
         "settings": {
             "points": args.points,
+            "ingest_points": args.ingest_points,
+            "keys_per_step": args.keys_per_step,
             "batch": args.batch,
             "max_points": args.max_points,
             "repeats": args.repeats,
@@ -195,10 +371,17 @@ def mlflow_side(args: argparse.Namespace, connection: Any) -> dict[str, Any]:
     else:
         backend = f"sqlite:///{Path(tempfile.mkdtemp(prefix='rw-bench-mlflow-')) / 'mlflow.db'}"
     command = [python, "-m", "benchmarks.mlflow_peer", "--backend-uri", backend, "--points", str(args.points)]
-    command += ["--ingest-points", str(args.mlflow_ingest_points), "--repeats", str(args.repeats)]
+    command += ["--ingest-points", str(args.ingest_points), "--keys-per-step", str(args.keys_per_step)]
+    command += [
+        "--batch",
+        str(args.batch),
+        "--max-results",
+        str(args.max_points),
+        "--repeats",
+        str(args.repeats),
+    ]
     try:
-        root = Path(__file__).resolve().parent.parent
-        done = subprocess.run(command, capture_output=True, text=True, cwd=root, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
     finally:
         if drop is not None:
             drop()
@@ -209,21 +392,26 @@ def mlflow_side(args: argparse.Namespace, connection: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.metrics_store")
-    parser.add_argument("--points", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=2000)
-    parser.add_argument("--max-points", type=int, default=2000)
+    parser.add_argument("--points", type=int, default=1_000_000, help="steps of the charted series")
+    parser.add_argument("--ingest-points", type=int, default=100_000, help="points ingested by each side")
+    parser.add_argument("--keys-per-step", type=int, default=4, help="keys a trainer logs each step")
+    parser.add_argument(
+        "--batch", type=int, default=1000, help="points a read (ours) or a log_batch call (MLflow's)"
+    )
+    parser.add_argument(
+        "--max-points", type=int, default=2000, help="points a chart asks for (MLflow: at most 2500)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--mlflow-python", help="An interpreter with mlflow (default: this one, if it has it)."
     )
-    parser.add_argument(
-        "--mlflow-ingest-points",
-        type=int,
-        default=50_000,
-        help="Points logged through MLflow's API to time its ingest; the rest go straight into its table.",
-    )
     args = parser.parse_args(argv)
+    if args.batch % args.keys_per_step or not 1 <= args.batch <= 1000:
+        parser.error("--batch must be 1 to 1000 (MLflow's limit) and a multiple of --keys-per-step")
     _django()
+    from webapp.metrics.selectors import DEFAULT_MAX_POINTS
+
+    args.max_points = DEFAULT_MAX_POINTS  # what the run page asks for; MLflow is asked the same
     from django.db import connection
 
     # A throwaway database (test_<name>), as the test suite uses: the benchmark never
