@@ -94,7 +94,7 @@ def new_eval(request: HttpRequest, project_id: int) -> HttpResponse:
                 limit=form.cleaned_data["limit"],
                 report_name=form.cleaned_data["report_name"],
             )
-            if jobs:
+            if jobs is not None:
                 if len(jobs) == 1:
                     return redirect("evals:job", job_id=jobs[0].id)
                 messages.success(request, f"{len(jobs)} eval jobs queued.")
@@ -135,7 +135,7 @@ def run_evaluate(request: HttpRequest, run_id: int) -> HttpResponse:
             num_fewshot=form.cleaned_data["num_fewshot"],
             limit=form.cleaned_data["limit"],
         )
-        if jobs:
+        if jobs is not None:
             return redirect("evals:job", job_id=jobs[0].id)
     status = 400 if request.method == "POST" else 200
     return render(request, "evals/run_evaluate.html", {"run": run, "form": form}, status=status)
@@ -201,7 +201,7 @@ def upload_tasks(request: HttpRequest, project_id: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["archive"]
         names = form.submit(install_task_zip, project, upload, upload.name, upload.size)
-        if names:
+        if names is not None:
             messages.success(request, f"Installed task{'s' if len(names) > 1 else ''}: {', '.join(names)}.")
             return redirect("evals:project", project_id=project.id)
     status = 400 if request.method == "POST" else 200
