@@ -189,6 +189,8 @@ class EvalRunner(JobRunner):
         )
         self.job = job
         self.progress = _Progress(list(job.tasks))
+        self.results: dict[str, Any] | None = None  # the results JSON without per-sample records
+        self.has_samples = False
         self._offset = 0
         self._partial = b""
 
@@ -234,38 +236,35 @@ class EvalRunner(JobRunner):
         if transitions.record_progress(self.job.id, fraction, self.progress.current):
             self.request_stop("cancel")
 
-    def decide(self, code: int) -> tuple[str, str, dict[str, Any]]:
+    def decide(self, code: int) -> tuple[str, str]:
         if self.stop.reason == "cancel":
-            return EvalStatus.CANCELLED, "", {}
+            return EvalStatus.CANCELLED, ""
         if self.stop.reason == "timeout":
-            return (
-                EvalStatus.FAILED,
-                (
-                    f"The evaluation ran past its time limit ({self.time_limit:.0f} s) and was stopped. "
-                    "Evaluate fewer tasks or samples (limit) per job."
-                ),
-                {},
+            return EvalStatus.FAILED, (
+                f"The evaluation ran past its time limit ({self.time_limit:.0f} s) and was stopped. "
+                "Evaluate fewer tasks or samples (limit) per job."
             )
         if self.stop.reason == "shutdown":
-            return EvalStatus.FAILED, "The worker shut down while the job ran; start the job again.", {}
+            return EvalStatus.FAILED, "The worker shut down while the job ran; start the job again."
         if code != 0:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            reason = self.progress.error or log_tail(
-                self.job.log_file, ERROR_TAIL_CHARS, missing="(no evaluator output)"
-            )
-            return EvalStatus.FAILED, f"The evaluator {how}.\n\n{reason}", {}
+            tail = log_tail(self.job.log_file, ERROR_TAIL_CHARS, missing="(no evaluator output)")
+            return EvalStatus.FAILED, f"The evaluator {how}.\n\n{self.progress.error or tail}"
         try:
             data = json.loads(self.job.results_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            return EvalStatus.FAILED, f"The evaluator wrote no readable results: {exc}", {}
+            return EvalStatus.FAILED, f"The evaluator wrote no readable results: {exc}"
         samples = data.get("samples") or {}
-        has_samples = any(
+        self.has_samples = any(
             any(len(record) > 1 for record in records)
             for records in samples.values()
             if isinstance(records, list)
         )
-        results = {k: v for k, v in data.items() if k != "samples"}
-        return EvalStatus.COMPLETED, "", {"results": results, "has_samples": has_samples}
+        self.results = {k: v for k, v in data.items() if k != "samples"}
+        return EvalStatus.COMPLETED, ""
 
-    def write_final(self, status: str, error: str, **fields: Any) -> bool:
-        return transitions.finish(self.job.id, status, error=error, **fields)
+    def write_final(self, status: str, error: str) -> bool:
+        # Stored with a completed status only (transitions.finish).
+        return transitions.finish(
+            self.job.id, status, error=error, results=self.results, has_samples=self.has_samples
+        )

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from django.db import DatabaseError, InterfaceError, close_old_connections, connection
 
@@ -195,11 +195,6 @@ class JobProcess:
                     os.killpg(pid, signal.SIGTERM)
         self.signalled.update(targets)
 
-    @property
-    def only_leader_signalled(self) -> bool:
-        """SIGTERM went to the leader before its ranks started; ranks it started since have none."""
-        return self.proc is not None and self.signalled == {self.proc.pid}
-
     def kill_all(self) -> bool:
         """SIGKILL the leader's group and every tagged process; returns whether all are gone."""
         self.signal_group(signal.SIGKILL)
@@ -301,11 +296,11 @@ class JobRunner:
         """Between rounds: ``seconds``, or less when the job has written something new."""
         time.sleep(seconds)
 
-    def decide(self, code: int) -> tuple[str, str, dict[str, Any]]:
-        """The final status, its error message and any other fields, from the exit code and events."""
+    def decide(self, code: int) -> tuple[str, str]:
+        """The final status and its error message, from the exit code, the events and the stop."""
         raise NotImplementedError
 
-    def write_final(self, status: str, error: str, **fields: Any) -> bool:
+    def write_final(self, status: str, error: str) -> bool:
         """Write the final status (a conditional move); False when the job is no longer this runner's."""
         raise NotImplementedError
 
@@ -344,8 +339,7 @@ class JobRunner:
                 raise
             code = self.process.reap()
             self.drain()
-            status, error, fields = self.decide(code)
-            return self.finish(status, error, **fields)
+            return self.finish(*self.decide(code))
         finally:
             self._restore_shutdown_handler(previous)
 
@@ -395,8 +389,10 @@ class JobRunner:
     def _escalate(self) -> None:
         if self.stop.sent_at is None or self.stop.killed or self.process.exited():
             return
-        if self.process.only_leader_signalled:
-            self.process.terminate()  # ranks started since the SIGTERM would run on unasked
+        if self.process.signalled == {self.proc.pid}:
+            # SIGTERM went to the launcher before its ranks started: ranks it started
+            # meanwhile would run on unasked; they get theirs now.
+            self.process.terminate()
         if time.monotonic() - self.stop.sent_at >= self.kill_after:
             log.warning(
                 "%s: %s still alive %.0f s after SIGTERM; killing",
@@ -407,11 +403,9 @@ class JobRunner:
             self.process.kill_all()
             self.stop.killed = True
 
-    def finish(self, status: str, error: str, **fields: Any) -> str:
+    def finish(self, status: str, error: str) -> str:
         """Write the final status with the one retry policy; returns ``status``."""
-        done, written = retry_db(
-            lambda: self.write_final(status, error, **fields), f"{self.description}: final status"
-        )
+        done, written = retry_db(lambda: self.write_final(status, error), f"{self.description}: final status")
         if done and not written:
             log.info("%s: not this runner's any more; final status %s not written", self.description, status)
         log.info("%s: %s", self.description, status)

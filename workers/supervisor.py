@@ -230,11 +230,7 @@ class Supervisor(JobRunner):
         with contextlib.suppress(*TRANSIENT_DB_ERRORS):
             self._forget_pruned_checkpoints()
 
-    def decide(self, code: int) -> tuple[str, str, dict]:
-        status, error = self._decide(code)
-        return status, error, {}
-
-    def _decide(self, code: int) -> tuple[str, str]:
+    def decide(self, code: int) -> tuple[str, str]:
         reported = (self.trainer_status or {}).get("status")
         if self.stop.reason == "not-owner":
             return (
@@ -242,10 +238,9 @@ class Supervisor(JobRunner):
                 "The run was relaunched or deleted elsewhere; this worker stopped its trainer.",
             )
         if self.stop.reason == "shutdown":
-            return (
-                RunStatus.LOST,
+            return RunStatus.LOST, (
                 "The worker shut down while the run was training; the trainer was stopped "
-                "(with a checkpoint where it managed). Resume the run from its last checkpoint.",
+                "(with a checkpoint where it managed). Resume the run from its last checkpoint."
             )
         if self.stop.reason == "cancel" and reported != RunStatus.COMPLETED:
             if self.stop.killed:
@@ -267,7 +262,7 @@ class Supervisor(JobRunner):
             + launcher_log_tail(self.run_dir / LAUNCHER_LOG)
         )
 
-    def write_final(self, status: str, error: str, **fields) -> bool:
+    def write_final(self, status: str, error: str) -> bool:
         if not transitions.finish(self.run.id, self.run.attempt, status, error):
             return False
         self.run.refresh_from_db()

@@ -70,7 +70,8 @@ class ScriptJob(JobRunner):
         )
         self.folder, self.script, self.stop_when = folder, script, stop_when
         self.beats = 0
-        self.written: list[tuple[str, str, dict]] = []
+        self.code: int | None = None
+        self.written: list[tuple[str, str, int | None]] = []
 
     def prepare(self) -> Launch:
         (self.folder / "job.py").write_text(self.script)
@@ -84,11 +85,12 @@ class ScriptJob(JobRunner):
     def heartbeat(self) -> None:
         self.beats += 1
 
-    def decide(self, code: int) -> tuple[str, str, dict[str, Any]]:
-        return ("completed" if code == 0 else "failed"), self.stop.reason, {"code": code}
+    def decide(self, code: int) -> tuple[str, str]:
+        self.code = code
+        return ("completed" if code == 0 else "failed"), self.stop.reason
 
-    def write_final(self, status: str, error: str, **fields: Any) -> bool:
-        self.written.append((status, error, fields))
+    def write_final(self, status: str, error: str) -> bool:
+        self.written.append((status, error, self.code))
         return True
 
 
@@ -105,7 +107,7 @@ def test_the_ranks_get_the_sigterm_and_the_launcher_does_not(tmp_path):
     assert job.run_job() == "completed"
     assert (tmp_path / "rank.term").exists()
     assert not (tmp_path / "launcher.term").exists()  # torch elastic would kill its ranks on it
-    assert not job.stop.killed and job.written == [("completed", "cancel", {"code": 0})]
+    assert not job.stop.killed and job.written == [("completed", "cancel", 0)]
     assert job.beats >= 1 and job_processes.tagged_processes(job.tag) == []
 
 
@@ -115,14 +117,14 @@ def test_a_job_deaf_to_sigterm_is_killed_after_the_grace(tmp_path):
     )
     started = time.monotonic()
     assert job.run_job() == "failed"
-    assert job.stop.killed and job.written[0][2] == {"code": -signal.SIGKILL}
+    assert job.stop.killed and job.written[0][2] == -signal.SIGKILL
     assert time.monotonic() - started < 15
 
 
 def test_the_time_limit_stops_the_job(tmp_path):
     job = ScriptJob(tmp_path, "import time\ntime.sleep(60)\n", time_limit=0.3)
     assert job.run_job() == "failed"
-    assert job.written == [("failed", "timeout", {"code": -signal.SIGTERM})]
+    assert job.written == [("failed", "timeout", -signal.SIGTERM)]
 
 
 def test_nothing_the_job_started_outlives_it(tmp_path):
@@ -171,10 +173,10 @@ def test_the_final_status_is_retried_through_a_database_outage(tmp_path, monkeyp
     failures = [OperationalError("server closed the connection"), InterfaceError("connection already closed")]
 
     class Flaky(ScriptJob):
-        def write_final(self, status, error, **fields):
+        def write_final(self, status, error):
             if failures:
                 raise failures.pop(0)
-            return super().write_final(status, error, **fields)
+            return super().write_final(status, error)
 
     job = Flaky(tmp_path, "pass\n")
     assert job.run_job() == "completed"
