@@ -26,7 +26,8 @@ from webapp.runs.feed import subscribe
 from webapp.runs.models import FINAL_STATUSES
 from webapp.runs.updates import StreamCursor, read_updates
 
-POLL_SECONDS = 0.2  # without Redis, how often a process reads a watched run's new rows
+# Without Redis, how often a process reads a watched run's new rows: once for all its viewers.
+POLL_SECONDS = 0.1
 STATE_KEYS = ("status", "step", "last_loss", "cancel_requested", "error")
 
 
