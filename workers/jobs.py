@@ -48,7 +48,9 @@ from workers import job_processes
 
 log = logging.getLogger(__name__)
 
-# What a lost or restarted database raises; the one retry policy retries these.
+# What the one retry policy retries: OperationalError (a server lost or restarting) is a
+# DatabaseError, like the rest of what a write can meet mid-outage; InterfaceError (a
+# connection closed under us) is not one, and was missed before this policy.
 TRANSIENT_DB_ERRORS = (DatabaseError, InterfaceError)
 FINAL_WRITE_TRIES = 5
 RETRY_WAIT_SECONDS = 1.0
