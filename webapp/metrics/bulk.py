@@ -9,7 +9,8 @@ C) and by ``executemany`` on SQLite (in-process, no round trips to save).
 Rows known to be new (the caller has read what is stored there, under a lock) are copied
 straight into the table: PostgreSQL's ``ON CONFLICT`` checks each row against the unique
 index before inserting it, which made the upsert of a batch twice as slow as its insert.
-The rest are copied into a temporary table of the session and upserted from it.
+The rest are upserted by one ``INSERT ... VALUES`` when they are few, else copied into a
+temporary table of the session and upserted from it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Model
+
+# Up to this many rows an upsert is one INSERT ... VALUES: a batch's keys, the few summary
+# rows it changes beside the new ones, the points a resumed attempt re-logs one at a time.
+SMALL = 200
 
 
 def insert_rows(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -63,10 +68,17 @@ def upsert_rows(
         action = "DO NOTHING"
     table = quote(meta.db_table)
     with connection.cursor() as cursor:
+        marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
         if connection.vendor != "postgresql":
-            marks = ", ".join(["%s"] * len(columns))
             cursor.executemany(
-                f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT ({target}) {action}", rows
+                f"INSERT INTO {table} ({names}) VALUES {marks} ON CONFLICT ({target}) {action}", rows
+            )
+            return
+        if len(rows) <= SMALL:  # one statement beats three (copy, upsert, empty the staging table)
+            values = ", ".join([marks] * len(rows))
+            params = [value for row in rows for value in row]
+            cursor.execute(
+                f"INSERT INTO {table} ({names}) VALUES {values} ON CONFLICT ({target}) {action}", params
             )
             return
         # One staging table per target table and session, emptied after each use (and at

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from django.db.models import Model, Q
+from django.db import connection
+from django.db.models import Model
 
 from webapp.metrics.bulk import insert_rows, upsert_rows
 
@@ -114,15 +116,13 @@ class SummaryStore:
         points replace a stored one.
         """
         ranges = [
-            Q(key=key, step__gte=lo * FANOUT, step__lt=(hi + 1) * FANOUT)
+            ((key,), lo * FANOUT, (hi + 1) * FANOUT)
             for key, values in written.items()
             for lo, hi in _spans(sorted({s // FANOUT for s in values}))
         ]
         out: dict[str, dict[int, float | None]] = {}
-        for where in _in_groups(ranges):
-            rows = self.points.objects.filter(where, run_id=run_id).values_list("key", "step", "value")
-            for key, step, value in rows.iterator(chunk_size=5000):
-                out.setdefault(key, {})[step] = value
+        for key, step, value in _rows_in_ranges(self.points, run_id, ("key",), "step", ("value",), ranges):
+            out.setdefault(key, {})[step] = value
         return out
 
     def recompute(
@@ -181,23 +181,21 @@ class SummaryStore:
         are but a coarser bucket still spans.
         """
         ranges = [
-            Q(key=key, level=level - 1, bucket__gte=lo * FANOUT, bucket__lt=(hi + 1) * FANOUT)
+            ((key, level - 1), lo * FANOUT, (hi + 1) * FANOUT)
             for key, levels in touched.items()
             for level in range(1, LEVELS)
             for lo, hi in _spans(levels[level])
         ]
         ranges += [
-            Q(key=key, level=LEVELS - 1, bucket__gte=lo, bucket__lte=hi)
+            ((key, LEVELS - 1), lo, hi + 1)
             for key, levels in touched.items()
-            for lo, hi in _spans(levels[LEVELS - 1])
+            for lo, hi in _spans(levels[-1])
         ]
         out: dict[tuple[str, int], dict[int, Extremes]] = {}
-        for where in _in_groups(ranges):
-            found = self.summaries.objects.filter(where, run_id=run_id)
-            for key, level, bucket, *fields in found.values_list("key", "level", "bucket", *_FIELDS).iterator(
-                chunk_size=5000
-            ):
-                out.setdefault((key, level), {})[bucket] = Extremes(*fields)
+        for key, level, bucket, *fields in _rows_in_ranges(
+            self.summaries, run_id, ("key", "level"), "bucket", _FIELDS, ranges
+        ):
+            out.setdefault((key, level), {})[bucket] = Extremes(*fields)
         return out
 
     def refresh(self, run_id: int, key: str, steps: Iterable[int]) -> None:
@@ -366,13 +364,36 @@ def _spans(sorted_ints: list[int]) -> list[tuple[int, int]]:
     return spans
 
 
-def _in_groups(ranges: list[Q]) -> Iterator[Q]:
-    """The ORs of ``ranges``, ``_GROUP`` at a time."""
+def _rows_in_ranges(
+    model: type[Model],
+    run_id: int,
+    match: tuple[str, ...],
+    ordered: str,
+    rest: tuple[str, ...],
+    ranges: list[tuple[tuple[object, ...], int, int]],
+) -> Iterator[tuple[Any, ...]]:
+    """Rows (``match``, ``ordered``, ``rest`` columns) of the run that equal one range's ``match``
+    values with ``lo <= ordered < hi``: one query per ``_GROUP`` ranges.
+
+    Plain SQL: building the same OR of ranges as Django ``Q`` objects took longer than
+    running it (about 1 ms a range).
+    """
+    quote = connection.ops.quote_name
+    column = {name: quote(model._meta.get_field(name).column) for name in (*match, ordered, *rest, "run")}
+    one = " AND ".join(
+        [*(f"{column[m]} = %s" for m in match), f"{column[ordered]} >= %s", f"{column[ordered]} < %s"]
+    )
+    select = ", ".join(column[name] for name in (*match, ordered, *rest))
+    table = quote(model._meta.db_table)
     for i in range(0, len(ranges), _GROUP):
-        where = Q()
-        for r in ranges[i : i + _GROUP]:
-            where |= r
-        yield where
+        group = ranges[i : i + _GROUP]
+        where = " OR ".join(f"({one})" for _ in group)
+        params: list[object] = [run_id]
+        for values, lo, hi in group:
+            params += [*values, lo, hi]
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {select} FROM {table} WHERE {column['run']} = %s AND ({where})", params)
+            yield from cursor.fetchall()
 
 
 def _runs(sorted_ints: list[int]) -> Iterator[tuple[int, int]]:
