@@ -31,9 +31,11 @@ POLL_SECONDS = 0.1
 STATE_KEYS = ("status", "step", "last_loss", "cancel_requested", "error")
 
 
-def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
+def sse(event: str, data: dict[str, Any] | str, event_id: str | None = None) -> str:
+    """One SSE event; ``data`` is the payload, or its JSON when that is already made."""
     head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"{head}event: {event}\ndata: {text}\n\n"
 
 
 class CatchUp(Exception):
@@ -66,6 +68,8 @@ def forward(message: dict[str, Any], cursor: StreamCursor) -> dict[str, Any] | N
     cursor.last_state = state
     if not (send_points or send_logs or changed):
         return None
+    if send_points == bool(points) and send_logs == bool(logs):
+        return update  # all of it: the message's own update, serialised once for every viewer
     return {**update, "points": points if send_points else {}, "logs": logs if send_logs else []}
 
 
@@ -138,6 +142,8 @@ async def run_events(
                 else:
                     if payload is not None:
                         quiet = 0.0
+                        if payload is message.get("update"):  # the message is shared by the run's viewers
+                            payload = message.setdefault("_json", json.dumps(payload, separators=(",", ":")))
                         yield sse("update", payload, cursor.event_id)
             if quiet >= keepalive_seconds:
                 quiet = 0.0
