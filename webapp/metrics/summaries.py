@@ -342,8 +342,7 @@ def _touched(steps: Iterable[int]) -> list[list[int]]:
     return levels
 
 
-# Few ranges per query: SQLite refuses an expression nested more than 1,000 deep, and a
-# long OR of ranges is one.
+# Few ranges per query: SQLite takes at most 500 SELECTs in one compound statement.
 _MAX_SPANS = 8
 _GROUP = 64
 
@@ -375,24 +374,24 @@ def _rows_in_ranges(
     """Rows (``match``, ``ordered``, ``rest`` columns) of the run that equal one range's ``match``
     values with ``lo <= ordered < hi``: one query per ``_GROUP`` ranges.
 
-    Plain SQL: building the same OR of ranges as Django ``Q`` objects took longer than
-    running it (about 1 ms a range).
+    A ``UNION ALL`` of one range scan each, on the unique index (run, match..., ordered):
+    given an ``OR`` of the ranges, PostgreSQL read every row of the run through the run's
+    index and filtered them (17 ms at 40k points, growing with the run). Plain SQL, too:
+    building the same ranges as Django ``Q`` objects took longer than running them.
     """
     quote = connection.ops.quote_name
     column = {name: quote(model._meta.get_field(name).column) for name in (*match, ordered, *rest, "run")}
-    one = " AND ".join(
-        [*(f"{column[m]} = %s" for m in match), f"{column[ordered]} >= %s", f"{column[ordered]} < %s"]
-    )
+    conditions = [f"{column[m]} = %s" for m in ("run", *match)]
+    conditions += [f"{column[ordered]} >= %s", f"{column[ordered]} < %s"]
     select = ", ".join(column[name] for name in (*match, ordered, *rest))
-    table = quote(model._meta.db_table)
+    one = f"SELECT {select} FROM {quote(model._meta.db_table)} WHERE {' AND '.join(conditions)}"
     for i in range(0, len(ranges), _GROUP):
         group = ranges[i : i + _GROUP]
-        where = " OR ".join(f"({one})" for _ in group)
-        params: list[object] = [run_id]
+        params: list[object] = []
         for values, lo, hi in group:
-            params += [*values, lo, hi]
+            params += [run_id, *values, lo, hi]
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT {select} FROM {table} WHERE {column['run']} = %s AND ({where})", params)
+            cursor.execute(" UNION ALL ".join([one] * len(group)), params)
             yield from cursor.fetchall()
 
 
