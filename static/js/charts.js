@@ -81,23 +81,25 @@ rw.fetchSeries = async function (url, params, window) {
 // and plots (a newer draw or zoom wins over a slower answer), a zoom re-reads the finer
 // points of the visible range (rw.spliceZoom), and ``append`` merges live points by step.
 rw.seriesChart = function (div, load, traces, layout) {
-  let latest = 0;  // the newest request: a slow answer never overwrites a newer one
+  // The newest draw wins over slower ones, and over any zoom asked before it; the newest
+  // zoom wins over older zooms (it never cancels a draw: a new metric still gets drawn).
+  let draws = 0, zooms = 0;
   let listening = false;
   async function refine(event) {
     const window = rw.zoomWindow(event);
     if (window === null || !div.data || !div.data.length) return;  // not a change of the step range
-    const mine = ++latest;
+    const mine = ++zooms, drawn = draws;
     const data = await load(window);
-    if (mine !== latest) return;
+    if (mine !== zooms || drawn !== draws) return;
     Plotly.react(div, rw.spliceZoom(div.data, window, data.series), div.layout, rw.plotConfig);
   }
   return {
     div: div,
-    // Resolves to the data drawn, or null when a newer request took over.
+    // Resolves to the data drawn, or null when a newer draw took over.
     draw: async function () {
-      const mine = ++latest;
+      const mine = ++draws;
       const data = await load({});
-      if (mine !== latest) return null;
+      if (mine !== draws) return null;
       Plotly.react(div, traces(data), layout(data), rw.plotConfig);
       if (!listening) {  // Plotly adds .on() to a div once it holds a plot
         div.on("plotly_relayout", (event) => refine(event).catch(() => {}));

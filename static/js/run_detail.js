@@ -1,4 +1,4 @@
-// The run page: loads the charts' series, then follows the run over SSE until it is final.
+// The run page: loads the charts' series, then follows the run (rw.live: SSE, or polling) until it is final.
 "use strict";
 (function () {
   const state = JSON.parse(document.getElementById("stream-state").textContent);
