@@ -53,7 +53,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.mlflow_peer import KEY, ingest_points, series_value, spike_step, timed_get_json
+from benchmarks.mlflow_peer import KEY, free_port, ingest_points, series_value, spike_step, timed_get_json
 
 
 def _django() -> None:
@@ -145,7 +145,7 @@ class WebServer:
         else:
             env["RUNWRIGHT_DATABASE_URL"] = f"sqlite:///{db['NAME']}"
         env["RUNWRIGHT_DATA_DIR"] = tempfile.mkdtemp(prefix="rw-bench-web-")
-        self.port = _free_port()
+        self.port = free_port()
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -181,12 +181,6 @@ class WebServer:
     def close(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

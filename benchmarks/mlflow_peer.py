@@ -65,7 +65,7 @@ def timed_get_json(url: str, repeats: int, headers: dict[str, str] | None = None
     return statistics.median(times), body
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if not 1 <= args.batch <= 1000:
         raise SystemExit("--batch must be 1 to 1000: MLflow's log_batch takes at most 1000 metrics")
-    port = _free_port()
+    port = free_port()
     server = _start_server(args.backend_uri, port, tempfile.mkdtemp(prefix="rw-mlflow-artifacts-"))
     base = f"http://127.0.0.1:{port}"
     try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import random
 
+from django.db import connection
+
 from webapp.metrics.models import MetricKey, MetricPoint, MetricSummary
 from webapp.metrics.services import Point, upsert_points, upsert_points_reference
 from webapp.runs.models import Run
@@ -90,3 +92,31 @@ def test_a_batch_scattered_over_many_buckets_is_read_in_few_queries(run, django_
         upsert_points(run.id, scattered)
     upsert_points_reference(twin.id, scattered)
     assert _rows(run) == _rows(twin)
+
+
+def test_the_reads_beside_a_batch_are_index_scans_bounded_by_its_range(run):
+    """Not a read of the run's every row filtered down (as an OR of ranges was planned)."""
+    upsert_points(run.id, [Point(k, s, 1.0, 0.0) for s in range(3000) for k in ("a", "b")])
+    reads: list[tuple[str, list]] = []
+
+    def keep_unions(execute, sql, params, many, context):
+        if "UNION ALL" in sql:
+            reads.append((sql, list(params)))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(keep_unions):
+        upsert_points(run.id, [Point(k, s, 2.0, 0.0) for s in range(3000, 3100) for k in ("a", "b")])
+    assert len(reads) == 2  # the points beside the batch, then the summary rows
+    postgres = connection.vendor == "postgresql"
+    with connection.cursor() as cursor:
+        if postgres:
+            cursor.execute("SET LOCAL enable_seqscan = off")  # tables this small would be read whole
+        plans = []
+        for sql, params in reads:
+            cursor.execute(f"{'EXPLAIN' if postgres else 'EXPLAIN QUERY PLAN'} {sql}", params)
+            plans.append((sql.count("UNION ALL") + 1, [str(row[-1]) for row in cursor.fetchall()]))
+    # Every scan is bounded by the batch's range in the index, whichever index serves it.
+    for (ranges, plan), bound in zip(plans, ("step", "bucket"), strict=True):
+        scans = [line for line in plan if ("Index Cond" if postgres else "SEARCH") in line]
+        assert len(scans) == ranges, plan
+        assert all((f"{bound} >= " if postgres else f"{bound}>?") in line for line in scans), plan

@@ -12,9 +12,15 @@ from django.db import models
 
 from webapp.runs.models import Run
 
+# No index of its own on ``run`` (db_index=False) in any of these tables: each has a unique
+# index that starts with the run, which serves the same lookups (a run's deletion, its
+# rows). A separate one cost every insert an index more, and PostgreSQL, its statistics
+# stale on a young table, picked it for the reads beside a batch: a read of the run's
+# every row instead of a range of one key.
+
 
 class MetricPoint(models.Model):
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="points")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="points", db_index=False)
     key = models.CharField(max_length=200)
     step = models.BigIntegerField()
     value = models.FloatField(null=True)  # null: the trainer logged NaN/inf
@@ -41,7 +47,7 @@ class MetricPoint(models.Model):
 class MetricKey(models.Model):
     """One row per (run, key) logged: the chart's key list without scanning the points."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_keys")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_keys", db_index=False)
     key = models.CharField(max_length=200)
 
     class Meta:
@@ -51,7 +57,7 @@ class MetricKey(models.Model):
 class MetricSummary(models.Model):
     """The count and the min and max points of one bucket of steps (see metrics.summaries)."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_summaries")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_summaries", db_index=False)
     key = models.CharField(max_length=200)
     level = models.SmallIntegerField()  # buckets of FANOUT ** (level + 1) steps
     bucket = models.BigIntegerField()  # step // bucket width
