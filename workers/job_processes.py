@@ -125,7 +125,11 @@ def kill_tagged(tag: str, timeout: float = KILL_WAIT_SECONDS) -> bool:
         for proc in alive:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        # Not psutil.wait_procs: it reaps the processes that are our children, a job's
+        # leader among them, whose exit code would be lost and whose group id could be
+        # reused while its runner may still signal it. A killed leader stays a zombie
+        # (not listed) until its runner reaps it; the others are reaped by their parents.
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
 
 def _supervisor_alive(record: dict) -> bool:

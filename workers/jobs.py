@@ -52,8 +52,12 @@ log = logging.getLogger(__name__)
 # DatabaseError, like the rest of what a write can meet mid-outage; InterfaceError (a
 # connection closed under us) is not one, and was missed before this policy.
 TRANSIENT_DB_ERRORS = (DatabaseError, InterfaceError)
-FINAL_WRITE_TRIES = 5
-RETRY_WAIT_SECONDS = 1.0
+# How long the end of a job (its last events, its final status) waits for a database that
+# is away: a job that finished during an outage shorter than this is stored whole, and
+# one longer is left to the sweep of silent jobs (the job's files keep the record).
+FINAL_WRITE_PATIENCE_SECONDS = 600.0
+RETRY_WAIT_SECONDS = 1.0  # doubled after each failed try, up to MAX_RETRY_WAIT_SECONDS
+MAX_RETRY_WAIT_SECONDS = 10.0
 T = TypeVar("T")
 
 
@@ -66,22 +70,32 @@ def refresh_connection() -> None:
         close_old_connections()
 
 
-def retry_db(write: Callable[[], T], what: str, *, tries: int = FINAL_WRITE_TRIES) -> tuple[bool, T | None]:
+def retry_db(
+    write: Callable[[], T], what: str, *, patience: float = FINAL_WRITE_PATIENCE_SECONDS
+) -> tuple[bool, T | None]:
     """Call ``write`` on a fresh connection until it gets through the database; ``(done, result)``.
 
-    Gives up after ``tries`` (logged as an error, never raised: the job's processes are
-    already gone, and the sweep of silent jobs ends a job whose runner went quiet).
+    Retries for ``patience`` seconds, waiting longer after each failed try, then gives up
+    (logged as an error, never raised: the job's processes are already gone, and the
+    sweep of silent jobs ends a job whose runner went quiet).
     """
-    for attempt in range(tries):
+    deadline = time.monotonic() + patience
+    wait = RETRY_WAIT_SECONDS
+    tries = 0
+    while True:
+        tries += 1
         try:
             refresh_connection()
             return True, write()
         except TRANSIENT_DB_ERRORS:
-            log.warning("database error while %s (try %d of %d)", what, attempt + 1, tries, exc_info=True)
-            if attempt + 1 < tries:
-                time.sleep(RETRY_WAIT_SECONDS)
-    log.error("gave up %s after %d tries; the sweep of silent jobs will end the job", what, tries)
-    return False, None
+            if time.monotonic() + wait > deadline:
+                log.error("gave up %s after %d tries: the database stayed away", what, tries, exc_info=True)
+                return False, None
+            log.warning(
+                "database error while %s (try %d); retrying in %.0f s", what, tries, wait, exc_info=tries == 1
+            )
+            time.sleep(wait)
+            wait = min(2 * wait, MAX_RETRY_WAIT_SECONDS)
 
 
 def engine_env(extra: dict[str, str], *, defaults: dict[str, str] | None = None) -> dict[str, str]:
@@ -260,6 +274,7 @@ class JobRunner:
         self.time_limit = time_limit
         self.stop = Stop()
         self._last_heartbeat = float("-inf")
+        self._round_failed = False  # the last round met a database error
 
     @property
     def proc(self) -> subprocess.Popen | None:
@@ -354,10 +369,14 @@ class JobRunner:
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 self.request_stop("timeout")
-            self.wait(self.poll_seconds)
+            if self._round_failed:
+                time.sleep(self.poll_seconds)  # events wait unread while the database is away
+            else:
+                self.wait(self.poll_seconds)
 
     def _tick(self, *, final: bool) -> None:
         """One round: read new events, then (while the job lives) checks, heartbeat, escalation."""
+        self._round_failed = False
         refresh_connection()
         try:
             self.read_events()
@@ -371,6 +390,7 @@ class JobRunner:
         except TRANSIENT_DB_ERRORS:
             # A database outage must not stop the job; what it wrote is read again next round.
             log.warning("%s: database error, retrying next round", self.description, exc_info=True)
+            self._round_failed = True
         self._escalate()
 
     def request_stop(self, reason: str) -> None:

@@ -17,7 +17,6 @@ after SIGTERM to the ranks, which checkpoint and exit, before SIGKILL.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
@@ -34,7 +33,7 @@ from modelcore.launch import launch_command
 from webapp.runs import config_paths, transitions
 from webapp.runs.models import SUPERVISED_STATUSES, Run, RunStatus
 from workers import ingest, job_processes, sweep
-from workers.jobs import TRANSIENT_DB_ERRORS, JobRunner, Launch, log_tail, retry_db
+from workers.jobs import JobRunner, Launch, log_tail, retry_db
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +166,14 @@ class Supervisor(JobRunner):
     # --- each round ------------------------------------------------------------
 
     def read_events(self) -> None:
+        self._ingest_batch()
+
+    def _ingest_batch(self) -> bool:
+        """One batch of new events into the database; whether one was stored."""
         run = self.run
         result = ingest.ingest_new_events(run, self.run_dir / EVENTS_FILE)
         if result is None:
-            return
+            return False
         if result.final_status is not None:
             self.trainer_status = result.final_status
         # A batch refused because the run is not ours (lost, relaunched) was rolled
@@ -179,6 +182,7 @@ class Supervisor(JobRunner):
         if not result.lost_ownership:
             for checkpoint in result.checkpoints:
                 offer_checkpoint_to_evals(run.id, int(checkpoint["step"]))
+        return not result.lost_ownership
 
     def wait(self, seconds: float) -> None:
         # Wakes as soon as the trainer appends a line: live pages wait on this tail.
@@ -225,10 +229,17 @@ class Supervisor(JobRunner):
     # --- the end ---------------------------------------------------------------
 
     def drain(self) -> None:
-        # Everything the trainer wrote before it exited, torn last line aside.
-        retry_db(self.read_events, f"{self.description}: draining events", tries=3)
-        with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+        def store_the_rest() -> None:
+            # Marked lost by a sweep while we could not reach the database: this supervisor
+            # lives and knows how the run ended, so it takes the run back to store its end.
+            transitions.revive(self.run.id, self.run.attempt)
+            # Everything the trainer wrote before it exited (an outage can leave many
+            # batches), torn last line aside.
+            while self._ingest_batch():
+                pass
             self._forget_pruned_checkpoints()
+
+        retry_db(store_the_rest, f"{self.description}: storing the last events")
 
     def decide(self, code: int) -> tuple[str, str]:
         reported = (self.trainer_status or {}).get("status")

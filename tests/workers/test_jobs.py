@@ -157,6 +157,15 @@ def test_the_leader_stays_unreaped_until_the_job_is_reaped(tmp_path):
     assert not psutil.pid_exists(pid) or psutil.Process(pid).ppid() != os.getpid()
 
 
+def test_killing_a_live_job_leaves_its_leader_for_the_runner_to_reap(tmp_path):
+    """SIGKILL to every tagged process must not reap the leader: its exit code and group id are the runner's."""
+    job = ScriptJob(tmp_path, "import time\ntime.sleep(60)\n")
+    pid = job.process.start(job.prepare(), "sleeper")
+    assert job_processes.kill_tagged(job.tag)  # the leader is alive when they are listed
+    assert job.process.exited() and psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert job.process.reap() == -signal.SIGKILL
+
+
 def test_a_reaped_leader_group_is_never_signalled(tmp_path, monkeypatch):
     job = ScriptJob(tmp_path, "pass\n")
     pid = job.process.start(job.prepare(), "quick")
@@ -183,18 +192,39 @@ def test_the_final_status_is_retried_through_a_database_outage(tmp_path, monkeyp
     assert failures == [] and [w[0] for w in job.written] == ["completed"]
 
 
-def test_a_final_status_that_never_gets_through_is_left_to_the_sweep(tmp_path, monkeypatch):
-    monkeypatch.setattr(jobs, "RETRY_WAIT_SECONDS", 0.0)
+def test_a_final_status_that_never_gets_through_is_left_to_the_sweep(monkeypatch):
+    monkeypatch.setattr(jobs, "RETRY_WAIT_SECONDS", 0.01)
     calls = []
 
     def down():
-        calls.append(1)
+        calls.append(time.monotonic())
         raise InterfaceError("connection already closed")
 
-    assert retry_db(down, "testing", tries=3) == (False, None)  # no raise: the job is over anyway
-    assert len(calls) == 3
+    started = time.monotonic()
+    assert retry_db(down, "testing", patience=0.3) == (False, None)  # no raise: the job is over anyway
+    assert len(calls) >= 3 and time.monotonic() - started < 5
+    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    assert gaps[-1] > gaps[0]  # it waits longer after each failed try
     with pytest.raises(ValueError):  # not a database outage: a bug, raised at once
         retry_db(lambda: int("x"), "testing")
+
+
+def test_a_round_that_meets_a_database_error_waits_before_the_next(tmp_path, monkeypatch):
+    """During an outage the events stay unread, so a tail that wakes on new lines must not spin."""
+    rounds = []
+
+    class Outage(ScriptJob):
+        def read_events(self):
+            rounds.append(time.monotonic())
+            raise OperationalError("connection refused")
+
+        def wait(self, seconds):
+            pass  # a tail that would wake at once: new lines are always waiting
+
+    job = Outage(tmp_path, "import time\ntime.sleep(1)\n")
+    job.poll_seconds = 0.2
+    assert job.run_job() == "completed"
+    assert 2 <= len(rounds) <= 8, len(rounds)  # about 1 s / 0.2 s, not thousands
 
 
 def test_a_job_that_cannot_start_is_failed_with_the_reason(tmp_path):
