@@ -42,6 +42,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -402,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch % args.keys_per_step or not 1 <= args.batch <= 1000:
         parser.error("--batch must be 1 to 1000 (MLflow's limit) and a multiple of --keys-per-step")
+    if args.mlflow_python and not shutil.which(args.mlflow_python):
+        parser.error(
+            f"--mlflow-python {args.mlflow_python}: no such interpreter (give the path of one with mlflow)"
+        )
     _django()
     from webapp.metrics.selectors import DEFAULT_MAX_POINTS
 
