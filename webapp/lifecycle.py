@@ -69,9 +69,3 @@ class JobStateMachine:
         if illegal or not chosen:
             raise IllegalTransition(f"{self.field}: no move from {illegal or list(chosen)} to {target!r}")
         return queryset.filter(**{f"{self.field}__in": chosen}).update(**{self.field: target}, **fields)
-
-    def check_initial(self, state: str) -> str:
-        """The state a new row may be created in; raises ``IllegalTransition`` for another."""
-        if state not in self.initial:
-            raise IllegalTransition(f"{self.field}: a job cannot start as {state!r}")
-        return state
