@@ -47,9 +47,6 @@ class JobStateMachine:
     def final(self) -> tuple[str, ...]:
         return tuple(state for state, targets in self.moves.items() if not targets)
 
-    def allows(self, source: str, target: str) -> bool:
-        return target in self.moves.get(source, ())
-
     def sources_of(self, target: str) -> tuple[str, ...]:
         """Every state from which ``target`` may be reached."""
         return tuple(state for state, targets in self.moves.items() if target in targets)
