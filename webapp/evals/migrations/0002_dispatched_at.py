@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('evals', '0001_initial'),
+        ("evals", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='evaljob',
-            name='dispatched_at',
+            model_name="evaljob",
+            name="dispatched_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]
