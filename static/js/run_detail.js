@@ -135,7 +135,11 @@
       box.hidden = false;
     }
     const cancel = document.getElementById("cancel-button");
-    if (cancel && update.cancel_requested) { cancel.disabled = true; cancel.textContent = "Cancelling…"; }
+    if (cancel && update.cancel_requested) {
+      // A running trainer saves a checkpoint before it stops (up to train.cancel_grace_s): say so.
+      cancel.disabled = true;
+      cancel.textContent = update.status === "running" ? "Saving checkpoint…" : "Cancelling…";
+    }
     if (cancel && ["completed", "failed", "cancelled", "lost"].includes(update.status)) {
       document.getElementById("cancel-form").remove();
     }

@@ -89,6 +89,8 @@ def test_cancel_button_on_an_active_run(client_for, alice, make_run):
     assert b"Cancel requested" in response.content
     running.refresh_from_db()
     assert running.cancel_requested and running.status == RunStatus.RUNNING
+    # The trainer now saves its checkpoint before it stops; the page says so rather than "cancelled".
+    assert "Saving checkpoint…" in response.content.decode()
 
 
 @pytest.mark.parametrize("encoding", ["gzip, deflate", ""])
