@@ -14,6 +14,7 @@ from modelcore.evaluation.taskconfig import TaskConfigError, is_task_name, resol
 from webapp.evals import services
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource
 from webapp.evals.services import ModelRef
+from webapp.evals.sources import available_tasks
 from webapp.input_errors import InputError
 from workers.eval_jobs import EvalRunner, evaluate_command
 
@@ -82,17 +83,22 @@ def test_api_answers_a_task_path_with_a_400_on_tasks(api, alice, run, project, t
     assert not EvalJob.objects.exists()
 
 
-def test_form_shows_the_service_error_on_the_tasks_field(client_for, alice, project, run, settings, tmp_path):
-    # An operator's shared folder holding a YAML whose task: is a path: offered, but never accepted.
+def test_a_path_like_shared_task_is_neither_offered_nor_accepted(
+    client_for, alice, project, run, settings, tmp_path
+):
+    # An operator's shared folder holding a YAML whose task: is a path, beside a proper one.
     shared = tmp_path / "shared_tasks"
     shared.mkdir()
     (shared / "odd.yaml").write_text(TASK_YAML.replace("team_trivia", "../odd"))
+    (shared / "fine.yaml").write_text(TASK_YAML)
     settings.EVAL_TASKS_DIR = shared
+    offered = [task.name for task in available_tasks(project)]
+    assert "team_trivia" in offered and "../odd" not in offered
     response = client_for(alice).post(
         f"/projects/{project.id}/evals/new", {"models": [f"ckpt:{run.id}:20"], "tasks": ["../odd"]}
     )
     assert response.status_code == 400
-    assert "is not a task name" in " ".join(response.context["form"].errors["tasks"])
+    assert response.context["form"].errors["tasks"]
     assert not EvalJob.objects.exists()
 
 

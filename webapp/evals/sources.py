@@ -17,7 +17,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from modelcore.evaluation.taskconfig import BUILTIN_TASKS_DIR, TaskConfigError, discover_tasks
+from modelcore.evaluation.taskconfig import BUILTIN_TASKS_DIR, TaskConfigError, discover_tasks, is_task_name
 from webapp.projects.models import Project
 
 MAX_MODEL_DEPTH = 3
@@ -97,6 +97,10 @@ def available_tasks(project: Project | int) -> list[TaskInfo]:
         found = discover_tasks([])
     out = []
     for name, path in sorted(found.items()):
+        if not is_task_name(name):
+            # An operator's shared folder may hold a YAML whose `task:` looks like a path: choosing it
+            # would only get the service's field error, so it is not offered at all.
+            continue
         if inside(BUILTIN_TASKS_DIR, path):
             origin = "built-in"
         elif inside(project_tasks_dir(project), path):
