@@ -35,6 +35,7 @@ import signal
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,7 +248,7 @@ class Stop:
     killed: bool = False  # SIGKILL came after the grace period
 
 
-class JobRunner:
+class JobRunner(ABC):
     """Runs one start of a job to its final status; a kind of job overrides the hooks below."""
 
     noun = "job"  # what the subprocess is called in messages: "trainer", "evaluator"
@@ -289,37 +290,44 @@ class JobRunner:
         return self.process.tag
 
     # --- what a kind of job says --------------------------------------------------
+    # prepare, decide and write_final are each kind's own; the other hooks do nothing
+    # unless a kind of job has something to do at that point.
 
+    @abstractmethod
     def prepare(self) -> Launch:
         """Everything before the start (folders, files, the command); OSError/ValueError fail the job."""
-        raise NotImplementedError
 
     def started(self, pid: int) -> None:
         """Record the started process on the job's row."""
+        return None
 
     def read_events(self) -> None:
         """Read what the job wrote since the last round (every round, and once more after its exit)."""
+        return None
 
     def check(self) -> None:
         """While it runs, each round: ownership and cancel requests (call ``request_stop``)."""
+        return None
 
     def heartbeat(self) -> None:
         """While it runs, every ``heartbeat_seconds``: tell the database the job is alive."""
+        return None
 
     def drain(self) -> None:
         """After every process is gone: what the job wrote last."""
+        return None
 
     def wait(self, seconds: float) -> None:
         """Between rounds: ``seconds``, or less when the job has written something new."""
         time.sleep(seconds)
 
+    @abstractmethod
     def decide(self, code: int) -> tuple[str, str]:
         """The final status and its error message, from the exit code, the events and the stop."""
-        raise NotImplementedError
 
+    @abstractmethod
     def write_final(self, status: str, error: str) -> bool:
         """Write the final status (a conditional move); False when the job is no longer this runner's."""
-        raise NotImplementedError
 
     def interrupted_message(self, exc: BaseException) -> str:
         from celery.exceptions import SoftTimeLimitExceeded
