@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 from modelcore.config import preset
 from webapp.accounts.models import Team
@@ -12,3 +16,25 @@ from webapp.runs.models import Run
 def run(db) -> Run:
     project = Project.objects.create(team=Team.objects.create(name="metrics-team"), name="metrics")
     return Run.objects.create(project=project, name="r", config=preset("tiny-cpu").to_dict())
+
+
+@pytest.fixture
+def run_before_migration() -> Callable[[list[tuple[str, str]]], tuple[object, object]]:
+    """``run_before_migration(target)``: the schema migrated back to ``target`` and a run made in it.
+
+    Returns the historical apps (to create rows as that schema had them) and the run. Tests
+    using it need ``django_db(transaction=True)``, then ``call_command("migrate")`` forward.
+    """
+
+    def migrate_back(target: list[tuple[str, str]]) -> tuple[object, object]:
+        executor = MigrationExecutor(connection)
+        executor.migrate(target)
+        old = executor.loader.project_state(target).apps
+        team = old.get_model("accounts", "Team").objects.create(name="t")
+        project = old.get_model("projects", "Project").objects.create(team=team, name="p")
+        run = old.get_model("runs", "Run").objects.create(
+            project=project, name="r", config=preset("tiny-cpu").to_dict()
+        )
+        return old, run
+
+    return migrate_back

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
-
-from modelcore.config import preset
 
 BEFORE = [("metrics", "0003_point_run_step_index")]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_migration_numbers_existing_points_and_later_writes_follow_them():
-    executor = MigrationExecutor(connection)
-    executor.migrate(BEFORE)
-    old = executor.loader.project_state(BEFORE).apps
-    team = old.get_model("accounts", "Team").objects.create(name="t")
-    project = old.get_model("projects", "Project").objects.create(team=team, name="p")
-    run = old.get_model("runs", "Run").objects.create(
-        project=project, name="r", config=preset("tiny-cpu").to_dict()
-    )
+def test_migration_numbers_existing_points_and_later_writes_follow_them(run_before_migration):
+    old, run = run_before_migration(BEFORE)
     point = old.get_model("metrics", "MetricPoint")
     point.objects.bulk_create(
         [point(run_id=run.id, key="loss", step=s, value=1.0, time=0.0) for s in range(100)]

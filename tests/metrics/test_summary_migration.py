@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
-from modelcore.config import preset
 from webapp.metrics.selectors import keys_for_run, series
 
 BEFORE = [("metrics", "0001_initial")]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_migration_backfills_keys_and_summaries():
-    executor = MigrationExecutor(connection)
-    executor.migrate(BEFORE)
-    old = executor.loader.project_state(BEFORE).apps
-    team = old.get_model("accounts", "Team").objects.create(name="t")
-    project = old.get_model("projects", "Project").objects.create(team=team, name="p")
-    run = old.get_model("runs", "Run").objects.create(
-        project=project, name="r", config=preset("tiny-cpu").to_dict()
-    )
+def test_migration_backfills_keys_and_summaries(run_before_migration):
+    old, run = run_before_migration(BEFORE)
     point = old.get_model("metrics", "MetricPoint")
     point.objects.bulk_create(
         [
