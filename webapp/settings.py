@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "axes",
     "webapp.accounts",
+    "webapp.audit",
     "webapp.projects",
     "webapp.runs",
     "webapp.metrics",
