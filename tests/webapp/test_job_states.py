@@ -21,10 +21,10 @@ RUN_TABLE = {
     R.QUEUED: {R.STARTING, R.FAILED, R.CANCELLED},
     R.STARTING: {R.RUNNING, R.COMPLETED, R.FAILED, R.CANCELLED, R.LOST},
     R.RUNNING: {R.COMPLETED, R.FAILED, R.CANCELLED, R.LOST},
-    R.LOST: {R.RUNNING, R.COMPLETED, R.FAILED, R.CANCELLED, R.LOST},
+    R.LOST: {R.RUNNING, R.COMPLETED, R.FAILED, R.CANCELLED, R.LOST, R.QUEUED},
     R.COMPLETED: set(),
-    R.FAILED: set(),
-    R.CANCELLED: set(),
+    R.FAILED: {R.QUEUED},
+    R.CANCELLED: {R.QUEUED},
 }
 EVAL_TABLE = {
     E.QUEUED: {E.RUNNING, E.FAILED, E.CANCELLED},
@@ -61,7 +61,7 @@ def test_the_tables_are_the_declared_ones():
     assert set(RUN_STATES.states) == set(RunStatus.values) and set(EVAL_STATES.states) == set(
         EvalStatus.values
     )
-    assert set(RUN_STATES.final) == {R.COMPLETED, R.FAILED, R.CANCELLED}
+    assert set(RUN_STATES.final) == {R.COMPLETED}  # failed, cancelled and lost runs can be resumed
     assert RUN_STATES.initial == {R.QUEUED} and EVAL_STATES.initial == {E.QUEUED, E.COMPLETED}
 
 

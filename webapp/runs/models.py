@@ -47,18 +47,32 @@ RUN_STATES = JobStateMachine(
         ),
         RunStatus.RUNNING: (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST),
         # Marked lost while its supervisor lives: taken back, or finished by it (it knows how it ended).
+        # Or resumed from its last checkpoint (by a person or by automatic recovery).
         RunStatus.LOST: (
             RunStatus.RUNNING,
             RunStatus.COMPLETED,
             RunStatus.FAILED,
             RunStatus.CANCELLED,
             RunStatus.LOST,
+            RunStatus.QUEUED,
         ),
         RunStatus.COMPLETED: (),
-        RunStatus.FAILED: (),
-        RunStatus.CANCELLED: (),
+        # Resumed from its latest checkpoint, or restarted from scratch: a new attempt of the run.
+        RunStatus.FAILED: (RunStatus.QUEUED,),
+        RunStatus.CANCELLED: (RunStatus.QUEUED,),
     },
 )
+# The ended statuses from which a run may start again (webapp/runs/transitions.py ``requeue``).
+RESUMABLE_STATUSES = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST)
+
+
+class AttemptKind(models.TextChoices):
+    """How an attempt of a run was started."""
+
+    LAUNCH = "launch", "launched"
+    RESUME = "resume", "resumed"
+    RESTART = "restart", "restarted from scratch"
+    RECOVERY = "recovery", "resumed automatically"
 
 
 class Run(models.Model):
@@ -83,6 +97,10 @@ class Run(models.Model):
     pid = models.IntegerField(null=True, blank=True)  # the launcher's process group
     # Byte offset in events.jsonl up to which events are in the database.
     events_offset = models.BigIntegerField(default=0)
+    # How the next (or current) attempt was started; the claim copies it into its RunAttempt.
+    start_kind = models.CharField(max_length=10, choices=AttemptKind.choices, default=AttemptKind.LAUNCH)
+    # Hidden from the project's default run list; nothing else changes.
+    archived = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -107,6 +125,27 @@ class Run(models.Model):
 
         end = self.finished_at or timezone.now()
         return (end - self.started_at).total_seconds()
+
+
+class RunAttempt(models.Model):
+    """One start of a run by a worker: written by the claim, ended by the final write or the sweep."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()  # the run's ``attempt`` while this one ran
+    kind = models.CharField(max_length=10, choices=AttemptKind.choices, default=AttemptKind.LAUNCH)
+    from_step = models.BigIntegerField(null=True, blank=True)  # the checkpoint it resumed from
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=12, choices=RunStatus.choices, blank=True)  # empty while it runs
+    reason = models.TextField(blank=True)  # why it ended: the error or the supervisor's reason
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "number"], name="unique_run_attempt_number")]
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} attempt {self.number} ({self.status or 'running'})"
 
 
 class RunLog(models.Model):
