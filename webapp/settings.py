@@ -79,6 +79,9 @@ INSTALLED_APPS = [
     "webapp.api",
     "webapp.evals",
     "webapp.demo",
+    "webapp.annotations",
+    "webapp.alerts",
+    "webapp.home",
 ]
 
 MIDDLEWARE = [
@@ -142,6 +145,8 @@ AXES_ENABLE_ADMIN = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "projects:list"
 LOGOUT_REDIRECT_URL = "login"
+# Self-service sign-up: only through a team admin's invite link unless the operator opens it.
+OPEN_SIGNUP = env_bool("RUNWRIGHT_OPEN_SIGNUP", False)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
