@@ -30,17 +30,79 @@ import json
 import math
 import os
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from django.db.models import Max
 
+from webapp.metrics.models import MetricPoint
 from webapp.runs.models import Run, RunLog
 from webapp.runs.presenters import duration_s, log_line, run_state
 
 _client: redis.Redis | None = None
 _client_pid: int | None = None
+
+# A batch with more points than this (a catch-up after a restart, a big upload) is announced
+# without them: streams read such a batch from the database rather than over Redis.
+MAX_LIVE_POINTS = 5000
+
+
+@dataclass
+class LiveRows:
+    """The rows one committed batch wrote, as live pages get them."""
+
+    points: list[tuple[str, int, float | None]] | None  # None: too many, read them from the database
+    points_after: int | None
+    points_through: int | None
+    logs: list[RunLog]
+    logs_after: int | None
+
+
+def last_log_id(run_id: int) -> int:
+    """The run's newest log row id (-1 without one): call it before writing logs, for ``rows_written``."""
+    return RunLog.objects.filter(run_id=run_id).aggregate(last=Max("id"))["last"] or -1
+
+
+def rows_written(run_id: int, written: int, logs_after: int | None) -> LiveRows:
+    """Read back, inside the batch's transaction, what it wrote: the live update is the database's rows.
+
+    The run's points of one transaction hold consecutive seqs, the run's highest
+    (``upsert_points`` hands them out under the run's lock), so the batch's rows are the
+    run's last ``written``: one indexed read, newest first. Every writer of points that
+    live pages follow (the supervisor's ingester, the external-runs API) reads back here.
+    """
+    points: list[tuple[str, int, float | None]] | None = []
+    after = through = None
+    if written:
+        newest = (
+            MetricPoint.objects.filter(run_id=run_id)
+            .order_by("-seq")
+            .values_list("seq", "key", "step", "value")[: min(written, MAX_LIVE_POINTS + 1)]
+        )
+        rows = list(reversed(newest))
+        through = rows[-1][0]
+        after = through - written
+        points = [row[1:] for row in rows] if written <= MAX_LIVE_POINTS else None
+    logs = []
+    if logs_after is not None:
+        logs = list(RunLog.objects.filter(run_id=run_id, id__gt=logs_after).order_by("id"))
+    return LiveRows(points, after, through, logs, logs_after)
+
+
+def rows_message(run: Run, rows: LiveRows | None) -> dict[str, Any]:
+    """The channel message for a committed batch's rows (None: "something changed", streams re-read)."""
+    if rows is None or rows.points is None:
+        return {"run_id": run.id}
+    return run_message(
+        run,
+        run_update(run, rows.points, rows.logs),
+        points_after=rows.points_after,
+        points_through=rows.points_through,
+        logs_after=rows.logs_after,
+    )
 
 
 def run_update(

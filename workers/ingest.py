@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import Max
 
 from modelcore.events import FINAL_STATUSES, BadLine, EventBatch, read_events
 from webapp import live
-from webapp.metrics.models import MetricPoint
+from webapp.live import LiveRows
 from webapp.metrics.services import Point, upsert_points
 from webapp.runs import transitions
 from webapp.runs.models import Run, RunLog, RunStatus
@@ -52,23 +51,9 @@ SKIP_WARNING = "Skipped event line"  # the start of every skip warning in the ru
 UNSEQUENCED_LOG_BASE = 2**62
 # Worth retrying as they are: the database is unreachable or busy, not the data wrong.
 RETRYABLE_DB_ERRORS = (OperationalError, InterfaceError)
-# A batch with more points than this (a catch-up after a restart) is announced without
-# them: streams read such a batch from the database rather than over Redis.
-MAX_LIVE_POINTS = 5000
 # How often EventsWatch looks at the file's size: a stat() is microseconds, and this is
 # the most a line waits before the tail reads it.
 WATCH_SECONDS = 0.01
-
-
-@dataclass
-class LiveRows:
-    """The rows one committed batch wrote, as live pages get them (``webapp.live``)."""
-
-    points: list[tuple[str, int, float | None]] | None  # None: too many, read them from the database
-    points_after: int | None
-    points_through: int | None
-    logs: list[RunLog]
-    logs_after: int | None
 
 
 @dataclass
@@ -205,12 +190,12 @@ def _commit(run: Run, batch: Batch) -> Batch:
             batch.lost_ownership = True
             return batch
         written = upsert_points(run.id, batch.points)
-        logs_after = _last_log_id(run.id) if batch.logs else None
+        logs_after = live.last_log_id(run.id) if batch.logs else None
         transitions.record_logs(run.id, batch.logs)
         transitions.record_checkpoints(run.id, batch.checkpoints)
         if batch.bad_lines:
             written += _record_skipped_count(run.id, batch.step if batch.step is not None else run.step)
-        batch.live = _written_rows(run.id, written, logs_after)
+        batch.live = live.rows_written(run.id, written, logs_after)
     run.events_offset = batch.offset
     if batch.step is not None:
         run.step = batch.step
@@ -219,35 +204,6 @@ def _commit(run: Run, batch: Batch) -> Batch:
     if batch.running and run.status == RunStatus.STARTING:
         run.status = RunStatus.RUNNING
     return batch
-
-
-def _written_rows(run_id: int, written: int, logs_after: int | None) -> LiveRows:
-    """Read back, inside the batch's transaction, what it wrote: the live update is the database's rows.
-
-    The run's points of one transaction hold consecutive seqs, the run's highest
-    (upsert_points hands them out under the run's lock), so the batch's rows are the
-    run's last ``written``: one indexed read, newest first.
-    """
-    points: list[tuple[str, int, float | None]] | None = []
-    after = through = None
-    if written:
-        newest = (
-            MetricPoint.objects.filter(run_id=run_id)
-            .order_by("-seq")
-            .values_list("seq", "key", "step", "value")[: min(written, MAX_LIVE_POINTS + 1)]
-        )
-        rows = list(reversed(newest))
-        through = rows[-1][0]
-        after = through - written
-        points = [row[1:] for row in rows] if written <= MAX_LIVE_POINTS else None
-    logs = []
-    if logs_after is not None:
-        logs = list(RunLog.objects.filter(run_id=run_id, id__gt=logs_after).order_by("id"))
-    return LiveRows(points, after, through, logs, logs_after)
-
-
-def _last_log_id(run_id: int) -> int:
-    return RunLog.objects.filter(run_id=run_id).aggregate(last=Max("id"))["last"] or -1
 
 
 def _record_skipped_count(run_id: int, step: int) -> int:
@@ -310,15 +266,7 @@ def _commit_line_by_line(run: Run, read: EventBatch) -> Batch | None:
 def live_message(run: Run, batch: Batch | None = None) -> dict[str, Any]:
     """The message published on ``run:<id>`` after ``batch`` (or a change of status) is stored."""
     rows = batch.live if batch is not None else LiveRows([], None, None, [], None)
-    if rows is None or rows.points is None:
-        return {"run_id": run.id}  # only "something changed": streams read the database
-    return live.run_message(
-        run,
-        live.run_update(run, rows.points, rows.logs),
-        points_after=rows.points_after,
-        points_through=rows.points_through,
-        logs_after=rows.logs_after,
-    )
+    return live.rows_message(run, rows)
 
 
 def announce(run: Run, batch: Batch) -> None:
