@@ -62,7 +62,7 @@ def test_the_tables_are_the_declared_ones():
         EvalStatus.values
     )
     assert set(RUN_STATES.final) == {R.COMPLETED}  # failed, cancelled and lost runs can be resumed
-    assert RUN_STATES.initial == {R.QUEUED} and EVAL_STATES.initial == {E.QUEUED, E.COMPLETED}
+    assert RUN_STATES.initial == {R.QUEUED, R.RUNNING} and EVAL_STATES.initial == {E.QUEUED, E.COMPLETED}
 
 
 @pytest.mark.parametrize("kind", MACHINES)

@@ -25,6 +25,11 @@ class RunStatus(models.TextChoices):
     LOST = "lost"
 
 
+class RunSource(models.TextChoices):
+    MANAGED = "managed"  # launched and supervised by Runwright's workers
+    EXTERNAL = "external"  # trained elsewhere; reports over the API (SDK, MLflow client)
+
+
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.STARTING, RunStatus.RUNNING)
 # Shown as ended (``lost`` too: it may be taken back or resumed, but nothing trains it now).
 FINAL_STATUSES = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST)
@@ -33,7 +38,9 @@ SUPERVISED_STATUSES = (RunStatus.STARTING, RunStatus.RUNNING)
 
 # Every status change a run may make; every write goes through it (webapp/runs/transitions.py).
 RUN_STATES = JobStateMachine(
-    initial=(RunStatus.QUEUED,),
+    # A launched run starts queued; an external run starts running (nothing launches it: its
+    # creator is already training).
+    initial=(RunStatus.QUEUED, RunStatus.RUNNING),
     moves={
         # Claimed by a worker; its launch could not be sent; cancelled before it started.
         RunStatus.QUEUED: (RunStatus.STARTING, RunStatus.FAILED, RunStatus.CANCELLED),
@@ -81,6 +88,7 @@ class Run(models.Model):
     preset = models.CharField(max_length=50, blank=True)
     config = models.JSONField()  # the full, validated RunConfig.to_dict()
     status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    source = models.CharField(max_length=10, choices=RunSource.choices, default=RunSource.MANAGED)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -25,7 +25,15 @@ from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Coalesce, Now
 
 from webapp import requeue
-from webapp.runs.models import RUN_STATES, SUPERVISED_STATUSES, Checkpoint, Run, RunLog, RunStatus
+from webapp.runs.models import (
+    RUN_STATES,
+    SUPERVISED_STATUSES,
+    Checkpoint,
+    Run,
+    RunLog,
+    RunSource,
+    RunStatus,
+)
 
 FINAL_FROM_SUPERVISOR = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST)
 
@@ -121,6 +129,37 @@ def finish(run_id: int, attempt: int, status: str, error: str = "") -> bool:
     return RUN_STATES.move(run, status, sources=sources, error=error, finished_at=Now()) == 1
 
 
+def external_alive(run_id: int, step: int | None = None, last_loss: float | None = None) -> bool:
+    """An external run reported in (points, logs or a heartbeat): refresh its heartbeat.
+
+    Its client plays the supervisor's part, so its silence makes it ``lost`` through the
+    same sweep (``mark_lost_runs``), and a report after that takes it back (``lost →
+    running``), as a supervisor that was cut off from the database does. ``step`` and
+    ``last_loss`` move only forwards: a late batch of older steps leaves the latest.
+    Returns False when the run is no longer active (finished): nothing is written then.
+    """
+    external = Run.objects.filter(pk=run_id, source=RunSource.EXTERNAL)
+    RUN_STATES.move(external, RunStatus.RUNNING, sources=[RunStatus.LOST], error="", finished_at=None)
+    active = external.filter(status__in=SUPERVISED_STATUSES)
+    if active.update(heartbeat_at=Now()) != 1:
+        return False
+    if step is not None:
+        fields: dict = {"step": step}
+        if last_loss is not None:
+            fields["last_loss"] = last_loss
+        active.filter(step__lte=step).update(**fields)
+    return True
+
+
+def finish_external(run_id: int, status: str, error: str = "") -> bool:
+    """An external run's own final word (its client's ``finish``); False when it had already ended."""
+    if status not in FINAL_FROM_SUPERVISOR or status == RunStatus.LOST:
+        raise ValueError(f"status must be completed, failed or cancelled, got {status!r}")
+    run = Run.objects.filter(pk=run_id, source=RunSource.EXTERNAL)
+    sources = (*SUPERVISED_STATUSES, RunStatus.LOST)
+    return RUN_STATES.move(run, status, sources=sources, error=error, finished_at=Now()) == 1
+
+
 def mark_lost_runs(lost_after: dt.timedelta, *, now: dt.datetime | None = None) -> list[int]:
     """Mark supervised runs whose heartbeat is older than ``lost_after`` as lost; returns their ids.
 
@@ -132,14 +171,21 @@ def mark_lost_runs(lost_after: dt.timedelta, *, now: dt.datetime | None = None) 
     stale = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
     lost: list[int] = []
     for run in Run.objects.filter(stale, status__in=SUPERVISED_STATUSES).only(
-        "id", "worker", "heartbeat_at", "attempt"
+        "id", "worker", "heartbeat_at", "attempt", "source"
     ):
         last = run.heartbeat_at.isoformat(timespec="seconds") if run.heartbeat_at else "never"
-        error = (
-            f"Lost: no heartbeat from worker {run.worker or '(unknown)'} for more than "
-            f"{int(lost_after.total_seconds())} s (last heartbeat: {last}). The worker or its machine "
-            "probably stopped; resume the run from its last checkpoint."
-        )
+        if run.source == RunSource.EXTERNAL:
+            error = (
+                f"Lost: no report from the run's client for more than {int(lost_after.total_seconds())} s "
+                f"(last heartbeat: {last}). The training script or its machine probably stopped; "
+                "a report from it takes the run back."
+            )
+        else:
+            error = (
+                f"Lost: no heartbeat from worker {run.worker or '(unknown)'} for more than "
+                f"{int(lost_after.total_seconds())} s (last heartbeat: {last}). The worker or its machine "
+                "probably stopped; resume the run from its last checkpoint."
+            )
         # The same staleness test again in the UPDATE: a heartbeat that lands
         # between the SELECT and here keeps the run alive.
         still_stale = Run.objects.filter(stale, pk=run.pk, attempt=run.attempt)
