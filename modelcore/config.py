@@ -236,6 +236,14 @@ class TrainConfig:
         100, "Save a checkpoint every this many steps; 0 saves only at the end and on cancel.", min=0
     )
     keep_last: int = _f(2, "Checkpoints to keep; older ones are deleted.", min=1)
+    max_restarts: int = _f(
+        0,
+        "A run whose worker is lost is resumed from its last checkpoint on its own this many times; "
+        "0 leaves it lost for a person to resume.",
+        min=0,
+        max=100,
+        advanced=True,
+    )
     seed: int = _f(1337, "Random seed for weights, data order and dropout.", min=0)
     nan_policy: str = _f(
         "fail", "On a NaN/inf loss: fail the run, or skip the step.", choices=("fail", "skip"), advanced=True
@@ -484,6 +492,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "log_every": 10,
             "eval_every": 500,
             "checkpoint_every": 1000,
+            "max_restarts": 2,  # a lost GPU worker is common at this size: resume on our own
         },
     },
     "llama-1b": {
@@ -514,6 +523,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "log_every": 10,
             "eval_every": 1000,
             "checkpoint_every": 2000,
+            "max_restarts": 2,  # a lost GPU worker is common at this size: resume on our own
         },
     },
     "moe-small": {
@@ -539,6 +549,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "log_every": 10,
             "eval_every": 500,
             "checkpoint_every": 1000,
+            "max_restarts": 2,  # a lost GPU worker is common at this size: resume on our own
         },
     },
 }
