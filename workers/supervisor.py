@@ -32,6 +32,7 @@ from modelcore.events import EVENTS_FILE
 from modelcore.launch import launch_command
 from webapp.runs import config_paths, transitions
 from webapp.runs.models import SUPERVISED_STATUSES, Run, RunStatus
+from webapp.runs.services import recover_lost_run
 from workers import ingest, job_processes, sweep
 from workers.jobs import JobRunner, Launch, log_tail, retry_db
 
@@ -139,6 +140,7 @@ class Supervisor(JobRunner):
     def prepare(self) -> Launch:
         assert self.config is not None
         self._set_aside_stale_dir()
+        self._read_earlier_attempts_tail()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / CONFIG_FILE).write_text(self.config.to_json() + "\n", encoding="utf-8")
         argv, extra_env = self.command(self.config, self.run_dir)
@@ -162,6 +164,22 @@ class Supervisor(JobRunner):
             log.warning(
                 "run %s: set aside files of an earlier run with the same id in %s", self.run.id, stale
             )
+
+    def _read_earlier_attempts_tail(self) -> None:
+        """Store what an earlier attempt wrote after the last committed offset before this one appends.
+
+        A lost attempt's supervisor died before reading its trainer's last lines. They are
+        the run's history (points, logs, checkpoints), so they go in first; their final
+        status, if any, was that attempt's and must not decide this one's.
+        """
+        if self.run.attempt <= 1 or not (self.run_dir / EVENTS_FILE).exists():
+            return
+        retry_db(self._ingest_all, f"{self.description}: reading the earlier attempt's last events")
+        self.trainer_status = None
+
+    def _ingest_all(self) -> None:
+        while self._ingest_batch():
+            pass
 
     # --- each round ------------------------------------------------------------
 
@@ -278,6 +296,8 @@ class Supervisor(JobRunner):
             return False
         self.run.refresh_from_db()
         ingest.announce_status(self.run)
+        if status == RunStatus.LOST:
+            recover_lost_run(self.run.id)  # the worker shut down: another one may resume it
         return True
 
 

@@ -20,16 +20,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Coalesce, Now
 
 from webapp import requeue
 from webapp.runs.models import (
+    RESUMABLE_STATUSES,
     RUN_STATES,
     SUPERVISED_STATUSES,
+    AttemptKind,
     Checkpoint,
     Run,
+    RunAttempt,
     RunLog,
     RunSource,
     RunStatus,
@@ -49,18 +54,49 @@ def claim_for_launch(run_id: int, worker: str) -> Run | None:
     This is what makes the launch task idempotent: of two deliveries of the same
     task, only one UPDATE matches the queued row.
     """
-    claimed = RUN_STATES.move(
-        Run.objects.filter(pk=run_id),
-        RunStatus.STARTING,
-        attempt=F("attempt") + 1,
-        worker=worker[:200],
-        pid=None,
-        error="",
-        started_at=Coalesce(F("started_at"), Now()),
-        finished_at=None,
-        heartbeat_at=Now(),
+    with transaction.atomic():
+        claimed = RUN_STATES.move(
+            Run.objects.filter(pk=run_id),
+            RunStatus.STARTING,
+            attempt=F("attempt") + 1,
+            worker=worker[:200],
+            pid=None,
+            error="",
+            started_at=Coalesce(F("started_at"), Now()),
+            finished_at=None,
+            heartbeat_at=Now(),
+        )
+        if not claimed:
+            return None
+        run = Run.objects.get(pk=run_id)
+        _start_attempt(run)
+    return run
+
+
+def _start_attempt(run: Run) -> None:
+    """The claimed attempt's row: how it was started, from which checkpoint, on the database's clock."""
+    resumes = run.start_kind in (AttemptKind.RESUME, AttemptKind.RECOVERY)
+    latest = run.checkpoints.order_by("-step").values_list("step", flat=True).first() if resumes else None
+    RunAttempt.objects.update_or_create(
+        run=run,
+        number=run.attempt,
+        defaults={
+            "kind": run.start_kind,
+            "from_step": latest,
+            "worker": run.worker,
+            "started_at": run.heartbeat_at,  # written with Now() by the claim
+            "ended_at": None,
+            "status": "",
+            "reason": "",
+        },
     )
-    return Run.objects.get(pk=run_id) if claimed else None
+
+
+def _end_attempt(run_id: int, attempt: int, status: str, reason: str, ended_at: Any) -> None:
+    """Record how an attempt ended (the sweep's ``lost`` is overwritten by its supervisor's word)."""
+    RunAttempt.objects.filter(run_id=run_id, number=attempt).update(
+        status=status, reason=reason, ended_at=ended_at
+    )
 
 
 def _own(run_id: int, attempt: int):
@@ -114,7 +150,11 @@ def revive(run_id: int, attempt: int) -> bool:
     """
     fields = {"error": "", "finished_at": None, "heartbeat_at": Now()}
     run = Run.objects.filter(pk=run_id, attempt=attempt)
-    return RUN_STATES.move(run, RunStatus.RUNNING, sources=[RunStatus.LOST], **fields) == 1
+    with transaction.atomic():
+        if RUN_STATES.move(run, RunStatus.RUNNING, sources=[RunStatus.LOST], **fields) != 1:
+            return False
+        _end_attempt(run_id, attempt, "", "", None)  # it did not end after all
+    return True
 
 
 def finish(run_id: int, attempt: int, status: str, error: str = "") -> bool:
@@ -126,7 +166,11 @@ def finish(run_id: int, attempt: int, status: str, error: str = "") -> bool:
         raise ValueError(f"status must be one of {FINAL_FROM_SUPERVISOR}, got {status!r}")
     run = Run.objects.filter(pk=run_id, attempt=attempt)
     sources = (*SUPERVISED_STATUSES, RunStatus.LOST)
-    return RUN_STATES.move(run, status, sources=sources, error=error, finished_at=Now()) == 1
+    with transaction.atomic():
+        if RUN_STATES.move(run, status, sources=sources, error=error, finished_at=Now()) != 1:
+            return False
+        _end_attempt(run_id, attempt, status, error, Now())
+    return True
 
 
 def external_alive(run_id: int, step: int | None = None, last_loss: float | None = None) -> bool:
@@ -190,9 +234,36 @@ def mark_lost_runs(lost_after: dt.timedelta, *, now: dt.datetime | None = None) 
         # between the SELECT and here keeps the run alive.
         still_stale = Run.objects.filter(stale, pk=run.pk, attempt=run.attempt)
         fields = {"error": error, "finished_at": reference}
-        if RUN_STATES.move(still_stale, RunStatus.LOST, sources=SUPERVISED_STATUSES, **fields) == 1:
-            lost.append(run.pk)
+        with transaction.atomic():
+            if RUN_STATES.move(still_stale, RunStatus.LOST, sources=SUPERVISED_STATUSES, **fields) == 1:
+                _end_attempt(run.pk, run.attempt, RunStatus.LOST, error, reference)
+                lost.append(run.pk)
     return lost
+
+
+def queue_again(run_id: int, kind: str, *, sources: Iterable[str] = RESUMABLE_STATUSES) -> bool:
+    """Move an ended run back to ``queued`` for a new attempt of ``kind``; False if it was not in ``sources``.
+
+    The one conditional UPDATE that makes a resume race-safe: of two resumes (two
+    clicks, a person and the automatic recovery), one moves the row and the other
+    finds it queued already and writes nothing. The claim that follows copies
+    ``start_kind`` into the attempt's row. The run's last error stays until a
+    worker claims it (the claim clears it), so the page still says what happened.
+    """
+    run = Run.objects.filter(pk=run_id)
+    fields = {
+        "start_kind": kind,
+        "cancel_requested": False,  # a cancelled run's flag would stop the new attempt at once
+        "finished_at": None,
+        "pid": None,
+        "dispatched_at": Now(),  # its launch is sent now; beat re-sends it if that message is lost
+    }
+    return RUN_STATES.move(run, RunStatus.QUEUED, sources=list(sources), **fields) == 1
+
+
+def recovery_attempts(run_id: int) -> int:
+    """How many attempts of the run the automatic recovery started."""
+    return RunAttempt.objects.filter(run_id=run_id, kind=AttemptKind.RECOVERY).count()
 
 
 def runs_to_resend(after: dt.timedelta) -> list[int]:
