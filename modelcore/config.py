@@ -222,6 +222,24 @@ class ParallelConfig:
         False, "Recompute block activations in the backward pass to save memory.", advanced=True
     )
     compile: bool = _f(False, "Wrap the model in torch.compile.", advanced=True)
+    tensor_parallel: int = _f(
+        1,
+        "Tensor-parallel degree: each block's heads and hidden units split over this many "
+        "processes (Megatron layout); data parallel runs over num_processes / tensor_parallel.",
+        min=1,
+        max=1024,
+    )
+    sequence_parallel: bool = _f(
+        True,
+        "With tensor_parallel > 1: split the norms and the residual stream by position between "
+        "the tensor-parallel layers (less activation memory, same result).",
+        advanced=True,
+    )
+
+    @property
+    def data_parallel(self) -> int:
+        """Processes that train different batches: num_processes / tensor_parallel."""
+        return max(1, self.num_processes // self.tensor_parallel)
 
 
 @dataclass(frozen=True)
@@ -299,7 +317,7 @@ class RunConfig:
 
     def tokens_per_step(self) -> int:
         t = self.train
-        return self.data.seq_len * t.micro_batch_size * t.grad_accum_steps * self.parallel.num_processes
+        return self.data.seq_len * t.micro_batch_size * t.grad_accum_steps * self.parallel.data_parallel
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
@@ -432,7 +450,38 @@ def _check_relations(cfg: RunConfig) -> dict[str, str]:
         errors["data.corpus"] = "must not be empty; use 'stdlib' for the built-in corpus"
     if cfg.optim.warmup_steps > t.max_steps:
         errors["optim.warmup_steps"] = f"must be at most train.max_steps ({t.max_steps})"
+    errors |= _check_layout(cfg)
     return errors
+
+
+def _check_layout(cfg: RunConfig) -> dict[str, str]:
+    """Impossible process layouts (tensor parallel x data parallel), each keyed by the field to change."""
+    m, p = cfg.model, cfg.parallel
+    tp = p.tensor_parallel
+    if tp <= 1:
+        return {}
+    key = "parallel.tensor_parallel"
+    if p.num_processes % tp:
+        return {key: f"must divide parallel.num_processes ({p.num_processes}): data parallel is the rest"}
+    if m.n_experts:
+        return {key: "must be 1 for a mixture-of-experts model (model.n_experts > 0)"}
+    if m.n_heads % tp:
+        return {key: f"must divide model.n_heads ({m.n_heads}): each process computes whole heads"}
+    if m.kv_heads % tp and tp % m.kv_heads:
+        return {
+            key: f"must divide model.n_kv_heads ({m.kv_heads}) or be a multiple of it, so the "
+            "key/value heads can be split or replicated"
+        }
+    if m.vocab_size < tp:
+        return {key: f"must be at most model.vocab_size ({m.vocab_size})"}
+    if p.strategy == "ddp" and p.data_parallel > 1:
+        return {
+            "parallel.strategy": "must be fsdp when tensor parallel runs beside data parallel "
+            f"(parallel.tensor_parallel {tp} on {p.num_processes} processes)"
+        }
+    if p.mixed_precision == "fp16":
+        return {"parallel.mixed_precision": "fp16 needs a loss scaler tensor parallel has not; use bf16"}
+    return {}
 
 
 def _num(x: float) -> str:
