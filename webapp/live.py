@@ -39,6 +39,7 @@ from django.conf import settings
 from django.db.models import Max
 
 from webapp.metrics.models import MetricPoint
+from webapp.metrics.services import WrittenPoints
 from webapp.runs.models import Run, RunLog
 from webapp.runs.presenters import duration_s, log_line, run_state
 
@@ -66,17 +67,22 @@ def last_log_id(run_id: int) -> int:
     return RunLog.objects.filter(run_id=run_id).aggregate(last=Max("id"))["last"] or -1
 
 
-def rows_written(run_id: int, written: int, logs_after: int | None) -> LiveRows:
-    """Read back, inside the batch's transaction, what it wrote: the live update is the database's rows.
+def rows_written(run_id: int, written: WrittenPoints | int, logs_after: int | None) -> LiveRows:
+    """What a batch's transaction wrote, as live pages get it: the stored rows, never the input.
 
-    The run's points of one transaction hold consecutive seqs, the run's highest
-    (``upsert_points`` hands them out under the run's lock), so the batch's rows are the
-    run's last ``written``: one indexed read, newest first. Every writer of points that
-    live pages follow (the supervisor's ingester, the external-runs API) reads back here.
+    ``written`` is what ``metrics.services.write_points`` returned (the rows as stored, with
+    their seqs), or, from a writer that only kept the count, how many rows it wrote: those
+    are read back, inside the transaction, as the run's last ``written`` seqs (a
+    transaction's points hold consecutive seqs, the run's highest, handed out under the
+    run's lock). The logs are read back after ``logs_after``.
     """
     points: list[tuple[str, int, float | None]] | None = []
     after = through = None
-    if written:
+    if isinstance(written, WrittenPoints):
+        if written.rows:
+            after, through = written.first_seq - 1, written.last_seq
+            points = written.rows if len(written.rows) <= MAX_LIVE_POINTS else None
+    elif written:
         newest = (
             MetricPoint.objects.filter(run_id=run_id)
             .order_by("-seq")

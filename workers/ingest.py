@@ -35,7 +35,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from modelcore.events import FINAL_STATUSES, BadLine, EventBatch, read_events
 from webapp import live
 from webapp.live import LiveRows
-from webapp.metrics.services import Point, upsert_points
+from webapp.metrics.services import Point, WrittenPoints, write_points
 from webapp.runs import transitions
 from webapp.runs.models import Run, RunLog, RunStatus
 
@@ -189,12 +189,14 @@ def _commit(run: Run, batch: Batch) -> Batch:
             transaction.set_rollback(True)
             batch.lost_ownership = True
             return batch
-        written = upsert_points(run.id, batch.points)
+        # record_progress's update holds the run's row: the points need not lock it again.
+        written = write_points(run.id, batch.points, run_locked=True)
         logs_after = live.last_log_id(run.id) if batch.logs else None
         transitions.record_logs(run.id, batch.logs)
         transitions.record_checkpoints(run.id, batch.checkpoints)
         if batch.bad_lines:
-            written += _record_skipped_count(run.id, batch.step if batch.step is not None else run.step)
+            step = batch.step if batch.step is not None else run.step
+            written = written.then(_record_skipped_count(run.id, step))
         batch.live = live.rows_written(run.id, written, logs_after)
     run.events_offset = batch.offset
     if batch.step is not None:
@@ -206,14 +208,14 @@ def _commit(run: Run, batch: Batch) -> Batch:
     return batch
 
 
-def _record_skipped_count(run_id: int, step: int) -> int:
+def _record_skipped_count(run_id: int, step: int) -> WrittenPoints:
     """The run's count of skipped lines so far, at ``step``: its warnings, counted after writing them.
 
     Counting the warnings (keyed by line) rather than adding to a total keeps a re-read
     of the same lines from counting them twice.
     """
     count = RunLog.objects.filter(run_id=run_id, level="warning", message__startswith=SKIP_WARNING).count()
-    return upsert_points(run_id, [Point(SKIPPED_KEY, step, float(count), time.time())])
+    return write_points(run_id, [Point(SKIPPED_KEY, step, float(count), time.time())], run_locked=True)
 
 
 def _commit_line_by_line(run: Run, read: EventBatch) -> Batch | None:

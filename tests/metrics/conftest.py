@@ -28,7 +28,12 @@ def run_before_migration() -> Callable[[list[tuple[str, str]]], tuple[object, ob
 
     def migrate_back(target: list[tuple[str, str]]) -> tuple[object, object]:
         executor = MigrationExecutor(connection)
-        executor.migrate(target)
+        # Every app the target builds on goes back too (runs, projects...): a field another
+        # app added since (a NOT NULL column) would refuse the rows made in the old schema.
+        graph = executor.loader.graph
+        ancestors = {app: name for node in target for app, name in graph.forwards_plan(node)}
+        executor.migrate(sorted(ancestors.items()))
+        executor.loader.build_graph()
         old = executor.loader.project_state(target).apps
         team = old.get_model("accounts", "Team").objects.create(name="t")
         project = old.get_model("projects", "Project").objects.create(team=team, name="p")

@@ -247,15 +247,15 @@ def test_text_no_database_can_store_is_repaired_not_skipped(supervised):
 def test_a_line_the_database_refuses_is_skipped_and_its_neighbours_kept(supervised, monkeypatch):
     """Past the reader's checks, a batch that cannot be stored is stored line by line."""
     run = supervised.run
-    real_upsert = ingest.upsert_points
+    real_write = ingest.write_points
 
-    def refuse_one_key(run_id, points):
+    def refuse_one_key(run_id, points, **options):
         points = list(points)
         if any(p.key == "refused" for p in points):
             raise ValueError("a value this store cannot take")
-        return real_upsert(run_id, points)
+        return real_write(run_id, points, **options)
 
-    monkeypatch.setattr(ingest, "upsert_points", refuse_one_key)
+    monkeypatch.setattr(ingest, "write_points", refuse_one_key)
     with EventWriter(run.run_dir) as events:
         events.metric(1, {"train/loss": 1.0})
         refused = events.metric(2, {"refused": 1.0})
@@ -275,16 +275,16 @@ def test_a_line_the_database_refuses_is_skipped_and_its_neighbours_kept(supervis
 
 def test_a_database_outage_is_retried_without_skipping_anything(supervised, monkeypatch):
     run = supervised.run
-    real_upsert = ingest.upsert_points
+    real_write = ingest.write_points
     outage = {"left": 2}
 
-    def flaky(run_id, points):
+    def flaky(run_id, points, **options):
         if outage["left"]:
             outage["left"] -= 1
             raise OperationalError("server closed the connection unexpectedly")
-        return real_upsert(run_id, points)
+        return real_write(run_id, points, **options)
 
-    monkeypatch.setattr(ingest, "upsert_points", flaky)
+    monkeypatch.setattr(ingest, "write_points", flaky)
     with EventWriter(run.run_dir) as events:
         for step in GOOD_STEPS:
             events.metric(step, {"train/loss": 10.0 / step, "train/lr": 0.001})

@@ -89,6 +89,34 @@ def test_the_ingested_batch_is_announced_as_the_rows_the_database_holds(make_run
 
 
 @pytest.mark.django_db
+def test_a_batch_with_a_skipped_line_and_relogged_steps_is_announced_as_stored(make_run, tmp_path):
+    """The update is built from the rows as written (no read-back): replaced values and the
+    skipped-lines count follow the batch's points in seq order, as a stream reads them."""
+    run = make_run(status="running", attempt=1)
+    with EventWriter(tmp_path) as writer:
+        for step in (1, 2, 3):
+            writer.metric(step, {"train/loss": 5.0 - step})
+    ingest.ingest_new_events(run, tmp_path / EVENTS_FILE)
+    before = StreamCursor()
+    read_updates(run.id, before)
+    with EventWriter(tmp_path) as writer:
+        writer.metric(2, {"train/loss": 9.0})  # a resumed attempt re-logs step 2
+    with open(tmp_path / EVENTS_FILE, "a") as f:
+        f.write("not json\n")
+    with EventWriter(tmp_path) as writer:
+        writer.metric(4, {"train/loss": 0.5})
+    message = ingest.live_message(run, ingest.ingest_new_events(run, tmp_path / EVENTS_FILE))
+
+    from_db = read_updates(run.id, before).payload
+    assert message["update"]["points"] == from_db["points"]
+    assert message["update"]["points"] == {"train/loss": [[2, 9.0], [4, 0.5]], ingest.SKIPPED_KEY: [[4, 1.0]]}
+    assert (
+        message["points_through"] == before.point_seq
+        and message["points_through"] - message["points_after"] == 3
+    )
+
+
+@pytest.mark.django_db
 def test_a_status_change_is_announced_without_rows(make_run):
     run = make_run(status="cancelled")
     message = ingest.live_message(run)
