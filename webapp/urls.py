@@ -9,6 +9,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("projects/", include("webapp.projects.urls")),
+    path("", include("webapp.accounts.urls")),
     path("", include("webapp.runs.urls")),
     path("", include("webapp.evals.urls")),
     path("api/v1/", include("webapp.api.urls")),

@@ -14,8 +14,11 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from webapp.accounts.services import authenticate_token
+from webapp.accounts.services import token_for_secret
 from webapp.input_errors import input_errors_as_json
+
+# What a read-only token may send; every other method writes.
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def bearer_secret(request: HttpRequest) -> str:
@@ -41,19 +44,28 @@ def api_view(methods: tuple[str, ...], *, allow_session: bool = False) -> Callab
                 response = JsonResponse({"error": f"method {request.method} not allowed"}, status=405)
                 response["Allow"] = ", ".join(methods)
                 return response
-            user = authenticate_token(bearer_secret(request))
-            if user is None and allow_session and request.user.is_authenticated:
+            secret = bearer_secret(request)
+            token = token_for_secret(secret)
+            user = token.user if token else None
+            if user is None and not secret and allow_session and request.user.is_authenticated:
                 user = request.user
             if user is None:
+                # An expired or revoked token is refused like an unknown one, at once.
                 response = JsonResponse(
                     {
-                        "error": "authentication required: send 'Authorization: Bearer <token>' "
-                        "(create one with `python manage.py create_token USERNAME`)"
+                        "error": "authentication required: send 'Authorization: Bearer <token>' with a "
+                        "valid token (create one on your account's tokens page, or with "
+                        "`python manage.py create_token USERNAME`)"
                     },
                     status=401,
                 )
                 response["WWW-Authenticate"] = 'Bearer realm="runwright"'
                 return response
+            if token is not None and token.read_only and request.method not in READ_METHODS:
+                return JsonResponse(
+                    {"error": f"this token is read-only: {request.method} needs a token with write access"},
+                    status=403,
+                )
             request.user = user
             try:
                 return answer(request, *args, **kwargs)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.api import evals, views
+from webapp.api import evals, teams, tokens, views
 
 app_name = "api"
 
@@ -11,7 +11,16 @@ urlpatterns = [
     path("runs/<int:run_id>/metrics", views.run_metrics, name="run_metrics"),
     path("runs/<int:run_id>/cancel", views.run_cancel, name="run_cancel"),
     path("config/estimate", views.config_estimate, name="config_estimate"),
-    path("teams", views.teams, name="teams"),
+    path("teams", teams.teams, name="teams"),
+    path("teams/<int:team_id>", teams.team, name="team"),
+    path("teams/<int:team_id>/invites", teams.team_invites, name="team_invites"),
+    path("teams/<int:team_id>/invites/<int:invite_id>", teams.team_invite, name="team_invite"),
+    path("invites/<str:token>/accept", teams.invite_accept, name="invite_accept"),
+    path("teams/<int:team_id>/members", teams.team_members, name="team_members"),
+    path("teams/<int:team_id>/members/<int:user_id>", teams.team_member, name="team_member"),
+    path("teams/<int:team_id>/audit", teams.team_audit, name="team_audit"),
+    path("tokens", tokens.tokens, name="tokens"),
+    path("tokens/<int:token_id>", tokens.token_revoke, name="token"),
     path("projects/<int:project_id>/evals", evals.project_evals, name="project_evals"),
     path("evals/<int:job_id>", evals.eval_job, name="eval_job"),
     path("evals/<int:job_id>/cancel", evals.eval_job_cancel, name="eval_job_cancel"),

@@ -8,7 +8,6 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 
 from modelcore.config import resolve
-from webapp.accounts.models import Team
 from webapp.accounts.selectors import teams_of
 from webapp.api.auth import api_view
 from webapp.api.body import json_object
@@ -106,9 +105,3 @@ def config_estimate(request: HttpRequest) -> JsonResponse:
     data = json_object(request, ("preset", "config"))
     config = resolve(string(data.get("preset") or "", "preset") or None, data.get("config") or {})
     return JsonResponse(estimate(config))
-
-
-@api_view(("GET",))
-def teams(request: HttpRequest) -> JsonResponse:
-    rows: list[Team] = list(teams_of(request.user))
-    return JsonResponse({"teams": [{"id": t.id, "name": t.name} for t in rows]})

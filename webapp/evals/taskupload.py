@@ -29,6 +29,7 @@ from typing import IO
 
 import yaml
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 
 import modelcore
 from modelcore.evaluation.taskconfig import (
@@ -38,6 +39,8 @@ from modelcore.evaluation.taskconfig import (
     discover_tasks,
     load_task_config,
 )
+from webapp.audit.models import Action
+from webapp.audit.services import record_action
 from webapp.evals.sources import inside, project_tasks_dir
 from webapp.input_errors import InputError
 from webapp.projects.models import Project
@@ -73,8 +76,13 @@ def preview_memory_mb() -> int:
     return int(getattr(settings, "EVAL_TASK_PREVIEW_MEMORY_MB", 2048))
 
 
-def install_task_zip(project: Project, upload: IO[bytes], filename: str, size: int) -> list[str]:
-    """Validate and install the zip; returns the task names it provides. Raises TaskUploadError."""
+def install_task_zip(
+    project: Project, upload: IO[bytes], filename: str, size: int, *, actor: AbstractBaseUser | None = None
+) -> list[str]:
+    """Validate and install the zip; returns the task names it provides. Raises TaskUploadError.
+
+    The install is recorded in the team's audit log (``actor``: who uploaded it).
+    """
     if size > max_upload_bytes():
         raise TaskUploadError(
             f"the zip is {size / 1e6:.1f} MB; the limit is {max_upload_bytes() / 1e6:.0f} MB"
@@ -109,6 +117,13 @@ def install_task_zip(project: Project, upload: IO[bytes], filename: str, size: i
                 destination.rename(old)
             staging.rename(destination)
             shutil.rmtree(old, ignore_errors=True)
+            record_action(
+                team=project.team_id,
+                actor=actor,
+                action=Action.TASKS_UPLOADED,
+                target=project,
+                details={"folder": folder_name, "tasks": names[:50]},
+            )
             return names
         finally:
             shutil.rmtree(staging, ignore_errors=True)

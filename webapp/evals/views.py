@@ -200,7 +200,7 @@ def upload_tasks(request: HttpRequest, project_id: int) -> HttpResponse:
     form = TaskUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["archive"]
-        names = form.submit(install_task_zip, project, upload, upload.name, upload.size)
+        names = form.submit(install_task_zip, project, upload, upload.name, upload.size, actor=request.user)
         if names is not None:
             messages.success(request, f"Installed task{'s' if len(names) > 1 else ''}: {', '.join(names)}.")
             return redirect("evals:project", project_id=project.id)

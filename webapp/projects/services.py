@@ -6,9 +6,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from webapp.accounts.models import Role, Team
-from webapp.accounts.permissions import require_role
+from webapp.accounts.permissions import has_role, require_role
 from webapp.accounts.selectors import teams_of
 from webapp.accounts.services import ensure_personal_team
+from webapp.audit.models import Action
+from webapp.audit.services import record_action
 from webapp.input_errors import InputError
 from webapp.projects.models import Project
 
@@ -36,3 +38,23 @@ def create_project(
     if Project.objects.filter(team=team, name=name).exists():
         raise InputError({"name": f"team {team.name} already has a project named {name!r}"})
     return Project.objects.create(team=team, name=name, description=description.strip(), created_by=user)
+
+
+@transaction.atomic
+def move_project(*, user: AbstractBaseUser, project: Project, team: Team) -> Project:
+    """Move ``project`` (and with it its runs and eval jobs) to another team ``user`` administers."""
+    require_role(user, project.team_id, Role.ADMIN)
+    if not has_role(user, team.id, Role.ADMIN):
+        raise InputError({"team": "you can move a project only to a team you administer"})
+    if team.id == project.team_id:
+        raise InputError({"team": f"the project is already in {team.name}"})
+    if Project.objects.filter(team=team, name=project.name).exists():
+        raise InputError({"team": f"team {team.name} already has a project named {project.name!r}"})
+    source = project.team
+    project.team = team
+    project.save(update_fields=["team"])
+    details = {"from_team": source.name, "to_team": team.name}
+    # Both teams' logs show it: one lost the project, the other gained it.
+    record_action(team=source, actor=user, action=Action.PROJECT_MOVED, target=project, details=details)
+    record_action(team=team, actor=user, action=Action.PROJECT_MOVED, target=project, details=details)
+    return project

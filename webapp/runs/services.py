@@ -16,6 +16,8 @@ from modelcore.config import ConfigError, RunConfig, resolve
 from webapp import enqueue, live
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
+from webapp.audit.models import Action
+from webapp.audit.services import record_action
 from webapp.input_errors import InputError
 from webapp.projects.models import Project
 from webapp.runs import config_paths, transitions
@@ -60,6 +62,13 @@ def create_run(
             status=RunStatus.QUEUED,
             created_by=user,
         )
+        record_action(
+            team=project.team_id,
+            actor=user,
+            action=Action.RUN_LAUNCHED,
+            target=run,
+            details={"project": project.name, "preset": run.preset},
+        )
         enqueue.send_on_commit(enqueue.LAUNCH_RUN, run.id, on_failure=_launch_not_sent)
     return run
 
@@ -82,9 +91,20 @@ def request_cancel(*, user: AbstractBaseUser, run: Run) -> Run:
     require_role(user, run.project.team_id, Role.MEMBER)
     with transaction.atomic():
         cancelled_now = transitions.cancel_queued(run.pk)
+        asked = 0
         if not cancelled_now:
-            Run.objects.filter(pk=run.pk, status__in=ACTIVE_STATUSES).update(cancel_requested=True)
+            asked = Run.objects.filter(pk=run.pk, status__in=ACTIVE_STATUSES, cancel_requested=False).update(
+                cancel_requested=True
+            )
         run.refresh_from_db()
+        if cancelled_now or asked:
+            record_action(
+                team=run.project.team_id,
+                actor=user,
+                action=Action.RUN_CANCELLED,
+                target=run,
+                details={"project": run.project.name, "status": run.status},
+            )
         # A cancel asked of a running run is news too: every viewer's button says "Cancelling…".
         transaction.on_commit(lambda: _announce(run))
     return run
