@@ -24,8 +24,8 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from modelcore.config import resolve
-from webapp.accounts.models import Membership, Role, Team
-from webapp.accounts.services import create_api_token
+from webapp.accounts.models import ApiToken, Invite, Membership, Role, Team
+from webapp.accounts.services import create_api_token, create_invite
 from webapp.evals.models import EvalJob, EvalStatus, Report
 from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Run, RunStatus
@@ -53,6 +53,8 @@ class Route:
     public: bool = False
     api: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # People whose request may change team A's data: their own membership (leaving, joining).
+    may_change: tuple[str, ...] = ()
 
 
 def web_read(alice: int = 200) -> Access:
@@ -90,6 +92,30 @@ def report(w: dict) -> dict:
 
 def none(w: dict) -> dict:
     return {}
+
+
+def team(w: dict) -> dict:
+    return {"team_id": w["team"].id}
+
+
+def invite(w: dict) -> dict:
+    return {"team_id": w["team"].id, "invite_id": w["invite"].id}
+
+
+def member(who: Callable[[dict], int]) -> Callable[[dict], dict]:
+    return lambda w: {"team_id": w["team"].id, "user_id": who(w)}
+
+
+def alice_id(w: dict) -> int:
+    return w["people"]["alice"].id
+
+
+def bob_id(w: dict) -> int:
+    return w["people"]["bob"].id
+
+
+def alice_token(w: dict) -> dict:
+    return {"token_id": w["alice_token"].id}
 
 
 def compared(w: dict) -> str:
@@ -163,7 +189,9 @@ MATRIX: dict[str, Route] = {
     "api:config_estimate": Route(
         none, {"POST": Access(200, 200, 200, 401)}, body=lambda w: {"preset": "tiny-cpu"}, api=True
     ),
-    "api:teams": Route(none, {"GET": Access(200, 200, 200, 401)}, api=True),
+    "api:teams": Route(
+        none, {"GET": Access(200, 200, 200, 401), "POST": Access(400, 400, 400, 401)}, api=True
+    ),
     "api:project_evals": Route(
         project,
         {"GET": api_read(), "POST": api_write(201)},
@@ -172,6 +200,76 @@ MATRIX: dict[str, Route] = {
     ),
     "api:eval_job": Route(job, {"GET": api_read()}, api=True),
     "api:eval_job_cancel": Route(job, {"POST": api_write(200)}, api=True),
+    # --- teams, invites, tokens, audit log (issue 11) -------------------------------
+    # An empty name is a field error for everyone; creating a team is anyone's right.
+    "accounts:teams": Route(
+        none, {"GET": Access(200, 200, 200, LOGIN), "POST": Access(400, 400, 400, LOGIN)}
+    ),
+    "accounts:team": Route(team, {"GET": web_read()}),
+    "accounts:invite_create": Route(
+        team, {"POST": web_write(200)}, body=lambda w: {"role": "member", "expires_in_days": 7}
+    ),
+    "accounts:invite_revoke": Route(invite, {"POST": web_write(302)}),
+    "accounts:member_role": Route(
+        member(bob_id), {"POST": web_write(302)}, body=lambda w: {"role": "member"}
+    ),
+    # Alice removing herself, the last admin, is refused with the reason (400).
+    "accounts:member_remove": Route(member(alice_id), {"POST": web_write(400)}),
+    # Bob may leave (his own membership); Alice, the last admin, may not.
+    "accounts:team_leave": Route(team, {"POST": Access(400, 302, 404, LOGIN)}, may_change=("bob",)),
+    # Alice administers no other team to move the project to: a form error.
+    "accounts:project_move": Route(
+        lambda w: {**team(w), **project(w)},
+        {"POST": web_write(400)},
+        body=lambda w: {"team": w["other_team"].id},
+    ),
+    "accounts:team_audit": Route(team, {"GET": web_write(200)}),
+    # The link itself is the permission: Charlie joins team A with it, after which it is used up (410).
+    # Bob is already a member (400); an anonymous visitor sees the sign-up form.
+    "accounts:invite": Route(
+        lambda w: {"token": w["invite_secret"]},
+        {"GET": Access(200, 200, 200, 200), "POST": Access(410, 400, 302, 410)},
+        may_change=("charlie",),
+    ),
+    # Sign-up is through invites only unless RUNWRIGHT_OPEN_SIGNUP=1; signed-in people go home.
+    "accounts:signup": Route(
+        none, {"GET": Access(302, 302, 302, 403), "POST": Access(302, 302, 302, 403)}, public=True
+    ),
+    # Each person manages their own tokens only.
+    "accounts:tokens": Route(
+        none,
+        {"GET": Access(200, 200, 200, LOGIN), "POST": Access(200, 200, 200, LOGIN)},
+        body=lambda w: {"name": "ci"},
+    ),
+    "accounts:token_revoke": Route(alice_token, {"POST": Access(302, 404, 404, LOGIN)}),
+    "api:team": Route(team, {"GET": api_read()}, api=True),
+    "api:team_invites": Route(
+        team,
+        {"GET": Access(200, 403, 404, 401), "POST": Access(201, 403, 404, 401)},
+        body=lambda w: {"role": "member"},
+        api=True,
+    ),
+    "api:team_invite": Route(invite, {"DELETE": Access(204, 403, 404, 401)}, api=True),
+    # A token that names no invite: a field error for anyone signed in.
+    "api:invite_accept": Route(
+        lambda w: {"token": "inv_nothing"}, {"POST": Access(400, 400, 400, 401)}, api=True
+    ),
+    "api:team_members": Route(team, {"GET": api_read()}, api=True),
+    # Alice is the last admin: she can neither demote nor remove herself (400).
+    "api:team_member": Route(
+        member(alice_id),
+        {"PATCH": Access(400, 403, 404, 401), "DELETE": Access(400, 403, 404, 401)},
+        body=lambda w: {"role": "member"},
+        api=True,
+    ),
+    "api:team_audit": Route(team, {"GET": Access(200, 403, 404, 401)}, api=True),
+    "api:tokens": Route(
+        none,
+        {"GET": Access(200, 200, 200, 401), "POST": Access(201, 201, 201, 401)},
+        body=lambda w: {"name": "ci"},
+        api=True,
+    ),
+    "api:token": Route(alice_token, {"DELETE": Access(204, 404, 404, 401)}, api=True),
 }
 
 
@@ -236,6 +334,9 @@ def world(settings, tmp_path, team, other_team, alice, bob, charlie, project) ->
     made["report"] = Report.objects.create(project=project, name="report", created_by=alice)
     made["report"].jobs.add(made["job"])
     made["people"] = {"alice": alice, "bob": bob, "charlie": charlie, "anonymous": None}
+    made["invite"], made["invite_secret"] = create_invite(actor=alice, team=team, role=Role.MEMBER)
+    create_api_token(alice, "world")
+    made["alice_token"] = ApiToken.objects.get(user=alice, name="world")
     return made
 
 
@@ -248,6 +349,7 @@ def team_a_state(team: Team) -> dict[str, list]:
         "checkpoints": Checkpoint.objects.filter(run__project__team=team),
         "jobs": EvalJob.objects.filter(project__team=team),
         "reports": Report.objects.filter(project__team=team),
+        "invites": Invite.objects.filter(team=team),
     }
     state = {name: sorted(qs.values(), key=lambda r: r["id"]) for name, qs in rows.items()}
     state["report_jobs"] = sorted(
@@ -262,11 +364,15 @@ def request_as(client, world: dict, person: str, name: str, method: str):
     query = route.query(world)
     path = f"{url}?{query}" if query else url
     user = world["people"][person]
-    body = route.body(world) if method == "POST" else {}
+    body = route.body(world) if method in ("POST", "PATCH") else {}
     if route.api:
         headers = {"HTTP_AUTHORIZATION": f"Bearer {create_api_token(user)}"} if user else {}
         if method == "GET":
             return client.get(path, **headers)
+        if method == "DELETE":
+            return client.delete(path, **headers)
+        if method == "PATCH":
+            return client.patch(path, json.dumps(body), content_type="application/json", **headers)
         return client.post(path, json.dumps(body), content_type="application/json", **headers)
     if user is not None:
         client.force_login(user)
@@ -293,7 +399,11 @@ def test_route_answers_each_person_as_the_matrix_says(client, world, name, metho
             assert b"Traceback" not in response.content
         if MATRIX[name].api and response.status_code >= 400:
             assert response.json()["error" if response.status_code != 400 else "errors"]
-        if person != "alice" and team_a_state(world["team"]) != before:
+        if (
+            person != "alice"
+            and person not in MATRIX[name].may_change
+            and team_a_state(world["team"]) != before
+        ):
             wrong.append(f"{person}'s request changed team A's data")
     assert not wrong, f"{method} {name}:\n" + "\n".join(wrong)
 
