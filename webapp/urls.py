@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("webapp.accounts.urls")),
     path("", include("webapp.runs.urls")),
     path("", include("webapp.evals.urls")),
+    path("", include("webapp.annotations.urls")),
     path("api/v1/", include("webapp.api.urls")),
     path("vendor/plotly.min.js", plotly_js, name="plotly_js"),
 ]

@@ -26,6 +26,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from modelcore.config import resolve
 from webapp.accounts.models import ApiToken, Invite, Membership, Role, Team
 from webapp.accounts.services import create_api_token, create_invite
+from webapp.annotations.models import NoteRevision, RunTag
 from webapp.evals.models import EvalJob, EvalStatus, Report
 from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Run, RunStatus
@@ -153,6 +154,10 @@ MATRIX: dict[str, Route] = {
     "runs:cancel": Route(run, {"POST": web_write(302)}),
     # An EventSource cannot follow a redirect to a login page: 401.
     "runs:stream": Route(run, {"GET": Access(200, 200, 404, 401)}),
+    # --- tags and notes (runs table and run page) --------------------------------
+    # Alice's empty tag request names the field it misses; her empty note is saved.
+    "annotations:tags": Route(run, {"POST": web_write(400)}),
+    "annotations:note": Route(run, {"POST": web_write(302)}, body=lambda w: {"text": "*why*"}),
     # --- evals -------------------------------------------------------------------
     "evals:project": Route(project, {"GET": web_read()}),
     "evals:new": Route(project, {"GET": web_write(200), "POST": web_write(400)}),
@@ -200,6 +205,12 @@ MATRIX: dict[str, Route] = {
     ),
     "api:eval_job": Route(job, {"GET": api_read()}, api=True),
     "api:eval_job_cancel": Route(job, {"POST": api_write(200)}, api=True),
+    "api:run_tags": Route(
+        run, {"GET": api_read(), "POST": api_write(200)}, body=lambda w: {"tags": ["baseline"]}, api=True
+    ),
+    "api:run_note": Route(
+        run, {"GET": api_read(), "POST": api_write(200)}, body=lambda w: {"text": "# note"}, api=True
+    ),
     # --- teams, invites, tokens, audit log (issue 11) -------------------------------
     # An empty name is a field error for everyone; creating a team is anyone's right.
     "accounts:teams": Route(
@@ -349,6 +360,8 @@ def team_a_state(team: Team) -> dict[str, list]:
         "checkpoints": Checkpoint.objects.filter(run__project__team=team),
         "jobs": EvalJob.objects.filter(project__team=team),
         "reports": Report.objects.filter(project__team=team),
+        "run_tags": RunTag.objects.filter(run__project__team=team),
+        "notes": NoteRevision.objects.filter(run__project__team=team),
         "invites": Invite.objects.filter(team=team),
     }
     state = {name: sorted(qs.values(), key=lambda r: r["id"]) for name, qs in rows.items()}

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.api import evals, teams, tokens, views
+from webapp.api import evals, run_annotations, teams, tokens, views
 
 app_name = "api"
 
@@ -10,6 +10,8 @@ urlpatterns = [
     path("runs/<int:run_id>", views.run, name="run"),
     path("runs/<int:run_id>/metrics", views.run_metrics, name="run_metrics"),
     path("runs/<int:run_id>/cancel", views.run_cancel, name="run_cancel"),
+    path("runs/<int:run_id>/tags", run_annotations.tags, name="run_tags"),
+    path("runs/<int:run_id>/note", run_annotations.note, name="run_note"),
     path("config/estimate", views.config_estimate, name="config_estimate"),
     path("teams", teams.teams, name="teams"),
     path("teams/<int:team_id>", teams.team, name="team"),

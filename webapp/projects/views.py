@@ -8,11 +8,13 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import has_role
+from webapp.annotations.selectors import project_tags
+from webapp.input_errors import InputError, input_errors_as_json
 from webapp.projects.forms import ProjectForm
 from webapp.projects.selectors import project_for, project_list
 from webapp.projects.services import create_project
-from webapp.runs.presenters import run_summary
-from webapp.runs.selectors import runs_of_project
+from webapp.runs.filters import RunsQuery, parse_runs_query, runs_page
+from webapp.runs.models import RunStatus
 
 
 @login_required
@@ -38,27 +40,54 @@ def project_index(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The project's runs table; its filter, columns, sort and page live in the query string."""
     project = project_for(request.user, project_id)
-    runs = [run_summary(r) for r in runs_of_project(request.user, project)]
+    errors: dict[str, str] = {}
+    try:
+        query = parse_runs_query(request.GET)
+    except InputError as exc:
+        errors, query = exc.errors, RunsQuery()
+    page = runs_page(request.user, project, query)
+    can_edit = has_role(request.user, project.team_id, Role.MEMBER)
     return render(
         request,
         "projects/detail.html",
         {
             "project": project,
-            "runs": runs,
-            "can_launch": has_role(request.user, project.team_id, Role.MEMBER),
+            "page": page,
+            "runs": page.runs,
+            "query": query,
+            "errors": errors,
+            "form": {
+                "q": request.GET.get("q", ""),
+                "where": "; ".join(w for w in request.GET.getlist("where") if w.strip()),
+                "columns": request.GET.get("columns", ""),
+                "status": request.GET.getlist("status"),
+                "tag": request.GET.get("tag", ""),
+                "preset": request.GET.get("preset", ""),
+            },
+            "statuses": RunStatus.values,
+            "project_tags": project_tags(project),
+            "can_launch": can_edit,
+            "can_edit": can_edit,
         },
+        status=400 if errors else 200,
     )
 
 
 @login_required
 @require_GET
+@input_errors_as_json
 def project_runs_json(request: HttpRequest, project_id: int) -> JsonResponse:
-    """The runs table's data, and its rows as the page renders them (the page polls this)."""
+    """One page of the runs table as data and as the rows the page renders (the page polls this)."""
     project = project_for(request.user, project_id)
-    runs = [run_summary(r) for r in runs_of_project(request.user, project)]
-    can_launch = has_role(request.user, project.team_id, Role.MEMBER)
+    page = runs_page(request.user, project, parse_runs_query(request.GET))
+    can_edit = has_role(request.user, project.team_id, Role.MEMBER)
     rows = render_to_string(
-        "projects/_run_rows.html", {"runs": runs, "project": project, "can_launch": can_launch}, request
+        "projects/_run_rows.html",
+        {"runs": page.runs, "page": page, "project": project, "can_launch": can_edit, "can_edit": can_edit},
+        request,
     )
-    return JsonResponse({"runs": runs, "rows": rows})
+    return JsonResponse(
+        {"runs": page.runs, "rows": rows, "total": page.total, "next_cursor": page.next_cursor}
+    )

@@ -25,10 +25,23 @@ def run_for(user: AbstractBaseUser | AnonymousUser, run_id: int) -> Run:
     return run
 
 
+def project_runs(
+    user: AbstractBaseUser | AnonymousUser, project: Project, *, include_archived: bool = False
+) -> QuerySet[Run]:
+    """The project's runs ``user`` sees, newest first; archived ones only when asked for.
+
+    The runs table and the API list filter this further (``webapp.runs.filters``).
+    """
+    runs = runs_visible_to(user).filter(project=project)
+    if not include_archived:
+        runs = runs.filter(archived=False)
+    return runs.order_by("-created_at", "-id")
+
+
 def runs_of_project(
     user: AbstractBaseUser | AnonymousUser, project: Project, limit: int = 200
 ) -> QuerySet[Run]:
-    return runs_visible_to(user).filter(project=project).order_by("-created_at", "-id")[:limit]
+    return project_runs(user, project)[:limit]
 
 
 def log_tail(run: Run, limit: int = 200) -> list[RunLog]:
