@@ -18,8 +18,9 @@ from webapp.projects.models import Project
 from webapp.projects.selectors import project_for, project_list
 from webapp.projects.services import create_project
 from webapp.runs.estimates import estimate
-from webapp.runs.presenters import run_detail, run_summary
-from webapp.runs.selectors import run_for, runs_of_project
+from webapp.runs.filters import parse_runs_query, runs_page
+from webapp.runs.presenters import run_detail
+from webapp.runs.selectors import run_for
 from webapp.runs.services import create_run, request_cancel
 
 
@@ -56,7 +57,12 @@ def projects(request: HttpRequest) -> JsonResponse:
 def project_runs(request: HttpRequest, project_id: int) -> JsonResponse:
     project = project_for(request.user, project_id)
     if request.method == "GET":
-        return JsonResponse({"runs": [run_summary(r) for r in runs_of_project(request.user, project)]})
+        # The runs table's filters, sort and columns (webapp.runs.filters), a page at a time.
+        page = runs_page(request.user, project, parse_runs_query(request.GET))
+        runs = [{k: v for k, v in r.items() if k != "cells"} for r in page.runs]
+        return JsonResponse(
+            {"runs": runs, "total": page.total, "next_cursor": page.next_cursor, "columns": page.columns}
+        )
     data = json_object(request, ("name", "preset", "config"))
     run = create_run(
         user=request.user,
