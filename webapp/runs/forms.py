@@ -7,6 +7,7 @@ show the same messages (``model.n_heads: must divide model.d_model (512)``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django import forms
@@ -14,7 +15,9 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from modelcore.config import PRESETS, field_schema, resolve
 from webapp.input_errors import FormInputErrors
+from webapp.runs import config_paths
 from webapp.runs.config_paths import choices_for
+from webapp.runs.models import Checkpoint, Run
 
 DEFAULT_PRESET = "tiny-cpu"
 SECTION_TITLES = {
@@ -41,6 +44,45 @@ def initial_for(preset: str) -> dict[str, Any]:
         for name, value in fields.items():
             initial[f"{section}.{name}"] = format_value(value)
     return initial
+
+
+def initial_from_run(run: Run) -> dict[str, Any]:
+    """The form filled with a run's stored config ("New run from this one").
+
+    A path field that names a run is stored as that run's real folder; the form takes it
+    back as the reference a person would type (``run:<id>`` or ``run:<id>:<step>``), since
+    the web accepts runs only by reference.
+    """
+    initial: dict[str, Any] = {"preset": run.preset if run.preset in PRESETS else ""}
+    config = resolve(None).to_dict()
+    for section, fields in (run.config or {}).items():
+        if isinstance(fields, dict) and section in config:
+            config[section].update({k: v for k, v in fields.items() if k in config[section]})
+    for field in config_paths.path_fields():
+        section, name = field.path.split(".")
+        if "run" in field.spec.sources and config[section][name]:
+            config[section][name] = _run_reference(str(config[section][name]))
+    for section, fields in config.items():
+        for name, value in fields.items():
+            initial[f"{section}.{name}"] = format_value(value)
+    return initial
+
+
+def _run_reference(value: str) -> str:
+    root = config_paths.runs_root()
+    path = Path(value)
+    if not path.is_absolute() or not config_paths.inside(root, path):
+        return value
+    parts = path.relative_to(root).parts
+    if len(parts) == 1 and parts[0].isdigit():
+        return f"run:{parts[0]}"
+    if len(parts) == 3 and parts[0].isdigit():  # a checkpoint folder: its row says which step
+        step = Checkpoint.objects.filter(run_id=int(parts[0]), path="/".join(parts[1:])).values_list(
+            "step", flat=True
+        )
+        if step:
+            return f"run:{parts[0]}:{step[0]}"
+    return value
 
 
 def format_value(value: Any) -> Any:

@@ -15,10 +15,18 @@ from webapp.accounts.permissions import has_role, require_role
 from webapp.input_errors import InputError, input_errors_as_json
 from webapp.metrics.selectors import keys_for_run, latest_point_seq, series
 from webapp.projects.selectors import project_for
+from webapp.runs.actions import available_actions
 from webapp.runs.assets import plotly_js_url
 from webapp.runs.compare import config_differences, keys_of_runs, runs_to_compare
 from webapp.runs.estimates import estimate
-from webapp.runs.forms import DEFAULT_PRESET, SECTION_TITLES, RunForm, initial_for, preset_values
+from webapp.runs.forms import (
+    DEFAULT_PRESET,
+    SECTION_TITLES,
+    RunForm,
+    initial_for,
+    initial_from_run,
+    preset_values,
+)
 from webapp.runs.models import FINAL_STATUSES, RunStatus
 from webapp.runs.presenters import run_summary
 from webapp.runs.selectors import log_tail, run_for
@@ -49,6 +57,10 @@ def new_run(request: HttpRequest, project_id: int) -> HttpResponse:
             if run is not None:
                 return redirect("runs:detail", run_id=run.id)
         status = 400
+    elif request.GET.get("from"):  # "New run from this one": the form filled with that run's config
+        source = run_for(request.user, parse_whole_number(request.GET["from"]) or 0)  # 404 if not visible
+        form = RunForm(initial=initial_from_run(source), user=request.user)
+        status = 200
     else:
         form = RunForm(initial=initial_for(request.GET.get("preset", DEFAULT_PRESET)), user=request.user)
         status = 200
@@ -102,6 +114,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             },
             "plotly_url": plotly_js_url(),
             "can_cancel": run.is_active and has_role(request.user, run.project.team_id, Role.MEMBER),
+            "actions": available_actions(request.user, run),
+            "attempts": list(run.attempts.all()),
         },
     )
 
