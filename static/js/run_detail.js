@@ -1,84 +1,212 @@
-// The run page: loads the charts' series, then follows the run (rw.live: SSE, or polling) until it is final.
+// The run page: a panel per metric, laid out by key prefix, drawn when it comes into view;
+// then follows the run (rw.live: SSE, or polling) until it is final.
 "use strict";
 (function () {
   const state = JSON.parse(document.getElementById("stream-state").textContent);
-  const lossDiv = document.getElementById("loss-chart");
-  const metricDiv = document.getElementById("metric-chart");
-  const keySelect = document.getElementById("metric-key");
+  const chartsBox = document.getElementById("run-charts");
+  const groupsBox = document.getElementById("chart-groups");
   const logBox = document.getElementById("run-log");
   const statusBadge = document.getElementById("run-status");
   const stepEl = document.getElementById("run-step");
   const lossEl = document.getElementById("run-loss");
   const durationEl = document.getElementById("run-duration");
   const note = document.getElementById("chart-note");
-  const lossKeys = state.chart_keys;
-  let metricKey = "";
-  let metricChosen = false;  // once the user picks a metric, new keys never replace it
-  const PREFERRED_METRIC = "train/lr";
+  const seriesUrl = chartsBox.dataset.seriesUrl;
+  const csvUrl = chartsBox.dataset.csvUrl;
   let logAfter = state.log_after;  // the id of the last log row shown
   let duration = durationEl.dataset.duration === "" ? null : Number(durationEl.dataset.duration);
   let durationTicking = false;
+  let step = Number(stepEl.textContent) || 0;
+  let cursor = -1;  // the stream's point cursor: points written after the first read of the keys
 
-  const plotConfig = rw.plotConfig;
-  const layout = rw.chartLayout;
-  const colors = { "train/loss": "#2563eb", "val/loss": "#f97316" };
+  // Panels are grouped by the key's first part; a key of three parts or more shares a panel
+  // with its siblings (system/gpu_util/rank0 and rank1: one line per rank).
+  const GROUPS = ["train", "val", "perf", "system", "eval", "moe", "other"];
+  const FOLDED_BY_DEFAULT = ["moe"];
+  const FIRST_PANELS = ["train/loss", "val/loss"];
+  const palette = ["#2563eb", "#f97316", "#059669", "#dc2626", "#7c3aed", "#0891b2", "#ca8a04", "#db2777"];
+  const panelOf = (key) => { const parts = key.split("/"); return parts.length >= 3 ? parts.slice(0, 2).join("/") : key; };
+  const groupOf = (key) => { const first = key.split("/")[0]; return key.includes("/") && GROUPS.includes(first) ? first : "other"; };
+  const domId = (panel) => "chart-" + panel.replace(/[^A-Za-z0-9_-]+/g, "-");
 
-  function trace(series, color) {
-    return { x: series.steps, y: series.values, name: series.key, mode: "lines", connectgaps: false,
-             line: { width: 2, color: color } };
+  // What this project's pages remember: panel order, hidden panels, folded groups, each panel's view.
+  const storeKey = "runwright.panels.project" + state.project_id;
+  const saved = (function () {
+    try { return JSON.parse(localStorage.getItem(storeKey)) || {}; } catch (err) { return {}; }
+  })();
+  saved.order = saved.order || []; saved.hidden = saved.hidden || []; saved.views = saved.views || {};
+  saved.folded = saved.folded || {};
+  function remember() {
+    try { localStorage.setItem(storeKey, JSON.stringify(saved)); } catch (err) { /* private mode: not kept */ }
   }
 
-  const seriesUrl = lossDiv.dataset.seriesUrl;
-  let lossCursor = -1;  // the stream's point cursor: points written after the loss chart's first read
-  const lossChart = rw.seriesChart(
-    lossDiv,
-    (window) => rw.fetchSeries(seriesUrl, lossKeys.map((key) => ["key", key]), window),
-    (data) => data.series.map((s) => trace(s, colors[s.key])),
-    (data) => {
-      const empty = !data.series.some((s) => s.steps.length);
-      const emptyText = empty ? (state.is_final ? "no points were logged" : "waiting for the first points…") : "";
-      return layout("loss", true, emptyText);
-    },
-  );
-  const metricChart = rw.seriesChart(
-    metricDiv,
-    (window) => rw.fetchSeries(seriesUrl, [["key", metricKey]], window),
-    (data) => [trace(data.series[0], "#059669")],
-    () => layout(metricKey),
-  );
+  const panels = new Map();  // panel id → {id, group, keys, node, chart, status: idle|loading|drawn}
+  const groups = new Map();  // group → {details, grid, count, hiddenBar}
 
-  function fillKeySelect(keys) {
-    const others = keys.filter((k) => !lossKeys.includes(k));
-    if (!others.length) return;
-    const known = new Set(Array.from(keySelect.options).map((o) => o.value));
-    if (known.has("")) keySelect.replaceChildren();
-    for (const key of others) {
-      if (!known.has(key)) keySelect.appendChild(rw.el("option", { value: key }, key));
+  function rank(id) {
+    const at = saved.order.indexOf(id);
+    if (at >= 0) return [0, at, id];
+    const first = FIRST_PANELS.indexOf(id);
+    return [1, first >= 0 ? first : FIRST_PANELS.length, id];
+  }
+  function compareRanks(a, b) {
+    const ra = rank(a), rb = rank(b);
+    for (let i = 0; i < 3; i++) if (ra[i] !== rb[i]) return ra[i] < rb[i] ? -1 : 1;
+    return 0;
+  }
+
+  function groupBox(name) {
+    if (groups.has(name)) return groups.get(name);
+    const details = rw.el("details", { class: "chart-group", "data-group": name });
+    details.open = saved.folded[name] === undefined ? !FOLDED_BY_DEFAULT.includes(name) : !saved.folded[name];
+    const summary = rw.el("summary");
+    const title = rw.el("span", { class: "group-title" }, name);
+    const count = rw.el("span", { class: "muted small group-count" });
+    const restore = rw.el("button", { type: "button", class: "small-button show-hidden", hidden: "" });
+    summary.append(title, count, restore);
+    const grid = rw.el("div", { class: "panel-grid" });
+    details.append(summary, grid);
+    details.addEventListener("toggle", function () { saved.folded[name] = !details.open; remember(); });
+    restore.addEventListener("click", function (event) {
+      event.preventDefault();
+      saved.hidden = saved.hidden.filter((id) => !(panels.get(id) && panels.get(id).group === name));
+      remember();
+      layoutGroup(name);
+    });
+    const box = { details, grid, count, restore };
+    groups.set(name, box);
+    // Groups in their fixed order, whatever order their first keys came in.
+    const after = GROUPS.slice(GROUPS.indexOf(name) + 1).map((g) => groups.get(g)).find(Boolean);
+    groupsBox.insertBefore(details, after ? after.details : null);
+    return box;
+  }
+
+  function layoutGroup(name) {
+    const box = groupBox(name);
+    const ids = Array.from(panels.values()).filter((p) => p.group === name).map((p) => p.id).sort(compareRanks);
+    let hidden = 0;
+    for (const id of ids) {
+      const panel = panels.get(id);
+      panel.node.hidden = saved.hidden.includes(id);
+      if (panel.node.hidden) hidden += 1;
+      box.grid.appendChild(panel.node);  // moves it to its place
+    }
+    box.count.textContent = ids.length + (ids.length === 1 ? " chart" : " charts");
+    box.restore.hidden = !hidden;
+    box.restore.textContent = "show " + hidden + " hidden";
+  }
+
+  function move(panel, by) {
+    const ids = Array.from(panels.values()).filter((p) => p.group === panel.group).map((p) => p.id).sort(compareRanks);
+    const at = ids.indexOf(panel.id), to = at + by;
+    if (to < 0 || to >= ids.length) return;
+    [ids[at], ids[to]] = [ids[to], ids[at]];
+    saved.order = saved.order.filter((id) => !ids.includes(id)).concat(ids);
+    remember();
+    layoutGroup(panel.group);
+  }
+
+  function emptyText(panel) {
+    if (panel.id !== "train/loss") return "no points yet";
+    return state.is_final ? "no points were logged" : "waiting for the first points…";
+  }
+
+  function makePanel(id) {
+    const panel = { id: id, group: groupOf(id), keys: [], status: "idle" };
+    const node = rw.el("section", { class: "card chart-card panel", "data-panel": id });
+    const head = rw.el("div", { class: "panel-head" });
+    const title = rw.el("h3", { class: "panel-title", title: id }, id);
+    const tools = rw.el("div", { class: "panel-tools" });
+    const left = rw.el("button", { type: "button", class: "small-button", title: "Move left", "aria-label": "Move " + id + " left" }, "←");
+    const right = rw.el("button", { type: "button", class: "small-button", title: "Move right", "aria-label": "Move " + id + " right" }, "→");
+    const hide = rw.el("button", { type: "button", class: "small-button", title: "Hide", "aria-label": "Hide " + id }, "×");
+    tools.append(left, right, hide);
+    head.append(title, tools);
+    const bar = rw.el("div", { class: "panel-controls" });
+    const div = rw.el("div", { class: "chart", id: domId(id) });
+    node.append(head, bar, div);
+    panel.node = node;
+    panel.chart = rw.seriesChart(
+      div,
+      (window, need) => rw.fetchSeries(seriesUrl, [...panel.keys.map((k) => ["key", k]), ...(need.times ? [["times", "1"]] : [])], window),
+      (data) => data.series.map((s, i) => ({
+        x: s.steps, y: s.values, name: s.key, mode: "lines", connectgaps: false,
+        line: { width: 2, color: palette[i % palette.length] },
+      })),
+      (data) => {
+        const empty = !data.series.some((s) => s.steps.length);
+        return rw.chartLayout(panel.keys.length === 1 ? id : "", panel.keys.length > 1, empty ? emptyText(panel) : "");
+      },
+      { tokens: tokensCurve, start: state.started_at },
+    );
+    rw.panelControls(bar, panel.chart, id,
+      (window) => rw.windowUrl(csvUrl, panel.keys.map((k) => ["key", k]), window),
+      (view) => { saved.views[id] = view; remember(); }, saved.views[id]);
+    left.addEventListener("click", () => move(panel, -1));
+    right.addEventListener("click", () => move(panel, 1));
+    hide.addEventListener("click", function () {
+      if (!saved.hidden.includes(id)) saved.hidden.push(id);
+      remember();
+      layoutGroup(panel.group);
+    });
+    panels.set(id, panel);
+    observer.observe(div);
+    return panel;
+  }
+
+  // The tokens-seen curve, read once, for panels whose x axis is "tokens seen".
+  let tokensPromise = null;
+  function tokensCurve() {
+    if (!tokensPromise) {
+      tokensPromise = rw.fetchSeries(seriesUrl, [["key", "perf/tokens_seen"]], {})
+        .then((data) => ({ steps: data.series[0].steps, values: data.series[0].values }));
+    }
+    return tokensPromise;
+  }
+
+  async function drawPanel(panel) {
+    panel.status = "loading";
+    try {
+      await panel.chart.draw();
+      panel.status = "drawn";
+    } catch (err) {
+      panel.status = "idle";
+      note.textContent = "Could not load " + panel.id + " (" + err.message + ").";
     }
   }
 
-  let drawnMetric = "";  // the key the metric chart shows now (a newer choice may still be loading)
-  let pendingMetric = [];  // live points of metricKey that came while its series was loading
-  async function showMetric(key) {
-    metricKey = key;
-    pendingMetric = [];
-    if (!key) return;
-    const data = await metricChart.draw();
-    if (data === null) return;  // the user (or a new key) asked for another metric meanwhile
-    drawnMetric = key;
-    // Written after the stream's cursor, perhaps before this read: merged by step, none lost.
-    metricChart.append(0, pendingMetric);
-    pendingMetric = [];
+  // Panels are drawn once they are near the screen (a folded group's are not).
+  const observer = new IntersectionObserver(function (entries) {
+    for (const entry of entries) {
+      if (!entry.isIntersecting) continue;
+      const panel = panels.get(entry.target.closest(".panel").dataset.panel);
+      if (panel && panel.status === "idle") drawPanel(panel);
+    }
+  }, { rootMargin: "300px 0px" });
+
+  // Adds keys to their panels (new panels, new lines of a drawn panel); answers the panels changed.
+  function addKeys(keys) {
+    const touched = new Set();
+    for (const key of keys) {
+      const id = panelOf(key);
+      const panel = panels.get(id) || makePanel(id);
+      if (!panel.keys.includes(key)) {
+        panel.keys.push(key);
+        panel.keys.sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+        touched.add(panel);
+      }
+    }
+    for (const group of new Set(Array.from(touched).map((p) => p.group))) layoutGroup(group);
+    return touched;
   }
 
   async function init() {
     try {
-      const data = await lossChart.draw();
-      lossCursor = data.cursor;
-      fillKeySelect(data.keys);
-      const preferred = data.keys.includes(PREFERRED_METRIC) ? PREFERRED_METRIC : keySelect.value;
-      if (preferred) { keySelect.value = preferred; await showMetric(preferred); }
-      else Plotly.newPlot(metricDiv, [], layout("", false, state.is_final ? "no other metrics" : "no other metrics yet"), plotConfig);
+      const data = await rw.fetchSeries(seriesUrl, [["key", "train/loss"]], { since: 0, until: 0 });
+      cursor = data.cursor;
+      const empty = document.getElementById("charts-empty");
+      if (empty) empty.remove();
+      addKeys(["train/loss", ...data.keys]);
     } catch (err) {
       note.textContent = "Could not load the metrics (" + err.message + ").";
     }
@@ -86,25 +214,52 @@
   }
 
   // Points come in the order they were written (a late val/loss for an old step, a step
-  // re-logged after a resume); each is merged into its trace by step.
+  // re-logged after a resume); each is merged into its line by step. A panel not drawn yet
+  // reads them with its first read; a panel given a new line is read again.
   function appendPoints(points) {
-    let lossGrew = false;
+    const now = Date.now() / 1000;  // live points carry no time: they were written just now
+    const grown = addKeys(Object.keys(points));
     for (const [key, pairs] of Object.entries(points)) {
-      const li = lossKeys.indexOf(key);
-      if (li >= 0) { lossChart.append(li, pairs); lossGrew = true; }
-      if (key === drawnMetric && key === metricKey) metricChart.append(0, pairs);
-      else if (key === metricKey) pendingMetric.push(...pairs);
-      if (li < 0) {
-        fillKeySelect([key]);
-        if (!metricChosen && (!metricKey || (key === PREFERRED_METRIC && metricKey !== key))) {
-          keySelect.value = key;
-          showMetric(key);
-        }
-      }
+      const panel = panels.get(panelOf(key));
+      if (panel.status === "idle" || grown.has(panel)) continue;
+      panel.chart.appendKey(key, pairs.map((p) => [p[0], p[1], now]));
+      const div = panel.chart.div;
+      if (pairs.length && div.layout && (div.layout.annotations || []).length) Plotly.relayout(div, { annotations: [] });
     }
-    if (lossGrew && lossDiv.layout && (lossDiv.layout.annotations || []).length) {
-      Plotly.relayout(lossDiv, { annotations: [] });
-    }
+    for (const panel of grown) if (panel.status !== "idle") drawPanel(panel);
+    const latest = {};
+    for (const [key, pairs] of Object.entries(points)) if (pairs.length) latest[key] = pairs[pairs.length - 1][1];
+    showLatest(latest);
+  }
+
+  // The header's figures from the latest points: throughput, MFU, tokens, ETA, learning rate.
+  const latest = { ...(state.latest || {}) };
+  function compact(n) {
+    if (n === null || n === undefined || !Number.isFinite(n)) return "–";
+    const units = [[1e12, "T"], [1e9, "B"], [1e6, "M"], [1e3, "k"]];
+    for (const [size, unit] of units) if (Math.abs(n) >= size) return (n / size).toFixed(n / size >= 100 ? 0 : 1) + unit;
+    return String(Math.round(n));
+  }
+  function showLatest(values) {
+    Object.assign(latest, values);
+    const set = (id, text) => { document.getElementById(id).textContent = text; };
+    set("run-tokens-per-s", compact(latest["perf/tokens_per_s"]));
+    set("run-tokens-seen", compact(latest["perf/tokens_seen"]));
+    const lr = latest["train/lr"];
+    set("run-lr", lr === undefined || lr === null ? "–" : Number(lr).toExponential(2));
+    const mfu = latest["perf/mfu"];
+    document.getElementById("run-mfu-stat").hidden = mfu === undefined || mfu === null;
+    if (mfu !== undefined && mfu !== null) set("run-mfu", (100 * mfu).toFixed(1) + "%");
+    showProgress();
+  }
+  function showProgress() {
+    const max = state.max_steps;
+    document.getElementById("run-progress").style.width = max ? Math.min(100, 100 * step / max).toFixed(1) + "%" : "0%";
+    const perStep = latest["perf/step_time_s"];
+    let eta = "–";
+    if (state.status === "completed") eta = "done";
+    else if (durationTicking && max && perStep) eta = rw.duration(Math.max(0, max - step) * perStep);
+    document.getElementById("run-eta").textContent = eta;
   }
 
   function appendLogs(logs) {
@@ -120,10 +275,11 @@
 
   function applyState(update) {
     if (update.status) {
+      state.status = update.status;
       statusBadge.textContent = update.status;
       statusBadge.className = "badge status-" + update.status;
     }
-    if (update.step !== undefined) stepEl.textContent = update.step;
+    if (update.step !== undefined) { step = update.step; stepEl.textContent = update.step; }
     if (update.last_loss !== undefined) lossEl.textContent = rw.loss(update.last_loss);
     if (update.duration_s !== undefined) { duration = update.duration_s; durationEl.textContent = rw.duration(duration); }
     if (update.error) {
@@ -143,7 +299,8 @@
     if (cancel && ["completed", "failed", "cancelled", "lost"].includes(update.status)) {
       document.getElementById("cancel-form").remove();
     }
-    durationTicking = update.status === "running" || update.status === "starting";
+    durationTicking = state.status === "running" || state.status === "starting";
+    showProgress();
   }
 
   async function refreshEvalPanel() {
@@ -160,16 +317,16 @@
   function follow() {
     // Where the stream starts; on a reconnect EventSource sends the last update's id
     // (Last-Event-ID), which the server prefers to these, so nothing is missed or sent twice.
-    const streamUrl = new URL(lossDiv.dataset.streamUrl, location.href);
-    streamUrl.searchParams.set("after", lossCursor);
+    const streamUrl = new URL(chartsBox.dataset.streamUrl, location.href);
+    streamUrl.searchParams.set("after", cursor);
     streamUrl.searchParams.set("log_after", logAfter);
     rw.live({
       stream: streamUrl.href,
       // The polling fallback asks the same view for what came after the last update.
-      poll: function (cursor) {
+      poll: function (last) {
         const url = new URL(streamUrl);
         url.searchParams.set("poll", "1");
-        if (cursor) url.searchParams.set("cursor", cursor);
+        if (last) url.searchParams.set("cursor", last);
         return url.href;
       },
       every: 1000,
@@ -181,6 +338,7 @@
       onEnd: function (data) {
         applyState(data);
         durationTicking = false;
+        showProgress();
         refreshEvalPanel();  // the run's last checkpoint can now be evaluated
       },
       onTrouble: function (lost) {
@@ -190,9 +348,9 @@
     });
   }
 
-  keySelect.addEventListener("change", () => { metricChosen = true; showMetric(keySelect.value); });
   durationEl.textContent = rw.duration(duration);
   durationTicking = state.status === "running" || state.status === "starting";
+  showLatest({});
   setInterval(function () {
     if (durationTicking && duration !== null) { duration += 1; durationEl.textContent = rw.duration(duration); }
   }, 1000);

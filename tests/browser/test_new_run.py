@@ -19,7 +19,7 @@ SHOTS = Path("/tmp")
 
 def points_in_chart(page) -> int:
     return page.evaluate(
-        "() => { const d = document.getElementById('loss-chart').data;"
+        "() => { const d = document.getElementById('chart-train-loss').data;"
         " return d ? d.reduce((n, t) => n + (t.x ? t.x.length : 0), 0) : 0; }"
     )
 

@@ -38,7 +38,7 @@ def long_run(alice_project) -> Run:
     return run
 
 
-TRACE = "() => { const t = document.getElementById('loss-chart').data[0]; return {x: t.x, y: t.y}; }"
+TRACE = "() => { const t = document.getElementById('chart-train-loss').data[0]; return {x: t.x, y: t.y}; }"
 
 
 def test_long_series_is_downsampled_and_zoom_refines(long_run, start_servers, chromium):
@@ -46,21 +46,21 @@ def test_long_series_is_downsampled_and_zoom_refines(long_run, start_servers, ch
     page, js_errors = chromium
     log_in(page, base)
     page.goto(f"{base}/runs/{long_run.id}/")
-    page.wait_for_function("() => document.getElementById('loss-chart').data?.[0]?.x?.length > 0")
+    page.wait_for_function("() => document.getElementById('chart-train-loss').data?.[0]?.x?.length > 0")
     full = page.evaluate(TRACE)
     assert 100 < len(full["x"]) <= 2000
     assert max(full["y"]) == 50.0  # min/max buckets keep the spike
 
-    page.evaluate("() => Plotly.relayout('loss-chart', {'xaxis.range': [1000, 1100]})")
+    page.evaluate("() => Plotly.relayout('chart-train-loss', {'xaxis.range': [1000, 1100]})")
     page.wait_for_function(
-        "() => document.getElementById('loss-chart').data[0].x.filter(s => s >= 1000 && s <= 1100).length === 101"
+        "() => document.getElementById('chart-train-loss').data[0].x.filter(s => s >= 1000 && s <= 1100).length === 101"
     )
     zoomed = page.evaluate(TRACE)
     assert zoomed["x"] == sorted(zoomed["x"])  # the finer range was spliced in place
     assert zoomed["x"][-1] == full["x"][-1]  # points outside the range stay
 
-    page.evaluate("() => Plotly.relayout('loss-chart', {'xaxis.autorange': true})")
-    page.wait_for_function("() => document.getElementById('loss-chart').data[0].x.length <= 2000")
+    page.evaluate("() => Plotly.relayout('chart-train-loss', {'xaxis.autorange': true})")
+    page.wait_for_function("() => document.getElementById('chart-train-loss').data[0].x.length <= 2000")
     expect(page.locator("#run-status")).to_have_text("completed")
     assert js_errors == []
 
@@ -78,9 +78,9 @@ def test_a_running_run_follows_live_over_the_stream_or_the_polling_fallback(
     page, js_errors = chromium
     log_in(page, base)
     page.goto(f"{base}/runs/{run.id}/" + ("?live=poll" if mode == "poll" else ""))
-    page.wait_for_function("() => document.getElementById('loss-chart').data?.[0]?.x?.length === 2")
+    page.wait_for_function("() => document.getElementById('chart-train-loss').data?.[0]?.x?.length === 2")
     upsert_points(run.id, [Point("train/loss", s, 5.0 - s / 10, s) for s in (3, 4)])
-    page.wait_for_function("() => document.getElementById('loss-chart').data[0].x.length === 4")
+    page.wait_for_function("() => document.getElementById('chart-train-loss').data[0].x.length === 4")
     Run.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED, step=4)
     expect(page.locator("#run-status")).to_have_text("completed")
     assert page.evaluate(TRACE)["x"] == [1, 2, 3, 4]

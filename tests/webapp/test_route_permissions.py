@@ -151,6 +151,10 @@ MATRIX: dict[str, Route] = {
     ),
     "runs:detail": Route(run, {"GET": web_read()}),
     "runs:series": Route(run, {"GET": web_read()}),
+    "runs:series_csv": Route(run, {"GET": web_read()}, query=lambda w: "key=train/loss"),
+    "runs:compare_series_csv": Route(
+        project, {"GET": web_read()}, query=lambda w: compared(w) + "&key=train/loss"
+    ),
     "runs:cancel": Route(run, {"POST": web_write(302)}),
     # An EventSource cannot follow a redirect to a login page: 401.
     "runs:stream": Route(run, {"GET": Access(200, 200, 404, 401)}),

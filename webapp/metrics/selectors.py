@@ -10,7 +10,7 @@ Callers pass a run they already checked the user may see (runs selectors).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db.models import Max
@@ -164,3 +164,40 @@ def latest_points(
     for key, step, value in qs.order_by("step", "key").values_list("key", "step", "value")[:limit]:
         out.setdefault(key, []).append([step, value])
     return out
+
+
+def point_times(run: Run, key: str, steps: Sequence[int]) -> list[float | None]:
+    """The unix times of ``key``'s points at ``steps`` (a chart's x axis by wall time), in order.
+
+    A step with no point (a downsampled series only keeps steps it has) reads as None.
+    """
+    found: dict[int, float] = {}
+    unique = sorted(set(steps))
+    for lo in range(0, len(unique), 5_000):  # bounded IN lists (SQLite's variable limit)
+        chunk = unique[lo : lo + 5_000]
+        rows = MetricPoint.objects.filter(run=run, key=key, step__in=chunk).values_list("step", "time")
+        found.update(rows)
+    return [found.get(step) for step in steps]
+
+
+def latest_values(run: Run, keys: Iterable[str]) -> dict[str, float | None]:
+    """The value at the highest step of each of ``keys`` the run has logged (a header's figures)."""
+    out: dict[str, float | None] = {}
+    for key in keys:
+        row = MetricPoint.objects.filter(run=run, key=key).order_by("-step").values_list("value", flat=True)
+        values = list(row[:1])
+        if values:
+            out[key] = values[0]
+    return out
+
+
+def raw_points(
+    run: Run, key: str, *, since_step: int | None = None, until_step: int | None = None
+) -> Iterator[tuple[int, float | None, float]]:
+    """Every stored ``(step, value, time)`` of ``key`` in the window, steps ascending, streamed."""
+    qs = MetricPoint.objects.filter(run=run, key=key)
+    if since_step is not None:
+        qs = qs.filter(step__gt=since_step)
+    if until_step is not None:
+        qs = qs.filter(step__lte=until_step)
+    yield from qs.order_by("step").values_list("step", "value", "time").iterator(chunk_size=20_000)

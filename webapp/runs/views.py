@@ -13,7 +13,7 @@ from modelcore.config import ConfigError, field_schema, resolve
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import has_role, require_role
 from webapp.input_errors import InputError, input_errors_as_json
-from webapp.metrics.selectors import keys_for_run, latest_point_seq, series
+from webapp.metrics.selectors import keys_for_run, latest_point_seq, latest_values, point_times, series
 from webapp.projects.selectors import project_for
 from webapp.runs.actions import available_actions
 from webapp.runs.assets import plotly_js_url
@@ -36,6 +36,10 @@ from webapp.runs.updates import StreamCursor, cursor_from_event_id, latest_log_i
 from webapp.whole_numbers import parse_whole_number
 
 CHART_KEYS = ("train/loss", "val/loss")
+# A panel draws one line per key of its group (experts of a layer, ranks of a machine).
+MAX_KEYS_PER_CHART = 32
+# The run header's figures, from each key's latest point.
+HEADER_KEYS = ("perf/tokens_per_s", "perf/mfu", "perf/tokens_seen", "perf/step_time_s", "train/lr")
 
 
 @login_required
@@ -111,6 +115,10 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
                 "is_final": run.status in FINAL_STATUSES,
                 "log_after": log_after,
                 "chart_keys": list(CHART_KEYS),
+                "project_id": run.project_id,
+                "started_at": run.started_at.timestamp() if run.started_at else None,
+                "max_steps": (run.config.get("train") or {}).get("max_steps"),
+                "latest": latest_values(run, HEADER_KEYS),
             },
             "plotly_url": plotly_js_url(),
             "can_cancel": run.is_active and has_role(request.user, run.project.team_id, Role.MEMBER),
@@ -132,10 +140,14 @@ def run_series(request: HttpRequest, run_id: int) -> JsonResponse:
     keys = request.GET.getlist("key") or list(CHART_KEYS)
     window = _step_window(request)
     cursor = latest_point_seq(run)  # before the series: the stream goes on from here (run_stream's "after")
+    shown = [series(run, key, **window) for key in keys[:MAX_KEYS_PER_CHART]]
+    if request.GET.get("times"):  # a chart by wall time: each point's unix time
+        for s in shown:
+            s["times"] = point_times(run, s["key"], s["steps"])
     return JsonResponse(
         {
             "keys": list(keys_for_run(run)),
-            "series": [series(run, key, **window) for key in keys[:10]],
+            "series": shown,
             "step": run.step,
             "cursor": cursor,
         }
@@ -179,9 +191,11 @@ def compare_series(request: HttpRequest, project_id: int) -> JsonResponse:
     if not key:
         raise InputError({"key": "required, e.g. ?key=train/loss"})
     window = _step_window(request)
-    return JsonResponse(
-        {"key": key, "series": [{"run": r.id, "name": r.name, **series(r, key, **window)} for r in runs]}
-    )
+    shown = [{"run": r.id, "name": r.name, **series(r, key, **window)} for r in runs]
+    if request.GET.get("times"):
+        for r, s in zip(runs, shown, strict=True):
+            s["times"] = point_times(r, key, s["steps"])
+    return JsonResponse({"key": key, "series": shown})
 
 
 @login_required

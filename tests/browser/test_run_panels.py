@@ -1,0 +1,205 @@
+"""The run page's metric panels: a panel per key laid out by prefix, and each panel's controls."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import pytest
+from browser_support import log_in
+from playwright.sync_api import expect
+
+from modelcore.config import resolve
+from webapp.metrics.services import Point, upsert_points
+from webapp.runs.models import Run, RunStatus
+
+N = 400
+TOKENS_PER_STEP = 2048
+T0 = 1_764_000_000.0
+
+
+def noisy_loss(step: int) -> float:
+    return 3.0 + 4.0 / step + (0.5 if step % 2 else -0.5)
+
+
+@pytest.fixture
+def run_with_groups(alice_project) -> Run:
+    run = Run.objects.create(
+        project=alice_project,
+        name="panels",
+        preset="tiny-cpu",
+        config=resolve("tiny-cpu", {"train": {"max_steps": 800}}).to_dict(),
+        status=RunStatus.COMPLETED,
+        step=N,
+    )
+    points = []
+    for s in range(1, N + 1):
+        t = T0 + 2.0 * s
+        points += [
+            Point("train/loss", s, noisy_loss(s), t),
+            Point("train/lr", s, 1e-3 * min(1.0, s / 50), t),
+            Point("perf/tokens_per_s", s, 21000.0 + s, t),
+            Point("perf/tokens_seen", s, float(s * TOKENS_PER_STEP), t),
+            Point("perf/step_time_s", s, 0.1, t),
+            Point("system/cpu_util/rank0", s, 0.5, t),
+            Point("system/cpu_util/rank1", s, 0.25, t),
+            Point("loss_scale", s, 1.0, t),
+        ]
+        if s % 100 == 0:
+            points += [Point("val/loss", s, 3.5 + 1 / s, t), Point("eval/hellaswag/acc_norm", s, 0.3, t)]
+    upsert_points(run.id, points)
+    return run
+
+
+def ema_like_tensorboard(values: list[float], weight: float) -> list[float]:
+    """TensorBoard's debiased EMA, written out here to check the page against."""
+    out, last = [], 0.0
+    for n, v in enumerate(values, start=1):
+        last = last * weight + (1 - weight) * v
+        out.append(last / (1 - weight**n))
+    return out
+
+
+def panel_trace(page, panel_dom_id: str, index: int = 0) -> dict:
+    return page.evaluate(
+        "([id, i]) => { const t = document.getElementById(id).data[i]; return {x: t.x, y: t.y, n: t.name}; }",
+        [panel_dom_id, index],
+    )
+
+
+def open_run(page, base: str, run: Run) -> None:
+    page.goto(f"{base}/runs/{run.id}/")
+    page.wait_for_function("() => document.getElementById('chart-train-loss').data?.[0]?.x?.length > 0")
+
+
+def test_a_panel_per_key_grouped_by_prefix_and_remembered(run_with_groups, start_servers, chromium):
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    open_run(page, base, run_with_groups)
+    groups = page.eval_on_selector_all(".chart-group", "els => els.map(e => e.dataset.group)")
+    assert groups == ["train", "val", "perf", "system", "eval", "other"]
+    panels = page.eval_on_selector_all(
+        ".chart-group",
+        "els => els.map(e => Array.from(e.querySelectorAll('.panel')).map(p => p.dataset.panel))",
+    )
+    assert panels == [
+        ["train/loss", "train/lr"],
+        ["val/loss"],
+        ["perf/step_time_s", "perf/tokens_per_s", "perf/tokens_seen"],
+        ["system/cpu_util"],
+        ["eval/hellaswag"],
+        ["loss_scale"],
+    ]
+    # The ranks of a machine are lines of one panel (drawn once scrolled to).
+    page.locator("#chart-system-cpu_util").scroll_into_view_if_needed()
+    page.wait_for_function("() => document.getElementById('chart-system-cpu_util').data?.length === 2")
+    names = page.evaluate("() => document.getElementById('chart-system-cpu_util').data.map(t => t.name)")
+    assert names == ["system/cpu_util/rank0", "system/cpu_util/rank1"]
+
+    # The header's figures come from the latest points.
+    expect(page.locator("#run-tokens-per-s")).to_have_text("21.4k")
+    expect(page.locator("#run-tokens-seen")).to_have_text("819k")
+    expect(page.locator("#run-lr")).to_have_text("1.00e-3")
+    assert page.locator("#run-progress").get_attribute("style") == "width: 50%;"
+
+    # Hide a panel, move another, fold a group: the page of any run of the project remembers.
+    page.get_by_role("button", name="Hide train/lr").click()
+    page.get_by_role("button", name="Move perf/tokens_seen left").click()
+    page.locator(".chart-group[data-group=eval] > summary").click()
+    open_run(page, base, run_with_groups)
+    expect(page.locator("[data-panel='train/lr']")).to_be_hidden()
+    perf = page.eval_on_selector_all(
+        ".chart-group[data-group=perf] .panel", "els => els.map(p => p.dataset.panel)"
+    )
+    assert perf == ["perf/step_time_s", "perf/tokens_seen", "perf/tokens_per_s"]
+    assert page.evaluate("() => document.querySelector('.chart-group[data-group=eval]').open") is False
+    page.get_by_role("button", name="show 1 hidden").click()
+    expect(page.locator("[data-panel='train/lr']")).to_be_visible()
+
+    for width in (1400, 1000):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(300)
+        page.screenshot(path=f"/tmp/runwright-run-panels-{width}.png", full_page=True)
+        # Nothing overlaps: the panels of a row sit side by side, inside the page.
+        boxes = page.eval_on_selector_all(
+            ".chart-group[open] .panel:not([hidden])",
+            "els => els.map(e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })",
+        )
+        for i, a in enumerate(boxes):
+            assert a[2] <= width
+            for b in boxes[i + 1 :]:
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+    assert js_errors == []
+
+
+def test_smoothing_changes_the_line_and_the_csv_stays_raw(run_with_groups, start_servers, chromium):
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    open_run(page, base, run_with_groups)
+    raw = panel_trace(page, "chart-train-loss")
+    assert raw["y"] == [noisy_loss(s) for s in range(1, N + 1)]
+
+    slider = page.get_by_label("Smoothing of train/loss")
+    slider.evaluate("(el) => { el.value = '0.6'; el.dispatchEvent(new Event('input')); }")
+    page.wait_for_function("() => document.getElementById('chart-train-loss').data.length === 2")
+    faint, smoothed = panel_trace(page, "chart-train-loss", 0), panel_trace(page, "chart-train-loss", 1)
+    assert faint["y"] == raw["y"]  # the raw line stays, faint, behind
+    expected = ema_like_tensorboard(raw["y"], 0.6)
+    assert all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(smoothed["y"], expected, strict=True))
+    assert max(smoothed["y"][100:]) - min(smoothed["y"][100:]) < 0.5  # the ±0.5 noise is smoothed
+
+    # Zoom to steps 101..200, then download: the raw points of that range, not smoothed ones.
+    page.evaluate("() => Plotly.relayout('chart-train-loss', {'xaxis.range': [101, 200]})")
+    with page.expect_download() as download:
+        page.locator("[data-panel='train/loss'] button.csv").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert [int(r["step"]) for r in rows] == list(range(101, 201))
+    assert [float(r["value"]) for r in rows] == [noisy_loss(s) for s in range(101, 201)]
+    assert {r["key"] for r in rows} == {"train/loss"}
+
+    with page.expect_download() as download:
+        page.locator("[data-panel='train/loss'] button.png").click()
+    assert Path(download.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The view is remembered for the project.
+    open_run(page, base, run_with_groups)
+    page.wait_for_function("() => document.getElementById('chart-train-loss').data?.length === 2")
+    assert page.get_by_label("Smoothing of train/loss").input_value() == "0.6"
+    assert js_errors == []
+
+
+def test_log_scale_and_x_axis_by_tokens_and_time(run_with_groups, start_servers, chromium):
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    open_run(page, base, run_with_groups)
+    page.get_by_label("Log scale of train/loss").check()
+    page.wait_for_function(
+        "() => document.getElementById('chart-train-loss')._fullLayout.yaxis.type === 'log'"
+    )
+
+    page.get_by_label("X axis of train/loss").select_option("tokens")
+    page.wait_for_function(
+        f"() => document.getElementById('chart-train-loss').data[0].x[0] === {TOKENS_PER_STEP}"
+    )
+    trace = panel_trace(page, "chart-train-loss")
+    assert trace["x"] == [s * TOKENS_PER_STEP for s in range(1, N + 1)]
+    title = page.evaluate("() => document.getElementById('chart-train-loss')._fullLayout.xaxis.title.text")
+    assert title == "tokens seen"
+
+    page.get_by_label("X axis of train/loss").select_option("relative")
+    page.wait_for_function("() => document.getElementById('chart-train-loss').data[0].x[0] !== 2048")
+    trace = panel_trace(page, "chart-train-loss")
+    assert trace["x"][1] - trace["x"][0] == pytest.approx(2.0 / 3600)
+
+    page.get_by_label("X axis of train/loss").select_option("wall")
+    page.wait_for_function(
+        "() => document.getElementById('chart-train-loss')._fullLayout.xaxis.type === 'date'"
+    )
+    trace = panel_trace(page, "chart-train-loss")
+    assert trace["x"][0] == (T0 + 2.0) * 1000
+    assert js_errors == []
