@@ -1,5 +1,6 @@
 from django.urls import path
 
+from webapp.runs import actions as run_actions
 from webapp.runs import downloads, views
 
 app_name = "runs"
@@ -11,6 +12,11 @@ urlpatterns = [
     path("runs/<int:run_id>/", views.run_detail, name="detail"),
     path("runs/<int:run_id>/series", views.run_series, name="series"),
     path("runs/<int:run_id>/cancel", views.cancel_run, name="cancel"),
+    path("runs/<int:run_id>/resume", run_actions.resume, name="resume"),
+    path("runs/<int:run_id>/restart", run_actions.restart, name="restart"),
+    path("runs/<int:run_id>/archive", run_actions.archive, name="archive"),
+    path("runs/<int:run_id>/unarchive", run_actions.unarchive, name="unarchive"),
+    path("runs/<int:run_id>/delete", run_actions.delete, name="delete"),
     path("runs/<int:run_id>/stream", views.run_stream, name="stream"),
     path("runs/<int:run_id>/series.csv", downloads.run_series_csv, name="series_csv"),
     path(
