@@ -192,7 +192,15 @@ MATRIX: dict[str, Route] = {
         project, {"GET": api_read(), "POST": api_write(201)}, body=lambda w: {"preset": "tiny-cpu"}, api=True
     ),
     "api:run": Route(run, {"GET": api_read()}, api=True),
-    "api:run_metrics": Route(run, {"GET": api_read()}, query=lambda w: "key=train/loss", api=True),
+    # The world's run is launched: its points come from its trainer, not the API (400, after the role).
+    "api:run_metrics": Route(
+        run, {"GET": api_read(), "POST": api_write(400)}, query=lambda w: "key=train/loss", api=True
+    ),
+    "api:run_events": Route(run, {"POST": api_write(400)}, api=True),
+    "api:run_logs": Route(run, {"POST": api_write(400)}, api=True),
+    "api:run_heartbeat": Route(run, {"POST": api_write(400)}, api=True),
+    "api:run_status": Route(run, {"POST": api_write(400)}, api=True),
+    "api:run_params": Route(run, {"POST": api_write(400)}, api=True),
     "api:run_cancel": Route(run, {"POST": api_write(200)}, api=True),
     # Validates a config for whoever asks; it reads and writes nothing of any team.
     "api:config_estimate": Route(

@@ -38,12 +38,7 @@ def json_object(request: HttpRequest, fields: Collection[str]) -> dict[str, Any]
     """
     if not request.body:
         return {}
-    try:
-        data = json.loads(request.body, parse_constant=_reject_constant)
-    except RecursionError:
-        raise body_error(f"malformed JSON: nested deeper than {MAX_DEPTH} levels") from None
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise body_error(f"malformed JSON: {exc}") from None
+    data = _parse(request)
     if not isinstance(data, dict):
         raise body_error('the body must be a JSON object, e.g. {"name": "..."}')
     errors = _unknown_fields(data, fields)
@@ -51,6 +46,35 @@ def json_object(request: HttpRequest, fields: Collection[str]) -> dict[str, Any]
     if errors:
         raise InputError(dict(list(errors.items())[:MAX_ERRORS]))
     return data
+
+
+def json_list(
+    request: HttpRequest, field: str, fields: Collection[str] = ()
+) -> tuple[list[Any], dict[str, Any]]:
+    """A batch: the body's JSON array, or the array under ``field`` of a JSON object with ``fields``.
+
+    Returns the array and the object (empty for a bare array); each item is checked as
+    ``json_object`` checks a body, its problems keyed ``field[i].name``.
+    """
+    data = _parse(request) if request.body else None
+    if isinstance(data, list):
+        data = {field: data}
+    if not isinstance(data, dict) or not isinstance(data.get(field), list):
+        raise InputError({field: f'the body must be a JSON array, or an object with "{field}": [...]'})
+    errors = _unknown_fields(data, (field, *fields))
+    errors.update(_value_problems(data))
+    if errors:
+        raise InputError(dict(list(errors.items())[:MAX_ERRORS]))
+    return data[field], data
+
+
+def _parse(request: HttpRequest) -> Any:
+    try:
+        return json.loads(request.body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise body_error(f"malformed JSON: nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise body_error(f"malformed JSON: {exc}") from None
 
 
 def _unknown_fields(data: dict[str, Any], fields: Collection[str]) -> dict[str, str]:

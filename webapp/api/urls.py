@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.api import evals, run_annotations, teams, tokens, views
+from webapp.api import evals, run_annotations, external, teams, tokens, views
 
 app_name = "api"
 
@@ -10,6 +10,11 @@ urlpatterns = [
     path("runs/<int:run_id>", views.run, name="run"),
     path("runs/<int:run_id>/metrics", views.run_metrics, name="run_metrics"),
     path("runs/<int:run_id>/cancel", views.run_cancel, name="run_cancel"),
+    path("runs/<int:run_id>/events", external.run_events, name="run_events"),
+    path("runs/<int:run_id>/logs", external.run_logs, name="run_logs"),
+    path("runs/<int:run_id>/heartbeat", external.run_heartbeat, name="run_heartbeat"),
+    path("runs/<int:run_id>/status", external.run_status, name="run_status"),
+    path("runs/<int:run_id>/params", external.run_params, name="run_params"),
     path("runs/<int:run_id>/tags", run_annotations.tags, name="run_tags"),
     path("runs/<int:run_id>/note", run_annotations.note, name="run_note"),
     path("config/estimate", views.config_estimate, name="config_estimate"),

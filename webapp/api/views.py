@@ -9,15 +9,19 @@ from django.http import HttpRequest, JsonResponse
 
 from modelcore.config import resolve
 from webapp.accounts.selectors import teams_of
+from webapp.api import external
 from webapp.api.auth import api_view
 from webapp.api.body import json_object
 from webapp.api.fields import string, whole_number
+from webapp.external.batches import read_tags
+from webapp.external.services import create_external_run
 from webapp.input_errors import InputError, error_body
 from webapp.metrics.selectors import keys_for_run, series
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_for, project_list
 from webapp.projects.services import create_project
 from webapp.runs.estimates import estimate
+from webapp.runs.models import RunSource
 from webapp.runs.filters import parse_runs_query, runs_page
 from webapp.runs.presenters import run_detail
 from webapp.runs.selectors import run_for
@@ -63,7 +67,21 @@ def project_runs(request: HttpRequest, project_id: int) -> JsonResponse:
         return JsonResponse(
             {"runs": runs, "total": page.total, "next_cursor": page.next_cursor, "columns": page.columns}
         )
-    data = json_object(request, ("name", "preset", "config"))
+    data = json_object(request, ("name", "preset", "config", "source", "tags"))
+    source = string(data.get("source") or RunSource.MANAGED, "source")
+    if source == RunSource.EXTERNAL:
+        external_run = create_external_run(
+            user=request.user,
+            project=project,
+            name=string(data.get("name", ""), "name"),
+            config=data.get("config"),
+            tags=read_tags(data.get("tags")),
+        )
+        return JsonResponse(run_detail(external_run), status=201)
+    if source != RunSource.MANAGED:
+        raise InputError({"source": "must be managed (Runwright launches it) or external (you train it)"})
+    if data.get("tags") is not None:
+        raise InputError({"tags": "tags at creation are for external runs; tag a launched run afterwards"})
     run = create_run(
         user=request.user,
         project=project,
@@ -79,8 +97,10 @@ def run(request: HttpRequest, run_id: int) -> JsonResponse:
     return JsonResponse(run_detail(run_for(request.user, run_id)))
 
 
-@api_view(("GET",))
+@api_view(("GET", "POST"))
 def run_metrics(request: HttpRequest, run_id: int) -> JsonResponse:
+    if request.method == "POST":  # an external run's points (webapp.api.external)
+        return external.post_metrics(request, run_id)
     found = run_for(request.user, run_id)
     key = request.GET.get("key", "").strip()
     if not key:

@@ -15,6 +15,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "id": run.id,
         "name": run.name,
         "preset": run.preset,
+        "source": run.source,
         "status": run.status,
         "is_final": run.status in FINAL_STATUSES,
         "step": run.step,

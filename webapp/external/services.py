@@ -1,0 +1,192 @@
+"""Writes for external runs: runs trained outside Runwright that report over the API.
+
+An external run is a ``Run`` with ``source = external``: created ``running`` (nothing
+launches it), its points, logs and final status sent by its client (the ``runwright`` SDK,
+``runwright sync``, an MLflow client). Its client plays the supervisor's part, through the
+supervisor's own writes: points by ``upsert_points`` (the one bulk, idempotent path, with
+its keys and summaries), logs by ``transitions.record_logs``, the live update built by
+``webapp.live`` from the rows just written, the status by ``RUN_STATES`` moves, and
+silence by the same sweep that marks a launched run ``lost``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Max
+from django.db.models.functions import Now
+
+from webapp import live
+from webapp.accounts.models import Role
+from webapp.accounts.permissions import require_role
+from webapp.annotations.models import RunTag
+from webapp.annotations.services import add_tags
+from webapp.external.batches import Report, read_params
+from webapp.input_errors import InputError
+from webapp.metrics.services import upsert_points
+from webapp.projects.models import Project
+from webapp.runs import transitions
+from webapp.runs.models import Run, RunLog, RunSource, RunStatus
+
+log = logging.getLogger(__name__)
+
+NAME_MAX_LENGTH = 200
+
+
+class RunEnded(Exception):
+    """The run has ended (completed, failed, cancelled): it takes no more reports. A 409."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        super().__init__(
+            f"run {run.id} has ended ({run.status}); it takes no more points, logs or heartbeats. "
+            "Start a new run to log more."
+        )
+
+
+def create_external_run(
+    *,
+    user: AbstractBaseUser,
+    project: Project,
+    name: str = "",
+    config: Mapping[str, Any] | None = None,
+    tags: list[str] | None = None,
+) -> Run:
+    """Store a ``running`` external run with its params (``{"params": {...}}``) and tags; never launched."""
+    require_role(user, project.team_id, Role.MEMBER)
+    name = (name or "").strip()
+    if len(name) > NAME_MAX_LENGTH:
+        raise InputError({"name": f"must be at most {NAME_MAX_LENGTH} characters"})
+    params = read_params(config if config is not None else {})
+    with transaction.atomic():
+        run = Run.objects.create(
+            project=project,
+            name=name or f"external #{project.runs.count() + 1}",
+            config={"params": params},
+            status=RunStatus.RUNNING,
+            source=RunSource.EXTERNAL,
+            created_by=user,
+            attempt=1,
+            started_at=Now(),
+            heartbeat_at=Now(),
+        )
+        if tags:
+            add_tags(user=user, run=run, names=tags)
+    run.refresh_from_db()
+    return run
+
+
+def require_writer(user: AbstractBaseUser, run: Run) -> None:
+    """The checks every write to an external run starts with: the member role, then the run's source."""
+    require_role(user, run.project.team_id, Role.MEMBER)
+    require_external(run)
+
+
+def require_external(run: Run) -> None:
+    if run.source != RunSource.EXTERNAL:
+        raise InputError(
+            {"run": f"run {run.id} is launched by Runwright: its trainer reports its metrics, not the API"}
+        )
+
+
+def record(*, user: AbstractBaseUser, run: Run, report: Report) -> int:
+    """Store one request's points and logs (then its final status, if any); returns the points written.
+
+    Idempotent per (key, step) for points and per seq for logs, so a client that resends a
+    batch it did not hear back about changes nothing. A run the sweep marked ``lost`` is
+    taken back; an ended run refuses with ``RunEnded``.
+    """
+    require_writer(user, run)
+    step, loss = report.progress()
+    with transaction.atomic():
+        if not transitions.external_alive(run.id, step=step, last_loss=loss):
+            run.refresh_from_db()
+            raise RunEnded(run)
+        logs_after = live.last_log_id(run.id) if report.logs else None
+        written = upsert_points(run.id, report.points)
+        transitions.record_logs(run.id, _numbered(run.id, report.logs))
+        rows = live.rows_written(run.id, written, logs_after)
+        if report.final is not None:
+            transitions.finish_external(run.id, *report.final)
+        transaction.on_commit(lambda: _announce(run.id, rows))
+    return written
+
+
+def heartbeat(*, user: AbstractBaseUser, run: Run) -> Run:
+    """The client is alive (it may have nothing to log for a while); ``RunEnded`` once the run has ended."""
+    require_writer(user, run)
+    was_lost = run.status == RunStatus.LOST
+    if not transitions.external_alive(run.id):
+        run.refresh_from_db()
+        raise RunEnded(run)
+    run.refresh_from_db()
+    if was_lost:
+        _announce(run.id, None)
+    return run
+
+
+def finish(*, user: AbstractBaseUser, run: Run, status: str, error: str = "") -> Run:
+    """The client's final word. Saying it again is a no-op; a different word after the end is ``RunEnded``."""
+    require_writer(user, run)
+    if status not in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
+        raise InputError({"status": "must be completed, failed or cancelled"})
+    if not transitions.finish_external(run.id, status, error[:100_000]):
+        run.refresh_from_db()
+        if run.status != status:
+            raise RunEnded(run)
+        return run
+    run.refresh_from_db()
+    _announce(run.id, None)
+    return run
+
+
+def update_params(
+    *, user: AbstractBaseUser, run: Run, config: Mapping[str, Any], tags: list[str] | None = None
+) -> Run:
+    """Add or replace params of the run's config (a later value of a name wins), and add tags."""
+    require_writer(user, run)
+    params = read_params(config)
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        merged = {**(locked.config or {}).get("params", {}), **params}
+        if len(merged) > 1_000:
+            raise InputError({"config": "a run has at most 1000 params"})
+        Run.objects.filter(pk=run.pk).update(config={"params": merged})
+        if tags:
+            add_tags(user=user, run=run, names=tags)
+    run.refresh_from_db()
+    return run
+
+
+def run_tags(run: Run) -> list[str]:
+    return list(RunTag.objects.filter(run=run).values_list("name", flat=True))
+
+
+def _numbered(run_id: int, logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Log lines sent without a seq get the run's next ones (the run's row is locked by now)."""
+    if all(entry["seq"] is not None for entry in logs):
+        return logs
+    highest = RunLog.objects.filter(run_id=run_id).aggregate(top=Max("seq"))["top"] or 0
+    top = max([highest, *(e["seq"] for e in logs if e["seq"] is not None)])
+    numbered = []
+    for entry in logs:
+        if entry["seq"] is None:
+            top += 1
+            entry = {**entry, "seq": top}
+        numbered.append(entry)
+    return numbered
+
+
+def _announce(run_id: int, rows: live.LiveRows | None) -> None:
+    """Publish what was stored; a Redis failure only delays live pages (they re-read the database)."""
+    if not live.enabled():
+        return
+    run = Run.objects.get(pk=run_id)
+    try:
+        live.publish(run.id, live.rows_message(run, rows))
+    except Exception:
+        log.warning("run %s: could not publish a live update", run.id, exc_info=True)
