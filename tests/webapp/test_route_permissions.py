@@ -125,7 +125,8 @@ def compared(w: dict) -> str:
 
 MATRIX: dict[str, Route] = {
     # --- public ------------------------------------------------------------------
-    ":home": Route(none, {"GET": Access(302, 302, 302, 302)}, public=True),
+    # Everyone signed in has a home page of their own teams; a visitor is sent to log in.
+    ":home": Route(none, {"GET": Access(200, 200, 200, LOGIN)}),
     # A logged-in visitor is sent on to the projects; the form re-renders with its errors.
     ":login": Route(
         none, {"GET": Access(302, 302, 302, 200), "POST": Access(302, 302, 302, 200)}, public=True
