@@ -26,18 +26,41 @@
     }));
   }
 
+  const runParams = state.runs.map((run) => ["run", run.id]);
+  // Each run's tokens-seen curve, read once, for charts whose x axis is "tokens seen".
+  let tokensPromise = null;
+  function tokensCurves() {
+    if (!tokensPromise) {
+      tokensPromise = rw.fetchSeries(lossDiv.dataset.seriesUrl, [...runParams, ["key", "perf/tokens_seen"]], {})
+        .then((data) => data.series.map((s) => ({ steps: s.steps, values: s.values })));
+    }
+    return tokensPromise;
+  }
+
   // One chart per div; its key can change (the metric picker): the chart reads div.dataset.key.
-  function chartOf(div) {
-    const load = (window) => rw.fetchSeries(div.dataset.seriesUrl,
-      [...state.runs.map((run) => ["run", run.id]), ["key", div.dataset.key]], window);
+  // Its controls are the run page's (rw.panelControls); the view is kept per project.
+  const storeKey = "runwright.compare.project" + state.project_id;
+  let views = {};
+  try { views = JSON.parse(localStorage.getItem(storeKey)) || {}; } catch (err) { views = {}; }
+  function chartOf(div, name) {
+    const load = (window, need) => rw.fetchSeries(div.dataset.seriesUrl,
+      [...runParams, ["key", div.dataset.key], ...(need && need.times ? [["times", "1"]] : [])], window);
     const layout = (data) => {
       const empty = !data.series.some((s) => s.steps.length);
       return rw.chartLayout(div.dataset.key, true, empty ? "no points for " + div.dataset.key : "");
     };
-    return rw.seriesChart(div, load, traces, layout);
+    const chart = rw.seriesChart(div, load, traces, layout, { tokens: tokensCurves });
+    const bar = div.parentElement.querySelector(".panel-controls");
+    rw.panelControls(bar, chart, name,
+      (window) => rw.windowUrl(div.dataset.csvUrl, [...runParams, ["key", div.dataset.key]], window),
+      (view) => {
+        views[name] = view;
+        try { localStorage.setItem(storeKey, JSON.stringify(views)); } catch (err) { /* not kept */ }
+      }, views[name]);
+    return chart;
   }
-  const lossChart = chartOf(lossDiv);
-  const metricChart = chartOf(metricDiv);
+  const lossChart = chartOf(lossDiv, "loss");
+  const metricChart = chartOf(metricDiv, "metric");
 
   function showMetric(key) {
     metricDiv.dataset.key = key;

@@ -174,6 +174,7 @@ def compare_runs(request: HttpRequest, project_id: int) -> HttpResponse:
                 "runs": [{"id": r.id, "name": r.name} for r in runs],
                 "keys": keys_of_runs(runs),
                 "chart_keys": list(CHART_KEYS),
+                "project_id": project.id,
             },
             "plotly_url": plotly_js_url(),
         },
