@@ -52,5 +52,10 @@ class AuditEvent(models.Model):
             models.Index(fields=["team", "actor", "-created_at"], name="audit_team_actor_time"),
         ]
 
+    @property
+    def target_kind(self) -> str:
+        """The target's kind as a person reads it ("token", not the model's "apitoken")."""
+        return {"apitoken": "token"}.get(self.target_type, self.target_type)
+
     def __str__(self) -> str:
         return f"{self.actor_label} {self.action} {self.target_type}:{self.target_label}"
