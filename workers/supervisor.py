@@ -176,6 +176,10 @@ class Supervisor(JobRunner):
             return
         retry_db(self._ingest_all, f"{self.description}: reading the earlier attempt's last events")
         self.trainer_status = None
+        # The checkpoint the trainer will resume from is the folder's latest complete one,
+        # which may be newer than the rows the claim saw (a lost attempt's last saves).
+        found = list_checkpoints(self.run_dir)
+        transitions.record_attempt_checkpoint(self.run.id, self.run.attempt, found[-1][0] if found else None)
 
     def _ingest_all(self) -> None:
         while self._ingest_batch():

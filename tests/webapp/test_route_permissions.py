@@ -157,6 +157,13 @@ MATRIX: dict[str, Route] = {
         project, {"GET": web_read()}, query=lambda w: compared(w) + "&key=train/loss"
     ),
     "runs:cancel": Route(run, {"POST": web_write(302)}),
+    # The world's run is completed: Alice's resume or restart is refused on the run page (302).
+    "runs:resume": Route(run, {"POST": web_write(302)}),
+    "runs:restart": Route(run, {"POST": web_write(302)}),
+    "runs:archive": Route(run, {"POST": web_write(302)}),
+    "runs:unarchive": Route(run, {"POST": web_write(302)}),
+    # Deleting is a team admin's: Bob (a viewer) sees neither the confirmation nor the delete.
+    "runs:delete": Route(run, {"GET": web_write(200), "POST": web_write(302)}),
     # An EventSource cannot follow a redirect to a login page: 401.
     "runs:stream": Route(run, {"GET": Access(200, 200, 404, 401)}),
     # --- tags and notes (runs table and run page) --------------------------------
@@ -192,7 +199,7 @@ MATRIX: dict[str, Route] = {
     "api:project_runs": Route(
         project, {"GET": api_read(), "POST": api_write(201)}, body=lambda w: {"preset": "tiny-cpu"}, api=True
     ),
-    "api:run": Route(run, {"GET": api_read()}, api=True),
+    "api:run": Route(run, {"GET": api_read(), "DELETE": api_write(200)}, api=True),
     # The world's run is launched: its points come from its trainer, not the API (400, after the role).
     "api:run_metrics": Route(
         run, {"GET": api_read(), "POST": api_write(400)}, query=lambda w: "key=train/loss", api=True
@@ -203,6 +210,11 @@ MATRIX: dict[str, Route] = {
     "api:run_status": Route(run, {"POST": api_write(400)}, api=True),
     "api:run_params": Route(run, {"POST": api_write(400)}, api=True),
     "api:run_cancel": Route(run, {"POST": api_write(200)}, api=True),
+    # A completed run is not resumed: a 400 naming its status, after the role check.
+    "api:run_resume": Route(run, {"POST": api_write(400)}, api=True),
+    "api:run_restart": Route(run, {"POST": api_write(400)}, api=True),
+    "api:run_archive": Route(run, {"POST": api_write(200)}, api=True),
+    "api:run_unarchive": Route(run, {"POST": api_write(200)}, api=True),
     # Validates a config for whoever asks; it reads and writes nothing of any team.
     "api:config_estimate": Route(
         none, {"POST": Access(200, 200, 200, 401)}, body=lambda w: {"preset": "tiny-cpu"}, api=True

@@ -1,6 +1,7 @@
 from django.urls import path
 
-from webapp.api import evals, run_annotations, external, teams, tokens, views
+from webapp.api import evals, external, run_annotations, teams, tokens, views
+from webapp.api.run_actions import run_archive, run_restart, run_resume, run_unarchive
 
 app_name = "api"
 
@@ -10,6 +11,10 @@ urlpatterns = [
     path("runs/<int:run_id>", views.run, name="run"),
     path("runs/<int:run_id>/metrics", views.run_metrics, name="run_metrics"),
     path("runs/<int:run_id>/cancel", views.run_cancel, name="run_cancel"),
+    path("runs/<int:run_id>/resume", run_resume, name="run_resume"),
+    path("runs/<int:run_id>/restart", run_restart, name="run_restart"),
+    path("runs/<int:run_id>/archive", run_archive, name="run_archive"),
+    path("runs/<int:run_id>/unarchive", run_unarchive, name="run_unarchive"),
     path("runs/<int:run_id>/events", external.run_events, name="run_events"),
     path("runs/<int:run_id>/logs", external.run_logs, name="run_logs"),
     path("runs/<int:run_id>/heartbeat", external.run_heartbeat, name="run_heartbeat"),

@@ -13,6 +13,7 @@ from webapp.api import external
 from webapp.api.auth import api_view
 from webapp.api.body import json_object
 from webapp.api.fields import string, whole_number
+from webapp.api.run_actions import delete as delete_run_api
 from webapp.external.batches import read_tags
 from webapp.external.services import create_external_run
 from webapp.input_errors import InputError, error_body
@@ -21,8 +22,8 @@ from webapp.projects.models import Project
 from webapp.projects.selectors import project_for, project_list
 from webapp.projects.services import create_project
 from webapp.runs.estimates import estimate
-from webapp.runs.models import RunSource
 from webapp.runs.filters import parse_runs_query, runs_page
+from webapp.runs.models import RunSource
 from webapp.runs.presenters import run_detail
 from webapp.runs.selectors import run_for
 from webapp.runs.services import create_run, request_cancel
@@ -92,8 +93,10 @@ def project_runs(request: HttpRequest, project_id: int) -> JsonResponse:
     return JsonResponse({"id": run.id, "status": run.status}, status=201)
 
 
-@api_view(("GET",))
+@api_view(("GET", "DELETE"))
 def run(request: HttpRequest, run_id: int) -> JsonResponse:
+    if request.method == "DELETE":  # team admins (webapp.api.run_actions)
+        return delete_run_api(request, run_id)
     return JsonResponse(run_detail(run_for(request.user, run_id)))
 
 

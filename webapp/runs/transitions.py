@@ -92,6 +92,11 @@ def _start_attempt(run: Run) -> None:
     )
 
 
+def record_attempt_checkpoint(run_id: int, attempt: int, step: int | None) -> None:
+    """The step of the checkpoint this attempt's trainer starts from (None: from scratch)."""
+    RunAttempt.objects.filter(run_id=run_id, number=attempt).update(from_step=step)
+
+
 def _end_attempt(run_id: int, attempt: int, status: str, reason: str, ended_at: Any) -> None:
     """Record how an attempt ended (the sweep's ``lost`` is overwritten by its supervisor's word)."""
     RunAttempt.objects.filter(run_id=run_id, number=attempt).update(
