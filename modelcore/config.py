@@ -278,6 +278,14 @@ class TrainConfig:
         max=86_400,
         advanced=True,
     )
+    system_metrics_every_s: int = _f(
+        30,
+        "Log CPU, memory and GPU use (utilisation, memory, power, temperature) of every rank at "
+        "least this many seconds apart, at a logging step, on the run page's system panel; 0 disables.",
+        min=0,
+        max=86_400,
+        advanced=True,
+    )
     init_from: str = _f(
         "",
         "Initialise weights from a Hugging Face Llama directory, a Runwright run directory (its "

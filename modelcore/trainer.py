@@ -42,6 +42,7 @@ from modelcore.data import (
 )
 from modelcore.events import EventWriter
 from modelcore.model import Transformer
+from modelcore.system_metrics import SystemMetrics
 
 FAIL_AT_STEP_ENV = "RUNWRIGHT_FAIL_AT_STEP"  # test hook: raise at that step on every rank
 STOP_AT_STEP_ENV = "RUNWRIGHT_STOP_AT_STEP"  # test hook: behave as if SIGTERM came during that step
@@ -252,6 +253,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
         self.step = 0
         self.tokens_seen = 0
+        self.system_metrics = SystemMetrics(
+            cfg.train.system_metrics_every_s, self.device, self.rank, self.world
+        )
         self.val_batches = (
             validation_batches(
                 self.splits.val,
@@ -540,9 +544,11 @@ class Trainer:
                     for layer, row in enumerate(stats.expert_load.tolist()):
                         for expert, share in enumerate(row):
                             values[f"moe/expert_util/layer{layer}/expert{expert}"] = share
+                system = self.system_metrics.collect()  # a collective: every rank, at every logging step
                 if self.events is not None:
                     self.events.metric(self.step, values)
-                    self.events.system(system_stats(self.device))
+                    if system:
+                        self.events.system(system)
                 window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
             side_work_start = time.perf_counter()
             if self.val_batches and (self.step % t.eval_every == 0 or self.step == t.max_steps):

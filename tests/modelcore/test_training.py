@@ -100,8 +100,12 @@ def test_tiny_cpu_preset_trains_on_two_processes(tmp_path: Path, cache_dir: Path
         train[0]["values"]
     )
     assert "perf/mfu" not in train[0]["values"]  # no known peak for a CPU
+    # Every rank's figures, gathered to rank 0 (the first logging step; the next wait 30 s).
     system = [e["values"] for e in _events(tmp_path / "run") if e["type"] == "system"]
-    assert len(system) == len(train) and 0 <= system[-1]["cpu/util"] <= 1
+    assert system and {f"system/{m}/rank{r}" for m in ("cpu_util", "ram_gb") for r in (0, 1)} <= set(
+        system[0]
+    )
+    assert 0 <= system[0]["system/host_cpu_util/rank1"] <= 1
     first = sum(e["values"]["train/loss"] for e in train[:3]) / 3
     last = sum(e["values"]["train/loss"] for e in train[-3:]) / 3
     assert last < first - 1.0, (first, last)
