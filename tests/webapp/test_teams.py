@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import pytest
+from django.db import connection
 from people import make_user
 
+from webapp.accounts import services
 from webapp.accounts.models import Membership, Role, Team
+from webapp.accounts.services import change_role
 from webapp.audit.models import AuditEvent
 from webapp.input_errors import InputError
 from webapp.projects.models import Project
@@ -163,3 +169,40 @@ def test_api_creates_a_project_in_a_chosen_team(api, alice, team):
     Membership.objects.create(team=lab, user=alice, role=Role.MEMBER)
     response = api(alice, "POST", "/api/v1/projects", {"name": "p", "team": lab.id})
     assert response.status_code == 201 and response.json()["team"]["id"] == lab.id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(team, alice, monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's; SQLite runs one writer at a time")
+    dora = make_user("dora", team, Role.ADMIN)
+    # Each demotion waits here after its check until the other has checked too (or 2 s passed):
+    # without the team lock both would see the other admin and both would step down.
+    barrier = threading.Barrier(2)
+    real_check = services._admins_left
+
+    def checked_together(*args):
+        left = real_check(*args)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=2)
+        return left
+
+    monkeypatch.setattr(services, "_admins_left", checked_together)
+    outcomes = []
+
+    def demote(actor, target) -> None:
+        try:
+            change_role(actor=actor, team=team, user_id=target.id, role=Role.MEMBER)
+            outcomes.append("demoted")
+        except InputError:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=demote, args=pair) for pair in ((alice, dora), (dora, alice))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(outcomes) == ["demoted", "refused"]
+    assert Membership.objects.filter(team=team, role=Role.ADMIN).count() == 1

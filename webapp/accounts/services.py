@@ -95,16 +95,18 @@ def add_member(team: Team, user: AbstractBaseUser, role: str = Role.MEMBER) -> M
 
 
 def _admins_left(team: Team, without_user_id: int) -> bool:
-    return (
-        Membership.objects.select_for_update()
-        .filter(team=team, role=Role.ADMIN)
-        .exclude(user_id=without_user_id)
-        .exists()
-    )
+    return Membership.objects.filter(team=team, role=Role.ADMIN).exclude(user_id=without_user_id).exists()
 
 
 def _membership(team: Team, user_id: int) -> Membership:
-    membership = Membership.objects.select_for_update().filter(team=team, user_id=user_id).first()
+    """The membership to change, with the team row locked first.
+
+    One lock per team serialises its role changes and removals (PostgreSQL): two admins
+    demoting each other at once cannot both pass the last-admin check, and no deadlock
+    comes of locking two memberships in opposite orders.
+    """
+    Team.objects.select_for_update().filter(pk=team.pk).first()
+    membership = Membership.objects.filter(team=team, user_id=user_id).select_related("user").first()
     if membership is None:
         raise InputError({"user": "is not a member of this team"})
     return membership
@@ -274,7 +276,11 @@ def sign_up(*, username: str, password: str, invite_secret: str = "") -> Abstrac
         errors["password"] = " ".join(exc.messages)
     if errors:
         raise InputError(errors)
-    user = User.objects.create_user(**{User.USERNAME_FIELD: username}, password=password)
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(**{User.USERNAME_FIELD: username}, password=password)
+    except IntegrityError:  # the same name signed up at the same moment
+        raise InputError({"username": "is taken; choose another"}) from None
     if invite_secret:
         accept_invite(user=user, secret=invite_secret)
     return user
