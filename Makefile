@@ -9,11 +9,13 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test lint format compose-check
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml sdk/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# The client SDK is its own package (a training machine installs only it); the tests use it too.
+	$(PY) -m pip install --quiet -e ./sdk
 	touch $@
 
 install: $(VENV)/.installed

@@ -108,3 +108,47 @@ def celery_worker(
     finally:
         stop_group(proc)
         print(log_path.read_text(errors="replace")[-4000:])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def web_server(log_path: Path, **extra_env: str) -> Iterator[str]:
+    """A ready uvicorn (the production ASGI app) on this test's database; yields its base URL.
+
+    Tests that use it need ``transactional_db``: the server is another process and sees
+    only committed rows.
+    """
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--log-level", "warning"]
+    env = {k: v for k, v in service_env(**extra_env).items() if k != "RUNWRIGHT_BROKER_URL"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "uvicorn exited:\n" + log_path.read_text(errors="replace")
+            try:
+                import urllib.request
+
+                urllib.request.urlopen(base + "/login/", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "uvicorn not ready:\n" + log_path.read_text(
+                    errors="replace"
+                )
+                time.sleep(0.2)
+        yield base
+    finally:
+        stop_group(proc)
+        print(log_path.read_text(errors="replace")[-4000:])

@@ -1,0 +1,5 @@
+import sys
+
+from runwright.cli import main
+
+sys.exit(main())

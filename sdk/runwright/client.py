@@ -1,0 +1,103 @@
+"""The few calls the SDK makes to a Runwright server's API, over one kept-alive HTTP connection."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+TIMEOUT_SECONDS = 10.0
+
+
+class Unreachable(Exception):
+    """No answer (refused, reset, timed out) or a 5xx/429: worth trying again later."""
+
+
+class Refused(Exception):
+    """The server answered and said no (4xx): trying the same request again will not help."""
+
+    def __init__(self, status: int, body: dict[str, Any]):
+        self.status = status
+        self.body = body
+        detail = body.get("errors") or body.get("error") or body
+        super().__init__(f"HTTP {status}: {detail}")
+
+
+class Client:
+    def __init__(self, url: str, token: str, timeout: float = TIMEOUT_SECONDS):
+        parts = urlsplit(url.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"RUNWRIGHT_URL must look like http://host:8000, got {url!r}")
+        self.scheme, self.host, self.port = parts.scheme, parts.hostname, parts.port
+        self.prefix = parts.path
+        self.token = token
+        self.timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        """``method path`` under ``/api/v1``; the JSON answer, or ``Unreachable`` / ``Refused``."""
+        payload = json.dumps(body, allow_nan=False).encode() if body is not None else b""
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        try:
+            conn = self._connection()
+            conn.request(method, f"{self.prefix}/api/v1/{path}", body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise Unreachable(f"{type(exc).__name__}: {exc}") from None
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {"error": raw[:200].decode(errors="replace")}
+        if not isinstance(data, dict):
+            data = {"data": data}
+        if response.status >= 500 or response.status == 429:
+            self.close()
+            raise Unreachable(f"HTTP {response.status}")
+        if response.status >= 400:
+            raise Refused(response.status, data)
+        return data
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self.scheme == "https":
+                self._conn = http.client.HTTPSConnection(
+                    self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
+                )
+            else:
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        return self._conn
+
+    # --- the calls ---------------------------------------------------------------------
+
+    def project_id(self, project: str | int, team: int | None = None) -> int:
+        """The id of the project named ``project`` among the token's, created when there is none."""
+        if isinstance(project, int):
+            return project
+        for found in self.call("GET", "projects").get("projects", []):
+            if found.get("name") == project and (team is None or found.get("team", {}).get("id") == team):
+                return int(found["id"])
+        body: dict[str, Any] = {"name": project}
+        if team is not None:
+            body["team"] = team
+        return int(self.call("POST", "projects", body)["id"])
+
+    def create_run(
+        self, project_id: int, name: str, config: dict[str, Any], tags: list[str]
+    ) -> dict[str, Any]:
+        body = {"source": "external", "name": name, "config": config, "tags": tags}
+        return self.call("POST", f"projects/{project_id}/runs", body)
+
+    def send_events(self, run_id: int, events: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.call("POST", f"runs/{run_id}/events", {"events": events})
+
+    def heartbeat(self, run_id: int) -> dict[str, Any]:
+        return self.call("POST", f"runs/{run_id}/heartbeat")
