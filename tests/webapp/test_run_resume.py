@@ -398,3 +398,39 @@ def test_new_run_from_this_one_fills_the_form_with_the_runs_config(
     theirs = Run.objects.create(project=rivals, name="secret", config=config, status=RunStatus.COMPLETED)
     assert client.get(f"/projects/{run.project_id}/runs/new?from={theirs.id}").status_code == 404
     assert client.get(f"/projects/{run.project_id}/runs/new?from=abc").status_code == 404
+
+
+# --- audit log ---------------------------------------------------------------------
+
+
+def test_resume_restart_recovery_and_delete_are_in_the_teams_audit_log(make_run, alice, team, sent_tasks):
+    from webapp.audit.models import Action, AuditEvent
+
+    resumed = make_run(RunStatus.FAILED, checkpoint=40)
+    resume_run(user=alice, run=resumed)
+    restarted = make_run(RunStatus.CANCELLED, checkpoint=None)
+    restart_run(user=alice, run=restarted)
+    recovered = make_run(RunStatus.LOST, config=_config_with_restarts(1))
+    assert recover_lost_run(recovered.id)
+    deleted = make_run(RunStatus.COMPLETED)
+    delete_run(user=alice, run=deleted)
+
+    events = {(e.action, e.target_id): e for e in AuditEvent.objects.filter(team=team, target_type="run")}
+    by_alice = events[(Action.RUN_RESUMED, str(resumed.id))]
+    assert by_alice.actor == alice and by_alice.details["how"] == "resume"
+    assert by_alice.details["from_step"] == 40
+    assert events[(Action.RUN_RESUMED, str(restarted.id))].details["how"] == "restart"
+    automatic = events[(Action.RUN_RESUMED, str(recovered.id))]
+    assert automatic.actor is None and automatic.details["how"] == "recovery"
+    gone = events[(Action.RUN_DELETED, str(deleted.id))]
+    assert gone.actor == alice and gone.target_label == deleted.name
+
+
+def test_a_refused_resume_or_delete_leaves_no_audit_entry(make_run, alice, bob, team):
+    from webapp.audit.models import AuditEvent
+
+    with pytest.raises(InputError):
+        resume_run(user=alice, run=make_run(RunStatus.FAILED, checkpoint=None))
+    with pytest.raises(PermissionDenied):
+        delete_run(user=bob, run=make_run(RunStatus.FAILED))
+    assert not AuditEvent.objects.filter(team=team).exists()

@@ -129,7 +129,7 @@ def resume_run(*, user: AbstractBaseUser, run: Run) -> Run:
                 "save). Restart it to train it again from step 0."
             }
         )
-    _queue_again(run, AttemptKind.RESUME)
+    _queue_again(run, AttemptKind.RESUME, user, {"from_step": latest})
     run.refresh_from_db()
     return run
 
@@ -151,7 +151,7 @@ def restart_run(*, user: AbstractBaseUser, run: Run) -> Run:
         raise InputError(
             {"checkpoint": f"This run has a checkpoint (step {latest}); resume it instead of restarting."}
         )
-    _queue_again(run, AttemptKind.RESTART)
+    _queue_again(run, AttemptKind.RESTART, user, {"from_step": None})
     run.refresh_from_db()
     return run
 
@@ -169,7 +169,7 @@ def _check_ended(run: Run, verb: str) -> None:
         )
 
 
-def _queue_again(run: Run, kind: str) -> None:
+def _queue_again(run: Run, kind: str, user: AbstractBaseUser | None, details: dict[str, Any]) -> None:
     with transaction.atomic():
         if not transitions.queue_again(run.pk, kind):
             run.refresh_from_db(fields=["status"])
@@ -179,6 +179,13 @@ def _queue_again(run: Run, kind: str) -> None:
                     "only a failed, cancelled or lost run can start again."
                 }
             )
+        record_action(
+            team=run.project.team_id,
+            actor=user,
+            action=Action.RUN_RESUMED,
+            target=run,
+            details={"project": run.project.name, "how": kind, "was": run.status, **details},
+        )
         enqueue.send_on_commit(enqueue.LAUNCH_RUN, run.pk, on_failure=_launch_not_sent)
         transaction.on_commit(lambda: _announce(Run.objects.get(pk=run.pk)))
 
@@ -200,8 +207,17 @@ def recover_lost_run(run_id: int) -> bool:
         return False  # its launch would fail on the config anyway
     if transitions.recovery_attempts(run.pk) >= allowed:
         return False
-    if not transitions.queue_again(run.pk, AttemptKind.RECOVERY, sources=[RunStatus.LOST]):
-        return False
+    with transaction.atomic():
+        if not transitions.queue_again(run.pk, AttemptKind.RECOVERY, sources=[RunStatus.LOST]):
+            return False
+        # No person did it: the log says so with an empty actor and the rule that allowed it.
+        record_action(
+            team=run.project.team_id,
+            actor=None,
+            action=Action.RUN_RESUMED,
+            target=run,
+            details={"project": run.project.name, "how": AttemptKind.RECOVERY, "max_restarts": allowed},
+        )
     log.warning("run %s was lost; resuming it from its last checkpoint (automatic recovery)", run.pk)
     enqueue_launch(run.pk)
     _announce(Run.objects.get(pk=run.pk))
@@ -236,6 +252,13 @@ def delete_run(*, user: AbstractBaseUser, run: Run) -> None:
                 }
             )
         run_dir = locked.run_dir
+        record_action(
+            team=run.project.team_id,
+            actor=user,
+            action=Action.RUN_DELETED,
+            target=locked,
+            details={"project": run.project.name, "status": locked.status, "step": locked.step},
+        )
         locked.delete()
         transaction.on_commit(lambda: _remove_run_dir(run_dir))
 
