@@ -3,8 +3,9 @@
 Django's ``bulk_create(update_conflicts=True)`` builds a model instance per row and an
 ``INSERT ... VALUES`` with a parameter per field; at 2,000 points a batch that cost more
 than the database's own work (17.5k points/s through the whole upsert on PostgreSQL).
-Here rows are plain tuples, sent by ``COPY`` on PostgreSQL (psycopg formats the rows in
-C) and by ``executemany`` on SQLite (in-process, no round trips to save).
+Here rows are plain tuples, sent by binary ``COPY`` on PostgreSQL (psycopg packs the rows
+in C, given the columns' types: a fifth of the client's time of the text format, and less
+parsing for the server) and by ``executemany`` on SQLite (in-process, no round trips to save).
 
 Rows known to be new (the caller has read what is stored there, under a lock) are copied
 straight into the table: PostgreSQL's ``ON CONFLICT`` checks each row against the unique
@@ -36,7 +37,7 @@ def insert_rows(model: type[Model], fields: Sequence[str], rows: Sequence[Sequen
     table = quote(meta.db_table)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            _copy(cursor, f"COPY {table} ({names}) FROM STDIN", rows)
+            _copy(cursor, f"COPY {table} ({names}) FROM STDIN", _types(model, fields), rows)
         else:
             marks = ", ".join(["%s"] * len(fields))
             cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
@@ -88,14 +89,20 @@ def upsert_rows(
             f"{c} {meta.get_field(n).db_type(connection)}" for c, n in zip(columns, fields, strict=True)
         )
         cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({types}) ON COMMIT DELETE ROWS")
-        _copy(cursor, f"COPY {staging} ({names}) FROM STDIN", rows)
+        _copy(cursor, f"COPY {staging} ({names}) FROM STDIN", _types(model, fields), rows)
         cursor.execute(
             f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ON CONFLICT ({target}) {action}"
         )
         cursor.execute(f"DELETE FROM {staging}")
 
 
-def _copy(cursor: Any, statement: str, rows: Sequence[Sequence[object]]) -> None:
-    with cursor.cursor.copy(statement) as copy:  # the psycopg cursor under Django's wrapper
+def _types(model: type[Model], fields: Sequence[str]) -> list[str]:
+    """The PostgreSQL type of each field's column, as binary COPY needs them (``varchar(200)``: ``varchar``)."""
+    return [model._meta.get_field(name).db_type(connection).split("(")[0] for name in fields]
+
+
+def _copy(cursor: Any, statement: str, types: list[str], rows: Sequence[Sequence[object]]) -> None:
+    with cursor.cursor.copy(statement + " (FORMAT BINARY)") as copy:  # psycopg's cursor under Django's
+        copy.set_types(types)
         for row in rows:
             copy.write_row(row)

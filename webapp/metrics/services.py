@@ -15,9 +15,10 @@ from typing import NamedTuple
 from django.db import connection, transaction
 from django.db.models import F, Max
 
+from webapp.alerts.services import check_points
 from webapp.metrics.bulk import insert_rows, upsert_rows
 from webapp.metrics.models import MetricKey, MetricPoint, MetricSummary
-from webapp.metrics.summaries import SummaryStore
+from webapp.metrics.summaries import LEVELS, SummaryStore
 from webapp.runs.models import Run
 
 BATCH_SIZE = 2000
@@ -100,8 +101,13 @@ def write_points(run_id: int, points: Iterable[Point], *, run_locked: bool = Fal
         upsert_rows(
             MetricPoint, fields, replaced, unique=("run", "key", "step"), update=("value", "time", "seq")
         )
-        upsert_rows(MetricKey, ("run", "key"), [(run_id, key) for key in written], unique=("run", "key"))
+        # A key with a stored top-level summary row has its key row (both are written together):
+        # an append to known series costs no statement for its keys.
+        known = {key for key, level, _, _ in summaries.changed if level == LEVELS - 1}
+        keys = [(run_id, key) for key in written if key not in known]
+        upsert_rows(MetricKey, ("run", "key"), keys, unique=("run", "key"))
         store.save(run_id, summaries)
+        check_points(run_id, written)  # alert rules on metrics (NaN, bounds) see every stored point
     return WrittenPoints(first, [(key, step, value) for (key, step), (value, _) in latest.items()])
 
 
