@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # The names the workers register (``workers.tasks``, ``workers.eval_jobs``); renaming one breaks queued messages.
 LAUNCH_RUN = "workers.tasks.launch_run"
 RUN_EVAL_JOB = "workers.eval_jobs.run_eval_job"
+NOTIFY_ALERT = "workers.alerts.notify_alert"  # an alert's webhook (webapp.alerts)
 
 app = Celery("runwright")
 app.config_from_object("django.conf:settings", namespace="CELERY")

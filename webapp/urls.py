@@ -14,6 +14,7 @@ urlpatterns = [
     path("", include("webapp.runs.urls")),
     path("", include("webapp.evals.urls")),
     path("", include("webapp.annotations.urls")),
+    path("", include("webapp.alerts.urls")),
     path("api/v1/", include("webapp.api.urls")),
     path("vendor/plotly.min.js", plotly_js, name="plotly_js"),
 ]

@@ -35,7 +35,7 @@ app.conf.update(
         },
     },
 )
-app.conf.imports = ("workers.eval_jobs",)  # task modules besides workers.tasks
+app.conf.imports = ("workers.eval_jobs", "workers.alerts")  # task modules besides workers.tasks
 app.conf.beat_schedule["sweep-stale-eval-jobs"] = {
     "task": "workers.eval_jobs.sweep_stale_eval_jobs",
     "schedule": 15.0,

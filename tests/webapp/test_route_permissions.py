@@ -26,6 +26,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from modelcore.config import resolve
 from webapp.accounts.models import ApiToken, Invite, Membership, Role, Team
 from webapp.accounts.services import create_api_token, create_invite
+from webapp.alerts.models import AlertFiring, AlertRule
 from webapp.annotations.models import NoteRevision, RunTag
 from webapp.evals.models import EvalJob, EvalStatus, Report
 from webapp.projects.models import Project
@@ -123,6 +124,10 @@ def compared(w: dict) -> str:
     return f"run={w['run'].id}&run={w['run2'].id}"
 
 
+def alert_rule(w: dict) -> dict:
+    return {"rule_id": w["rule"].id}
+
+
 MATRIX: dict[str, Route] = {
     # --- public ------------------------------------------------------------------
     # Everyone signed in has a home page of their own teams; a visitor is sent to log in.
@@ -170,6 +175,10 @@ MATRIX: dict[str, Route] = {
     # Alice's empty tag request names the field it misses; her empty note is saved.
     "annotations:tags": Route(run, {"POST": web_write(400)}),
     "annotations:note": Route(run, {"POST": web_write(302)}, body=lambda w: {"text": "*why*"}),
+    # --- alerts -------------------------------------------------------------------
+    # Alice's empty rule names the field it misses.
+    "alerts:project": Route(project, {"GET": web_read(), "POST": web_write(400)}),
+    "alerts:delete": Route(alert_rule, {"POST": web_write(302)}),
     # --- evals -------------------------------------------------------------------
     "evals:project": Route(project, {"GET": web_read()}),
     "evals:new": Route(project, {"GET": web_write(200), "POST": web_write(400)}),
@@ -369,6 +378,7 @@ def world(settings, tmp_path, team, other_team, alice, bob, charlie, project) ->
     made["job"].results_file.write_text(json.dumps(results))
     made["report"] = Report.objects.create(project=project, name="report", created_by=alice)
     made["report"].jobs.add(made["job"])
+    made["rule"] = AlertRule.objects.create(project=project, kind="failed")
     made["people"] = {"alice": alice, "bob": bob, "charlie": charlie, "anonymous": None}
     made["invite"], made["invite_secret"] = create_invite(actor=alice, team=team, role=Role.MEMBER)
     create_api_token(alice, "world")
@@ -387,6 +397,8 @@ def team_a_state(team: Team) -> dict[str, list]:
         "reports": Report.objects.filter(project__team=team),
         "run_tags": RunTag.objects.filter(run__project__team=team),
         "notes": NoteRevision.objects.filter(run__project__team=team),
+        "alert_rules": AlertRule.objects.filter(project__team=team),
+        "alert_firings": AlertFiring.objects.filter(run__project__team=team),
         "invites": Invite.objects.filter(team=team),
     }
     state = {name: sorted(qs.values(), key=lambda r: r["id"]) for name, qs in rows.items()}

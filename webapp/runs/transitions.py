@@ -27,6 +27,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Coalesce, Now
 
 from webapp import requeue
+from webapp.alerts.services import check_status
 from webapp.runs.models import (
     RESUMABLE_STATUSES,
     RUN_STATES,
@@ -175,6 +176,7 @@ def finish(run_id: int, attempt: int, status: str, error: str = "") -> bool:
         if RUN_STATES.move(run, status, sources=sources, error=error, finished_at=Now()) != 1:
             return False
         _end_attempt(run_id, attempt, status, error, Now())
+        check_status(run_id, status)  # alert rules on failed/lost runs fire with the status
     return True
 
 
@@ -206,7 +208,11 @@ def finish_external(run_id: int, status: str, error: str = "") -> bool:
         raise ValueError(f"status must be completed, failed or cancelled, got {status!r}")
     run = Run.objects.filter(pk=run_id, source=RunSource.EXTERNAL)
     sources = (*SUPERVISED_STATUSES, RunStatus.LOST)
-    return RUN_STATES.move(run, status, sources=sources, error=error, finished_at=Now()) == 1
+    with transaction.atomic():
+        if RUN_STATES.move(run, status, sources=sources, error=error, finished_at=Now()) != 1:
+            return False
+        check_status(run_id, status)
+    return True
 
 
 def mark_lost_runs(lost_after: dt.timedelta, *, now: dt.datetime | None = None) -> list[int]:
@@ -242,6 +248,7 @@ def mark_lost_runs(lost_after: dt.timedelta, *, now: dt.datetime | None = None) 
         with transaction.atomic():
             if RUN_STATES.move(still_stale, RunStatus.LOST, sources=SUPERVISED_STATUSES, **fields) == 1:
                 _end_attempt(run.pk, run.attempt, RunStatus.LOST, error, reference)
+                check_status(run.pk, RunStatus.LOST)
                 lost.append(run.pk)
     return lost
 
@@ -279,10 +286,12 @@ def runs_to_resend(after: dt.timedelta) -> list[int]:
 def fail_queued(run_id: int, error: str) -> bool:
     """A queued run that cannot be launched at all (its launch message could not be sent)."""
     run = Run.objects.filter(pk=run_id)
-    return (
-        RUN_STATES.move(run, RunStatus.FAILED, sources=[RunStatus.QUEUED], error=error, finished_at=Now())
-        == 1
-    )
+    with transaction.atomic():
+        fields = {"error": error, "finished_at": Now()}
+        if RUN_STATES.move(run, RunStatus.FAILED, sources=[RunStatus.QUEUED], **fields) != 1:
+            return False
+        check_status(run_id, RunStatus.FAILED)
+    return True
 
 
 def cancel_queued(run_id: int) -> bool:
