@@ -286,6 +286,20 @@ class TrainConfig:
         max=86_400,
         advanced=True,
     )
+    sample_every: int = _f(
+        0,
+        "Generate from the current weights every this many steps (and at the end), shown on the run "
+        "page by step; 0 disables.",
+        min=0,
+    )
+    sample_prompts: str = _f(
+        "def |import ",
+        "Prompts to continue at each sample step, separated by | (at most 8).",
+        advanced=True,
+    )
+    sample_temperature: float = _f(0.8, "Sampling temperature; 0 is greedy.", min=0.0, max=5.0, advanced=True)
+    sample_top_p: float = _f(0.95, "Nucleus (top-p) sampling mass.", min=0.01, max=1.0, advanced=True)
+    sample_max_tokens: int = _f(48, "Tokens generated per prompt.", min=1, max=1024, advanced=True)
     init_from: str = _f(
         "",
         "Initialise weights from a Hugging Face Llama directory, a Runwright run directory (its "
@@ -433,6 +447,14 @@ def _check_fields(cfg: RunConfig) -> dict[str, str]:
     return errors
 
 
+MAX_SAMPLE_PROMPTS = 8
+
+
+def sample_prompts(text: str) -> list[str]:
+    """``train.sample_prompts`` as its prompts: split at ``|``, blank ones dropped (spaces kept)."""
+    return [p for p in text.split("|") if p.strip()]
+
+
 def _check_relations(cfg: RunConfig) -> dict[str, str]:
     """Rules that involve more than one field; each error names the field to change."""
     errors = {}
@@ -456,6 +478,12 @@ def _check_relations(cfg: RunConfig) -> dict[str, str]:
         errors["model.vocab_size"] = f"must be at least data.bpe_vocab_size ({d.bpe_vocab_size})"
     if not d.corpus.strip():
         errors["data.corpus"] = "must not be empty; use 'stdlib' for the built-in corpus"
+    if t.sample_every and not sample_prompts(t.sample_prompts):
+        errors["train.sample_prompts"] = "must hold at least one prompt when train.sample_every is set"
+    elif len(sample_prompts(t.sample_prompts)) > MAX_SAMPLE_PROMPTS:
+        errors["train.sample_prompts"] = (
+            f"at most {MAX_SAMPLE_PROMPTS} prompts (got {len(sample_prompts(t.sample_prompts))})"
+        )
     if cfg.optim.warmup_steps > t.max_steps:
         errors["optim.warmup_steps"] = f"must be at most train.max_steps ({t.max_steps})"
     errors |= _check_layout(cfg)

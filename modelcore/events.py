@@ -10,6 +10,16 @@ events whose fields can be stored as they are; any other line (not JSON, not
 an object, a step that is not a whole number, a value that is not a number, a
 line over ``MAX_LINE_BYTES``) comes back as a ``BadLine`` naming where it is
 and what is wrong, so one bad line costs that line and nothing else.
+
+The kinds (``EVENT_TYPES``), beside DESIGN.md's metric, log, checkpoint, status and system:
+
+```
+{"seq": 22, "time": ..., "type": "eval", "step": 200, "values": {"eval/hellaswag/acc": 0.31}}
+{"seq": 23, "time": ..., "type": "sample", "step": 200,
+ "samples": [{"prompt": "def ", "text": "main(): ..."}, ...]}   # train.sample_every
+```
+
+System values are named ``system/<metric>/rank<N>`` (modelcore.system_metrics).
 """
 
 from __future__ import annotations
@@ -25,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 EVENTS_FILE = "events.jsonl"
-EVENT_TYPES = ("metric", "log", "checkpoint", "status", "system", "eval")
+EVENT_TYPES = ("metric", "log", "checkpoint", "status", "system", "eval", "sample")
+# What one sample event may hold: the prompts of train.sample_prompts and their continuations.
+MAX_SAMPLE_TEXT = 8_000
 FINAL_STATUSES = ("completed", "failed", "cancelled")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -83,6 +95,11 @@ class EventWriter:
 
     def system(self, values: dict[str, float]) -> dict[str, Any]:
         return self.write("system", values=values)
+
+    def sample(self, step: int, samples: list[tuple[str, str]]) -> dict[str, Any]:
+        """The model's continuations of the sample prompts at ``step``, as ``(prompt, text)`` pairs."""
+        rows = [{"prompt": p[:MAX_SAMPLE_TEXT], "text": t[:MAX_SAMPLE_TEXT]} for p, t in samples]
+        return self.write("sample", step=int(step), samples=rows)
 
     def close(self) -> None:
         self._file.close()
@@ -205,7 +222,7 @@ def check_event(event: dict[str, Any]) -> str:
         if not _is_number(stamp) or _finite(stamp) is None:
             return f"time must be a number of seconds (got {_shown(stamp)})"
         event["time"] = float(stamp)
-    if kind in ("metric", "eval", "checkpoint"):
+    if kind in ("metric", "eval", "checkpoint", "sample"):
         step = _step(event.get("step"))
         if step is None:
             return f"step must be a whole number from 0 to {MAX_INT64} (got {_shown(event.get('step'))})"
@@ -220,6 +237,10 @@ def check_event(event: dict[str, Any]) -> str:
                 return f"values[{_shown(key)}] must be a number or null (got {_shown(value)})"
             clean[_text(key)] = _finite(value)
         event["values"] = clean
+    if kind == "sample":
+        problem = _check_samples(event)
+        if problem:
+            return problem
     for name in {"log": ("message", "level"), "checkpoint": ("path",), "status": ("status", "error")}.get(
         kind, ()
     ):
@@ -339,6 +360,20 @@ def _line_seq(line: bytes, problem: _Problem) -> int | None:
 
 
 _JSON_NAMES = {list: "array", str: "string", int: "number", float: "number", bool: "true or false"}
+
+
+def _check_samples(event: dict[str, Any]) -> str:
+    """``samples`` must be a list of ``{"prompt": str, "text": str}``; text repaired as for logs."""
+    samples = event.get("samples")
+    if not isinstance(samples, list):
+        return f"samples must be a list of {{prompt, text}} objects (got {_shown(samples)})"
+    clean = []
+    for i, row in enumerate(samples):
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("prompt", "text")):
+            return f"samples[{i}] must be an object with string prompt and text (got {_shown(row)})"
+        clean.append({k: _text(row[k][:MAX_SAMPLE_TEXT]) for k in ("prompt", "text")})
+    event["samples"] = clean
+    return ""
 
 
 def _is_int(value: Any) -> bool:

@@ -42,6 +42,7 @@ from modelcore.data import (
 )
 from modelcore.events import EventWriter
 from modelcore.model import Transformer
+from modelcore.sampling import generate_samples, sample_due
 from modelcore.system_metrics import SystemMetrics
 
 FAIL_AT_STEP_ENV = "RUNWRIGHT_FAIL_AT_STEP"  # test hook: raise at that step on every rank
@@ -555,6 +556,12 @@ class Trainer:
                 val = self.evaluate()
                 if self.events is not None:
                     self.events.metric(self.step, {"val/loss": val, "val/ppl": math.exp(min(val, 50.0))})
+            if sample_due(self.step, t):  # every rank generates: a sharded model's forward is a collective
+                samples = generate_samples(
+                    self.accelerator.unwrap_model(self.model), self.tokenizer, t, self.step
+                )
+                if self.events is not None:
+                    self.events.sample(self.step, samples)
             if stats.stop and self.step < t.max_steps:
                 # The run page shows this line while the (possibly long) save runs: the
                 # supervisor waits for it up to train.cancel_grace_s before it kills.
