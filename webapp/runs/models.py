@@ -177,3 +177,22 @@ class Checkpoint(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "step"], name="unique_run_checkpoint_step")]
         ordering = ["step"]
+
+
+class RunSample(models.Model):
+    """What the model wrote for one prompt of ``train.sample_prompts`` at one step."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples", db_index=False)
+    step = models.BigIntegerField()
+    index = models.PositiveSmallIntegerField()  # the prompt's place in the list
+    prompt = models.TextField()
+    text = models.TextField()
+    time = models.FloatField()  # unix seconds from the trainer
+
+    class Meta:
+        # A resumed attempt that samples the same step again replaces it; the index starts with
+        # the run, so it also serves the run's own reads (no index of its own on ``run``).
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step", "index"], name="unique_run_sample_step_index")
+        ]
+        ordering = ["step", "index"]
