@@ -153,7 +153,10 @@ def test_cancel_running_run_only_requests_it(api, alice, make_run):
 
 
 def test_wrong_method_and_unknown_path_are_json(api, alice, run):
-    assert api(alice, "DELETE", f"/api/v1/runs/{run.id}").status_code == 405
+    assert api(alice, "PUT", f"/api/v1/runs/{run.id}").status_code == 405
+    # DELETE is a run's (admins, ended runs): an active one is refused with the reason.
+    refused = api(alice, "DELETE", f"/api/v1/runs/{run.id}")
+    assert refused.status_code == 400 and "cancel it" in refused.json()["errors"]["status"]
     response = api(alice, "GET", "/api/v1/nothing-here")
     assert response.status_code == 404 and response.json()["error"]
 

@@ -434,3 +434,14 @@ def test_a_refused_resume_or_delete_leaves_no_audit_entry(make_run, alice, bob, 
     with pytest.raises(PermissionDenied):
         delete_run(user=bob, run=make_run(RunStatus.FAILED))
     assert not AuditEvent.objects.filter(team=team).exists()
+
+
+def test_the_api_run_lists_its_attempts(api, make_run, alice, sent_tasks):
+    run = make_run(RunStatus.QUEUED, checkpoint=None, attempt=0)
+    transitions.claim_for_launch(run.id, "host-a")
+    transitions.finish(run.id, 1, RunStatus.FAILED, "out of memory")
+    body = api(alice, "GET", f"/api/v1/runs/{run.id}").json()
+    assert body["archived"] is False
+    [attempt] = body["attempts"]
+    assert attempt["number"] == 1 and attempt["kind"] == "launch" and attempt["worker"] == "host-a"
+    assert attempt["status"] == "failed" and attempt["reason"] == "out of memory" and attempt["ended_at"]

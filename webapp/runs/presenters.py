@@ -6,7 +6,7 @@ from typing import Any
 
 from django.urls import reverse
 
-from webapp.runs.models import FINAL_STATUSES, Run, RunLog
+from webapp.runs.models import FINAL_STATUSES, Run, RunAttempt, RunLog
 
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -54,6 +54,22 @@ def run_detail(run: Run) -> dict[str, Any]:
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None,
         "attempt": run.attempt,
+        "archived": run.archived,
+        "attempts": [attempt_json(a) for a in run.attempts.all()],
+    }
+
+
+def attempt_json(attempt: RunAttempt) -> dict[str, Any]:
+    """One start of the run: how, when, where, and how and why it ended (empty status: still on)."""
+    return {
+        "number": attempt.number,
+        "kind": attempt.kind,
+        "from_step": attempt.from_step,
+        "worker": attempt.worker,
+        "started_at": attempt.started_at.isoformat(),
+        "ended_at": attempt.ended_at.isoformat() if attempt.ended_at else None,
+        "status": attempt.status,
+        "reason": attempt.reason,
     }
 
 
