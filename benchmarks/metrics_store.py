@@ -14,7 +14,10 @@ Headline figures, each the product's real path against MLflow's:
   progress, points, keys, summaries, one transaction a read), ``--batch`` points a read, as
   a supervisor polling a busy trainer finds them; only the ingestion is timed. MLflow gets
   the same points over HTTP through ``MlflowClient.log_batch`` in calls of the same size
-  (1000 at most, its limit); only those calls are timed.
+  (1000 at most, its limit); only those calls are timed. Beside it, ``ingest.sustained``:
+  the same points written by a trainer process at full speed while the supervisor's loop
+  reads whatever has landed (``ingest_new_events``, ``EventsWatch``), timed from the
+  trainer's start to the last point stored: the rate a run's ingestion keeps up with.
 - chart reads: a ``--points``-step ``train/loss`` series with one spike, read over HTTP from
   a uvicorn server running the project's ASGI app (``webapp.asgi``, in its own process):
   the run page's series request (``/runs/<id>/series``, logged in) and the API's metrics
@@ -103,6 +106,59 @@ def ingest_through_events(args: argparse.Namespace, run: Any) -> dict[str, Any]:
         "points": stored,
         "reads": reads,
         "points_per_read": args.batch,
+        "seconds": round(seconds, 3),
+    }
+
+
+def _write_events(run_dir: Path, steps: list[tuple[int, dict[str, float]]]) -> None:
+    """A trainer logging as fast as it can (in its own process, as a real one is)."""
+    from modelcore.events import EventWriter
+
+    with EventWriter(run_dir) as writer:
+        for step, values in steps:
+            writer.metric(step, values)
+
+
+def ingest_sustained(args: argparse.Namespace, run: Any) -> dict[str, Any]:
+    """The real path kept busy: a trainer process writes ``--ingest-points`` points as fast as it
+    can while the supervisor's loop (``ingest_new_events``, then ``EventsWatch`` until the file
+    grows) reads whatever has landed since its last read, as a supervisor does. Timed from the
+    trainer's start to the last point stored: the rate ingestion keeps up with."""
+    import multiprocessing
+
+    from modelcore.events import EVENTS_FILE
+    from webapp.metrics.models import MetricPoint
+    from workers import ingest
+
+    run_dir = Path(tempfile.mkdtemp(prefix="rw-bench-sustained-"))
+    steps = ingest_points(args.ingest_points, args.keys_per_step)
+    total = len(steps) * args.keys_per_step
+    # fork: the child only writes the file (it never touches the parent's database connection).
+    writer = multiprocessing.get_context("fork").Process(target=_write_events, args=(run_dir, steps))
+    watch = ingest.EventsWatch(run_dir / EVENTS_FILE)
+    stored = reads = biggest = 0
+    start = time.perf_counter()
+    writer.start()
+    while stored < total:
+        batch = ingest.ingest_new_events(run, run_dir / EVENTS_FILE)
+        if batch is None:
+            if not writer.is_alive() and writer.exitcode:
+                raise RuntimeError(f"the event writer failed (exit code {writer.exitcode})")
+            watch.wait(run.events_offset, 0.5)
+            continue
+        assert not batch.bad_lines and not batch.lost_ownership
+        stored += len(batch.points)
+        reads += 1
+        biggest = max(biggest, len(batch.points))
+    seconds = time.perf_counter() - start
+    writer.join()
+    assert MetricPoint.objects.filter(run=run).count() == total
+    return {
+        "points_per_s": round(total / seconds, 1),
+        "points": total,
+        "reads": reads,
+        "mean_points_per_read": round(total / reads, 1),
+        "largest_read": biggest,
         "seconds": round(seconds, 3),
     }
 
@@ -207,11 +263,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     runs = {
         name: Run.objects.create(project=project, name=name, config=config) for name in ("summarised", "bare")
     }
-    queued = Run.objects.create(project=project, name="ingest", config=config, status=RunStatus.QUEUED)
-    ingest_run = transitions.claim_for_launch(queued.id, "metrics-store-bench")
+    ingest_runs = []
+    for name in ("ingest", "ingest-sustained"):
+        queued = Run.objects.create(project=project, name=name, config=config, status=RunStatus.QUEUED)
+        ingest_runs.append(transitions.claim_for_launch(queued.id, "metrics-store-bench"))
 
     # -- ingest through the real path (headline) ---------------------------------------
-    ingest = ingest_through_events(args, ingest_run)
+    ingest = ingest_through_events(args, ingest_runs[0])
+    sustained = ingest_sustained(args, ingest_runs[1])
     floor = database_floor(args, connection)
 
     # -- the chart's series, written by upsert_points directly (secondary ingest figures)
@@ -320,6 +379,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "peer_points_per_s": peer_ingest,
             "ratio": round(ingest["points_per_s"] / peer_ingest, 1) if peer_ingest else None,
             "ratio_note": "our points/s / MLflow's (higher is better): same points, same batch size",
+            "sustained": sustained,
+            "sustained_note": "a trainer process logging at full speed, the supervisor's loop reading "
+            "what has landed each time (no fixed batch): the rate ingestion keeps up with",
             "database_copy_floor_points_per_s": round(floor, 1) if floor else None,
         },
         "http": http,
