@@ -64,6 +64,7 @@ class Batch:
     points: list[Point] = field(default_factory=list)
     logs: list[dict[str, Any]] = field(default_factory=list)  # the trainer's, and skip warnings
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)  # train.sample_every's events
     step: int | None = None
     last_loss: float | None = None
     running: bool = False
@@ -82,6 +83,7 @@ class Batch:
         self.points += later.points
         self.logs += later.logs
         self.checkpoints += later.checkpoints
+        self.samples += later.samples
         self.step = later.step if later.step is not None else self.step
         self.last_loss = later.last_loss if later.last_loss is not None else self.last_loss
         self.running = self.running or later.running
@@ -126,6 +128,8 @@ def _add_event(batch: Batch, e: dict[str, Any], step: int) -> int:
         batch.logs.append(e)
     elif kind == "checkpoint":
         batch.checkpoints.append(e)
+    elif kind == "sample":
+        batch.samples.append(e)
     elif kind == "status":
         if e["status"] == RunStatus.RUNNING:
             batch.running = True
@@ -194,6 +198,7 @@ def _commit(run: Run, batch: Batch) -> Batch:
         logs_after = live.last_log_id(run.id) if batch.logs else None
         transitions.record_logs(run.id, batch.logs)
         transitions.record_checkpoints(run.id, batch.checkpoints)
+        transitions.record_samples(run.id, batch.samples)
         if batch.bad_lines:
             step = batch.step if batch.step is not None else run.step
             written = written.then(_record_skipped_count(run.id, step))

@@ -303,8 +303,18 @@
     showProgress();
   }
 
-  async function refreshEvalPanel() {
-    const panel = document.getElementById("run-evals");
+  // The samples table, read again when the run passes a sample step (and at its end).
+  let samplesAt = Math.floor(step / (state.sample_every || Infinity));
+  function samplesDue() {
+    if (!state.sample_every) return false;
+    const at = Math.floor(step / state.sample_every);
+    if (at === samplesAt) return false;
+    samplesAt = at;
+    return true;
+  }
+
+  async function refreshPanel(id) {
+    const panel = document.getElementById(id);
     if (!panel || !panel.dataset.refreshUrl) return;
     try {
       const response = await fetch(panel.dataset.refreshUrl, { credentials: "same-origin" });
@@ -332,6 +342,7 @@
       every: 1000,
       onUpdate: function (update) {
         applyState(update);
+        if (samplesDue()) refreshPanel("run-samples");
         appendPoints(update.points || {});
         appendLogs(update.logs || []);
       },
@@ -339,7 +350,8 @@
         applyState(data);
         durationTicking = false;
         showProgress();
-        refreshEvalPanel();  // the run's last checkpoint can now be evaluated
+        refreshPanel("run-evals");  // the run's last checkpoint can now be evaluated
+        refreshPanel("run-samples");
       },
       onTrouble: function (lost) {
         if (lost) note.textContent = "connection lost; reconnecting…";

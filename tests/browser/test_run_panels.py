@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 
 from modelcore.config import resolve
 from webapp.metrics.services import Point, upsert_points
-from webapp.runs.models import Run, RunStatus
+from webapp.runs.models import Run, RunSample, RunStatus
 
 N = 400
 TOKENS_PER_STEP = 2048
@@ -202,4 +202,41 @@ def test_log_scale_and_x_axis_by_tokens_and_time(run_with_groups, start_servers,
     )
     trace = panel_trace(page, "chart-train-loss")
     assert trace["x"][0] == (T0 + 2.0) * 1000
+    assert js_errors == []
+
+
+@pytest.fixture
+def run_with_samples(alice_project) -> Run:
+    run = Run.objects.create(
+        project=alice_project,
+        name="samples",
+        preset="tiny-cpu",
+        config=resolve("tiny-cpu", {"train": {"sample_every": 10}}).to_dict(),
+        status=RunStatus.COMPLETED,
+        step=20,
+    )
+    for step, texts in ((10, ["xq zz", "osx"]), (20, ["main():", "os\n<b>sys</b>"])):
+        for index, (prompt, text) in enumerate(zip(["def ", "import "], texts, strict=True)):
+            RunSample.objects.create(run=run, step=step, index=index, prompt=prompt, text=text, time=T0)
+    return run
+
+
+def test_samples_table_has_a_row_per_prompt_and_a_column_per_step(run_with_samples, start_servers, chromium):
+    run = run_with_samples
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    page.goto(f"{base}/runs/{run.id}/")
+    table = page.locator("#samples-table")
+    assert [t.lower() for t in table.locator("thead th").all_inner_texts()] == [
+        "prompt",
+        "step 10",
+        "step 20",
+    ]
+    rows = table.locator("tbody tr")
+    assert rows.count() == 2
+    assert rows.nth(0).locator("td").all_inner_texts() == ["def xq zz", "def main():"]
+    assert rows.nth(1).locator("td").nth(1).inner_text() == "import os\n<b>sys</b>"  # text, never markup
+    page.locator("#run-samples").scroll_into_view_if_needed()
+    page.screenshot(path="/tmp/runwright-samples.png")
     assert js_errors == []

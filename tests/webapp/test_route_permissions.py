@@ -158,6 +158,7 @@ MATRIX: dict[str, Route] = {
     "runs:detail": Route(run, {"GET": web_read()}),
     "runs:series": Route(run, {"GET": web_read()}),
     "runs:series_csv": Route(run, {"GET": web_read()}, query=lambda w: "key=train/loss"),
+    "runs:samples": Route(run, {"GET": web_read()}),
     "runs:compare_series_csv": Route(
         project, {"GET": web_read()}, query=lambda w: compared(w) + "&key=train/loss"
     ),

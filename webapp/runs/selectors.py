@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 from django.http import Http404
 
 from webapp.projects.models import Project
 from webapp.projects.selectors import projects_visible_to
-from webapp.runs.models import Run, RunLog
+from webapp.runs.models import Run, RunLog, RunSample
 
 
 def runs_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Run]:
@@ -47,3 +49,29 @@ def runs_of_project(
 def log_tail(run: Run, limit: int = 200) -> list[RunLog]:
     """The last ``limit`` log lines, oldest first."""
     return list(reversed(RunLog.objects.filter(run=run).order_by("-seq")[:limit]))
+
+
+def samples_table(run: Run, last_steps: int = 8) -> dict[str, Any]:
+    """The run's samples as a table: a row per prompt, a column per step (the last ``last_steps``).
+
+    ``{"steps": [10, 20], "rows": [{"prompt": "def ", "texts": ["…", "…"]}]}``; a cell is ""
+    where that step has no text for that prompt (a prompt added by a restart).
+    """
+    steps = list(
+        RunSample.objects.filter(run=run)
+        .values_list("step", flat=True)
+        .distinct()
+        .order_by("-step")[:last_steps]
+    )
+    steps.reverse()
+    cells: dict[tuple[int, int], str] = {}
+    prompts: dict[int, str] = {}
+    for step, index, prompt, text in RunSample.objects.filter(run=run, step__in=steps).values_list(
+        "step", "index", "prompt", "text"
+    ):
+        cells[(index, step)] = text
+        prompts[index] = prompt  # the latest step's wording wins (ordered by step)
+    rows = [
+        {"prompt": prompts[i], "texts": [cells.get((i, step), "") for step in steps]} for i in sorted(prompts)
+    ]
+    return {"steps": steps, "rows": rows}

@@ -37,6 +37,7 @@ from webapp.runs.models import (
     Run,
     RunAttempt,
     RunLog,
+    RunSample,
     RunSource,
     RunStatus,
 )
@@ -339,6 +340,31 @@ def record_checkpoints(run_id: int, checkpoints: Iterable[dict]) -> int:
         return 0
     Checkpoint.objects.bulk_create(
         list(rows.values()), update_conflicts=True, unique_fields=["run", "step"], update_fields=["path"]
+    )
+    return len(rows)
+
+
+def record_samples(run_id: int, events: Iterable[dict]) -> int:
+    """Upsert the sample events' texts keyed by (step, prompt index): a re-read or a resume replaces."""
+    rows = {
+        (int(e["step"]), i): RunSample(
+            run_id=run_id,
+            step=int(e["step"]),
+            index=i,
+            prompt=row["prompt"],
+            text=row["text"],
+            time=float(e.get("time") or 0.0),
+        )
+        for e in events
+        for i, row in enumerate(e["samples"])
+    }
+    if not rows:
+        return 0
+    RunSample.objects.bulk_create(
+        list(rows.values()),
+        update_conflicts=True,
+        unique_fields=["run", "step", "index"],
+        update_fields=["prompt", "text", "time"],
     )
     return len(rows)
 

@@ -19,6 +19,7 @@ urlpatterns = [
     path("runs/<int:run_id>/delete", run_actions.delete, name="delete"),
     path("runs/<int:run_id>/stream", views.run_stream, name="stream"),
     path("runs/<int:run_id>/series.csv", downloads.run_series_csv, name="series_csv"),
+    path("runs/<int:run_id>/samples", views.run_samples, name="samples"),
     path(
         "projects/<int:project_id>/compare/series.csv",
         downloads.compare_series_csv,

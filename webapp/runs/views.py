@@ -27,9 +27,9 @@ from webapp.runs.forms import (
     initial_from_run,
     preset_values,
 )
-from webapp.runs.models import FINAL_STATUSES, RunStatus
+from webapp.runs.models import FINAL_STATUSES, Run, RunStatus
 from webapp.runs.presenters import run_summary
-from webapp.runs.selectors import log_tail, run_for
+from webapp.runs.selectors import log_tail, run_for, samples_table
 from webapp.runs.services import create_run, request_cancel
 from webapp.runs.stream import poll_updates, run_events
 from webapp.runs.updates import StreamCursor, cursor_from_event_id, latest_log_id
@@ -119,12 +119,31 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
                 "started_at": run.started_at.timestamp() if run.started_at else None,
                 "max_steps": (run.config.get("train") or {}).get("max_steps"),
                 "latest": latest_values(run, HEADER_KEYS),
+                "sample_every": _sample_every(run),
             },
+            "samples": samples_table(run),
+            "sample_every": _sample_every(run),
             "plotly_url": plotly_js_url(),
             "can_cancel": run.is_active and has_role(request.user, run.project.team_id, Role.MEMBER),
             "actions": available_actions(request.user, run),
             "attempts": list(run.attempts.all()),
         },
+    )
+
+
+def _sample_every(run: Run) -> int:
+    return int((run.config.get("train") or {}).get("sample_every") or 0)
+
+
+@login_required
+@require_GET
+def run_samples(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The run page's samples table (a prompt per row, a step per column), refreshed as steps pass."""
+    run = run_for(request.user, run_id)
+    return render(
+        request,
+        "runs/_samples.html",
+        {"run": run, "samples": samples_table(run), "sample_every": _sample_every(run)},
     )
 
 
