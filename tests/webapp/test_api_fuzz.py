@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelcore.config import field_schema
-from webapp.accounts.models import Membership, Team
-from webapp.accounts.services import create_api_token
+from webapp.accounts.models import ApiToken, Invite, Membership, Team
+from webapp.accounts.services import create_api_token, create_invite
 from webapp.evals.models import EvalJob, Report
 from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Run
@@ -46,10 +46,17 @@ def _api_routes() -> list[tuple[str, str, tuple[str, ...]]]:
 
 API_ROUTES = _api_routes()
 OBJECT_PARAMS = {"<int:project_id>": "project", "<int:run_id>": "run", "<int:job_id>": "job"}
+OBJECT_PARAMS |= {
+    "<int:team_id>": "team",
+    "<int:invite_id>": "invite",
+    "<int:user_id>": "member",
+    "<int:token_id>": "api_token",
+    "<str:token>": "invite_secret",
+}
 
 SECTIONS = {s["name"]: [f["name"] for f in s["fields"]] for s in field_schema()}
 BODY_FIELDS = ["name", "team", "description", "preset", "config", "models", "tasks", "num_fewshot", "limit"]
-BODY_FIELDS += ["report_name"]
+BODY_FIELDS += ["report_name", "role", "expires_in_days", "read_only"]
 
 odd_strings = st.one_of(
     st.text(max_size=30),
@@ -156,7 +163,7 @@ query_strings = st.dictionaries(
 
 def _snapshot() -> dict[str, list[dict]]:
     """Every row a write through the API could touch, to compare before and after a refused request."""
-    models = (Team, Membership, Project, Run, Checkpoint, EvalJob, Report)
+    models = (Team, Membership, Invite, Project, Run, Checkpoint, EvalJob, Report)
     return {m.__name__: sorted(m.objects.values(), key=lambda row: row["id"]) for m in models}
 
 
@@ -167,12 +174,26 @@ def world(alice, bob, charlie, project, run):
     job = EvalJob.objects.create(
         project=project, source="checkpoint", run=run, checkpoint_step=20, tasks=["rw_arith"]
     )
-    return {"project": project, "run": run, "job": job, "token": create_api_token(alice)}
+    invite, invite_secret = create_invite(actor=alice, team=project.team)
+    create_api_token(alice, "spare")  # the one a DELETE may revoke; requests use the other
+    spare = ApiToken.objects.get(user=alice, name="spare")
+    return {
+        "project": project,
+        "run": run,
+        "job": job,
+        "token": create_api_token(alice),
+        "team": project.team,
+        "invite": invite,
+        "invite_secret": invite_secret,
+        "member": bob,
+        "api_token": spare,
+    }
 
 
 def _path(template: str, world: dict) -> str:
     for param, name in OBJECT_PARAMS.items():
-        template = template.replace(param, str(world[name].id))
+        value = world[name]
+        template = template.replace(param, value if isinstance(value, str) else str(value.id))
     assert "<" not in template, f"no object known for {template}: add it to OBJECT_PARAMS"
     return template
 
