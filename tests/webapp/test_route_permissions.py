@@ -197,6 +197,10 @@ MATRIX: dict[str, Route] = {
     "evals:report_delete": Route(report, {"POST": web_write(302)}),
     "evals:disagreements": Route(report, {"GET": web_read()}),
     "evals:report_export": Route(lambda w: {**report(w), "fmt": "csv"}, {"GET": web_read()}),
+    # MLflow's API (webapp.mlflow_api) takes a bearer token only: a session cookie is a 401
+    # for everyone (a cross-site form cannot log into a run). Its own tests: test_mlflow_api.py.
+    "mlflow:endpoint": Route(lambda w: {"path": "runs/search"}, {"POST": Access(401, 401, 401, 401)}),
+    "mlflow_ajax:endpoint": Route(lambda w: {"path": "runs/search"}, {"POST": Access(401, 401, 401, 401)}),
     # --- API ---------------------------------------------------------------------
     "api:projects": Route(
         none,

@@ -85,6 +85,11 @@ def _unknown_fields(data: dict[str, Any], fields: Collection[str]) -> dict[str, 
     return {key: f"unknown field; {expected}" for key in unknown[:MAX_ERRORS]}
 
 
+def value_problems(data: dict[str, Any]) -> dict[str, str]:
+    """What ``json_object`` checks in every value, for a body read another way (MLflow's)."""
+    return dict(list(_value_problems(data).items())[:MAX_ERRORS])
+
+
 def _value_problems(data: dict[str, Any]) -> dict[str, str]:
     """Field path -> what is wrong there, walking the body without recursion."""
     errors: dict[str, str] = {}

@@ -24,8 +24,8 @@ from webapp import live
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
 from webapp.annotations.models import RunTag
-from webapp.annotations.services import add_tags
-from webapp.external.batches import Report, read_params
+from webapp.annotations.services import MAX_TAGS_PER_REQUEST, TAG_PATTERN, add_tags
+from webapp.external.batches import MAX_PARAMS, Report, read_params
 from webapp.input_errors import InputError
 from webapp.metrics.services import upsert_points
 from webapp.projects.models import Project
@@ -35,6 +35,10 @@ from webapp.runs.models import Run, RunLog, RunSource, RunStatus
 log = logging.getLogger(__name__)
 
 NAME_MAX_LENGTH = 200
+# An external run's config: its params, flat (``{"params": {"optim.lr": 0.1}}``), and, from an
+# MLflow client, its key-value tags (``{"tags": {"mlflow.user": "ana"}}``).
+PARAMS_SECTION = "params"
+LABELS_SECTION = "tags"
 
 
 class RunEnded(Exception):
@@ -66,7 +70,7 @@ def create_external_run(
         run = Run.objects.create(
             project=project,
             name=name or f"external #{project.runs.count() + 1}",
-            config={"params": params},
+            config={PARAMS_SECTION: params},
             status=RunStatus.RUNNING,
             source=RunSource.EXTERNAL,
             created_by=user,
@@ -151,15 +155,38 @@ def update_params(
     require_writer(user, run)
     params = read_params(config)
     with transaction.atomic():
-        locked = Run.objects.select_for_update().get(pk=run.pk)
-        merged = {**(locked.config or {}).get("params", {}), **params}
-        if len(merged) > 1_000:
-            raise InputError({"config": "a run has at most 1000 params"})
-        Run.objects.filter(pk=run.pk).update(config={"params": merged})
+        merge_config_section(run, PARAMS_SECTION, params, limit=MAX_PARAMS)
         if tags:
             add_tags(user=user, run=run, names=tags)
     run.refresh_from_db()
     return run
+
+
+def set_labels(*, user: AbstractBaseUser, run: Run, labels: Mapping[str, str]) -> Run:
+    """Key-value tags (MLflow's), kept in the config's ``tags`` section; a plain name is also a run tag."""
+    require_writer(user, run)
+    with transaction.atomic():
+        merge_config_section(run, LABELS_SECTION, dict(labels), limit=MAX_PARAMS)
+        names = [
+            key.lower()
+            for key in labels
+            if not key.startswith("mlflow.") and TAG_PATTERN.fullmatch(key.lower())
+        ]
+        if names:
+            add_tags(user=user, run=run, names=names[:MAX_TAGS_PER_REQUEST])
+    run.refresh_from_db()
+    return run
+
+
+def merge_config_section(run: Run, section: str, values: Mapping[str, Any], *, limit: int) -> None:
+    """Merge ``values`` into one section of an external run's config, under the run's row lock."""
+    locked = Run.objects.select_for_update().get(pk=run.pk)
+    config = dict(locked.config or {})
+    merged = {**config.get(section, {}), **values}
+    if len(merged) > limit:
+        raise InputError({section: f"a run has at most {limit} {section}"})
+    config[section] = merged
+    Run.objects.filter(pk=run.pk).update(config=config)
 
 
 def run_tags(run: Run) -> list[str]:
