@@ -18,8 +18,9 @@ from webapp.runs.config_paths import SOURCES, check_stored, path_fields
 from webapp.runs.models import Checkpoint, Run
 from webapp.runs.services import create_run
 
-# String fields that name no file; every other string field must carry a PathSpec.
-NOT_PATHS = {"eval.tasks"}
+# String fields that name no file; every other string field must carry a PathSpec: task names
+# (resolved by the task registry) and sample prompts (only ever tokenized).
+NOT_PATHS = {"eval.tasks", "train.sample_prompts"}
 PATH_WORDS = re.compile(r"\b(path|file|folder|directory|dir)s?\b", re.IGNORECASE)
 
 

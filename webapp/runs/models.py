@@ -168,11 +168,25 @@ class RunLog(models.Model):
         ordering = ["seq"]
 
 
+class KeptCheckpoints(models.Manager):
+    """Checkpoints still on disk: what can be evaluated, resumed from or downloaded."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(pruned_at__isnull=True)
+
+
 class Checkpoint(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
     step = models.BigIntegerField()
     path = models.CharField(max_length=500)  # relative to the run directory
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the supervisor found it gone from disk (train.keep_last): the row stays, so the run
+    # page's checkpoints panel can say it was pruned, but the default manager (and with it
+    # ``run.checkpoints``) no longer returns it. ``every`` includes them.
+    pruned_at = models.DateTimeField(null=True, blank=True)
+
+    objects = KeptCheckpoints()
+    every = models.Manager()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "step"], name="unique_run_checkpoint_step")]

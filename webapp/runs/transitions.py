@@ -286,10 +286,8 @@ def runs_to_resend(after: dt.timedelta) -> list[int]:
 
 def fail_queued(run_id: int, error: str) -> bool:
     """A queued run that cannot be launched at all (its launch message could not be sent)."""
-    run = Run.objects.filter(pk=run_id)
     with transaction.atomic():
-        fields = {"error": error, "finished_at": Now()}
-        if RUN_STATES.move(run, RunStatus.FAILED, sources=[RunStatus.QUEUED], **fields) != 1:
+        if not RUN_STATES.fail_queued(Run.objects.filter(pk=run_id), error):
             return False
         check_status(run_id, RunStatus.FAILED)
     return True
@@ -297,9 +295,7 @@ def fail_queued(run_id: int, error: str) -> bool:
 
 def cancel_queued(run_id: int) -> bool:
     """Cancel a run that no worker has claimed yet; False once one has (its supervisor stops it)."""
-    run = Run.objects.filter(pk=run_id)
-    fields = {"cancel_requested": True, "finished_at": Now()}
-    return RUN_STATES.move(run, RunStatus.CANCELLED, sources=[RunStatus.QUEUED], **fields) == 1
+    return RUN_STATES.cancel_queued(Run.objects.filter(pk=run_id))
 
 
 def waiting_for_gpus(run_id: int) -> bool:
@@ -333,13 +329,19 @@ def record_logs(run_id: int, logs: Iterable[dict]) -> int:
 def record_checkpoints(run_id: int, checkpoints: Iterable[dict]) -> int:
     """Upsert checkpoints keyed by step (a resumed attempt that saves the same step replaces it)."""
     rows = {
-        int(e["step"]): Checkpoint(run_id=run_id, step=int(e["step"]), path=str(e.get("path", ""))[:500])
+        int(e["step"]): Checkpoint(
+            run_id=run_id, step=int(e["step"]), path=str(e.get("path", ""))[:500], pruned_at=None
+        )
         for e in checkpoints
     }
     if not rows:
         return 0
-    Checkpoint.objects.bulk_create(
-        list(rows.values()), update_conflicts=True, unique_fields=["run", "step"], update_fields=["path"]
+    # A step saved again (a resumed attempt) is on disk again: no longer pruned.
+    Checkpoint.every.bulk_create(
+        list(rows.values()),
+        update_conflicts=True,
+        unique_fields=["run", "step"],
+        update_fields=["path", "pruned_at"],
     )
     return len(rows)
 
@@ -370,7 +372,7 @@ def record_samples(run_id: int, events: Iterable[dict]) -> int:
 
 
 def forget_missing_checkpoints(run_id: int, on_disk: set[int]) -> list[int]:
-    """Delete the rows of the run's checkpoints that are no longer on disk; returns their steps.
+    """Mark the run's checkpoints that are no longer on disk as pruned; returns their steps.
 
     The trainer deletes all but ``train.keep_last`` checkpoints after each save; the
     supervisor, which sees the run directory, passes the steps still there.
@@ -379,5 +381,5 @@ def forget_missing_checkpoints(run_id: int, on_disk: set[int]) -> list[int]:
         Checkpoint.objects.filter(run_id=run_id).exclude(step__in=on_disk).values_list("step", flat=True)
     )
     if gone:
-        Checkpoint.objects.filter(run_id=run_id, step__in=gone).delete()
+        Checkpoint.objects.filter(run_id=run_id, step__in=gone).update(pruned_at=Now())
     return gone
