@@ -28,6 +28,7 @@ def test_alice_invites_and_a_new_person_signs_up_and_sees_the_project(
     page.get_by_role("button", name="Log out").click()
 
     page.goto(link)
+    page.screenshot(path="/tmp/runwright-invite.png", full_page=True)
     page.fill("#id_username", "erin")
     page.fill("#id_password", NEW_PASSWORD)
     page.fill("#id_password_again", NEW_PASSWORD)
