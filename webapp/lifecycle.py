@@ -8,6 +8,11 @@ the attempt), never a read-modify-write. So two writers (the web cancelling, a w
 finishing, the sweep marking a run lost) cannot overwrite each other: the one that loses
 updates 0 rows and knows it lost. A move the table does not allow is a programming error
 and raises before anything is written.
+
+A job is created in one of its table's ``initial`` states through ``create``; the two
+moves every kind of job makes before a worker claims it (``fail_queued``, ``cancel_queued``)
+are written here once. Every kind names those states alike: ``queued``, ``failed``,
+``cancelled``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Manager, Model, QuerySet
+from django.db.models.functions import Now
+
+QUEUED, FAILED, CANCELLED = "queued", "failed", "cancelled"
 
 
 class IllegalTransition(ValueError):
@@ -50,6 +58,23 @@ class JobStateMachine:
     def sources_of(self, target: str) -> tuple[str, ...]:
         """Every state from which ``target`` may be reached."""
         return tuple(state for state, targets in self.moves.items() if target in targets)
+
+    def create(self, manager: Manager, status: str, **fields: Any) -> Model:
+        """Create a job in ``status``, which must be one of the table's initial states."""
+        if status not in self.initial:
+            raise IllegalTransition(
+                f"{self.field}: a job cannot start {status!r} (it starts {' or '.join(sorted(self.initial))})"
+            )
+        return manager.create(**{self.field: status}, **fields)
+
+    def fail_queued(self, queryset: QuerySet, error: str) -> bool:
+        """A queued job that cannot run (its task could not be sent, it names what does not exist)."""
+        return self.move(queryset, FAILED, sources=[QUEUED], error=error, finished_at=Now()) == 1
+
+    def cancel_queued(self, queryset: QuerySet) -> bool:
+        """Cancel a job no worker has claimed yet; False once one has (its runner stops it)."""
+        fields = {"cancel_requested": True, "finished_at": Now()}
+        return self.move(queryset, CANCELLED, sources=[QUEUED], **fields) == 1
 
     def move(
         self, queryset: QuerySet, target: str, *, sources: Iterable[str] | None = None, **fields: Any

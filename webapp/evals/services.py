@@ -23,7 +23,7 @@ from webapp import enqueue
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
 from webapp.evals import transitions
-from webapp.evals.models import ACTIVE_EVAL_STATUSES, EvalJob, EvalStatus, ModelSource, Report
+from webapp.evals.models import ACTIVE_EVAL_STATUSES, EVAL_STATES, EvalJob, EvalStatus, ModelSource, Report
 from webapp.evals.sources import available_tasks, resolve_hf_dir
 from webapp.input_errors import InputError
 from webapp.projects.models import Project
@@ -146,8 +146,15 @@ def create_eval_jobs(
             rows.append({"source": ref.source, "hf_path": ref.hf_path, "label": ref.hf_path})
     with transaction.atomic():
         jobs = [
-            EvalJob.objects.create(
-                project=project, tasks=tasks, num_fewshot=num_fewshot, limit=limit, created_by=user, **row
+            EVAL_STATES.create(
+                EvalJob.objects,
+                EvalStatus.QUEUED,
+                project=project,
+                tasks=tasks,
+                num_fewshot=num_fewshot,
+                limit=limit,
+                created_by=user,
+                **row,
             )
             for row in rows
         ]
@@ -199,7 +206,9 @@ def schedule_periodic_eval(run_id: int, step: int) -> EvalJob | None:
     limit = int(eval_cfg.get("limit") or 0) or None
     try:
         with transaction.atomic():
-            job = EvalJob.objects.create(
+            job = EVAL_STATES.create(
+                EvalJob.objects,
+                EvalStatus.QUEUED,
                 project=run.project,
                 source=ModelSource.CHECKPOINT,
                 run=run,
@@ -276,13 +285,14 @@ def import_results(
     n_shot = data.get("n-shot") if isinstance(data.get("n-shot"), dict) else {}
     shots = {v for v in n_shot.values() if isinstance(v, int)}
     with transaction.atomic():
-        job = EvalJob.objects.create(
+        job = EVAL_STATES.create(
+            EvalJob.objects,
+            EvalStatus.COMPLETED,
             project=project,
             source=ModelSource.IMPORTED,
             label=label[:200],
             tasks=list(data["results"]),
             num_fewshot=shots.pop() if len(shots) == 1 else None,
-            status=EvalStatus.COMPLETED,
             progress=1.0,
             results={k: v for k, v in data.items() if k != "samples"},
             has_samples=bool(samples),

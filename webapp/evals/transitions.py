@@ -108,18 +108,12 @@ def fail_stale_jobs(older_than_seconds: float) -> list[int]:
 
 def fail_queued(job_id: int, error: str) -> bool:
     """A queued job that cannot run (its task could not be sent, it names an unknown task)."""
-    job = EvalJob.objects.filter(pk=job_id)
-    return (
-        EVAL_STATES.move(job, EvalStatus.FAILED, sources=[EvalStatus.QUEUED], error=error, finished_at=Now())
-        == 1
-    )
+    return EVAL_STATES.fail_queued(EvalJob.objects.filter(pk=job_id), error)
 
 
 def cancel_queued(job_id: int) -> bool:
     """Cancel a job that no worker has claimed yet; False once one has (its runner stops it)."""
-    job = EvalJob.objects.filter(pk=job_id)
-    fields = {"cancel_requested": True, "finished_at": Now()}
-    return EVAL_STATES.move(job, EvalStatus.CANCELLED, sources=[EvalStatus.QUEUED], **fields) == 1
+    return EVAL_STATES.cancel_queued(EvalJob.objects.filter(pk=job_id))
 
 
 def jobs_to_resend(after: dt.timedelta) -> list[int]:

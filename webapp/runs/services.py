@@ -22,7 +22,15 @@ from webapp.input_errors import InputError
 from webapp.projects.models import Project
 from webapp.runs import config_paths, transitions
 from webapp.runs.limits import compute_errors
-from webapp.runs.models import ACTIVE_STATUSES, RESUMABLE_STATUSES, AttemptKind, Run, RunSource, RunStatus
+from webapp.runs.models import (
+    ACTIVE_STATUSES,
+    RESUMABLE_STATUSES,
+    RUN_STATES,
+    AttemptKind,
+    Run,
+    RunSource,
+    RunStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +62,13 @@ def create_run(
     if errors:
         raise ConfigError(errors)
     with transaction.atomic():
-        run = Run.objects.create(
+        run = RUN_STATES.create(
+            Run.objects,
+            RunStatus.QUEUED,
             project=project,
             name=name or _default_name(project, preset),
             preset=preset or "",
             config=config.to_dict(),
-            status=RunStatus.QUEUED,
             created_by=user,
         )
         record_action(
