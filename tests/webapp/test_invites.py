@@ -174,3 +174,14 @@ def test_web_invite_form_shows_the_link_once(client_for, alice, team):
     assert timedelta(days=2) < invite.expires_at - timezone.now() <= timedelta(days=3)
     bad = client_for(alice).post(f"/teams/{team.id}/invites/", {"role": "owner", "expires_in_days": "x"})
     assert bad.status_code == 400 and b"role" in bad.content and b"expires_in_days" in bad.content
+
+
+def test_someone_with_an_account_logs_in_from_the_link_and_joins(client, invite_link, charlie, team):
+    body = invite_link()
+    path = f"/invites/{body['token']}/"
+    assert f'href="/login/?next={path}"'.encode() in client.get(path).content
+    response = client.post("/login/", {"username": "charlie", "password": "charlie-password-1", "next": path})
+    assert response.status_code == 302 and response["Location"] == path
+    assert b"Join as charlie" in client.get(path).content
+    assert client.post(path).status_code == 302
+    assert Membership.objects.get(team=team, user=charlie).role == Role.MEMBER

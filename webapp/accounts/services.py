@@ -90,6 +90,7 @@ def ensure_personal_team(user: AbstractBaseUser) -> Team:
 
 @transaction.atomic
 def add_member(team: Team, user: AbstractBaseUser, role: str = Role.MEMBER) -> Membership:
+    """The operator's way in (shell, tests): no actor, so no audit entry; people use ``accept_invite``."""
     membership, _ = Membership.objects.update_or_create(team=team, user=user, defaults={"role": role})
     return membership
 
