@@ -90,6 +90,9 @@ FIXED_SORTS: dict[str, Any] = {
 }
 
 
+NULLABLE_SORTS = {"last_loss", "duration"}
+
+
 def _config_fields() -> dict[str, dict[str, Any]]:
     return {meta["path"]: meta for section in field_schema() for meta in section["fields"]}
 
@@ -334,11 +337,11 @@ def _alias(column: Column) -> str:
     return f"col_{column.kind}_{hashlib.sha1(column.id.encode()).hexdigest()[:16]}"
 
 
-def filtered_runs(
+def selected_runs(
     user: AbstractBaseUser | AnonymousUser, project: Project, query: RunsQuery
 ) -> QuerySet[Run]:
-    """The project's runs that ``user`` sees and the query selects, sorted, not yet cut to a page."""
-    qs = project_runs(user, project, include_archived=query.archived)
+    """The project's runs that ``user`` sees and the query selects, unsorted (what a count needs)."""
+    qs = project_runs(user, project, include_archived=query.archived).order_by()
     if query.statuses:
         qs = qs.filter(status__in=query.statuses)
     if query.presets:
@@ -347,19 +350,32 @@ def filtered_runs(
         qs = qs.filter(pk__in=_tagged(query.tags))
     if query.text:
         qs = qs.filter(name__icontains=query.text)
-    wanted = {c.column for c in query.conditions if c.column.kind == "metric"} | set(query.columns)
-    sort_key = query.sort.removeprefix("-")
-    sort_column = None if sort_key in FIXED_SORTS else parse_column(sort_key, "sort")
-    if sort_column is not None:
-        wanted.add(sort_column)
-    qs = qs.annotate(**{_alias(c): c.expression() for c in wanted})
+    metrics = {c.column for c in query.conditions if c.column.kind == "metric"}
+    qs = qs.annotate(**{_alias(c): c.expression() for c in metrics})
     for condition in query.conditions:
         qs = qs.filter(_lookup(condition))
-    order = FIXED_SORTS[sort_key] if sort_column is None else F(_alias(sort_column))
-    if sort_column is not None and sort_column.kind == "config":
-        order = sort_column.expression()
+    return qs
+
+
+def filtered_runs(
+    user: AbstractBaseUser | AnonymousUser, project: Project, query: RunsQuery
+) -> QuerySet[Run]:
+    """``selected_runs`` in the query's order, not yet cut to a page."""
+    qs = selected_runs(user, project, query)
+    sort_key = query.sort.removeprefix("-")
     descending = query.sort.startswith("-")
-    ordered = order.desc(nulls_last=True) if descending else order.asc(nulls_last=True)
+    if sort_key in FIXED_SORTS:
+        order = FIXED_SORTS[sort_key]
+        # Columns that are never empty sort as their index does (``-created`` reads the project's index).
+        nullable = sort_key in NULLABLE_SORTS
+    else:
+        column = parse_column(sort_key, "sort")
+        qs = qs.annotate(**{_alias(column): column.expression()})
+        order, nullable = F(_alias(column)), True
+    if nullable:
+        ordered = order.desc(nulls_last=True) if descending else order.asc(nulls_last=True)
+    else:
+        ordered = order.desc() if descending else order.asc()
     return qs.order_by(ordered, "-id" if descending else "id")
 
 
@@ -429,19 +445,31 @@ class RunsPage:
 
 
 def runs_page(user: AbstractBaseUser | AnonymousUser, project: Project, query: RunsQuery) -> RunsPage:
-    """One page of the runs table (or of the API's list) for ``query``."""
-    runs = filtered_runs(user, project, query)
-    page = list(runs[query.offset : query.offset + query.limit])
+    """One page of the runs table (or of the API's list) for ``query``.
+
+    The page's ids are read first, sorting narrow rows (a run's row carries its whole config,
+    ~2 kB: sorting 5,000 of those took 30 ms); then only those runs are read whole, with
+    their chosen columns computed for them alone.
+    """
+    ids = list(
+        filtered_runs(user, project, query).values_list("pk", flat=True)[
+            query.offset : query.offset + query.limit
+        ]
+    )
     # A short page needs no count: it is the last one.
-    short = len(page) < query.limit and (page or query.offset == 0)
-    total = query.offset + len(page) if short else runs.count()
-    tags = tags_by_run(r.id for r in page)
+    short = len(ids) < query.limit and (ids or query.offset == 0)
+    total = query.offset + len(ids) if short else selected_runs(user, project, query).count()
+    rows_qs = Run.objects.filter(pk__in=ids).select_related("project", "project__team")
+    rows_qs = rows_qs.annotate(**{_alias(c): c.expression() for c in query.columns})
+    found = {r.pk: r for r in rows_qs}
+    page = [found[i] for i in ids if i in found]
+    tags = tags_by_run(ids)
     rows = []
     for r in page:
         values = column_values(r, query.columns)
         cells = [_cell(v) for v in values.values()]
         rows.append({**run_summary(r), "tags": tags.get(r.id, []), "columns": values, "cells": cells})
-    end = query.offset + len(page)
+    end = query.offset + len(ids)
     return RunsPage(rows, total, encode_cursor(end) if end < total else None, query)
 
 
