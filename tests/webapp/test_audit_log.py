@@ -137,3 +137,28 @@ def test_an_uploaded_task_folder_is_recorded(client_for, alice, team, project, s
     assert response.status_code == 302, response.content[:500]
     event = AuditEvent.objects.get(action="tasks.uploaded")
     assert event.actor == alice and event.team == team and event.details["tasks"] == ["audit_trivia"]
+
+
+@pytest.mark.django_db
+def test_the_log_pages_back_without_repeating_or_skipping(api, client_for, alice, team):
+    made = [record_action(team=team, actor=alice, action="member.invited").id for _ in range(5)]
+    seen, before = [], ""
+    while True:
+        body = api(
+            alice, "GET", f"/api/v1/teams/{team.id}/audit?action=member.invited&limit=2{before}"
+        ).json()
+        seen += [e["id"] for e in body["events"]]
+        if body["next_before"] is None:
+            break
+        before = f"&before={body['next_before']}"
+    assert seen == sorted(made, reverse=True)
+    page = client_for(alice).get(f"/teams/{team.id}/audit/?action=member.invited&limit=2").content.decode()
+    assert f'href="?action=member.invited&amp;limit=2&amp;before={made[3]}" id="older"' in page
+
+
+@pytest.mark.django_db
+def test_a_cursor_from_another_team_is_refused(api, alice, charlie, other_team, team):
+    theirs = record_action(team=other_team, actor=charlie, action="member.invited")
+    response = api(alice, "GET", f"/api/v1/teams/{team.id}/audit?before={theirs.id}")
+    assert response.status_code == 400 and "no such entry" in response.json()["errors"]["before"]
+    assert api(alice, "GET", f"/api/v1/teams/{team.id}/audit?before=%D9%A1").status_code == 400

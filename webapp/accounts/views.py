@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.accounts.forms import InviteForm, MoveProjectForm, RoleForm, SignUpForm, TeamForm, TokenForm
@@ -229,7 +230,10 @@ def team_audit(request: HttpRequest, team_id: int) -> HttpResponse:
     except INPUT_ERRORS as exc:
         context.update(filters=AuditFilters(), events=[], filter_errors=list(exc.errors.items()))
         return render(request, "audit/log.html", context, status=400)
-    context.update(filters=filters, events=audit_log(request.user, team, filters))
+    events = list(audit_log(request.user, team, filters))
+    if len(events) == filters.limit:
+        context["older"] = urlencode({**filters.as_query(), "before": events[-1].id})
+    context.update(filters=filters, events=events)
     return render(request, "audit/log.html", context)
 
 

@@ -153,8 +153,13 @@ def team_member(request: HttpRequest, team_id: int, user_id: int) -> HttpRespons
 def team_audit(request: HttpRequest, team_id: int) -> JsonResponse:
     found = team_for(request.user, team_id)
     require_role(request.user, found.id, Role.ADMIN)
-    events = audit_log(request.user, found, parse_filters(request.GET))
-    return JsonResponse({"events": [event_json(e) for e in events]})
+    filters = parse_filters(request.GET)
+    events = list(audit_log(request.user, found, filters))
+    # A full page may have more behind it: ask again with before=<the last id>.
+    more = len(events) == filters.limit
+    return JsonResponse(
+        {"events": [event_json(e) for e in events], "next_before": events[-1].id if more else None}
+    )
 
 
 def _member_of(team: Team, user_id: int) -> AbstractBaseUser:

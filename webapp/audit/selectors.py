@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from webapp.accounts.models import Role, Team
 from webapp.accounts.permissions import require_role
@@ -24,12 +24,14 @@ class AuditFilters:
     since: date | None = None  # inclusive, UTC days
     until: date | None = None  # inclusive
     limit: int = PAGE_SIZE
+    before: int | None = None  # an event's id: only entries older than it (the next page)
 
     def as_query(self) -> dict[str, str]:
         """The filters as the page's query string writes them (for links that keep them)."""
         query = {"person": self.person, "action": self.action}
         query["from"] = self.since.isoformat() if self.since else ""
         query["to"] = self.until.isoformat() if self.until else ""
+        query["limit"] = str(self.limit) if self.limit != PAGE_SIZE else ""
         return {k: v for k, v in query.items() if v}
 
 
@@ -52,6 +54,13 @@ def parse_filters(params: dict[str, str]) -> AuditFilters:
                 errors[field] = "must be a date written YYYY-MM-DD, e.g. 2026-12-01"
     if days["from"] and days["to"] and days["from"] > days["to"]:
         errors["to"] = "must not be before 'from'"
+    before = None
+    raw_before = (params.get("before") or "").strip()
+    if raw_before:
+        if not raw_before.isascii() or not raw_before.isdigit() or len(raw_before) > 18:
+            errors["before"] = "must be an entry's id, a whole number written with digits 0-9"
+        else:
+            before = int(raw_before)
     limit = PAGE_SIZE
     raw_limit = (params.get("limit") or "").strip()
     if raw_limit:
@@ -61,7 +70,9 @@ def parse_filters(params: dict[str, str]) -> AuditFilters:
             limit = int(raw_limit)
     if errors:
         raise InputError(errors)
-    return AuditFilters(person=person, action=action, since=days["from"], until=days["to"], limit=limit)
+    return AuditFilters(
+        person=person, action=action, since=days["from"], until=days["to"], limit=limit, before=before
+    )
 
 
 def _day(raw: str) -> date | None:
@@ -90,6 +101,14 @@ def audit_log(user: AbstractBaseUser, team: Team, filters: AuditFilters) -> Quer
     if filters.until:
         end = datetime.combine(filters.until + timedelta(days=1), time.min, UTC)
         events = events.filter(created_at__lt=end)
+    if filters.before is not None:
+        # Keyset paging in the log's own order (newest first), so a page never repeats or skips.
+        cursor = AuditEvent.objects.filter(team=team, pk=filters.before).values("created_at").first()
+        if cursor is None:
+            raise InputError({"before": "no such entry in this team's log"})
+        events = events.filter(
+            Q(created_at__lt=cursor["created_at"]) | Q(created_at=cursor["created_at"], pk__lt=filters.before)
+        )
     return events.order_by("-created_at", "-id")[: filters.limit]
 
 
