@@ -155,7 +155,22 @@ raw_bodies = st.one_of(
     ),
 )
 query_strings = st.dictionaries(
-    st.sampled_from(["key", "since_step", "max_points", "since", "until", "x"]),
+    st.sampled_from(
+        [
+            "key",
+            "since_step",
+            "max_points",
+            "since",
+            "until",
+            "x",
+            "person",
+            "action",
+            "from",
+            "to",
+            "limit",
+            "before",
+        ]
+    ),
     st.one_of(odd_strings.map(lambda s: s.encode("utf-8", "surrogatepass")), st.binary(max_size=12)),
     max_size=4,
 ).map(lambda d: "&".join(f"{k}={quote_from_bytes(v)}" for k, v in d.items()))
