@@ -352,6 +352,7 @@
         showProgress();
         refreshPanel("run-evals");  // the run's last checkpoint can now be evaluated
         refreshPanel("run-samples");
+        refreshPanel("run-checkpoints");
       },
       onTrouble: function (lost) {
         if (lost) note.textContent = "connection lost; reconnecting…";
@@ -359,6 +360,13 @@
       },
     });
   }
+
+  // A checkpoint's "Evaluate" picks it in the evaluations panel's form.
+  document.addEventListener("click", function (event) {
+    const link = event.target.closest("[data-eval-step]");
+    const select = document.getElementById("run-eval-step");
+    if (link && select) select.value = link.dataset.evalStep;
+  });
 
   durationEl.textContent = rw.duration(duration);
   durationTicking = state.status === "running" || state.status === "starting";

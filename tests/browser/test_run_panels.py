@@ -240,3 +240,51 @@ def test_samples_table_has_a_row_per_prompt_and_a_column_per_step(run_with_sampl
     page.locator("#run-samples").scroll_into_view_if_needed()
     page.screenshot(path="/tmp/runwright-samples.png")
     assert js_errors == []
+
+
+@pytest.fixture
+def run_with_checkpoint(alice_project, tmp_path) -> Run:
+    from webapp.runs import transitions
+
+    run = Run.objects.create(
+        project=alice_project,
+        name="checkpointed",
+        preset="tiny-cpu",
+        config=resolve("tiny-cpu").to_dict(),
+        status=RunStatus.COMPLETED,
+        step=20,
+    )
+    # The servers' run directory (start_servers gives them tmp_path / "data").
+    folder = tmp_path / "data" / "runs" / str(run.id) / "checkpoints" / "step_000020"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights" * 1000)
+    (folder.parent.parent / "config.json").write_text("{}")
+    transitions.record_checkpoints(
+        run.id, [{"step": s, "path": f"checkpoints/step_{s:06d}"} for s in (10, 20)]
+    )
+    transitions.forget_missing_checkpoints(run.id, {20})
+    return run
+
+
+def test_checkpoints_panel_lists_kept_and_pruned_and_downloads_a_tar(
+    run_with_checkpoint, start_servers, chromium
+):
+    run = run_with_checkpoint
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    page.goto(f"{base}/runs/{run.id}/")
+    rows = page.locator("#checkpoints-table tbody tr")
+    assert rows.count() == 2
+    assert "kept" in rows.nth(0).inner_text() and "6.8\xa0KB" in rows.nth(0).inner_text()
+    assert "pruned" in rows.nth(1).inner_text() and rows.nth(1).get_by_role("link").count() == 0
+    with page.expect_download() as download:
+        rows.nth(0).get_by_role("link", name="Download").click()
+    assert download.value.suggested_filename == f"run{run.id}-step20.tar"
+    import tarfile
+
+    with tarfile.open(download.value.path()) as tar:
+        assert tar.extractfile(f"run{run.id}-step20/model.safetensors").read() == b"weights" * 1000
+    page.locator("#run-checkpoints").scroll_into_view_if_needed()
+    page.screenshot(path="/tmp/runwright-checkpoints.png")
+    assert js_errors == []

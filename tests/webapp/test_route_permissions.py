@@ -159,6 +159,12 @@ MATRIX: dict[str, Route] = {
     "runs:series": Route(run, {"GET": web_read()}),
     "runs:series_csv": Route(run, {"GET": web_read()}, query=lambda w: "key=train/loss"),
     "runs:samples": Route(run, {"GET": web_read()}),
+    "runs:checkpoints": Route(run, {"GET": web_read()}),
+    # The world's run has no files on disk: a 404 for everyone who may see it.
+    "runs:file": Route(lambda w: {**run(w), "name": "config.json"}, {"GET": Access(404, 404, 404, LOGIN)}),
+    "runs:checkpoint_download": Route(
+        lambda w: {**run(w), "step": 100}, {"GET": Access(404, 404, 404, LOGIN)}
+    ),
     "runs:compare_series_csv": Route(
         project, {"GET": web_read()}, query=lambda w: compared(w) + "&key=train/loss"
     ),

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 from django.http import Http404
 
+from webapp.metrics.models import MetricPoint
 from webapp.projects.models import Project
 from webapp.projects.selectors import projects_visible_to
-from webapp.runs.models import Run, RunLog, RunSample
+from webapp.runs.models import Checkpoint, Run, RunLog, RunSample
 
 
 def runs_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Run]:
@@ -75,3 +77,78 @@ def samples_table(run: Run, last_steps: int = 8) -> dict[str, Any]:
         {"prompt": prompts[i], "texts": [cells.get((i, step), "") for step in steps]} for i in sorted(prompts)
     ]
     return {"steps": steps, "rows": rows}
+
+
+VAL_LOSS_KEY = "val/loss"
+# The run's own files a viewer may download, by the name the page shows (and the URL carries).
+RUN_FILES = ("config.json", "events.jsonl", "launcher.log")
+FAILURES_DIR = "failures"  # modelcore.train: each failed rank's traceback, rank<N>.txt
+
+
+def contained(run: Run, relative: str) -> Path | None:
+    """``relative`` under the run directory, or None when it leads out of it (``..``, a link out)."""
+    root = run.run_dir.resolve()
+    path = (root / relative).resolve()
+    return path if path.is_relative_to(root) and path != root else None
+
+
+def run_files(run: Run) -> list[dict[str, Any]]:
+    """The run's files that exist: config, events, the launcher's log (every rank's output), and
+    the traceback each failed rank left; ``name`` is what a download asks for."""
+    names = list(RUN_FILES)
+    failures = run.run_dir / FAILURES_DIR
+    if failures.is_dir():
+        names += sorted(f"{FAILURES_DIR}/{p.name}" for p in failures.glob("rank*.txt"))
+    out = []
+    for name in names:
+        path = contained(run, name)
+        if path is not None and path.is_file():
+            out.append({"name": name, "size": path.stat().st_size})
+    return out
+
+
+def run_file(run: Run, name: str) -> Path | None:
+    """The file ``name`` of the run (one that ``run_files`` lists), or None."""
+    if name not in {f["name"] for f in run_files(run)}:
+        return None
+    return contained(run, name)
+
+
+def checkpoint_dir(run: Run, step: int) -> Path | None:
+    """The folder of the run's kept checkpoint at ``step``, or None (none, pruned, or gone from disk)."""
+    ckpt = Checkpoint.objects.filter(run=run, step=step).first()
+    if ckpt is None:
+        return None
+    path = contained(run, ckpt.path)
+    return path if path is not None and path.is_dir() else None
+
+
+def checkpoints_panel(run: Run) -> list[dict[str, Any]]:
+    """Every checkpoint the run saved, newest first: step, time, size on disk, the validation
+    loss logged at that step, and whether keep_last has pruned it."""
+    rows = list(Checkpoint.every.filter(run=run).order_by("-step"))
+    val = dict(
+        MetricPoint.objects.filter(run=run, key=VAL_LOSS_KEY, step__in=[c.step for c in rows]).values_list(
+            "step", "value"
+        )
+    )
+    out = []
+    for ckpt in rows:
+        folder = None if ckpt.pruned_at else contained(run, ckpt.path)
+        size = _folder_bytes(folder) if folder is not None and folder.is_dir() else None
+        out.append(
+            {
+                "step": ckpt.step,
+                "saved_at": ckpt.created_at,
+                "size": size,
+                "val_loss": val.get(ckpt.step),
+                "pruned": ckpt.pruned_at is not None,
+                "on_disk": size is not None,
+            }
+        )
+    return out
+
+
+def _folder_bytes(folder: Path) -> int:
+    # lstat: a link's own size, never what it points to (which may be outside the run).
+    return sum(p.lstat().st_size for p in folder.rglob("*") if not p.is_symlink() and p.is_file())

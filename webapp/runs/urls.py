@@ -20,6 +20,13 @@ urlpatterns = [
     path("runs/<int:run_id>/stream", views.run_stream, name="stream"),
     path("runs/<int:run_id>/series.csv", downloads.run_series_csv, name="series_csv"),
     path("runs/<int:run_id>/samples", views.run_samples, name="samples"),
+    path("runs/<int:run_id>/checkpoints", views.run_checkpoints, name="checkpoints"),
+    path("runs/<int:run_id>/files/<path:name>", downloads.run_file_download, name="file"),
+    path(
+        "runs/<int:run_id>/checkpoints/<int:step>/download",
+        downloads.checkpoint_download,
+        name="checkpoint_download",
+    ),
     path(
         "projects/<int:project_id>/compare/series.csv",
         downloads.compare_series_csv,

@@ -29,7 +29,7 @@ from webapp.runs.forms import (
 )
 from webapp.runs.models import FINAL_STATUSES, Run, RunStatus
 from webapp.runs.presenters import run_summary
-from webapp.runs.selectors import log_tail, run_for, samples_table
+from webapp.runs.selectors import checkpoints_panel, log_tail, run_files, run_for, samples_table
 from webapp.runs.services import create_run, request_cancel
 from webapp.runs.stream import poll_updates, run_events
 from webapp.runs.updates import StreamCursor, cursor_from_event_id, latest_log_id
@@ -123,12 +123,29 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             },
             "samples": samples_table(run),
             "sample_every": _sample_every(run),
+            **_checkpoints_context(request, run),
             "plotly_url": plotly_js_url(),
             "can_cancel": run.is_active and has_role(request.user, run.project.team_id, Role.MEMBER),
             "actions": available_actions(request.user, run),
             "attempts": list(run.attempts.all()),
         },
     )
+
+
+def _checkpoints_context(request: HttpRequest, run: Run) -> dict[str, Any]:
+    return {
+        "checkpoints": checkpoints_panel(run),
+        "files": run_files(run),
+        "can_evaluate": has_role(request.user, run.project.team_id, Role.MEMBER),
+    }
+
+
+@login_required
+@require_GET
+def run_checkpoints(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The run page's checkpoints and files panel, read again when the run ends."""
+    run = run_for(request.user, run_id)
+    return render(request, "runs/_checkpoints.html", {"run": run, **_checkpoints_context(request, run)})
 
 
 def _sample_every(run: Run) -> int:
