@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from webapp.accounts.models import ApiToken
@@ -110,3 +110,11 @@ def test_create_token_command_still_prints_a_working_token(client, alice, capsys
     call_command("create_token", "alice", "--name", "cli")
     secret = capsys.readouterr().out.strip()
     assert client.get("/api/v1/teams", **bearer(secret)).status_code == 200
+
+
+def test_create_token_command_takes_expiry_and_read_only(alice, capsys):
+    call_command("create_token", "alice", "--name", "ro", "--expires-in-days", "3", "--read-only")
+    token = ApiToken.objects.get(name="ro")
+    assert token.read_only and timedelta(days=2) < token.expires_at - timezone.now() <= timedelta(days=3)
+    with pytest.raises(CommandError, match="--expires-in-days: must be between 1 and"):
+        call_command("create_token", "alice", "--expires-in-days", "0")
