@@ -69,3 +69,15 @@ def test_the_last_visit_is_stored_per_person(alice, bob):
     assert record_visit(alice, now=later) == now + dt.timedelta(minutes=5)  # a new one: since the last
     assert record_visit(bob, now=later) is None
     assert LastVisit.objects.get(user=alice).seen_at == later
+
+
+def test_alerts_raised_since_the_last_visit_are_listed(client_for, bob, project, make_run):
+    from webapp.alerts.models import AlertKind, AlertRule
+    from webapp.runs import transitions
+
+    AlertRule.objects.create(project=project, kind=AlertKind.FAILED)
+    run = make_run(status=RunStatus.RUNNING, name="crashed", attempt=1)
+    transitions.finish(run.id, 1, RunStatus.FAILED, error="RuntimeError: boom")
+    html = client_for(bob).get("/").content.decode()
+    alerts = html.split('id="home-alerts"')[1].split("</section>")[0]
+    assert "crashed" in alerts and "the run failed: RuntimeError: boom" in alerts

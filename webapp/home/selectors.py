@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
+from webapp.alerts.models import AlertFiring
 from webapp.runs.models import ACTIVE_STATUSES, RunStatus
 from webapp.runs.presenters import run_summary
 from webapp.runs.selectors import runs_visible_to
@@ -38,8 +39,16 @@ def home_for(user: AbstractBaseUser, since: dt.datetime | None) -> dict[str, Any
         counts[run.status] += 1
         if len(by_status[run.status]) < LIMIT:
             by_status[run.status].append(_row(run))
+    alerts = (
+        AlertFiring.objects.filter(run__in=runs, fired_at__gt=start)
+        .select_related("run", "run__project")
+        .order_by("-id")[:LIMIT]
+    )
     return {
         "since": start,
+        "alerts": [
+            {"message": a.message, "run": _row(a.run), "fired_at": a.fired_at.isoformat()} for a in alerts
+        ],
         "first_visit": since is None,
         "running": [_row(r) for r in running[:LIMIT]],
         "running_count": running.count(),
