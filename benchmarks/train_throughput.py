@@ -6,7 +6,7 @@ Same model shape (Llama, d_model 256, 4 layers, 4 heads, sequence 256, vocabular
 4096, tied embeddings, fp32), same data (the built-in corpus tokenized by a 4096-token
 BPE, the same random windows), same optimizer (AdamW with the same groups and the same
 implementation, fused where ours is fused, clipping at 1.0, constant learning rate),
-one process on the CPU. Ours is the real trainer step (``Trainer.optimizer_step``:
+one process on the CPU. Ours is the real trainer step (``Trainer.train_step``:
 sampler, model, kernels, clipping, AdamW); the peer is ``transformers.LlamaForCausalLM``
 (``attn_implementation="sdpa"``) in a plain loop. The sides are interleaved, a few steps
 each per round, so machine noise hits them alike; each side's figure is its median over
@@ -177,7 +177,7 @@ def _timed(step: Any, steps: int, tokens_per_step: int) -> tuple[float, float, f
 def _trainer_step(trainer: Trainer, route: str) -> Any:
     def step() -> float:
         with cpu_gemm.forced_route(route):
-            return trainer.optimizer_step()[0].ce_loss
+            return trainer.train_step()[0].ce_loss
 
     return step
 
@@ -337,11 +337,11 @@ def gpu_mfu(steps: int = 30) -> dict[str, Any]:
 
     trainer = Trainer(cfg, Path(tempfile.mkdtemp(prefix="rw-bench-gpu-")), None, _NoStop())
     for _ in range(5):
-        trainer.optimizer_step()
+        trainer.train_step()
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
-        trainer.optimizer_step()
+        trainer.train_step()
     torch.cuda.synchronize()
     tokens_per_s = trainer.tokens_per_step * steps / (time.perf_counter() - start)
     peak = device_peak_flops(trainer.device, "bf16")

@@ -20,7 +20,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from modelcore import kernels
 from modelcore.config import ModelConfig
@@ -249,7 +248,9 @@ class Transformer(nn.Module):
         # Not persistent: derived from the config, so checkpoints hold weights only.
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.activation_checkpointing = False
+        # The fused linear + cross-entropy; tensor parallel swaps in its vocabulary-parallel
+        # loss (``modelcore.parallelize.apply_tp``), which keeps the same signature.
+        self.cross_entropy = kernels.fused_linear_cross_entropy
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -279,10 +280,7 @@ class Transformer(nn.Module):
         x = self.embed_tokens(input_ids)  # (B, T, D)
         router_stats = []
         for i, layer in enumerate(self.layers):
-            if self.activation_checkpointing and self.training and cache is None:
-                x, stats = checkpoint(layer, x, cos, sin, use_reentrant=False)
-            else:
-                x, stats = layer(x, cos, sin, cache, i)
+            x, stats = layer(x, cos, sin, cache, i)
             if stats is not None:
                 router_stats.append(stats)
         if cache is not None:
@@ -296,7 +294,7 @@ class Transformer(nn.Module):
         self, hidden: torch.Tensor, targets: torch.Tensor, router_stats: list[RouterStats]
     ) -> LossOutput:
         cfg = self.config
-        ce = kernels.fused_linear_cross_entropy(
+        ce = self.cross_entropy(
             hidden,
             self.lm_head.weight,
             targets,

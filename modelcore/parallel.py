@@ -1,13 +1,9 @@
-"""FSDP2 sharding applied to the model from outside (torchtitan's ``parallelize`` split).
+"""Full (unsharded) state dicts of a sharded model: FSDP2, tensor parallel, or both.
 
-Accelerate drives DDP and the process group; FSDP is applied here with
-``torch.distributed.fsdp.fully_shard`` because it then works the same on GPUs
-(NCCL) and CPU processes (gloo), where Accelerate would silently fall back to
-DDP. Each transformer block is one FSDP unit; the root unit holds the (possibly
-tied) embeddings, final norm and output projection.
-
-Checkpoints of a sharded model are written as full (unsharded) state dicts, so
-they load into a plain model and resume under any number of processes.
+Checkpoints of a model whose parameters are DTensors are written as full state dicts,
+so they load into a plain model (export, ``load_checkpoint``) and resume under any
+layout: another number of processes, another tensor-parallel degree, or none. The
+sharding itself is applied in ``modelcore.parallelize``.
 """
 
 from __future__ import annotations
@@ -22,27 +18,6 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-from modelcore.model import Transformer
-
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": None}
-
-
-def apply_fsdp(
-    model: Transformer, device: torch.device, world_size: int, mixed_precision: str
-) -> Transformer:
-    if mixed_precision == "fp16":
-        raise ValueError("parallel.mixed_precision: fp16 needs a sharded loss scaler; use bf16 with FSDP")
-    mesh = init_device_mesh(device.type, (world_size,))
-    # Compute in the autocast dtype, reduce gradients in fp32, keep fp32 master weights.
-    policy = MixedPrecisionPolicy(param_dtype=_DTYPES[mixed_precision], reduce_dtype=torch.float32)
-    for layer in model.layers:
-        fully_shard(layer, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
-    return model
-
 
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
@@ -63,4 +38,28 @@ def load_full_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]
 def load_full_optimizer_state(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
 ) -> None:
+    """Load a full optimizer state: the sharded format (keyed by parameter name) or a plain
+    ``optimizer.state_dict()`` (keyed by position), as one process or DDP saves it."""
+    if any(isinstance(key, int) for key in state["state"]):
+        state = _keyed_by_name(model, optimizer, state)
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def _keyed_by_name(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> dict[str, Any]:
+    # A plain state dict numbers the parameters in the optimizer's group order.
+    names = {id(p): name for name, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    saved = [i for group in state["param_groups"] for i in group["params"]]
+    if len(saved) != len(order):
+        raise ValueError(
+            f"the checkpoint's optimizer state holds {len(saved)} parameters, the model {len(order)}"
+        )
+    by_position = dict(zip(saved, order, strict=True))
+    return {
+        "state": {by_position[i]: value for i, value in state["state"].items()},
+        "param_groups": [
+            {**group, "params": [by_position[i] for i in group["params"]]} for group in state["param_groups"]
+        ],
+    }

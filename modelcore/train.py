@@ -150,10 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve_run_config(args)
         if rank == 0:
             save_run_config(cfg, args.run_dir)
-        from modelcore.trainer import Trainer
+        from modelcore.trainer import FaultPlan, Trainer
 
         # Cancelled before the model existed: there is nothing to checkpoint.
-        status = "cancelled" if stop.requested else Trainer(cfg, args.run_dir, events, stop).run()
+        faults = FaultPlan.from_env()
+        status = "cancelled" if stop.requested else Trainer(cfg, args.run_dir, events, stop, faults).run()
         code = 0
         if events is not None:
             events.status(status)

@@ -1,4 +1,4 @@
-"""The training loop, run by every rank under Accelerate (DDP or FSDP).
+"""The training loop, run by every rank under Accelerate (DDP, FSDP, tensor parallel).
 
 ``modelcore.train`` owns the command line and the run's lifecycle (status
 events, signals, exit codes); this module owns the steps. Every rank runs the
@@ -19,6 +19,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,6 +43,7 @@ from modelcore.data import (
 )
 from modelcore.events import EventWriter
 from modelcore.model import Transformer
+from modelcore.parallelize import apply_ac, apply_compile, apply_fsdp, apply_tp, build_mesh, clip_grad_norm
 from modelcore.sampling import generate_samples, sample_due
 from modelcore.system_metrics import SystemMetrics
 
@@ -67,6 +69,44 @@ class StopFlag(Protocol):
     """Set by a signal handler (see ``modelcore.train``); read at step boundaries."""
 
     requested: bool
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Faults injected for tests, by 1-based step; 0 injects nothing. The trainer's only test hook.
+
+    ``modelcore.train`` reads them from ``RUNWRIGHT_FAIL_AT_STEP`` / ``_STOP_AT_STEP`` /
+    ``_HANG_AT_STEP`` (tests start trainers as subprocesses); in-process callers pass one.
+    """
+
+    fail_at_step: int = 0  # raise at the start of that step, on every rank
+    stop_at_step: int = 0  # behave as if SIGTERM came during that step
+    hang_at_step: int = 0  # the last rank stops taking part in collectives at that step
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> FaultPlan:
+        def step(name: str) -> int:
+            raw = environ.get(name, "").strip() or "0"
+            try:
+                return int(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a step number, got {raw!r}") from None
+
+        return cls(step(FAIL_AT_STEP_ENV), step(STOP_AT_STEP_ENV), step(HANG_AT_STEP_ENV))
+
+    def before_step(self, step: int, last_rank: bool, stop: StopFlag) -> None:
+        """Called at the start of 1-based ``step``: fail, or (on the last rank) hang until signalled."""
+        if self.fail_at_step and step == self.fail_at_step:
+            raise RuntimeError(f"injected failure at step {step} ({FAIL_AT_STEP_ENV} is set)")
+        if self.hang_at_step and step == self.hang_at_step and last_rank:
+            print(f"[warning] {HANG_AT_STEP_ENV}: this rank hangs", file=sys.stderr, flush=True)
+            while not stop.requested:
+                time.sleep(0.1)
+            raise RuntimeError("hung rank signalled to stop")
+
+    def stops_after(self, step: int) -> bool:
+        """Whether 1-based ``step`` ends as if a SIGTERM had come during it."""
+        return self.stop_at_step > 0 and step >= self.stop_at_step
 
 
 def lr_multiplier(step: int, cfg: RunConfig) -> float:
@@ -161,9 +201,32 @@ class StepStats:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run_dir: Path, events: EventWriter | None, stop: StopFlag):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: Path,
+        events: EventWriter | None,
+        stop: StopFlag,
+        faults: FaultPlan | None = None,
+    ):
         self.cfg, self.run_dir, self.events, self.stop = cfg, run_dir, events, stop
-        p, t = cfg.parallel, cfg.train
+        self.faults = faults or FaultPlan()
+        self.build_accelerator()
+        self.build_data()
+        self.model = self.parallelize(self.build_model())
+        self.build_optimizer()
+        self.build_validation()
+        self.step = 0
+        self.tokens_seen = 0
+        self.system_metrics = SystemMetrics(
+            cfg.train.system_metrics_every_s, self.device, self.rank, self.world
+        )
+
+    # --- builders, in the order __init__ calls them ----------------------------
+
+    def build_accelerator(self) -> None:
+        """The process group (Accelerate), the device, the (dp, tp) mesh, seeds and determinism."""
+        p, t = self.cfg.parallel, self.cfg.train
         self.accelerator = Accelerator(
             cpu=p.device == "cpu",
             mixed_precision=p.mixed_precision,
@@ -172,14 +235,22 @@ class Trainer:
         acc = self.accelerator
         self.device = acc.device
         self.rank, self.world = acc.process_index, acc.num_processes
-        # One process has nothing to shard: FSDP then is plain single-process training.
-        self.fsdp = p.strategy == "fsdp" and self.world > 1
         if self.world != p.num_processes:
             self.log(
                 f"parallel.num_processes is {p.num_processes} but {self.world} processes "
                 "were launched; the global batch follows the launched count",
                 "warning",
             )
+        self.tp = p.tensor_parallel
+        if self.world % self.tp:
+            raise ValueError(
+                f"parallel.tensor_parallel ({self.tp}) must divide the {self.world} processes launched"
+            )
+        # Ranks [d * tp, (d + 1) * tp) form tensor-parallel group d; data parallel runs across groups.
+        self.dp, self.dp_rank = self.world // self.tp, self.rank // self.tp
+        self.mesh = build_mesh(self.device.type, self.world, self.tp) if self.world > 1 else None
+        # One data-parallel process has nothing to shard: FSDP then is plain training.
+        self.fsdp = p.strategy == "fsdp" and self.dp > 1
         set_seed(t.seed)
         if self.device.type == "cpu":
             # Deterministic CPU runs: resume and DDP-equality tests compare losses exactly.
@@ -188,75 +259,86 @@ class Trainer:
             # uninitialised memory; it changes no result and costs ~1% of a CPU step.
             torch.utils.deterministic.fill_uninitialized_memory = False
 
-        # Data: rank 0 builds the tokenizer and token file; the others wait for the files
+    def build_data(self) -> None:
+        """Tokenizer, token file and the training sampler (one stream per data-parallel rank)."""
+        cfg, acc, t = self.cfg, self.accelerator, self.cfg.train
+        # Rank 0 builds the tokenizer and token file; the others wait for the files
         # rather than in a barrier, whose timeout a long first tokenization would exceed.
-        cache = Path(os.environ.get(CACHE_DIR_ENV) or run_dir / "data")
+        cache = Path(os.environ.get(CACHE_DIR_ENV) or self.run_dir / "data")
         if acc.is_main_process:
-            self.tokenizer = prepare_tokenizer(cfg.data, run_dir)
+            self.tokenizer = prepare_tokenizer(cfg.data, self.run_dir)
             token_file = tokenize_corpus(
-                cfg.data, self.tokenizer, run_dir / "tokenizer", cache, progress=self._data_progress
+                cfg.data, self.tokenizer, self.run_dir / "tokenizer", cache, progress=self._data_progress
             )
         else:
-            self.tokenizer, token_file = wait_for_token_file(cfg.data, run_dir, cache, lambda: stop.requested)
+            self.tokenizer, token_file = wait_for_token_file(
+                cfg.data, self.run_dir, cache, lambda: self.stop.requested
+            )
         if self.tokenizer.vocab_size > cfg.model.vocab_size:
             raise ValueError(
                 f"model.vocab_size ({cfg.model.vocab_size}) is smaller than the "
                 f"tokenizer's vocabulary ({self.tokenizer.vocab_size})"
             )
         self.splits = TokenSplits.open(token_file, cfg.data.val_fraction, cfg.data.seq_len)
+        # The ranks of a tensor-parallel group train on the same batch.
         self.sampler = WindowSampler(
             self.splits.train,
             cfg.data.seq_len,
             t.micro_batch_size,
             t.grad_accum_steps,
             t.seed,
-            self.rank,
-            self.world,
+            self.dp_rank,
+            self.dp,
         )
 
+    def build_model(self) -> Transformer:
+        """The whole model on this rank (same weights on every rank), before any parallelism."""
+        cfg = self.cfg
         model_cfg = cfg.model
         if model_cfg.kernels == "triton" and self.device.type != "cuda":
             self.log("model.kernels=triton needs CUDA; using the plain PyTorch kernels", "warning")
             model_cfg = type(model_cfg)(**{**model_cfg.__dict__, "kernels": "torch"})
         model = Transformer(model_cfg)
-        model.activation_checkpointing = p.activation_checkpointing
-        if t.init_from and not ckpt.list_checkpoints(run_dir):  # a resume restores its own weights
+        if cfg.train.init_from and not ckpt.list_checkpoints(self.run_dir):  # a resume restores its own
             from modelcore.init_from import load_initial_weights
 
-            load_initial_weights(model, t.init_from, cfg)
-            self.log(f"initialised weights from {t.init_from}")
-        if p.compile:
-            if self.fsdp:
-                # FSDP shards block by block: compile the same units (torchtitan does too).
-                for layer in model.layers:
-                    layer.compile()
-            else:
-                # The whole model, in place (state-dict names unchanged): norms, rotary,
-                # SwiGLU, residual adds and the loss fuse across block boundaries.
-                model.compile()
-        if self.fsdp:
-            from modelcore.parallel import apply_fsdp
+            load_initial_weights(model, cfg.train.init_from, cfg)
+            self.log(f"initialised weights from {cfg.train.init_from}")
+        return model
 
-            model = apply_fsdp(model.to(self.device), self.device, self.world, p.mixed_precision)
+    def parallelize(self, model: Transformer) -> torch.nn.Module:
+        """Tensor parallel, activation checkpointing, compile, then FSDP or DDP (torchtitan's order)."""
+        p = self.cfg.parallel
+        if self.tp > 1:
+            apply_tp(model.to(self.device), self.mesh["tp"], p.sequence_parallel)
+        if p.activation_checkpointing:
+            apply_ac(model)
+        if p.compile:
+            apply_compile(model, per_block=self.fsdp)
+        if self.fsdp:
+            return apply_fsdp(model.to(self.device), self.mesh["dp"], p.mixed_precision)
+        if self.tp > 1:
+            return model  # one data-parallel group: nothing to replicate
+        return self.accelerator.prepare(model)  # DDP across processes, or the single process
+
+    def build_optimizer(self) -> None:
+        """AdamW over the (possibly sharded) parameters and the learning-rate schedule."""
+        cfg = self.cfg
         optimizer = torch.optim.AdamW(
-            self._param_groups(model),
+            self._param_groups(self.model),
             lr=cfg.optim.lr,
             betas=(cfg.optim.beta1, cfg.optim.beta2),
             eps=cfg.optim.eps,
-            # Fused AdamW runs on CUDA and (torch >= 2.4) CPU tensors, not on FSDP's DTensors on CPU.
-            fused=self.device.type == "cuda" or (not self.fsdp and _cpu_fused_adamw()) or None,
+            # Fused AdamW runs on CUDA and (torch >= 2.4) CPU tensors, not on DTensors on CPU.
+            fused=self.device.type == "cuda" or (not self.sharded and _cpu_fused_adamw()) or None,
         )
-        if self.fsdp:
-            # Sharded already; Accelerate would wrap the model in DDP on top.
-            self.model, self.optimizer = model, optimizer
-        else:
-            self.model, self.optimizer = acc.prepare(model, optimizer)
+        # A sharded model is not Accelerate's: its optimizer needs no wrapping either.
+        self.optimizer = optimizer if self.sharded else self.accelerator.prepare(optimizer)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
-        self.step = 0
-        self.tokens_seen = 0
-        self.system_metrics = SystemMetrics(
-            cfg.train.system_metrics_every_s, self.device, self.rank, self.world
-        )
+
+    def build_validation(self) -> None:
+        """The held-out batches every evaluation reads (the same each time), one set per data-parallel rank."""
+        cfg, t = self.cfg, self.cfg.train
         self.val_batches = (
             validation_batches(
                 self.splits.val,
@@ -264,12 +346,21 @@ class Trainer:
                 t.micro_batch_size,
                 t.eval_batches,
                 t.seed,
-                self.rank,
-                self.world,
+                self.dp_rank,
+                self.dp,
             )
             if cfg.data.val_fraction > 0 and t.eval_every
             else []
         )
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the parameters are DTensors (FSDP or tensor parallel) rather than Accelerate's."""
+        return self.fsdp or self.tp > 1
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        """Autocast for a tensor-parallel model (Accelerate's wrapper casts the others; FSDP casts itself)."""
+        return self.accelerator.autocast() if self.tp > 1 and not self.fsdp else nullcontext()
 
     # --- setup helpers ---------------------------------------------------------
 
@@ -315,16 +406,18 @@ class Trainer:
             "resumed_from_step": self.step or None,
             "distributed": str(self.accelerator.distributed_type),
             "data_parallel": self.parallel_mode,
+            "mesh": {"dp": self.dp, "tp": self.tp},
         }
 
     @property
     def parallel_mode(self) -> str:
-        return "fsdp" if self.fsdp else ("ddp" if self.world > 1 else "single")
+        """How data parallel runs: over FSDP, DDP, or not at all (one data-parallel rank)."""
+        return "fsdp" if self.fsdp else ("ddp" if self.dp > 1 else "single")
 
     @property
     def tokens_per_step(self) -> int:
         t = self.cfg.train
-        return self.cfg.data.seq_len * t.micro_batch_size * t.grad_accum_steps * self.world
+        return self.cfg.data.seq_len * t.micro_batch_size * t.grad_accum_steps * self.dp
 
     # --- checkpoints -----------------------------------------------------------
 
@@ -337,7 +430,7 @@ class Trainer:
         if acc.is_main_process:
             tmp.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
-        if self.fsdp:
+        if self.sharded:
             from modelcore.parallel import full_model_state, full_optimizer_state
 
             # Collectives: every rank takes part, rank 0 receives the full tensors.
@@ -389,7 +482,7 @@ class Trainer:
         step, path = found[-1]
         meta = json.loads((path / "meta.json").read_text())
         optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
-        if self.fsdp:
+        if self.sharded:
             from modelcore.parallel import load_full_model_state, load_full_optimizer_state
 
             load_full_model_state(self.model, ckpt.read_model_state(path, self.cfg.model.tie_embeddings))
@@ -408,7 +501,8 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------
 
-    def train_step(self) -> StepStats:
+    def accumulate_gradients(self) -> StepStats:
+        """Forward and backward over the step's micro-batches; the ranks agree on losses and stop."""
         cfg, acc = self.cfg, self.accelerator
         accum = cfg.train.grad_accum_steps
         totals = torch.zeros(4, device=self.device)  # loss, ce, aux, z summed over micro-steps
@@ -419,17 +513,17 @@ class Trainer:
             last = i == accum - 1
             if self.fsdp:
                 self.model.set_requires_gradient_sync(last)
-            sync = nullcontext() if last or self.fsdp else acc.no_sync(self.model)
+            sync = nullcontext() if last or self.sharded else acc.no_sync(self.model)
             with sync:
-                out = self.model(x.to(self.device), y.to(self.device))
+                with self.forward_context():
+                    out = self.model(x.to(self.device), y.to(self.device))
                 acc.backward(out.loss / accum)
             totals += torch.stack(
                 [out.loss.detach().float(), out.ce_loss.float(), out.aux_loss.float(), out.z_loss.float()]
             )
             if out.expert_load is not None:
                 load_sum = out.expert_load if load_sum is None else load_sum + out.expert_load
-        stop_at = int(os.environ.get(STOP_AT_STEP_ENV, "0") or 0)
-        stop = self.stop.requested or (stop_at > 0 and self.step + 1 >= stop_at)
+        stop = self.stop.requested or self.faults.stops_after(self.step + 1)
         flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
         parts = [totals / accum, flag]
         if load_sum is not None:
@@ -444,25 +538,25 @@ class Trainer:
 
     def clip_gradients(self, max_norm: float) -> float:
         """Clip the global gradient norm; returns the norm before clipping."""
-        if not self.fsdp:
+        if not self.sharded:
             return float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        return clip_grad_norm(self.model.parameters(), max_norm)
 
     @torch.no_grad()
     def evaluate(self) -> float:
         self.model.eval()
         total = torch.zeros(1, device=self.device)
         for x, y in self.val_batches:
-            out = self.model(x.to(self.device), y.to(self.device))
+            with self.forward_context():
+                out = self.model(x.to(self.device), y.to(self.device))
             total += out.ce_loss.float()
         total = self.accelerator.reduce(total, reduction="sum")
         return total.item() / (len(self.val_batches) * self.world)
 
-    def optimizer_step(self) -> tuple[StepStats, float, float]:
-        """One optimizer step (forward, backward, clip, AdamW, schedule): stats, grad norm, lr used."""
+    def train_step(self) -> tuple[StepStats, float, float]:
+        """One whole training step (forward, backward, clip, AdamW, schedule): stats, grad norm, lr used."""
         cfg, t = self.cfg, self.cfg.train
-        stats = self.train_step()
+        stats = self.accumulate_gradients()
         if not math.isfinite(stats.loss):
             if t.nan_policy == "fail":
                 raise FloatingPointError(
@@ -484,13 +578,6 @@ class Trainer:
         self.scheduler.step()
         return stats, grad_norm, lr
 
-    def _hang(self) -> None:
-        """Stop taking part in collectives (the rank-timeout test); leave only when signalled."""
-        self.log(f"{HANG_AT_STEP_ENV}: rank {self.rank} hangs", "warning")
-        while not self.stop.requested:
-            time.sleep(0.1)
-        raise RuntimeError("hung rank signalled to stop")
-
     def run(self) -> str:
         """Train to max_steps; returns "completed" or "cancelled"."""
         cfg, t = self.cfg, self.cfg.train
@@ -501,18 +588,13 @@ class Trainer:
             f"model: {cfg.model.num_params():,} parameters, {self.world} process(es) on "
             f"{self.device.type} ({self.parallel_mode}), {self.tokens_per_step:,} tokens/step"
         )
-        fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "0") or 0)
-        hang_at = int(os.environ.get(HANG_AT_STEP_ENV, "0") or 0)
         peak = device_peak_flops(self.device, cfg.parallel.mixed_precision)
         flops_per_token = cfg.model.flops_per_token(cfg.data.seq_len)
         window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
         while self.step < t.max_steps:
-            if fail_at and self.step + 1 == fail_at:
-                raise RuntimeError(f"injected failure at step {fail_at} ({FAIL_AT_STEP_ENV} is set)")
-            if hang_at and self.step + 1 == hang_at and self.rank == self.world - 1:
-                self._hang()
+            self.faults.before_step(self.step + 1, self.rank == self.world - 1, self.stop)
             try:
-                stats, grad_norm, lr = self.optimizer_step()
+                stats, grad_norm, lr = self.train_step()
             except RuntimeError as exc:
                 message = str(exc).lower()
                 if self.world > 1 and ("timed out" in message or "timeout" in message):

@@ -47,6 +47,7 @@ from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
 
 from modelcore.kernels.matmul_routes import Decision, Product, RouteTable
 
@@ -179,6 +180,9 @@ def _eligible(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether ``a @ b.T`` (a (..., K), b (N, K)) may run on oneDNN at all."""
     return (
         _AVAILABLE
+        # A tensor-parallel weight (DTensor) takes F.linear, which DTensor knows how to shard.
+        and not isinstance(a, DTensor)
+        and not isinstance(b, DTensor)
         and a.device.type == "cpu"
         and b.device.type == "cpu"
         and a.dtype == torch.float32

@@ -10,6 +10,7 @@ import torch
 from modelcore.config import ModelConfig
 from modelcore.kernels import linear_cross_entropy_reference
 from modelcore.model import Transformer
+from modelcore.parallelize import apply_ac
 
 TINY = ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=32)
 MOE = dataclasses.replace(TINY, n_experts=4, moe_top_k=2, d_ff=48)
@@ -175,9 +176,16 @@ def test_activation_checkpointing_gives_the_same_gradients(cfg: ModelConfig) -> 
     plain = Transformer(cfg)
     recomputed = Transformer(cfg)
     recomputed.load_state_dict(plain.state_dict())
-    recomputed.activation_checkpointing = True
+    apply_ac(recomputed)
+    calls = []
+    recomputed.layers[0].self_attn.register_forward_hook(lambda *_: calls.append(1))
     ids = _ids()
     for model in (plain, recomputed):
         model(ids[:, :-1], ids[:, 1:]).loss.backward()
+    assert len(calls) == 2  # the forward, and its recomputation in the backward
+    assert [n for n, _ in plain.named_parameters()] == [n for n, _ in recomputed.named_parameters()]
     for (name, a), b in zip(plain.named_parameters(), recomputed.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
+    with torch.no_grad():  # generation and evaluation do not recompute
+        recomputed(ids)
+    assert len(calls) == 3
