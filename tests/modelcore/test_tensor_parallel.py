@@ -78,6 +78,16 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "parallel.mixed_precision",
             "use bf16",
         ),
+        (
+            {"parallel": {"tensor_parallel": 2}, "data": {"seq_len": 63}},
+            "parallel.sequence_parallel",
+            "data.seq_len (63) divisible",
+        ),
+        (
+            {"parallel": {"tensor_parallel": 2}, "train": {"sample_every": 10}},
+            "train.sample_every",
+            "must be 0",
+        ),
     ],
 )
 def test_impossible_layouts_are_field_errors(overrides: dict[str, Any], field: str, fragment: str) -> None:
