@@ -40,14 +40,19 @@ class Client:
         """``method path`` under ``/api/v1``; the JSON answer, or ``Unreachable`` / ``Refused``."""
         payload = json.dumps(body, allow_nan=False).encode() if body is not None else b""
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
-        try:
-            conn = self._connection()
-            conn.request(method, f"{self.prefix}/api/v1/{path}", body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise Unreachable(f"{type(exc).__name__}: {exc}") from None
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            try:
+                conn = self._connection()
+                conn.request(method, f"{self.prefix}/api/v1/{path}", body=payload, headers=headers)
+                response = conn.getresponse()
+                raw = response.read()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                # A kept-alive connection the server closed while idle: once more on a new one.
+                if not (reused and attempt == 1):
+                    raise Unreachable(f"{type(exc).__name__}: {exc}") from None
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
