@@ -12,11 +12,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-SECTIONS = ("model", "data", "optim", "parallel", "train", "eval")
+SECTIONS = ("model", "data", "optim", "parallel", "train", "eval", "resources")
 
 
 @dataclass(frozen=True)
@@ -318,6 +319,26 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ResourcesConfig:
+    """What the fleet scheduler (``workers.scheduler``) needs to place the run; the trainer ignores it."""
+
+    priority: int = _f(
+        0,
+        "Scheduling priority: among queued runs a higher one is placed first, then the earlier.",
+        min=0,
+        max=100,
+    )
+    gpu_model: str = _f(
+        "",
+        "Place the run only on GPUs whose model name contains this (e.g. H100); empty: any.",
+        advanced=True,
+    )
+    host: str = _f(
+        "", "Place the run only on this worker host (its registered name); empty: any.", advanced=True
+    )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -325,6 +346,7 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def __post_init__(self) -> None:
         errors = _check_fields(self) | _check_relations(self)
@@ -387,6 +409,7 @@ _SECTION_TYPES: dict[str, type] = {
     "parallel": ParallelConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "resources": ResourcesConfig,
 }
 
 
@@ -448,6 +471,7 @@ def _check_fields(cfg: RunConfig) -> dict[str, str]:
 
 
 MAX_SAMPLE_PROMPTS = 8
+_RESOURCE_NAME = re.compile(r"[A-Za-z0-9 ._@-]*")
 
 
 def sample_prompts(text: str) -> list[str]:
@@ -484,6 +508,10 @@ def _check_relations(cfg: RunConfig) -> dict[str, str]:
         errors["train.sample_prompts"] = (
             f"at most {MAX_SAMPLE_PROMPTS} prompts (got {len(sample_prompts(t.sample_prompts))})"
         )
+    for name in ("gpu_model", "host"):
+        value = getattr(cfg.resources, name)
+        if len(value) > 100 or not _RESOURCE_NAME.fullmatch(value):
+            errors[f"resources.{name}"] = "must be at most 100 letters, digits, spaces and . _ - @"
     if cfg.optim.warmup_steps > t.max_steps:
         errors["optim.warmup_steps"] = f"must be at most train.max_steps ({t.max_steps})"
     errors |= _check_layout(cfg)

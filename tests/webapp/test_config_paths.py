@@ -20,7 +20,8 @@ from webapp.runs.services import create_run
 
 # String fields that name no file; every other string field must carry a PathSpec: task names
 # (resolved by the task registry) and sample prompts (only ever tokenized).
-NOT_PATHS = {"eval.tasks", "train.sample_prompts"}
+# resources.*: names the scheduler matches against registered hosts, limited to [A-Za-z0-9 ._@-].
+NOT_PATHS = {"eval.tasks", "train.sample_prompts", "resources.gpu_model", "resources.host"}
 PATH_WORDS = re.compile(r"\b(path|file|folder|directory|dir)s?\b", re.IGNORECASE)
 
 
