@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "webapp.annotations",
     "webapp.alerts",
     "webapp.home",
+    "webapp.fleet",
 ]
 
 MIDDLEWARE = [
@@ -192,6 +193,15 @@ LOST_AFTER_SECONDS = env_int("RUNWRIGHT_LOST_AFTER_SECONDS", 60)
 # Queued runs and eval jobs older than this are re-sent to the broker by beat (a lost
 # message must not leave them queued forever; claiming is idempotent).
 REQUEUE_AFTER_SECONDS = env_int("RUNWRIGHT_REQUEUE_AFTER_SECONDS", 180)
+
+# The fleet (webapp.fleet, workers.fleet, workers.scheduler): workers register their host and
+# beat; launches go through the scheduler, which sends each run to the queue of the host it chose.
+FLEET_ENABLED = env_bool("RUNWRIGHT_FLEET", False)
+FLEET_HEARTBEAT_SECONDS = env_int("RUNWRIGHT_FLEET_HEARTBEAT_SECONDS", 15)
+# A host silent for this long takes no new runs; runs placed there but not started go elsewhere.
+FLEET_HOST_LOST_SECONDS = env_int("RUNWRIGHT_FLEET_HOST_LOST_SECONDS", 60)
+# The queue the scheduler's task goes to (empty: the default queue).
+SCHEDULER_QUEUE = env_str("RUNWRIGHT_SCHEDULER_QUEUE")
 
 # --- limits on what one user may submit -------------------------------------
 # Dataset roots an operator exposes to run configs submitted through the web/API.

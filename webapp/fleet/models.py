@@ -1,0 +1,104 @@
+"""The fleet: worker hosts, their GPUs and utilisation, where each queued run is placed, team quotas.
+
+A worker registers its host (``workers.fleet``) and beats while it lives; the scheduler
+(``workers.scheduler``) reads free capacity from ``Host.reserved`` and writes each decision
+as a conditional UPDATE (``webapp.fleet.services``), so several schedulers can run at once.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from webapp.accounts.models import Team
+from webapp.runs.models import Run
+
+
+class Host(models.Model):
+    """One worker: the name Celery knows it by, the queue only it consumes, what it can hold."""
+
+    name = models.CharField(max_length=200, unique=True)
+    queue = models.CharField(max_length=200)
+    address = models.CharField(max_length=200, blank=True)  # the machine's hostname (rendezvous, later)
+    cpu_slots = models.PositiveIntegerField(default=0)  # CPU processes it runs where it has no GPU
+    reserved = models.PositiveIntegerField(default=0)  # GPUs (or CPU slots) the scheduler has placed
+    registered_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)  # None: shut down cleanly
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Gpu(models.Model):
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="gpus")
+    index = models.CharField(max_length=40)  # the id the lease and CUDA_VISIBLE_DEVICES use
+    model = models.CharField(max_length=100, blank=True)
+    memory_mb = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["host", "index"]
+        constraints = [models.UniqueConstraint(fields=["host", "index"], name="unique_host_gpu")]
+
+
+class HostSample(models.Model):
+    """One heartbeat's utilisation of a host, compact: a list per metric, one value per GPU.
+
+    ``values``: ``{"util": [0.97, 0.12], "mem_mb": [...], "power_w": [...]}``, or
+    ``{"cpu": 0.4}`` on a host without GPUs. Kept for ``SAMPLE_KEEP_HOURS``.
+    """
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="samples")
+    time = models.DateTimeField()
+    values = models.JSONField()
+
+    class Meta:
+        indexes = [models.Index(fields=["host", "time"], name="fleet_sample_host_time")]
+
+
+class Kind(models.TextChoices):
+    GPU = "gpu", "GPUs"
+    SLOT = "slot", "CPU slots"
+
+
+class Placement(models.Model):
+    """A managed run's place in the fleet's queue, and, once placed, the host that holds it.
+
+    ``host`` is None while it waits (``reason`` says why, ``position`` where it stands);
+    ``released_at`` is set once the run ended and its GPUs went back to the host.
+    """
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, primary_key=True, related_name="placement")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="placements")
+    priority = models.PositiveSmallIntegerField(default=0)
+    submitted_at = models.DateTimeField()
+    kind = models.CharField(max_length=4, choices=Kind.choices)
+    count = models.PositiveIntegerField()
+    gpu_model = models.CharField(max_length=100, blank=True)
+    host_name = models.CharField(max_length=200, blank=True)  # asked for (resources.host)
+    host = models.ForeignKey(
+        Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="placements"
+    )
+    placed_at = models.DateTimeField(null=True, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=300, blank=True)
+    position = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["-priority", "submitted_at", "run"], name="fleet_queue_order"),
+            models.Index(fields=["host", "released_at"], name="fleet_placed_on_host"),
+        ]
+
+
+class TeamQuota(models.Model):
+    """What a team holds now (``in_use``) and may hold at once (``max_gpus``; None: no limit).
+
+    One row per team that ever had a run placed: every placement and release moves
+    ``in_use`` by a conditional UPDATE, so the limit holds with several schedulers.
+    """
+
+    team = models.OneToOneField(Team, on_delete=models.CASCADE, primary_key=True, related_name="quota")
+    max_gpus = models.PositiveIntegerField(null=True, blank=True)
+    in_use = models.PositiveIntegerField(default=0)
