@@ -1,7 +1,9 @@
 // Keeps a project's runs table current: its rows come from the server, rendered by the same
 // template as the page's first view (projects/_run_rows.html), through rw.live's polling of
 // the table's JSON with the page's own query (filter, columns, sort and page stay as shown).
-// Tags are edited inline (rw.runTags, static/js/run_tags.js).
+// Typing in the find box narrows the table as you type: the address is updated (it stays the
+// shareable state of the table) and the rows are asked for at once. Tags are edited inline
+// (rw.runTags, static/js/run_tags.js).
 "use strict";
 (function () {
   const table = document.getElementById("runs-table");
@@ -9,6 +11,27 @@
   const body = table.querySelector("tbody");
   const note = document.getElementById("runs-updated");
   const count = document.getElementById("runs-count");
+  const find = document.getElementById("runs-q");
+  const compare = document.getElementById("compare-form");
+  const pages = document.getElementById("runs-pages");
+
+  // Ticked runs, kept while they are filtered out of view, so a comparison can span several filters.
+  const picked = new Set(Array.from(body.querySelectorAll("input[name=run]:checked"), (b) => b.value));
+  body.addEventListener("change", (event) => {
+    const box = event.target.closest("input[name=run]");
+    if (!box) return;
+    if (box.checked) picked.add(box.value); else picked.delete(box.value);
+  });
+  function keepHiddenPicks() {
+    for (const old of compare.querySelectorAll("input.picked-elsewhere")) old.remove();
+    const shown = new Set(Array.from(body.querySelectorAll("input[name=run]"), (b) => b.value));
+    for (const id of picked) {
+      if (shown.has(id)) continue;
+      const input = document.createElement("input");
+      Object.assign(input, { type: "hidden", name: "run", value: id, className: "picked-elsewhere" });
+      compare.append(input);
+    }
+  }
 
   // Times and durations are shown in the viewer's locale and ticking units.
   function formatCells(root) {
@@ -17,16 +40,51 @@
   }
 
   let shown = "";
-  function render(rows) {
-    if (rows === shown) return;  // nothing changed: leave the table (and a hovered row) alone
+  function render(data) {
+    if (count && data.total !== undefined) {
+      count.textContent = data.total ? "Runs " + data.first + "–" + data.last + " of " + data.total : "No runs match.";
+    }
+    if (data.next_query !== undefined) {
+      let next = document.getElementById("runs-next");
+      if (data.next_query && !next) {
+        next = Object.assign(document.createElement("a"), { id: "runs-next", className: "button", textContent: "Next page" });
+        pages.append(next);
+      }
+      if (next) {
+        next.hidden = !data.next_query;
+        if (data.next_query) next.href = "?" + data.next_query;
+      }
+    }
+    if (data.rows === shown) return;  // nothing changed: leave the table (and a hovered row) alone
     // A tag being typed would be lost with its row: wait for the next refresh.
     if (body.querySelector(".tag-input")) return;
-    shown = rows;
-    // The refresh rebuilds the rows: keep the boxes the user ticked.
-    const picked = new Set(Array.from(body.querySelectorAll("input[name=run]:checked"), (b) => b.value));
-    body.innerHTML = rows;
+    shown = data.rows;
+    body.innerHTML = data.rows;
     for (const box of body.querySelectorAll("input[name=run]")) box.checked = picked.has(box.value);
+    keepHiddenPicks();
     formatCells(body);
+  }
+
+  async function refreshNow() {
+    const response = await fetch(table.dataset.source + location.search, {
+      headers: { Accept: "application/json" }, credentials: "same-origin",
+    });
+    if (response.ok) render(await response.json());
+  }
+
+  if (find) {
+    let timer = null;
+    find.addEventListener("input", () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        const params = new URLSearchParams(location.search);
+        params.delete("cursor");  // a new filter starts on its first page
+        if (find.value.trim()) params.set("q", find.value); else params.delete("q");
+        const query = params.toString();
+        history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
+        refreshNow();
+      }, 200);
+    });
   }
 
   formatCells(table);
@@ -35,7 +93,7 @@
     poll: () => table.dataset.source + location.search,
     every: 2000,
     onUpdate: (data) => {
-      render(data.rows);
+      render(data);
       note.textContent = "Updated " + new Date().toLocaleTimeString();
     },
     onTrouble: (lost) => { if (lost) note.textContent = "Could not refresh; retrying…"; },

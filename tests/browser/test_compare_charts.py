@@ -108,12 +108,17 @@ def test_the_runs_list_filters_as_you_type(three_runs, start_servers, chromium):
     log_in(page, base)
     page.goto(f"{base}/projects/{three_runs[0].project_id}/")
     visible = "() => Array.from(document.querySelectorAll('#runs-table tbody tr:not([hidden]) td:nth-child(2) a'), a => a.textContent)"
-    page.fill("#runs-filter", "lr")
+    page.get_by_label("Compare baseline").check()
+    page.fill("#runs-q", "lr")  # the server filters as you type (webapp/runs/filters.py)
+    page.wait_for_function(f"() => ({visible})().length === 1")
     assert page.evaluate(visible) == ["lr 3e-3"]
+    assert "q=lr" in page.url  # the address keeps the filter
     page.wait_for_timeout(2500)  # a refresh of the table keeps the filter
     assert page.evaluate(visible) == ["lr 3e-3"]
-    page.fill("#runs-filter", "completed base")  # every word must match
+    page.fill("#runs-q", "completed base")  # every word must match
+    page.wait_for_function(f"() => ({visible})()[0] === 'baseline'")
     assert page.evaluate(visible) == ["baseline"]
-    page.fill("#runs-filter", "")
-    assert len(page.evaluate(visible)) == 3
+    assert page.get_by_label("Compare baseline").is_checked()  # a tick outlives the filter
+    page.fill("#runs-q", "")
+    page.wait_for_function(f"() => ({visible})().length === 3")
     assert js_errors == []

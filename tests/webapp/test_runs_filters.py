@@ -63,6 +63,7 @@ def test_status_tag_and_preset_filters(client_for, bob, project, runs):
     assert names(client, project, "tag=baseline&tag=lr-sweep&sort=name") == ["large", "medium", "small"]
     assert names(client, project, "preset=tiny-cpu&sort=name") == ["huge", "large", "medium", "small"]
     assert names(client, project, "q=ARG") == ["large"]
+    assert names(client, project, "q=completed+huge") == ["huge"]  # every word, in name, preset or status
 
 
 def test_config_and_metric_conditions(client_for, bob, project, runs):

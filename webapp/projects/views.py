@@ -85,9 +85,24 @@ def project_runs_json(request: HttpRequest, project_id: int) -> JsonResponse:
     can_edit = has_role(request.user, project.team_id, Role.MEMBER)
     rows = render_to_string(
         "projects/_run_rows.html",
-        {"runs": page.runs, "page": page, "project": project, "can_launch": can_edit, "can_edit": can_edit},
+        {
+            "runs": page.runs,
+            "page": page,
+            "query": page.query,
+            "project": project,
+            "can_launch": can_edit,
+            "can_edit": can_edit,
+        },
         request,
     )
     return JsonResponse(
-        {"runs": page.runs, "rows": rows, "total": page.total, "next_cursor": page.next_cursor}
+        {
+            "runs": page.runs,
+            "rows": rows,
+            "total": page.total,
+            "first": page.first,
+            "last": page.last,
+            "next_cursor": page.next_cursor,
+            "next_query": page.next_query,
+        }
     )

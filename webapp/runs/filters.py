@@ -7,7 +7,7 @@ alike, so a filter copied from the address bar means the same everywhere.
 The query string (every parameter optional; repeat a parameter or separate values by commas):
 
 - ``status=failed,lost``, ``tag=baseline``, ``preset=tiny-cpu``: any of the values listed;
-  ``q=text``: the name contains it; ``archived=1``: archived runs too.
+  ``q=words``: each word is in the name, preset or status; ``archived=1``: archived runs too.
 - ``where=model.n_layers>=8``, ``where=val/loss<2.1``: conditions, all of which must hold.
   The left side is a config field (``section.field`` from the config schema) or a metric
   key, optionally with ``:last`` (the default), ``:min`` or ``:max``. Operators:
@@ -348,8 +348,8 @@ def selected_runs(
         qs = qs.filter(preset__in=query.presets)
     if query.tags:
         qs = qs.filter(pk__in=_tagged(query.tags))
-    if query.text:
-        qs = qs.filter(name__icontains=query.text)
+    for word in query.text.split()[:10]:  # every word, in the name, preset or status
+        qs = qs.filter(Q(name__icontains=word) | Q(preset__icontains=word) | Q(status__icontains=word))
     metrics = {c.column for c in query.conditions if c.column.kind == "metric"}
     qs = qs.annotate(**{_alias(c): c.expression() for c in metrics})
     for condition in query.conditions:
