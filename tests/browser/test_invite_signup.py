@@ -67,4 +67,10 @@ def test_tokens_page_and_audit_log_render(alice_project, start_servers, chromium
     assert "from: must be a date" in page.locator(".form-errors").inner_text()
     page.goto(f"{base}/teams/{alice_project.team_id}/audit/")
     page.screenshot(path="/tmp/runwright-audit.png", full_page=True)
+    page.goto(f"{base}/teams/")
+    page.fill("#id_name", "second team")
+    page.get_by_role("button", name="Create team").click()
+    assert "you are its admin" in page.locator(".messages").inner_text()
+    page.get_by_role("banner").get_by_role("link", name="Teams").click()
+    page.screenshot(path="/tmp/runwright-teams.png", full_page=True)
     assert js_errors == []
