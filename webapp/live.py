@@ -165,15 +165,30 @@ def _sync_client() -> redis.Redis:
     return _client
 
 
+def eval_channel(job_id: int) -> str:
+    """An eval job's channel: its state (``webapp.evals.presenters.job_state``) after each change."""
+    return f"eval:{job_id}"
+
+
 def publish(run_id: int, message: dict[str, Any]) -> int:
     """Publish ``message`` on the run's channel; returns the number of listeners (0 without Redis)."""
+    return publish_to(channel(run_id), message)
+
+
+def publish_to(name: str, message: dict[str, Any]) -> int:
+    """Publish ``message`` on channel ``name``; returns the number of listeners (0 without Redis)."""
     if not enabled():
         return 0
-    return int(_sync_client().publish(channel(run_id), json.dumps(message, allow_nan=False)))
+    return int(_sync_client().publish(name, json.dumps(message, allow_nan=False)))
 
 
-async def listen(run_id: int, *, keepalive_seconds: float | None = None) -> AsyncIterator[dict[str, Any]]:
-    """Yield the run's messages as they are published, until the consumer stops iterating.
+def listen(run_id: int, *, keepalive_seconds: float | None = None) -> AsyncIterator[dict[str, Any]]:
+    """Yield the run's messages as they are published (see ``listen_to``)."""
+    return listen_to(channel(run_id), keepalive_seconds=keepalive_seconds)
+
+
+async def listen_to(name: str, *, keepalive_seconds: float | None = None) -> AsyncIterator[dict[str, Any]]:
+    """Yield channel ``name``'s messages as they are published, until the consumer stops iterating.
 
     With ``keepalive_seconds``, an empty dict is yielded after that long without a
     message, so a consumer can notice a closed connection (the first one also says
@@ -184,7 +199,7 @@ async def listen(run_id: int, *, keepalive_seconds: float | None = None) -> Asyn
     client = aioredis.Redis.from_url(settings.REDIS_URL)
     pubsub = client.pubsub()
     try:
-        await pubsub.subscribe(channel(run_id))
+        await pubsub.subscribe(name)
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=keepalive_seconds)
             if message is None:

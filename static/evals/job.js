@@ -1,4 +1,5 @@
-// Eval job page: follows the job's status (rw.live), moves the progress bar, reloads once the job ends.
+// Eval job page: follows the job's state (rw.live: its SSE stream, or polling its status where a
+// stream cannot be held), moves the progress bar, reloads once the job ends.
 (function () {
   "use strict";
   const script = document.getElementById("job-script");
@@ -22,12 +23,13 @@
 
   if (!state.is_active) return;
   rw.live({
+    stream: script.dataset.streamUrl,
     poll: () => script.dataset.statusUrl,
     every: 1500,
     onUpdate: show,
     onEnd: () => window.location.reload(),  // results and errors are rendered by the server
     onTrouble: (lost) => { if (lost) text.textContent = "Lost contact with the server; retrying…"; },
-    // The status JSON is the job's state; an inactive job is the end.
+    // The polled status JSON is the job's state (the stream's updates are too); an inactive job is the end.
     unpack: (s) => ({ updates: [{ data: s }], end: s.is_active ? null : s }),
   });
 })();

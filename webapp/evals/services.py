@@ -181,6 +181,7 @@ def request_eval_cancel(*, user: AbstractBaseUser, job: EvalJob) -> EvalJob:
     with transaction.atomic():
         if not transitions.cancel_queued(job.pk):
             EvalJob.objects.filter(pk=job.pk, status__in=ACTIVE_EVAL_STATUSES).update(cancel_requested=True)
+            transitions.announce(job.pk)
     job.refresh_from_db()
     return job
 

@@ -5,11 +5,16 @@ model): conditional UPDATEs (``WHERE status = ...``), so the web
 (cancelling) and a worker (finishing) can never overwrite each other, and a
 second delivery of the same task finds nothing to claim. Heartbeats and the
 stale-job sweep use the database's clock (``Now()``), never a worker's.
+
+Every change a job page shows (status, progress, cancel) is announced after it commits:
+the job's state on its live channel (``webapp.live.eval_channel``), which the page's
+stream forwards (``webapp.evals.stream``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from typing import Any
 
@@ -17,9 +22,27 @@ from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Value
 from django.db.models.functions import Now
 
-from webapp import requeue
+from webapp import live, requeue
 from webapp.evals.models import EVAL_STATES, EvalJob, EvalStatus
+from webapp.evals.presenters import job_state
 from webapp.metrics.services import Point, upsert_points
+
+log = logging.getLogger(__name__)
+
+
+def announce(job_id: int) -> None:
+    """Publish the job's state once the current transaction commits (at once outside one)."""
+    if live.enabled():
+        transaction.on_commit(lambda: _publish(job_id))
+
+
+def _publish(job_id: int) -> None:
+    try:
+        job = EvalJob.objects.filter(pk=job_id).first()
+        if job is not None:
+            live.publish_to(live.eval_channel(job_id), job_state(job))
+    except Exception:  # a Redis outage only delays the page: its stream re-reads the database
+        log.warning("eval job %s: could not publish its state", job_id, exc_info=True)
 
 
 def claim(job_id: int, worker: str) -> EvalJob | None:
@@ -33,7 +56,10 @@ def claim(job_id: int, worker: str) -> EvalJob | None:
         progress=0.0,
         error="",
     )
-    return EvalJob.objects.select_related("run", "project").get(pk=job_id) if claimed else None
+    if not claimed:
+        return None
+    announce(job_id)
+    return EvalJob.objects.select_related("run", "project").get(pk=job_id)
 
 
 def record_process(job_id: int, pid: int) -> None:
@@ -45,6 +71,7 @@ def record_progress(job_id: int, progress: float, current_task: str) -> bool:
     EvalJob.objects.filter(pk=job_id, status=EvalStatus.RUNNING).update(
         progress=max(0.0, min(1.0, progress)), current_task=current_task[:200], heartbeat_at=Now()
     )
+    announce(job_id)
     return bool(EvalJob.objects.filter(pk=job_id, cancel_requested=True).exists())
 
 
@@ -67,6 +94,8 @@ def finish(
             job = EvalJob.objects.get(pk=job_id)
             if job.periodic and job.run_id is not None and job.checkpoint_step is not None and results:
                 upsert_points(job.run_id, eval_points(results, job.checkpoint_step))
+        if done:
+            announce(job_id)
     return done
 
 
@@ -103,17 +132,25 @@ def fail_stale_jobs(older_than_seconds: float) -> list[int]:
             finished_at=Now(),
             pid=None,
         )
+        for job_id in stale:
+            announce(job_id)
     return stale
 
 
 def fail_queued(job_id: int, error: str) -> bool:
     """A queued job that cannot run (its task could not be sent, it names an unknown task)."""
-    return EVAL_STATES.fail_queued(EvalJob.objects.filter(pk=job_id), error)
+    failed = EVAL_STATES.fail_queued(EvalJob.objects.filter(pk=job_id), error)
+    if failed:
+        announce(job_id)
+    return failed
 
 
 def cancel_queued(job_id: int) -> bool:
     """Cancel a job that no worker has claimed yet; False once one has (its runner stops it)."""
-    return EVAL_STATES.cancel_queued(EvalJob.objects.filter(pk=job_id))
+    cancelled = EVAL_STATES.cancel_queued(EvalJob.objects.filter(pk=job_id))
+    if cancelled:
+        announce(job_id)
+    return cancelled
 
 
 def jobs_to_resend(after: dt.timedelta) -> list[int]:

@@ -14,6 +14,7 @@ urlpatterns = [
     path("runs/<int:run_id>/evals/panel", views.run_panel, name="run_panel"),
     path("evals/<int:job_id>/", views.job_detail, name="job"),
     path("evals/<int:job_id>/status", views.job_status, name="job_status"),
+    path("evals/<int:job_id>/stream", views.job_stream, name="job_stream"),
     path("evals/<int:job_id>/cancel", views.job_cancel, name="job_cancel"),
     path("evals/<int:job_id>/results.json", views.job_results, name="job_results"),
     path("reports/<int:report_id>/", views.report_detail, name="report"),

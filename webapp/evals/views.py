@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -43,6 +44,7 @@ from webapp.evals.services import (
     update_report,
 )
 from webapp.evals.sources import available_tasks
+from webapp.evals.stream import job_events
 from webapp.evals.taskupload import install_task_zip
 from webapp.projects.selectors import project_for
 from webapp.runs.assets import plotly_js_url
@@ -163,6 +165,19 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
 def job_status(request: HttpRequest, job_id: int) -> JsonResponse:
     """What the job page polls for its progress bar."""
     return JsonResponse(job_state(eval_job_for(request.user, job_id)))
+
+
+@require_GET
+async def job_stream(request: HttpRequest, job_id: int) -> HttpResponse:
+    """SSE: the job's state as it changes, then its end (the page polls ``job_status`` where it cannot)."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        return JsonResponse({"error": "log in first"}, status=401)
+    job = await sync_to_async(eval_job_for)(user, job_id)  # 404 for another team's job
+    response = StreamingHttpResponse(job_events(job.id), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
+    return response
 
 
 @login_required
