@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 LAUNCH_RUN = "workers.tasks.launch_run"
 RUN_EVAL_JOB = "workers.eval_jobs.run_eval_job"
 NOTIFY_ALERT = "workers.alerts.notify_alert"  # an alert's webhook (webapp.alerts)
+SCHEDULE_RUNS = "workers.scheduler.schedule_runs"  # the fleet scheduler (RUNWRIGHT_FLEET)
 
 app = Celery("runwright")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -34,6 +35,8 @@ OnFailure = Callable[[int, str], object]
 
 def queue_for(task_name: str) -> str | None:
     """The queue a task goes to; None is the default queue every worker consumes."""
+    if task_name == SCHEDULE_RUNS:
+        return getattr(settings, "SCHEDULER_QUEUE", None) or None
     if task_name == RUN_EVAL_JOB:
         # A dedicated queue lets eval jobs run beside training on workers whose slots supervise runs.
         return getattr(settings, "EVAL_QUEUE", None) or None
@@ -41,7 +44,13 @@ def queue_for(task_name: str) -> str | None:
 
 
 def send(task_name: str, job_id: int, *, on_failure: OnFailure) -> None:
-    """Send ``task_name(job_id)`` now; a broker failure is passed to ``on_failure`` (never raised)."""
+    """Send ``task_name(job_id)`` now; a broker failure is passed to ``on_failure`` (never raised).
+
+    With the fleet on, a run's launch goes to the scheduler, which sends it on to the queue
+    of the host it places the run on (``workers.scheduler``).
+    """
+    if task_name == LAUNCH_RUN and getattr(settings, "FLEET_ENABLED", False):
+        task_name = SCHEDULE_RUNS
     queue = queue_for(task_name)
     try:
         app.send_task(task_name, (job_id,), **({"queue": queue} if queue else {}))

@@ -12,6 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 import django  # noqa: E402
 from django.apps import apps  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 # The worker and beat import this package first and need the ORM; tests import
 # it with Django already set up (the web never does: it sends by task name).
@@ -35,7 +36,11 @@ app.conf.update(
         },
     },
 )
-app.conf.imports = ("workers.eval_jobs", "workers.alerts")  # task modules besides workers.tasks
+app.conf.imports = (
+    "workers.eval_jobs",
+    "workers.alerts",
+    "workers.scheduler",
+)  # task modules besides workers.tasks
 app.conf.beat_schedule["sweep-stale-eval-jobs"] = {
     "task": "workers.eval_jobs.sweep_stale_eval_jobs",
     "schedule": 15.0,
@@ -52,8 +57,14 @@ app.conf.beat_schedule["resend-queued-eval-jobs"] = {
     "schedule": 60.0,
     "options": {"expires": 59.0},
 }
+# The fleet's scheduling pass (RUNWRIGHT_FLEET): hosts that went silent, runs that ended, the queue.
+app.conf.beat_schedule["schedule-runs"] = {
+    "task": "workers.scheduler.schedule_runs",
+    "schedule": 10.0,
+    "options": {"expires": 9.0, **({"queue": settings.SCHEDULER_QUEUE} if settings.SCHEDULER_QUEUE else {})},
+}
 app.autodiscover_tasks(["workers"])
 
-from workers import shutdown, startup  # noqa: E402,F401  (connect the worker start and shutdown handlers)
+from workers import fleet, shutdown, startup  # noqa: E402,F401  (connect the worker start and shutdown handlers)
 
 __all__ = ["app"]

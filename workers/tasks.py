@@ -40,7 +40,7 @@ from django.conf import settings
 from modelcore.config import ConfigError, RunConfig
 from webapp.runs import transitions
 from webapp.runs.services import enqueue_launch
-from workers import gpus, job_processes, supervisor, sweep
+from workers import gpus, job_processes, scheduler, supervisor, sweep
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ def launch_run(self, run_id: int) -> str | None:
     if queued is None:
         log.info("run %s is not queued (already claimed, cancelled or deleted); nothing to do", run_id)
         return None
+    if settings.FLEET_ENABLED and not scheduler.placed_here(run_id, worker):
+        log.info("run %s is not placed on %s (placed elsewhere or not yet); nothing to do", run_id, worker)
+        return None
     job_processes.reap_orphans()
     tag = job_processes.new_tag("run", run_id)
     try:
@@ -75,11 +78,23 @@ def launch_run(self, run_id: int) -> str | None:
                 log.info("run %s was claimed or cancelled meanwhile; nothing to do", run_id)
                 return None
             command = functools.partial(supervisor.default_command, gpu_ids=gpu_ids)
-            return supervisor.supervise(run, command=command, process_tag=tag)
+            try:
+                return supervisor.supervise(run, command=command, process_tag=tag)
+            finally:
+                if settings.FLEET_ENABLED:
+                    _schedule_after_run(run_id)
     except gpus.GpusBusy as exc:
         log.info("run %s waits for GPUs: %s; retrying in %s s", run_id, exc, GPU_RETRY_SECONDS)
         transitions.waiting_for_gpus(run_id)  # its message lives on: no re-send needed
         raise self.retry(countdown=GPU_RETRY_SECONDS, max_retries=None) from exc
+
+
+def _schedule_after_run(run_id: int) -> None:
+    """The run's GPUs are free again: a scheduling pass now, not at the next beat."""
+    try:
+        scheduler.schedule()
+    except Exception:
+        log.exception("scheduling pass after run %s failed; beat runs the next one", run_id)
 
 
 def _gpus_to_lease(config: dict) -> int:

@@ -1,0 +1,235 @@
+"""Every write of the fleet: hosts registering and beating, placements, releases, quotas.
+
+Placement decisions are conditional UPDATEs, never read-modify-write, so several
+schedulers (one per beat, one per finished run) can decide at once:
+
+- a host's capacity: ``UPDATE host SET reserved = reserved + n WHERE reserved + n <= capacity``;
+- a team's quota: ``UPDATE quota SET in_use = in_use + n WHERE max IS NULL OR in_use + n <= max``;
+- the run: ``UPDATE placement SET host = h WHERE host IS NULL AND released_at IS NULL``.
+
+All three in one transaction: a scheduler that loses any of them writes nothing.
+Releases are fenced the same way (``released_at IS NULL``), so a run's GPUs go back once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
+from django.db.models.functions import Now
+
+from modelcore.config import ConfigError, RunConfig
+from webapp.accounts.models import Team
+from webapp.fleet.models import Gpu, Host, HostSample, Kind, Placement, TeamQuota
+from webapp.input_errors import InputError
+from webapp.runs.models import Run, RunSource, RunStatus
+
+SAMPLE_KEEP_HOURS = 24
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: str
+    model: str = ""
+    memory_mb: int = 0
+
+
+def register_host(
+    *, name: str, queue: str, address: str = "", cpu_slots: int = 0, gpus: Sequence[GpuInfo] = ()
+) -> Host:
+    """Create or refresh a worker's host row with what it has now (a restart may bring other GPUs)."""
+    with transaction.atomic():
+        host, _ = Host.objects.update_or_create(
+            name=name[:200], defaults={"queue": queue[:200], "address": address[:200], "cpu_slots": cpu_slots}
+        )
+        Host.objects.filter(pk=host.pk).update(heartbeat_at=Now())
+        host.gpus.exclude(index__in=[g.index for g in gpus]).delete()
+        for gpu in gpus:
+            Gpu.objects.update_or_create(
+                host=host,
+                index=gpu.index[:40],
+                defaults={"model": gpu.model[:100], "memory_mb": gpu.memory_mb},
+            )
+    host.refresh_from_db()
+    return host
+
+
+def beat_host(name: str, values: dict | None = None) -> bool:
+    """The host is alive; ``values`` (see ``HostSample``) is stored as one utilisation sample."""
+    host_id = Host.objects.filter(name=name).values_list("pk", flat=True).first()
+    if host_id is None:
+        return False
+    Host.objects.filter(pk=host_id).update(heartbeat_at=Now())
+    if values:
+        HostSample.objects.create(host_id=host_id, time=Now(), values=values)
+        cutoff = ExpressionWrapper(
+            Now() - Value(dt.timedelta(hours=SAMPLE_KEEP_HOURS)), output_field=DateTimeField()
+        )
+        HostSample.objects.filter(host_id=host_id, time__lt=cutoff).delete()
+    return True
+
+
+def host_gone(name: str) -> None:
+    """A worker shut down cleanly: it takes no new runs until it registers again."""
+    Host.objects.filter(name=name).update(heartbeat_at=None)
+
+
+def alive_hosts_filter(lost_after: dt.timedelta) -> Q:
+    cutoff = ExpressionWrapper(Now() - Value(lost_after), output_field=DateTimeField())
+    return Q(heartbeat_at__gte=cutoff)
+
+
+# --- the queue -----------------------------------------------------------------------
+
+
+def demand(config: dict) -> tuple[str, int, str, str, int]:
+    """(kind, count, gpu_model, host, priority) a stored config asks for.
+
+    A run on ``parallel.device`` cpu takes CPU slots; any other run takes GPUs (``auto`` on a
+    fleet without GPUs falls back to slots: the scheduler decides per host). A config that
+    no longer validates asks for one slot: its launch fails it with the field named.
+    """
+    try:
+        parsed = RunConfig.from_dict(config)
+    except ConfigError:
+        return Kind.SLOT, 1, "", "", 0
+    kind = Kind.SLOT if parsed.parallel.device == "cpu" else Kind.GPU
+    r = parsed.resources
+    return kind, parsed.parallel.num_processes, r.gpu_model, r.host, r.priority
+
+
+def enter_queue(limit: int = 5000) -> int:
+    """Give every queued managed run without one a place in the queue; returns how many were added.
+
+    A run that comes back to ``queued`` (resumed) after its last placement was released
+    gets a fresh entry, submitted now, in place of the old one.
+    """
+    stale = Placement.objects.filter(released_at__isnull=False, run__status=RunStatus.QUEUED)
+    stale.delete()
+    rows = Run.objects.filter(
+        status=RunStatus.QUEUED, source=RunSource.MANAGED, placement__isnull=True
+    ).values_list("pk", "project__team_id", "created_at", "config")[:limit]
+    entries = []
+    for run_id, team_id, created_at, config in rows:
+        kind, count, gpu_model, host, priority = demand(config)
+        entries.append(
+            Placement(
+                run_id=run_id,
+                team_id=team_id,
+                priority=priority,
+                submitted_at=created_at,
+                kind=kind,
+                count=count,
+                gpu_model=gpu_model,
+                host_name=host,
+            )
+        )
+    Placement.objects.bulk_create(entries, ignore_conflicts=True)
+    return len(entries)
+
+
+def release(run_id: int) -> bool:
+    """Give the run's GPUs back to its host and its team; False when they already went back."""
+    with transaction.atomic():
+        entry = Placement.objects.filter(pk=run_id).values("host_id", "team_id", "count").first()
+        if entry is None:
+            return False
+        if Placement.objects.filter(pk=run_id, released_at__isnull=True).update(released_at=Now()) != 1:
+            return False
+        if entry["host_id"] is not None:
+            Host.objects.filter(pk=entry["host_id"]).update(reserved=F("reserved") - entry["count"])
+            TeamQuota.objects.filter(pk=entry["team_id"]).update(in_use=F("in_use") - entry["count"])
+    return True
+
+
+def release_ended() -> list[int]:
+    """Release the placements of runs that ended (or left the queue unplaced); returns their ids."""
+    ended = Placement.objects.filter(released_at__isnull=True).exclude(
+        run__status__in=(RunStatus.QUEUED, RunStatus.STARTING, RunStatus.RUNNING)
+    )
+    return [run_id for run_id in ended.values_list("pk", flat=True) if release(run_id)]
+
+
+def unplace(run_id: int, host_id: int) -> bool:
+    """Take a placed run that no worker claimed back into the queue (its host went silent)."""
+    with transaction.atomic():
+        entry = Placement.objects.filter(pk=run_id, host_id=host_id, released_at__isnull=True)
+        count = entry.values_list("count", flat=True).first()
+        moved = entry.filter(run__status=RunStatus.QUEUED).update(
+            host=None, placed_at=None, reason="its host stopped beating; placing it again"
+        )
+        if moved != 1:
+            return False
+        Host.objects.filter(pk=host_id).update(reserved=F("reserved") - count)
+        team_id = Placement.objects.filter(pk=run_id).values_list("team_id", flat=True).first()
+        TeamQuota.objects.filter(pk=team_id).update(in_use=F("in_use") - count)
+    return True
+
+
+def place(run_id: int, host_id: int, capacity: int, team_id: int, count: int) -> bool:
+    """Reserve ``count`` on the host and the team's quota and place the run; False if any race was lost."""
+    TeamQuota.objects.get_or_create(team_id=team_id)
+    with transaction.atomic():
+        fits = Host.objects.filter(pk=host_id, reserved__lte=capacity - count)
+        if fits.update(reserved=F("reserved") + count) != 1:
+            return False
+        within = Q(max_gpus__isnull=True) | Q(in_use__lte=F("max_gpus") - count)
+        if TeamQuota.objects.filter(within, pk=team_id).update(in_use=F("in_use") + count) != 1:
+            transaction.set_rollback(True)
+            return False
+        waiting = Placement.objects.filter(
+            pk=run_id, host__isnull=True, released_at__isnull=True, run__status=RunStatus.QUEUED
+        )
+        if waiting.update(host_id=host_id, placed_at=Now(), reason="", position=None) != 1:
+            transaction.set_rollback(True)
+            return False
+    return True
+
+
+def note_waiting(notes: Iterable[tuple[int, int, str]]) -> None:
+    """Store (run id, position, reason) of the runs that still wait, writing only what changed."""
+    notes = list(notes)
+    current = dict(
+        (
+            (pk, (pos, reason))
+            for pk, pos, reason in Placement.objects.filter(pk__in=[n[0] for n in notes]).values_list(
+                "pk", "position", "reason"
+            )
+        )
+    )
+    changed = [
+        Placement(run_id=pk, position=pos, reason=reason[:300])
+        for pk, pos, reason in notes
+        if current.get(pk) != (pos, reason[:300])
+    ]
+    Placement.objects.bulk_update(changed, ["position", "reason"], batch_size=500)
+
+
+# --- quotas --------------------------------------------------------------------------
+
+
+def set_team_quota(*, actor: AbstractBaseUser, team: Team, max_gpus: object) -> TeamQuota:
+    """An operator (staff) sets how many GPUs (CPU slots on GPU-less hosts) a team may hold at once.
+
+    ``max_gpus`` None or "" lifts the limit. A team admin may not raise their own team's limit.
+    """
+    if not actor.is_staff:
+        raise PermissionDenied("Only an operator (staff account) may set team quotas.")
+    if max_gpus in (None, ""):
+        value = None
+    else:
+        try:
+            value = int(str(max_gpus).strip())
+        except ValueError:
+            raise InputError({"max_gpus": "must be a whole number of GPUs, or empty for no limit"}) from None
+        if not 0 <= value <= 100_000:
+            raise InputError({"max_gpus": f"must be between 0 and 100000 (got {value})"})
+    quota, _ = TeamQuota.objects.get_or_create(team=team)
+    TeamQuota.objects.filter(pk=team.pk).update(max_gpus=value)
+    quota.refresh_from_db()
+    return quota
