@@ -66,6 +66,7 @@ from webapp.projects.models import Project
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.presenters import run_summary
 from webapp.runs.selectors import project_runs
+from webapp.whole_numbers import BIGINT_MAX, BIGINT_MIN
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -222,9 +223,11 @@ def parse_condition(text: str) -> Condition:
     kind = meta["type"]
     if kind == "int":
         try:
-            value: Any = int(raw)
+            value: Any = int(raw) if raw.isascii() else None
         except ValueError:
-            raise InputError({"where": f"{text[:80]!r}: {column.name} is a whole number"}) from None
+            value = None
+        if value is None or not BIGINT_MIN <= value <= BIGINT_MAX:
+            raise InputError({"where": f"{text[:80]!r}: {column.name} is a whole number"})
     elif kind == "float":
         value = _number(raw, text)
     elif kind == "bool":
@@ -240,7 +243,7 @@ def parse_condition(text: str) -> Condition:
 
 def _number(raw: str, text: str) -> float:
     try:
-        value = float(raw)
+        value = float(raw) if raw.isascii() else math.nan
     except ValueError:
         raise InputError({"where": f"{text[:80]!r}: {raw[:40]!r} is not a number"}) from None
     if not math.isfinite(value):
