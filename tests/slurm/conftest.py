@@ -1,0 +1,35 @@
+"""The Slurm tests' cluster: one real ``slurmctld`` + ``slurmd`` + ``munged`` for the session.
+
+Skipped only where the binaries are absent, with the command that installs them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from slurm_cluster import INSTALL_HINT, SlurmCluster, missing_binaries
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing): {INSTALL_HINT}")
+    cluster = SlurmCluster(Path(tempfile.mkdtemp(prefix="runwright-slurm-")))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster, monkeypatch) -> SlurmCluster:
+    """The session's cluster, with its ``SLURM_CONF`` in this test's environment and its node up."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    if not slurm_cluster.node_idle():
+        slurm_cluster.resume_node()
+    return slurm_cluster

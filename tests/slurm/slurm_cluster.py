@@ -1,0 +1,192 @@
+"""A real single-node Slurm cluster (Debian's ``slurm-wlm`` + ``munge``) for the tests.
+
+Everything lives in one temporary folder: the munge key and socket, ``slurm.conf``,
+the state and spool folders, the logs. ``slurmctld`` and ``slurmd`` run as the
+invoking user (root in CI) in the foreground as our children, so stopping the
+cluster is killing three processes we started. Clients find it through
+``SLURM_CONF``.
+
+No cgroups (``proctrack/linuxproc``, ``task/none``): a container has no cgroup tree of
+its own to hand to Slurm. No accounting daemon: ``sacct`` is off, and the launcher
+reads finished jobs from ``squeue --states=all`` while the controller remembers them
+(``MinJobAge``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "scontrol")
+INSTALL_HINT = "apt-get install -y slurm-wlm munge (Debian; as root), as .ci/run does"
+NODE_CPUS = 8  # more than this machine's cores: the tests' ranks are light (config_overrides)
+
+
+def missing_binaries() -> list[str]:
+    return [b for b in BINARIES if shutil.which(b) is None and not Path("/usr/sbin", b).exists()]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _binary(name: str) -> str:
+    return shutil.which(name) or str(Path("/usr/sbin", name))
+
+
+@dataclass
+class SlurmCluster:
+    root: Path
+    node: str = field(default_factory=socket.gethostname)
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "slurm.conf"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.conf)}
+
+    def write_config(self) -> None:
+        for sub in ("munge", "state", "spool", "log"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        (self.root / "munge").chmod(0o700)
+        user = getpass.getuser()
+        r = self.root
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "ClusterName=runwright-test",
+                    f"SlurmctldHost={self.node}(127.0.0.1)",
+                    f"SlurmUser={user}",
+                    f"SlurmdUser={user}",
+                    f"SlurmctldPort={_free_port()}",
+                    f"SlurmdPort={_free_port()}",
+                    "AuthType=auth/munge",
+                    "CredType=cred/munge",
+                    f"AuthInfo=socket={r}/munge/munge.socket",
+                    f"StateSaveLocation={r}/state",
+                    f"SlurmdSpoolDir={r}/spool",
+                    f"SlurmctldPidFile={r}/slurmctld.pid",
+                    f"SlurmdPidFile={r}/slurmd.pid",
+                    f"SlurmctldLogFile={r}/log/slurmctld.log",
+                    f"SlurmdLogFile={r}/log/slurmd.log",
+                    "SlurmctldDebug=info",
+                    "SlurmdDebug=info",
+                    "ProctrackType=proctrack/linuxproc",
+                    "TaskPlugin=task/none",
+                    "JobAcctGatherType=jobacct_gather/none",
+                    "AccountingStorageType=accounting_storage/none",
+                    "JobCompType=jobcomp/none",
+                    "MpiDefault=none",
+                    "SchedulerType=sched/backfill",
+                    "SelectType=select/cons_tres",
+                    "SelectTypeParameters=CR_CPU",
+                    "SlurmdParameters=config_overrides",
+                    "ReturnToService=2",
+                    "MinJobAge=3600",
+                    "KillWait=10",
+                    "InactiveLimit=0",
+                    "SchedulerParameters=sched_interval=1",
+                    f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} State=UNKNOWN",
+                    f"PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
+                    "",
+                ]
+            )
+        )
+
+    def start(self) -> None:
+        self.write_config()
+        r = self.root
+        key = r / "munge" / "munge.key"
+        subprocess.run([_binary("mungekey"), "--create", f"--keyfile={key}"], check=True)
+        key.chmod(0o400)
+        munge_argv = [
+            _binary("munged"),
+            "--foreground",
+            "--force",
+            f"--key-file={key}",
+            f"--socket={r}/munge/munge.socket",
+            f"--pid-file={r}/munge/munged.pid",
+            f"--log-file={r}/log/munged.log",
+            f"--seed-file={r}/munge/munged.seed",
+        ]
+        self._spawn(munge_argv, "munged")
+        self._wait_for(lambda: (r / "munge" / "munge.socket").exists(), "munged's socket")
+        self._spawn([_binary("slurmctld"), "-D", "-i", "-f", str(self.conf)], "slurmctld")
+        self._wait_for(lambda: self.scontrol("ping").returncode == 0, "slurmctld to answer")
+        self._spawn([_binary("slurmd"), "-D", "-f", str(self.conf)], "slurmd")
+        self._wait_for(self.node_idle, "the node to be idle")
+
+    def _spawn(self, argv: list[str], name: str) -> None:
+        out = open(self.root / "log" / f"{name}.out", "ab")  # noqa: SIM115 - closed with the process
+        self.processes.append(
+            subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+        )
+        out.close()
+
+    def _wait_for(self, condition, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            for proc in self.processes:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{proc.args[0]} exited ({proc.returncode}) waiting for {what}:\n{self.logs()}"
+                    )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}:\n{self.logs()}")
+            time.sleep(0.2)
+
+    def scontrol(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["scontrol", *args], capture_output=True, text=True, env={**os.environ, **self.env}, timeout=30
+        )
+
+    def node_state(self) -> str:
+        out = self.scontrol("show", "node", self.node, "-o").stdout
+        for item in out.split():
+            if item.startswith("State="):
+                return item.removeprefix("State=")
+        return ""
+
+    def node_idle(self) -> bool:
+        return self.node_state().split("+")[0] in ("IDLE", "MIXED", "ALLOCATED")
+
+    def set_node(self, state: str, reason: str = "") -> None:
+        args = ["update", f"nodename={self.node}", f"state={state}"]
+        if reason:
+            args.append(f"reason={reason}")
+        result = self.scontrol(*args)
+        assert result.returncode == 0, result.stderr
+
+    def resume_node(self) -> None:
+        self.set_node("resume")
+        self._wait_for(self.node_idle, "the node to come back")
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted((self.root / "log").glob("*")):
+            text = path.read_text(errors="replace")
+            parts.append(f"--- {path.name}\n{text[-3000:]}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in reversed(self.processes):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.processes.clear()
