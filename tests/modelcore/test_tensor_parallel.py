@@ -6,7 +6,8 @@
 - the real trainer (``launch_command``, as a worker starts it): TP=2 on 2 processes trains
   the same 20 losses as 1 process; a run moved between TP=2 and 1 process by resuming
   from its checkpoints continues the same losses;
-- the (dp, tp) mesh of 4 ranks, on torch's fake process group (this machine has 2 cores);
+- TP=2 x FSDP=2 on 4 processes (with activation checkpointing) against 1 process, 10 steps;
+- the (dp, tp) mesh of 4 ranks, on torch's fake process group;
 - config errors for every impossible layout.
 """
 
@@ -260,5 +261,34 @@ def test_a_run_moves_between_tp_2_and_one_process_through_its_checkpoints(
     assert resumed == [None, 7, 14]
     losses = _losses(run_dir)
     assert sorted(losses) == list(range(1, 21))
+    for step, loss in losses.items():
+        assert loss == pytest.approx(one_process_losses[step], abs=1e-4), step
+
+
+@pytest.mark.slow
+def test_tp_2_by_fsdp_2_on_four_processes_trains_the_same_losses_as_one_process(
+    tmp_path: Path, cache_dir: Path, one_process_losses: dict[int, float]
+) -> None:
+    # (dp 2, tp 2): each FSDP rank draws half the global batch, with activation checkpointing.
+    cfg = _config(
+        {
+            "train": {**STEPS["train"], "micro_batch_size": 2},
+            "parallel": {
+                "num_processes": 4,
+                "tensor_parallel": 2,
+                "strategy": "fsdp",
+                "activation_checkpointing": True,
+            },
+        },
+        SMALL,
+    )
+    assert cfg.tokens_per_step() == _one().tokens_per_step()
+    # Half the run (4 ranks share 2 cores here): stopped as a cancel would, after step 10.
+    code, out = _run(cfg, tmp_path / "tp-fsdp", cache_dir, {"RUNWRIGHT_STOP_AT_STEP": "10"})
+    assert code in (0, 1), out
+    info = _statuses(tmp_path / "tp-fsdp")[0]["info"]
+    assert info["mesh"] == {"dp": 2, "tp": 2} and info["data_parallel"] == "fsdp"
+    losses = _losses(tmp_path / "tp-fsdp")
+    assert sorted(losses) == list(range(1, 11))
     for step, loss in losses.items():
         assert loss == pytest.approx(one_process_losses[step], abs=1e-4), step
