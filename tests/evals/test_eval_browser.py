@@ -1,12 +1,11 @@
-"""In Chromium: the report page draws its Plotly charts; the job page's progress bar follows the job.
+"""In Chromium: the report page draws its Plotly charts (the job page following its job, over
+its SSE stream from the ASGI server, is tests/browser/test_eval_job_page.py).
 
 Screenshots land in /tmp/runwright-eval-*.png.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -92,41 +91,6 @@ def test_report_page_draws_charts(page, live_server, data_dir, project, run, ali
     page.wait_for_selector("#disagreements")
     assert "10 of 40 shared samples differ" in page.locator("#disagree-summary").inner_text()
     page.screenshot(path=str(SHOTS / "runwright-eval-disagreements.png"))
-
-
-def test_job_page_progress_bar_follows_the_job(page, live_server, project, run):
-    job = EvalJob.objects.create(
-        project=project,
-        source=ModelSource.CHECKPOINT,
-        run=run,
-        checkpoint_step=40,
-        tasks=["rw_arith", "rw_facts"],
-        status=EvalStatus.RUNNING,
-        progress=0.1,
-        current_task="rw_arith",
-    )
-    page.goto(f"{live_server.url}/evals/{job.id}/")
-    assert page.locator("#progress-fill").get_attribute("style") == "width: 10%"
-    EvalJob.objects.filter(pk=job.pk).update(progress=0.62, current_task="rw_facts")
-    page.wait_for_function("document.getElementById('progress-text').textContent.startsWith('62')")
-    assert page.locator("#progress-task").inner_text() == "rw_facts"
-    page.wait_for_timeout(600)  # the bar's width transition
-    page.screenshot(path=str(SHOTS / "runwright-eval-job-running.png"), full_page=True)
-
-    def finish():
-        time.sleep(0.5)
-        EvalJob.objects.filter(pk=job.pk).update(
-            status=EvalStatus.COMPLETED,
-            progress=1.0,
-            results=results_payload(
-                {"rw_arith": {"acc": 0.7, "acc_stderr": 0.07}, "rw_facts": {"acc": 0.62}}
-            ),
-        )
-
-    threading.Thread(target=finish).start()
-    page.wait_for_selector("#results-table", timeout=15000)  # the page reloads once the job ends
-    assert page.locator("#job-status").text_content() == "completed"
-    page.screenshot(path=str(SHOTS / "runwright-eval-job-done.png"), full_page=True)
 
 
 def test_html_export_draws_its_charts_offline(
