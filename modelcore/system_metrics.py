@@ -50,11 +50,15 @@ def _nvml_handle(device: torch.device) -> Any | None:
         return None
 
 
-def sample(device: torch.device, gpu: Any | None = None) -> dict[str, float]:
-    """This rank's figures now; GPU fields only when ``gpu`` (an NVML handle) is given."""
+def sample(device: torch.device, gpu: Any | None = None, proc: Any | None = None) -> dict[str, float]:
+    """This rank's figures now; GPU fields only when ``gpu`` (an NVML handle) is given.
+
+    ``proc`` is the psutil.Process to measure: CPU use is counted from its previous sample, so
+    the caller keeps one (a fresh one reads 0 the first time).
+    """
     import psutil
 
-    proc = psutil.Process()
+    proc = proc or psutil.Process()
     values = {
         "cpu_util": proc.cpu_percent() / 100,  # since the previous call in this process
         "ram_gb": proc.memory_info().rss / 1e9,
@@ -95,15 +99,18 @@ class SystemMetrics:
     def __init__(self, every_s: float, device: torch.device, rank: int, world: int, clock=time.monotonic):
         self.every_s, self.device, self.rank, self.world = every_s, device, rank, world
         self.clock = clock
+        import psutil
+
         self.gpu = _nvml_handle(device)
+        self.proc = psutil.Process()
         self.last: float | None = None
-        sample(device, self.gpu)  # starts psutil's CPU counters: the first real sample covers an interval
+        sample(device, self.gpu, self.proc)  # starts the CPU counters: each sample then covers an interval
 
     def collect(self) -> dict[str, float] | None:
         """Call on every rank at the same steps. Rank 0 gets the event's values when one is due, else None."""
         if self.every_s <= 0:
             return None
-        mine = sample(self.device, self.gpu)
+        mine = sample(self.device, self.gpu, self.proc)
         vector = torch.tensor([mine.get(name, math.nan) for name in METRICS], dtype=torch.float64)
         if self.world > 1 and dist.is_available() and dist.is_initialized():
             # NCCL moves CUDA tensors only; gloo, CPU ones.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -23,6 +24,15 @@ def test_a_cpu_rank_reports_cpu_and_memory_and_no_gpu_fields() -> None:
     values = sample(torch.device("cpu"))
     assert set(values) == {"cpu_util", "ram_gb", "host_cpu_util", "host_ram_used_gb"}
     assert values["ram_gb"] > 0.01 and 0 <= values["host_cpu_util"] <= 1
+
+
+def test_cpu_use_of_the_rank_is_measured_between_samples() -> None:
+    metrics = SystemMetrics(1, torch.device("cpu"), rank=0, world=1, clock=lambda: 0.0)
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # keep this process busy between two samples
+        pass
+    values = metrics.collect()
+    assert values is not None and values["system/cpu_util/rank0"] > 0.02  # a fresh Process read 0.0
 
 
 def test_rank_zero_writes_once_per_interval_of_its_clock() -> None:
