@@ -9,32 +9,31 @@ from django.urls import reverse
 from webapp.runs.models import FINAL_STATUSES, Run, RunAttempt, RunLog
 
 
-def run_summary(run: Run) -> dict[str, Any]:
-    """What a runs list shows for one run."""
-    return {
-        "id": run.id,
-        "name": run.name,
-        "preset": run.preset,
-        "source": run.source,
-        "status": run.status,
-        "is_final": run.status in FINAL_STATUSES,
-        "step": run.step,
-        "max_steps": (run.config.get("train") or {}).get("max_steps"),
-        "last_loss": run.last_loss,
-        "duration_s": duration_s(run),
-        "created_at": run.created_at.isoformat() if run.created_at else None,
-        "url": reverse("runs:detail", args=[run.id]),
-    }
-
-
 def run_state(run: Run) -> dict[str, Any]:
-    """What a live page shows of the run besides its points, logs and clock (a change of it is news)."""
+    """What changes while a run runs, besides its points, logs and clock: what a live page
+    follows (a change of it is news), and the part of every other view of a run that moves."""
     return {
         "status": run.status,
         "step": run.step,
         "last_loss": run.last_loss,
         "cancel_requested": run.cancel_requested,
         "error": run.error if run.status in FINAL_STATUSES else "",
+    }
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """What a runs list shows for one run: its state, and what names and places it."""
+    return {
+        **run_state(run),
+        "id": run.id,
+        "name": run.name,
+        "preset": run.preset,
+        "source": run.source,
+        "is_final": run.status in FINAL_STATUSES,
+        "max_steps": (run.config.get("train") or {}).get("max_steps"),
+        "duration_s": duration_s(run),
+        "created_at": run.created_at.isoformat() if run.created_at else None,
+        "url": reverse("runs:detail", args=[run.id]),
     }
 
 
@@ -48,8 +47,7 @@ def run_detail(run: Run) -> dict[str, Any]:
         **run_summary(run),
         "project": run.project_id,
         "config": run.config,
-        "cancel_requested": run.cancel_requested,
-        "error": run.error,
+        "error": run.error,  # also while it runs (a lost run's reason)
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None,
