@@ -36,9 +36,16 @@ class Client:
         self.timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
 
-    def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        """``method path`` under ``/api/v1``; the JSON answer, or ``Unreachable`` / ``Refused``."""
-        payload = json.dumps(body, allow_nan=False).encode() if body is not None else b""
+    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None) -> dict[str, Any]:
+        """``method path`` under ``/api/v1`` with ``body`` (or ``raw`` JSON bytes); the JSON answer,
+        or ``Unreachable`` / ``Refused``."""
+        payload = (
+            raw
+            if raw is not None
+            else json.dumps(body, allow_nan=False).encode()
+            if body is not None
+            else b""
+        )
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
         for attempt in (1, 2):
             reused = self._conn is not None
@@ -103,6 +110,10 @@ class Client:
 
     def send_events(self, run_id: int, events: list[dict[str, Any]]) -> dict[str, Any]:
         return self.call("POST", f"runs/{run_id}/events", {"events": events})
+
+    def send_event_lines(self, run_id: int, lines: list[bytes]) -> dict[str, Any]:
+        """Lines of ``events.jsonl`` sent as they are (each one a JSON object): no parse, no re-encode."""
+        return self.call("POST", f"runs/{run_id}/events", raw=b'{"events": [' + b",".join(lines) + b"]}")
 
     def heartbeat(self, run_id: int) -> dict[str, Any]:
         return self.call("POST", f"runs/{run_id}/heartbeat")

@@ -82,30 +82,37 @@ class EventFile:
         self._file.close()
 
 
-def read_lines(path: Path, offset: int, max_events: int, max_bytes: int) -> tuple[list[dict[str, Any]], int]:
-    """Whole lines from ``offset``: (events, offset past the last line read). A torn last line waits.
-
-    A line that is not a JSON object (the file was edited by hand) is skipped: the server
-    would refuse the whole batch for it.
-    """
-    events: list[dict[str, Any]] = []
+def read_lines(path: Path, offset: int, max_events: int, max_bytes: int) -> tuple[list[bytes], int]:
+    """Whole lines from ``offset``, as bytes: (lines, offset past the last line read). A torn last line waits."""
+    lines: list[bytes] = []
     try:
         with open(path, "rb") as f:
             f.seek(offset)
-            while len(events) < max_events and f.tell() - offset < max_bytes:
+            size = 0
+            while len(lines) < max_events and size < max_bytes:
                 line = f.readline()
                 if not line.endswith(b"\n"):
                     break
                 offset += len(line)
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(event, dict):
-                    events.append(event)
+                size += len(line)
+                if line.strip():
+                    lines.append(line.rstrip(b"\n"))
     except FileNotFoundError:
         pass
-    return events, offset
+    return lines, offset
+
+
+def parsed(lines: list[bytes]) -> list[dict[str, Any]]:
+    """The lines that are JSON objects (a torn line left by a crash, or a hand edit, is not)."""
+    events = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
 
 
 def last_seq(path: Path) -> int:

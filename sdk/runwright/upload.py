@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runwright.client import Client, Refused
-from runwright.spool import EVENTS_FILE, RUN_FILE, UPLOAD_FILE, read_json, read_lines, write_json
+from runwright.spool import EVENTS_FILE, RUN_FILE, UPLOAD_FILE, parsed, read_json, read_lines, write_json
 
 # Well under the server's limits per request (5,000 events, 10,000 points, 64 MB).
 BATCH_EVENTS = 500
@@ -71,23 +71,31 @@ class Uploader:
         bytes would be refused forever, and the rest of the run must not wait behind them.
         """
         run_id = self.ensure_run()
-        events, end = read_lines(self.dir / EVENTS_FILE, self.offset, BATCH_EVENTS, BATCH_BYTES)
+        lines, end = read_lines(self.dir / EVENTS_FILE, self.offset, BATCH_EVENTS, BATCH_BYTES)
         if end == self.offset:
             return False
-        if events:
+        if lines:
             try:
-                answer = self.client.send_events(run_id, events)
-                self._answered(answer)
+                try:
+                    self._answered(self.client.send_event_lines(run_id, lines))
+                    sent = len(lines)
+                except Refused as exc:
+                    # A line that is not JSON (a crash's torn line) spoils the raw batch: send the rest.
+                    events = parsed(lines)
+                    if exc.status != 400 or len(events) == len(lines):
+                        raise
+                    self._answered(self.client.send_events(run_id, events))
+                    sent = len(events)
             except Refused as exc:
                 if exc.status == 409:  # ended: a finished run takes nothing more
                     self.progress.ended = True
                 elif exc.status == 400:
-                    self.progress.rejected += len(events)
-                    print(f"runwright: the server refused {len(events)} events: {exc}", file=sys.stderr)
+                    self.progress.rejected += len(lines)
+                    print(f"runwright: the server refused {len(lines)} events: {exc}", file=sys.stderr)
                 else:
                     raise
             else:
-                self.progress.sent += len(events)
+                self.progress.sent += sent
         self._acknowledge(end)
         return True
 

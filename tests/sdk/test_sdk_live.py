@@ -87,7 +87,8 @@ def test_a_finish_while_the_server_is_down_leaves_the_rest_for_sync(proxy, token
     url = f"http://127.0.0.1:{proxy.port}"
     run = runwright.init(project.name, "cut", url=url, token=token, dir=folder, max_backoff_seconds=0.2)
     run.log({"loss": 1.0}, step=0)
-    wait_for(lambda: len(stored(run.id, "loss")) == 1, "the first point")
+    # Acknowledged, not only stored: an answer cut off by the outage would be sent again.
+    wait_for(lambda: run._uploader.offset > 0 and not run._uploader.pending(), "the first point's answer")
     proxy.down()
     for step in range(1, 100):
         run.log({"loss": 1.0 / step}, step=step)
@@ -134,3 +135,19 @@ def test_an_offline_run_is_synced_by_the_command_once_and_again_harmlessly(serve
 def test_a_viewers_token_is_refused_at_init_with_the_reason(server, bob, project, tmp_path):
     with pytest.raises(Refused, match="member"):
         runwright.init(project.id, "x", url=server, token=create_api_token(bob), dir=tmp_path)
+
+
+def test_a_crash_torn_line_in_the_file_costs_that_line_only(server, token, project, tmp_path):
+    folder = tmp_path / "torn"
+    first = runwright.init(project.name, "torn", mode="offline", dir=folder)
+    first.log({"loss": 1.0}, step=0)
+    first._write_queued()  # the sender's next round, now: the line is on disk before the "crash"
+    with open(folder / "events.jsonl", "ab") as f:
+        f.write(b'{"seq": 2, "time": 1.0, "type": "metric", "step": 1, "values": {"loss": 2')  # the crash
+    second = runwright.init(project.name, "torn", mode="offline", dir=folder)  # the script restarted
+    second.log({"loss": 3.0}, step=2)
+    second.finish()
+    first._finished = True  # its thread is a daemon; the process "died"
+    result = runwright.sync(folder, url=server, token=token)
+    assert stored(result.run_id, "loss") == {0: 1.0, 2: 3.0}
+    assert Run.objects.get(pk=result.run_id).status == RunStatus.COMPLETED
