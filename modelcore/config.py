@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-SECTIONS = ("model", "data", "optim", "parallel", "train", "eval", "resources")
+SECTIONS = ("model", "data", "optim", "parallel", "train", "eval", "resources", "launcher")
 
 
 @dataclass(frozen=True)
@@ -338,6 +338,38 @@ class ResourcesConfig:
     )
 
 
+# A Slurm name (partition, account, QOS): these go to sbatch, so nothing but plain name characters.
+_SLURM_NAME = re.compile(r"[A-Za-z0-9_.-]{0,64}")
+MAX_TIME_LIMIT_MIN = 366 * 24 * 60
+
+
+@dataclass(frozen=True)
+class LauncherConfig:
+    """How a cluster scheduler runs the job (``RUNWRIGHT_LAUNCHER=slurm``); a local worker ignores it.
+
+    Empty names and a zero time limit take the operator's defaults (``RUNWRIGHT_SLURM_*``).
+    """
+
+    nodes: int = _f(
+        1,
+        "Nodes the run spans under Slurm; parallel.num_processes is split evenly between them "
+        "(one torchrun per node, c10d rendezvous on the first).",
+        min=1,
+        max=1024,
+    )
+    partition: str = _f("", "Slurm partition; empty: the operator's default.", advanced=True)
+    account: str = _f("", "Slurm account charged; empty: the operator's default.", advanced=True)
+    qos: str = _f("", "Slurm quality of service; empty: the operator's default.", advanced=True)
+    time_limit_min: int = _f(
+        0,
+        "Slurm time limit in minutes; 0: the operator's default. The trainer checkpoints before it "
+        "and, with train.max_restarts, a new job resumes from there.",
+        min=0,
+        max=MAX_TIME_LIMIT_MIN,
+        advanced=True,
+    )
+
+
 @dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -347,6 +379,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
     def __post_init__(self) -> None:
         errors = _check_fields(self) | _check_relations(self)
@@ -410,6 +443,7 @@ _SECTION_TYPES: dict[str, type] = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "resources": ResourcesConfig,
+    "launcher": LauncherConfig,
 }
 
 
@@ -512,6 +546,13 @@ def _check_relations(cfg: RunConfig) -> dict[str, str]:
         value = getattr(cfg.resources, name)
         if len(value) > 100 or not _RESOURCE_NAME.fullmatch(value):
             errors[f"resources.{name}"] = "must be at most 100 letters, digits, spaces and . _ - @"
+    for name in ("partition", "account", "qos"):
+        if not _SLURM_NAME.fullmatch(getattr(cfg.launcher, name)):
+            errors[f"launcher.{name}"] = "must be at most 64 letters, digits and . _ - (a Slurm name)"
+    if cfg.launcher.nodes >= 1 and cfg.parallel.num_processes % cfg.launcher.nodes:
+        errors["launcher.nodes"] = (
+            f"must divide parallel.num_processes ({cfg.parallel.num_processes}): each node runs an equal share"
+        )
     if cfg.optim.warmup_steps > t.max_steps:
         errors["optim.warmup_steps"] = f"must be at most train.max_steps ({t.max_steps})"
     errors |= _check_layout(cfg)

@@ -66,7 +66,16 @@ def test_parse_assignments_reads_json_values_and_strings() -> None:
 
 def test_json_schema_lists_every_section() -> None:
     schema = json_schema()
-    assert set(schema["properties"]) == {"model", "data", "optim", "parallel", "train", "eval", "resources"}
+    assert set(schema["properties"]) == {
+        "model",
+        "data",
+        "optim",
+        "parallel",
+        "train",
+        "eval",
+        "resources",
+        "launcher",
+    }
     assert schema["properties"]["optim"]["properties"]["schedule"]["enum"] == ["cosine", "wsd", "constant"]
 
 

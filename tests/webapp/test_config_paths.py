@@ -21,7 +21,16 @@ from webapp.runs.services import create_run
 # String fields that name no file; every other string field must carry a PathSpec: task names
 # (resolved by the task registry) and sample prompts (only ever tokenized).
 # resources.*: names the scheduler matches against registered hosts, limited to [A-Za-z0-9 ._@-].
-NOT_PATHS = {"eval.tasks", "train.sample_prompts", "resources.gpu_model", "resources.host"}
+# Slurm names (launcher.*) are limited to letters, digits and . _ - by the schema: never a path.
+NOT_PATHS = {
+    "eval.tasks",
+    "train.sample_prompts",
+    "resources.gpu_model",
+    "resources.host",
+    "launcher.partition",
+    "launcher.account",
+    "launcher.qos",
+}
 PATH_WORDS = re.compile(r"\b(path|file|folder|directory|dir)s?\b", re.IGNORECASE)
 
 
