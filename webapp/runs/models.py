@@ -103,6 +103,11 @@ class Run(models.Model):
     attempt = models.PositiveIntegerField(default=0)  # incremented by every launch or resume
     worker = models.CharField(max_length=200, blank=True)  # host that runs it
     pid = models.IntegerField(null=True, blank=True)  # the launcher's process group
+    # Under RUNWRIGHT_LAUNCHER=slurm: the current attempt's Slurm job, its state and Slurm's
+    # reason while it waits (PENDING / Resources), as squeue last told its supervisor.
+    slurm_job_id = models.CharField(max_length=32, blank=True)
+    slurm_state = models.CharField(max_length=32, blank=True)
+    slurm_reason = models.CharField(max_length=200, blank=True)
     # Byte offset in events.jsonl up to which events are in the database.
     events_offset = models.BigIntegerField(default=0)
     # How the next (or current) attempt was started; the claim copies it into its RunAttempt.
