@@ -203,6 +203,16 @@ FLEET_HOST_LOST_SECONDS = env_int("RUNWRIGHT_FLEET_HOST_LOST_SECONDS", 60)
 # The queue the scheduler's task goes to (empty: the default queue).
 SCHEDULER_QUEUE = env_str("RUNWRIGHT_SCHEDULER_QUEUE")
 
+# How this worker pool starts a run: "local" (subprocesses on this host) or "slurm" (an sbatch
+# job per attempt, workers.slurm; run dirs on the cluster's shared filesystem). The SLURM_*
+# values are the operator's defaults for a run's empty launcher.* fields.
+LAUNCHER = env_choice("RUNWRIGHT_LAUNCHER", ("local", "slurm"), "local")
+SLURM_PARTITION = env_str("RUNWRIGHT_SLURM_PARTITION")
+SLURM_ACCOUNT = env_str("RUNWRIGHT_SLURM_ACCOUNT")
+SLURM_QOS = env_str("RUNWRIGHT_SLURM_QOS")
+SLURM_TIME_LIMIT_MIN = env_int("RUNWRIGHT_SLURM_TIME_LIMIT_MIN", 0)  # 0: the partition's own
+SLURM_RDZV_PORT = env_int("RUNWRIGHT_SLURM_RDZV_PORT", 29500)  # torchrun's c10d store on the first node
+
 # --- limits on what one user may submit -------------------------------------
 # Dataset roots an operator exposes to run configs submitted through the web/API.
 DATASET_DIRS = [Path(p).expanduser() for p in env_str("RUNWRIGHT_DATASET_DIRS").split(os.pathsep) if p] or [
