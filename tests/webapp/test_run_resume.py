@@ -11,6 +11,7 @@ import threading
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.db import connection
+from django.db.models.functions import Now
 
 from modelcore.config import preset
 from webapp.accounts.models import Role
@@ -235,6 +236,30 @@ def test_recovery_leaves_runs_without_a_checkpoint_or_restarts_and_other_statuse
     failed = make_run(RunStatus.FAILED, config=_config_with_restarts(2))
     assert not any(recover_lost_run(r.id) for r in (no_checkpoint, no_restarts, failed))
     assert sent_tasks == []
+
+
+def test_the_sweep_resumes_a_lost_run_only_after_its_supervisor_had_the_time_to_take_it_back(
+    make_run, sent_tasks, settings
+):
+    from workers.sweep import sweep_lost_runs
+
+    settings.LOST_AFTER_SECONDS = 60
+    run = make_run(RunStatus.QUEUED, config=_config_with_restarts(1), attempt=0)
+    transitions.claim_for_launch(run.id, "host-a")
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=Now() - dt.timedelta(seconds=90))
+    assert sweep_lost_runs() == [run.id]
+    assert Run.objects.get(pk=run.pk).status == RunStatus.LOST and sent_tasks == []  # not yet
+    now = dt.datetime.now(dt.UTC)
+    lost_after = dt.timedelta(seconds=60)
+    assert transitions.lost_runs_to_recover(lost_after, now=now + dt.timedelta(seconds=30)) == []
+    assert transitions.lost_runs_to_recover(lost_after, now=now + dt.timedelta(seconds=90)) == [run.id]
+    assert (
+        transitions.lost_runs_to_recover(lost_after, now=now + dt.timedelta(hours=1)) == []
+    )  # left to a person
+    Run.objects.filter(pk=run.pk).update(finished_at=Now() - dt.timedelta(seconds=61))
+    sweep_lost_runs()
+    assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
+    assert [name for name, _, _ in sent_tasks] == [LAUNCH]
 
 
 def test_max_restarts_defaults_to_zero_on_cpu_presets_and_two_on_gpu_presets():

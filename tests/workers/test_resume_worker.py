@@ -167,13 +167,17 @@ def test_a_lost_run_is_resumed_on_its_own_by_another_worker(
 
     settings.LOST_AFTER_SECONDS = 2
     deadline = time.monotonic() + 30
-    while run.id not in sweep.sweep_lost_runs():  # beat's task, run here
+    # Beat's task, run here: it marks the run lost, then one period later resumes it.
+    marked_lost = False
+    while run.attempt < 2 and run.status != RunStatus.QUEUED:
+        marked_lost |= run.id in sweep.sweep_lost_runs()
         run.refresh_from_db()
         assert time.monotonic() < deadline, (
-            f"the sweep never found the run's heartbeat stale: {run.status}, attempt {run.attempt}, "
+            f"the sweep did not resume the run: {run.status}, attempt {run.attempt}, "
             f"heartbeat {run.heartbeat_at}, error {run.error!r}"
         )
         time.sleep(0.5)
+    assert marked_lost
 
     run = wait_for(run, lambda r: r.attempt == 2 and r.status in FINAL_STATUSES)
     assert run.status == RunStatus.COMPLETED, run.error

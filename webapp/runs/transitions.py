@@ -279,6 +279,30 @@ def recovery_attempts(run_id: int) -> int:
     return RunAttempt.objects.filter(run_id=run_id, kind=AttemptKind.RECOVERY).count()
 
 
+# The sweeps look back this many ``lost_after`` periods for lost runs to resume on their own.
+RECOVERY_WINDOW_PERIODS = 10
+
+
+def lost_runs_to_recover(lost_after: dt.timedelta, *, now: dt.datetime | None = None) -> list[int]:
+    """Managed runs lost for at least ``lost_after`` (and not for ages) that have a checkpoint.
+
+    The wait leaves a supervisor that was only cut off from the database the time to take
+    its run back (``revive``) before a second trainer is started on the same run
+    directory. Runs lost longer ago than the window were left to a person (the sweep
+    would otherwise re-read every lost run of history each round). Whether restarts are
+    left is the caller's question (``recover_lost_run``).
+    """
+    reference = Value(now, output_field=DateTimeField()) if now is not None else Now()
+    due = ExpressionWrapper(reference - Value(lost_after), output_field=DateTimeField())
+    oldest = ExpressionWrapper(
+        reference - Value(lost_after * RECOVERY_WINDOW_PERIODS), output_field=DateTimeField()
+    )
+    lost = Run.objects.filter(
+        status=RunStatus.LOST, source=RunSource.MANAGED, finished_at__lt=due, finished_at__gte=oldest
+    )
+    return sorted(set(lost.filter(checkpoints__isnull=False).values_list("pk", flat=True)))
+
+
 def runs_to_resend(after: dt.timedelta) -> list[int]:
     """Queued runs whose launch message may be lost (see ``webapp.requeue``); marks them re-sent."""
     return requeue.due_for_resend(Run.objects.filter(status=RunStatus.QUEUED), after)
