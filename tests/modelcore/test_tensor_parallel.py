@@ -5,7 +5,8 @@
   key/value heads split or replicated;
 - the real trainer (``launch_command``, as a worker starts it): TP=2 on 2 processes trains
   the same 20 losses as 1 process; a run moved between TP=2 and 1 process by resuming
-  from its checkpoints continues the same losses;
+  from its checkpoints continues the same losses; a TP checkpoint loads whole and exports
+  to transformers with the same logits;
 - TP=2 x FSDP=2 on 4 processes (with activation checkpointing) against 1 process, 10 steps;
 - the (dp, tp) mesh of 4 ranks, on torch's fake process group;
 - config errors for every impossible layout.
@@ -21,9 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from test_training import SMALL, _config, _losses, _run, _statuses
+from torch.distributed.tensor import DTensor
 
+from modelcore.checkpoint import load_checkpoint
 from modelcore.config import ConfigError, resolve
+from modelcore.export import export_checkpoint
 from modelcore.launch import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,11 +226,16 @@ def _one() -> Any:
 
 
 @pytest.fixture(scope="module")
-def one_process_losses(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[int, float]:
+def one_process_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     run_dir = tmp_path_factory.mktemp("one")
     code, out = _run(_one(), run_dir, cache_dir)
     assert code == 0, out
-    return _losses(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def one_process_losses(one_process_run: Path) -> dict[int, float]:
+    return _losses(one_process_run)
 
 
 @pytest.mark.slow
@@ -242,6 +252,27 @@ def test_tp_2_trains_the_same_losses_as_one_process(
     for step, loss in losses.items():
         assert loss == pytest.approx(one_process_losses[step], abs=1e-4), step
     assert losses[20] < losses[1] - 0.5  # it learns
+
+
+@pytest.mark.slow
+def test_a_tp_checkpoint_loads_whole_and_exports_to_transformers(tmp_path: Path, cache_dir: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    # 3 steps at TP=2, stopped as a cancel does (it saves a checkpoint); that the weights are
+    # the one-process ones is test_a_run_moves_between_tp_2_and_one_process_through_its_checkpoints.
+    cfg = _config({"train": {**STEPS["train"], "max_steps": 10}, "parallel": {"tensor_parallel": 2}}, SMALL)
+    code, out = _run(cfg, tmp_path / "tp", cache_dir, {"RUNWRIGHT_STOP_AT_STEP": "3"})
+    assert code in (0, 1), out
+    assert _statuses(tmp_path / "tp")[-1]["status"] == "cancelled"
+    model, loaded_cfg, _ = load_checkpoint(tmp_path / "tp")
+    assert loaded_cfg.parallel.tensor_parallel == 2
+    assert not any(isinstance(p, DTensor) for p in model.parameters())
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        export_checkpoint(tmp_path / "tp", tmp_path / "hf"), torch_dtype=torch.float32
+    ).eval()
+    ids = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, theirs = model(ids), hf(ids).logits
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow
