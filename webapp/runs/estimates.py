@@ -19,7 +19,12 @@ def estimate(config: RunConfig) -> dict[str, Any]:
         "tokens_per_step": tokens_per_step,
         "total_tokens": tokens_per_step * config.train.max_steps,
         "total_flops": flops_per_token * tokens_per_step * config.train.max_steps,
+        "mesh": mesh(config),
+        "memory_per_gpu": memory_per_gpu(config),
         "display": {
+            "mesh": describe_mesh(config),
+            "memory_per_gpu": describe_memory(memory_per_gpu(config)),
+            "memory_breakdown": describe_memory_parts(memory_per_gpu(config)),
             "num_params": human_count(m.num_params()),
             "num_active_params": human_count(m.num_active_params()),
             "flops_per_token": human_count(flops_per_token) + "FLOP",
@@ -27,6 +32,78 @@ def estimate(config: RunConfig) -> dict[str, Any]:
             "total_flops": human_count(flops_per_token * tokens_per_step * config.train.max_steps) + "FLOP",
         },
     }
+
+
+def mesh(config: RunConfig) -> dict[str, Any]:
+    """How the processes split the work: data-parallel groups of tensor-parallel ranks."""
+    p = config.parallel
+    return {
+        "data_parallel": p.data_parallel,
+        "tensor_parallel": p.tensor_parallel,
+        "sequence_parallel": p.tensor_parallel > 1 and p.sequence_parallel,
+        "strategy": p.strategy if p.data_parallel > 1 else "single",
+    }
+
+
+def describe_mesh(config: RunConfig) -> str:
+    m = mesh(config)
+    data = f"{m['data_parallel']} data parallel" + (
+        f" ({m['strategy'].upper()})" if m["data_parallel"] > 1 else ""
+    )
+    if m["tensor_parallel"] == 1:
+        return data
+    return f"{data} × {m['tensor_parallel']} tensor parallel" + (" + SP" if m["sequence_parallel"] else "")
+
+
+def memory_per_gpu(config: RunConfig) -> dict[str, int]:
+    """Bytes one process holds at its peak, by kind; activations with and without checkpointing.
+
+    Weights, gradients and AdamW's two moments are fp32 (mixed precision keeps fp32 master
+    weights), split by tensor parallel and, under FSDP, by data parallel. Activations follow
+    Korthikanti et al. 2022 (Megatron's count) per micro-batch: ``s*b*h*(34 + 5*a*s/h)`` bytes
+    per layer at 16 bits, of which tensor parallel splits the attention and MLP part
+    (``24 + 5*a*s/h``) and sequence parallel the rest; with checkpointing only each block's
+    input is kept (``2*s*b*h``, split by sequence parallel) plus one block recomputed.
+    Norm gains are counted as split too (they are a rounding error); the fused loss keeps no logits.
+    """
+    m, p, t = config.model, config.parallel, config.train
+    tp = p.tensor_parallel
+    shards = tp * (p.data_parallel if p.strategy == "fsdp" else 1)
+    params = m.num_params() / shards
+    s, b, h, a = config.data.seq_len, t.micro_batch_size, m.d_model, m.n_heads
+    scale = 1.0 if p.mixed_precision in ("bf16", "fp16") else 2.0  # fp32 activations take twice the bytes
+    sp = tp if tp > 1 and p.sequence_parallel else 1
+    per_layer = s * b * h * (10 / sp + (24 + 5 * a * s / h) / tp) * scale
+    kept_per_layer = 2 * s * b * h / sp * scale
+    return {
+        "weights": round(4 * params),
+        "gradients": round(4 * params),
+        "optimizer": round(8 * params),
+        "activations": round(m.n_layers * per_layer),
+        "activations_checkpointed": round(m.n_layers * kept_per_layer + per_layer),
+    }
+
+
+def describe_memory(parts: dict[str, int]) -> str:
+    state = parts["weights"] + parts["gradients"] + parts["optimizer"]
+    ckpt, plain = state + parts["activations_checkpointed"], state + parts["activations"]
+    return f"{human_bytes(plain)}; {human_bytes(ckpt)} with activation checkpointing"
+
+
+def describe_memory_parts(parts: dict[str, int]) -> str:
+    return (
+        f"weights {human_bytes(parts['weights'])} · gradients {human_bytes(parts['gradients'])} · "
+        f"optimizer {human_bytes(parts['optimizer'])} · activations {human_bytes(parts['activations'])}"
+        f" ({human_bytes(parts['activations_checkpointed'])} checkpointed)"
+    )
+
+
+def human_bytes(n: float) -> str:
+    """Bytes in binary units, three significant digits: 1536 -> '1.5 KiB'."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} B"
 
 
 def human_count(n: float) -> str:
