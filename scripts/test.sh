@@ -4,7 +4,9 @@
 # Pass 1 runs everything on the embedded default (SQLite, filesystem broker).
 # Pass 2, when RUNWRIGHT_DATABASE_URL / RUNWRIGHT_REDIS_URL are set (CI sets
 # them), runs the database- and broker-backed suites again on PostgreSQL and
-# Redis: what must hold on both is tested on both.
+# Redis: what must hold on both is tested on both. Only the tests that touch the
+# database, the broker or Redis (--services-only, tests/conftest.py): engine,
+# parsing and browser tests give the same answer on any backend.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,5 +36,5 @@ echo "== pytest, embedded default (SQLite, filesystem broker)"
 
 if [ -n "${RUNWRIGHT_DATABASE_URL:-}" ] || [ -n "${RUNWRIGHT_REDIS_URL:-}" ]; then
   echo "== pytest, services (database: ${RUNWRIGHT_DATABASE_URL:-SQLite}, redis: ${RUNWRIGHT_REDIS_URL:-none})"
-  run_pytest tests/webapp tests/workers tests/metrics tests/evals tests/faults "$@"
+  run_pytest --services-only tests/webapp tests/workers tests/metrics tests/evals tests/faults "$@"
 fi

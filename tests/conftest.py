@@ -27,6 +27,38 @@ os.environ.setdefault(
 )
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--services-only",
+        action="store_true",
+        help="Run only the tests that touch the database, the broker or Redis (not browser tests): "
+        "the second pass on PostgreSQL and Redis, which has nothing to add to the others'.",
+    )
+
+
+# Fixtures through which a test reaches the database (every model fixture depends on one).
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup", "live_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """With ``--services-only``: keep the tests whose outcome can depend on PostgreSQL or Redis.
+
+    Those use the database (a ``django_db`` mark or a fixture built on it) or are marked
+    ``services``. Pure engine and parsing tests give the same answer on any backend, and
+    browser tests check pages, whose queries the other tests already run on both.
+    """
+    if not config.getoption("--services-only"):
+        return
+    keep, drop = [], []
+    for item in items:
+        backed = item.get_closest_marker("django_db") is not None or item.get_closest_marker("services")
+        backed = backed or bool(DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())))
+        (keep if backed and item.get_closest_marker("browser") is None else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(request, settings):
     """Creating Alice, Bob and Charlie in every test should not cost seconds of PBKDF2.
