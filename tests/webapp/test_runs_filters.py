@@ -148,6 +148,12 @@ def test_api_list_keeps_its_fields_and_takes_the_same_filters(api, bob, project,
     assert run["tags"] == ["lr-sweep"]
 
 
+def test_the_form_shows_several_statuses_as_one_choice(client_for, bob, project, runs):
+    html = client_for(bob).get(f"/projects/{project.id}/?status=failed,running&tag=gone").content.decode()
+    assert '<option value="failed,running" selected>' in html
+    assert '<option value="gone" selected>' in html
+
+
 def test_the_page_keeps_the_filter_in_its_links(client_for, bob, project, runs):
     response = client_for(bob).get(f"/projects/{project.id}/?where=model.n_layers>=4&columns=val/loss:min")
     assert response.status_code == 200

@@ -62,8 +62,9 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
                 "q": request.GET.get("q", ""),
                 "where": "; ".join(w for w in request.GET.getlist("where") if w.strip()),
                 "columns": request.GET.get("columns", ""),
-                "status": request.GET.getlist("status"),
-                "tag": request.GET.get("tag", ""),
+                # Several values (status=failed,lost) show as one choice, so Apply keeps them.
+                "status": ",".join(query.statuses),
+                "tag": ",".join(query.tags),
                 "preset": request.GET.get("preset", ""),
             },
             "statuses": RunStatus.values,
