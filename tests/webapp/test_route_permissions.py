@@ -219,7 +219,7 @@ MATRIX: dict[str, Route] = {
     "api:project_runs": Route(
         project, {"GET": api_read(), "POST": api_write(201)}, body=lambda w: {"preset": "tiny-cpu"}, api=True
     ),
-    "api:run": Route(run, {"GET": api_read(), "DELETE": api_write(200)}, api=True),
+    "api:run": Route(run, {"GET": api_read(), "DELETE": api_write(204)}, api=True),
     # The world's run is launched: its points come from its trainer, not the API (400, after the role).
     "api:run_metrics": Route(
         run, {"GET": api_read(), "POST": api_write(400)}, query=lambda w: "key=train/loss", api=True

@@ -345,14 +345,14 @@ def test_api_resume_permission_matrix(api, make_run, person, expected, request, 
 
 
 @pytest.mark.parametrize(
-    ("person", "expected"), [("alice", 200), ("carol", 403), ("bob", 403), ("charlie", 404), (None, 401)]
+    ("person", "expected"), [("alice", 204), ("carol", 403), ("bob", 403), ("charlie", 404), (None, 401)]
 )
 def test_api_delete_permission_matrix(api, make_run, person, expected, request):
     run = make_run(RunStatus.FAILED)
     user = request.getfixturevalue(person) if person else None
     response = api(user, "DELETE", f"/api/v1/runs/{run.id}")
     assert response.status_code == expected, response.content
-    assert Run.objects.filter(pk=run.pk).exists() == (expected != 200)
+    assert Run.objects.filter(pk=run.pk).exists() == (expected != 204)
 
 
 def test_api_archive_and_unarchive(api, make_run, carol, bob, project):

@@ -8,7 +8,7 @@ is a 404 whatever the body; a too-low role a 403 naming the role.
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from webapp.api.auth import api_view
 from webapp.api.body import json_object
@@ -51,8 +51,11 @@ def run_unarchive(request: HttpRequest, run_id: int) -> JsonResponse:
     return JsonResponse(_state(set_archived(user=request.user, run=found, archived=False)))
 
 
-def delete(request: HttpRequest, run_id: int) -> JsonResponse:
-    """``DELETE runs/<id>``: the run, its rows and its directory; refused while it is active."""
+def delete(request: HttpRequest, run_id: int) -> HttpResponse:
+    """``DELETE runs/<id>``: the run, its rows and its directory; refused while it is active.
+
+    204 and no body, as the API's other deletes (invites, tokens).
+    """
     found = run_for(request.user, run_id)
     delete_run(user=request.user, run=found)
-    return JsonResponse({"id": run_id, "deleted": True})
+    return HttpResponse(status=204)
