@@ -143,7 +143,58 @@ class Launch:
     env_defaults: dict[str, str] = field(default_factory=dict)  # under the worker's own environment
 
 
-class JobProcess:
+class JobHandle(ABC):
+    """What the runner starts, watches, stops and reaps: a local process group or a cluster job.
+
+    ``JobProcess`` runs the job as subprocesses of this host; ``workers.slurm.SlurmJob`` hands
+    it to Slurm. The runner's watch, stop, reap and final-write steps see only this.
+    """
+
+    tag: str
+
+    @abstractmethod
+    def start(self, launch: Launch, description: str) -> int:
+        """Start the job; returns its id (a pid, a Slurm job id)."""
+
+    @abstractmethod
+    def exited(self) -> bool:
+        """Whether the job has ended (without releasing what identifies it)."""
+
+    @abstractmethod
+    def terminate(self) -> None:
+        """Ask the job to stop: SIGTERM to its ranks, which checkpoint and exit."""
+
+    def terminate_late_starters(self) -> None:
+        """While stopping, each round: SIGTERM to ranks that started after the first ``terminate``."""
+        return None
+
+    @abstractmethod
+    def kill_all(self) -> bool:
+        """Kill everything of the job; whether all of it is gone."""
+
+    @abstractmethod
+    def reap(self) -> int:
+        """Kill what is left, wait for the job's end; its exit code (negative: the signal)."""
+
+    def lost_reason(self, *, reported: str | None, stopped: bool) -> str:
+        """Why the job's end counts as lost (the cluster ended it), or "" (``reported``: the job's own final status)."""
+        return ""
+
+    def scheduler_state(self) -> tuple[str, str] | None:
+        """A cluster scheduler's ``(state, reason)`` when it changed since the last call; None otherwise."""
+        return None
+
+    def stop(self, grace: float) -> int:
+        """SIGTERM, up to ``grace`` seconds for it to exit, then whatever is left is killed and reaped."""
+        if not self.exited():
+            self.terminate()
+            deadline = time.monotonic() + grace
+            while not self.exited() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        return self.reap()
+
+
+class JobProcess(JobHandle):
     """The subprocess of one job and every process it starts, found by the job's tag."""
 
     def __init__(self, tag: str):
@@ -212,6 +263,13 @@ class JobProcess:
                     os.killpg(pid, signal.SIGTERM)
         self.signalled.update(targets)
 
+    def terminate_late_starters(self) -> None:
+        assert self.proc is not None
+        if self.signalled == {self.proc.pid}:
+            # SIGTERM went to the launcher before its ranks started: ranks it started
+            # meanwhile would run on unasked; they get theirs now.
+            self.terminate()
+
     def kill_all(self) -> bool:
         """SIGKILL the leader's group and every tagged process; returns whether all are gone."""
         self.signal_group(signal.SIGKILL)
@@ -228,15 +286,6 @@ class JobProcess:
         code = self.proc.wait()
         job_processes.forget_job(self.tag)
         return code
-
-    def stop(self, grace: float) -> int:
-        """SIGTERM, up to ``grace`` seconds for it to exit, then whatever is left is killed and reaped."""
-        if not self.exited():
-            self.terminate()
-            deadline = time.monotonic() + grace
-            while not self.exited() and time.monotonic() < deadline:
-                time.sleep(0.1)
-        return self.reap()
 
 
 @dataclass
@@ -266,8 +315,9 @@ class JobRunner(ABC):
         heartbeat_seconds: float,
         kill_after: float | None,
         time_limit: float | None = None,
+        process: JobHandle | None = None,
     ):
-        self.process = JobProcess(tag)
+        self.process: JobHandle = process or JobProcess(tag)
         self.description = description  # "run 12 attempt 3", "eval job 5": logs and job records
         self.poll_seconds = poll_seconds
         self.heartbeat_seconds = heartbeat_seconds
@@ -279,7 +329,8 @@ class JobRunner(ABC):
 
     @property
     def proc(self) -> subprocess.Popen | None:
-        return self.process.proc
+        """The local subprocess (None for a job a cluster scheduler runs)."""
+        return getattr(self.process, "proc", None)
 
     @proc.setter
     def proc(self, value: subprocess.Popen | None) -> None:
@@ -344,11 +395,12 @@ class JobRunner(ABC):
     def run_job(self) -> str:
         """Start, watch, stop and reap the job; returns the final status written."""
         try:
-            pid = self.process.start(self.prepare(), self.description)
+            launch = self.prepare()
+            pid = self.process.start(launch, self.description)
             self.started(pid)
         except (OSError, ValueError) as exc:
             return self.finish(self.failed_status, f"Could not start the {self.noun}: {exc}")
-        log.info("%s: started pid %s: %s", self.description, pid, " ".join(map(str, self.proc.args)))
+        log.info("%s: started %s: %s", self.description, pid, " ".join(map(str, launch.argv)))
         # Held until the final status is written: in a prefork child the handler it
         # replaces (billiard's) would exit at once, leaving the job "running".
         previous = self._install_shutdown_handler()
@@ -419,10 +471,7 @@ class JobRunner(ABC):
     def _escalate(self) -> None:
         if self.stop.sent_at is None or self.stop.killed or self.process.exited():
             return
-        if self.process.signalled == {self.proc.pid}:
-            # SIGTERM went to the launcher before its ranks started: ranks it started
-            # meanwhile would run on unasked; they get theirs now.
-            self.process.terminate()
+        self.process.terminate_late_starters()
         if time.monotonic() - self.stop.sent_at >= self.kill_after:
             log.warning(
                 "%s: %s still alive %.0f s after SIGTERM; killing",

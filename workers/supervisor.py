@@ -33,7 +33,7 @@ from modelcore.launch import launch_command
 from webapp.runs import config_paths, transitions
 from webapp.runs.models import SUPERVISED_STATUSES, Run, RunStatus
 from webapp.runs.services import recover_lost_run
-from workers import ingest, job_processes, sweep
+from workers import ingest, job_processes, slurm, sweep
 from workers.jobs import JobRunner, Launch, log_tail, retry_db
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,14 @@ class Supervisor(JobRunner):
             return self.finish(RunStatus.FAILED, f"The stored config does not validate: {exc}")
         if self.kill_after is None:
             self.kill_after = cancel_grace_seconds(self.config)
+        if settings.LAUNCHER == "slurm":
+            try:
+                spec = slurm.job_spec(
+                    self.config, name=f"runwright-run-{self.run.id}", stop_grace_s=self.kill_after
+                )
+            except ValueError as exc:
+                return self.finish(RunStatus.FAILED, f"Could not submit the Slurm job: {exc}")
+            self.process = slurm.SlurmJob(self.tag, spec)
         return self.run_job()
 
     # --- the start -------------------------------------------------------------
@@ -143,12 +151,19 @@ class Supervisor(JobRunner):
         self._read_earlier_attempts_tail()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / CONFIG_FILE).write_text(self.config.to_json() + "\n", encoding="utf-8")
-        argv, extra_env = self.command(self.config, self.run_dir)
+        if isinstance(self.process, slurm.SlurmJob):
+            argv, extra_env = slurm.node_command(self.config, self.run_dir)
+        else:
+            argv, extra_env = self.command(self.config, self.run_dir)
         header = f"--- attempt {self.run.attempt}: {' '.join(argv)}\n"
         return Launch(argv, extra_env, cwd=self.run_dir, log_path=self.run_dir / LAUNCHER_LOG, header=header)
 
     def started(self, pid: int) -> None:
-        transitions.record_process(self.run.id, self.run.attempt, pid)
+        if isinstance(self.process, slurm.SlurmJob):
+            slurm.record_job(self.run.id, self.run.attempt, pid)
+            transitions.heartbeat(self.run.id, self.run.attempt)
+        else:
+            transitions.record_process(self.run.id, self.run.attempt, pid)
 
     def _set_aside_stale_dir(self) -> None:
         """A first attempt starts without an event history.
@@ -226,6 +241,9 @@ class Supervisor(JobRunner):
             self.request_stop("not-owner")
         if row["cancel_requested"]:
             self.request_stop("cancel")
+        changed = self.process.scheduler_state()
+        if changed is not None and slurm.record_state(run.id, run.attempt, *changed):
+            ingest.announce_status(run)
 
     def heartbeat(self) -> None:
         # A refused heartbeat (run lost or relaunched) is dealt with by the owner check.
@@ -260,6 +278,9 @@ class Supervisor(JobRunner):
             while self._ingest_batch():
                 pass
             self._forget_pruned_checkpoints()
+            changed = self.process.scheduler_state()  # the cluster's last word on the job
+            if changed is not None:
+                slurm.record_state(self.run.id, self.run.attempt, *changed)
 
         retry_db(store_the_rest, f"{self.description}: storing the last events")
 
@@ -283,11 +304,20 @@ class Supervisor(JobRunner):
                     "more: raise train.cancel_grace_s."
                 )
             return RunStatus.CANCELLED, ""
+        lost = self.process.lost_reason(reported=reported, stopped=bool(self.stop.reason))
+        if lost:
+            return RunStatus.LOST, lost  # write_final resumes it with train.max_restarts
         if reported in (RunStatus.COMPLETED, RunStatus.CANCELLED):
             return reported, ""
         if reported == RunStatus.FAILED:
             return RunStatus.FAILED, str(
                 self.trainer_status.get("error") or "The trainer reported a failure."
+            )
+        if isinstance(self.process, slurm.SlurmJob):
+            stderr = slurm.job_output_paths(self.run_dir, self.process.job_id)[1]
+            return RunStatus.FAILED, (
+                f"Slurm job {self.process.job_id} ended {self.process.state} without a final status "
+                f"from the trainer. End of {stderr.name}:\n\n" + log_tail(stderr, ERROR_TAIL_CHARS)
             )
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
         return RunStatus.FAILED, (

@@ -33,3 +33,17 @@ def slurm(slurm_cluster, monkeypatch) -> SlurmCluster:
     if not slurm_cluster.node_idle():
         slurm_cluster.resume_node()
     return slurm_cluster
+
+
+@pytest.fixture(autouse=True)
+def runs_dir(settings, tmp_path) -> Path:
+    """Each test's runs in their own folder (a rolled-back test reuses run ids)."""
+    settings.RUNS_DIR = tmp_path / "runs"
+    return settings.RUNS_DIR
+
+
+@pytest.fixture
+def slurm_launcher(settings, slurm) -> SlurmCluster:
+    """Runs go to the test cluster as sbatch jobs."""
+    settings.LAUNCHER = "slurm"
+    return slurm
