@@ -470,3 +470,16 @@ def test_the_api_run_lists_its_attempts(api, make_run, alice, sent_tasks):
     [attempt] = body["attempts"]
     assert attempt["number"] == 1 and attempt["kind"] == "launch" and attempt["worker"] == "host-a"
     assert attempt["status"] == "failed" and attempt["reason"] == "out of memory" and attempt["ended_at"]
+
+
+def test_new_run_from_this_one_names_a_run_it_started_from_by_reference(
+    client, make_run, alice, settings, tmp_path
+):
+    settings.RUNS_DIR = tmp_path / "runs"
+    parent = make_run(RunStatus.COMPLETED, checkpoint=20)
+    config = preset("tiny-cpu").to_dict()
+    config["train"]["init_from"] = str((parent.run_dir / "checkpoints" / "step_000020").resolve())
+    child = make_run(RunStatus.COMPLETED, config=config)
+    client.force_login(alice)
+    page = client.get(f"/projects/{child.project_id}/runs/new?from={child.id}").content.decode()
+    assert f"run:{parent.id}:20" in page and str(parent.run_dir) not in page
