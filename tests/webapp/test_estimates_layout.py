@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modelcore.config import resolve
-from webapp.runs.estimates import estimate, memory_per_gpu
+from webapp.runs.estimates import estimate, human_bytes, memory_per_gpu
 
 
 def _memory(preset: str, parallel: dict) -> dict[str, int]:
@@ -38,10 +38,28 @@ def test_estimate_shows_the_mesh_and_the_memory(client_for, alice) -> None:
         "sequence_parallel": True,
         "strategy": "fsdp",
     }
-    assert est["display"]["mesh"] == "2 data parallel (FSDP) × 2 tensor parallel + SP"
-    assert estimate(resolve("tiny-cpu"))["display"]["mesh"] == "2 data parallel (DDP)"
-    assert "with activation checkpointing" in est["display"]["memory_per_gpu"]
-    assert est["display"]["memory_breakdown"].startswith("weights ")
+    assert est["display"]["mesh"] == "2 DP (FSDP) × 2 TP + SP"
+    assert estimate(resolve("tiny-cpu"))["display"]["mesh"] == "2 DP (DDP)"
+    assert estimate(resolve("tiny-cpu", {"parallel": {"num_processes": 1}}))["display"]["mesh"] == "1 DP"
+    assert est["display"]["memory_activations"].endswith("with checkpointing")
+    # The total follows the config's own activation checkpointing.
+    memory = est["memory_per_gpu"]
+    state = memory["weights"] + memory["gradients"] + memory["optimizer"]
+    assert est["display"]["memory_per_gpu"] == human_bytes(state + memory["activations"])
+    ac = estimate(
+        resolve(
+            "tiny-cpu",
+            {
+                "parallel": {
+                    "num_processes": 4,
+                    "tensor_parallel": 2,
+                    "strategy": "fsdp",
+                    "activation_checkpointing": True,
+                }
+            },
+        )
+    )
+    assert ac["display"]["memory_per_gpu"] == human_bytes(state + memory["activations_checkpointed"])
     client = client_for(alice)
     ok = client.post(
         "/api/v1/config/estimate",

@@ -12,6 +12,7 @@ def estimate(config: RunConfig) -> dict[str, Any]:
     seq_len = config.data.seq_len
     tokens_per_step = config.tokens_per_step()
     flops_per_token = m.flops_per_token(seq_len)
+    memory = memory_per_gpu(config)
     return {
         "num_params": m.num_params(),
         "num_active_params": m.num_active_params(),
@@ -20,11 +21,10 @@ def estimate(config: RunConfig) -> dict[str, Any]:
         "total_tokens": tokens_per_step * config.train.max_steps,
         "total_flops": flops_per_token * tokens_per_step * config.train.max_steps,
         "mesh": mesh(config),
-        "memory_per_gpu": memory_per_gpu(config),
+        "memory_per_gpu": memory,
         "display": {
             "mesh": describe_mesh(config),
-            "memory_per_gpu": describe_memory(memory_per_gpu(config)),
-            "memory_breakdown": describe_memory_parts(memory_per_gpu(config)),
+            **describe_memory(config, memory),
             "num_params": human_count(m.num_params()),
             "num_active_params": human_count(m.num_active_params()),
             "flops_per_token": human_count(flops_per_token) + "FLOP",
@@ -46,13 +46,12 @@ def mesh(config: RunConfig) -> dict[str, Any]:
 
 
 def describe_mesh(config: RunConfig) -> str:
+    """``2 DP (FSDP) × 2 TP + SP``: data-parallel groups, then the tensor-parallel degree."""
     m = mesh(config)
-    data = f"{m['data_parallel']} data parallel" + (
-        f" ({m['strategy'].upper()})" if m["data_parallel"] > 1 else ""
-    )
+    data = f"{m['data_parallel']} DP" + (f" ({m['strategy'].upper()})" if m["data_parallel"] > 1 else "")
     if m["tensor_parallel"] == 1:
         return data
-    return f"{data} × {m['tensor_parallel']} tensor parallel" + (" + SP" if m["sequence_parallel"] else "")
+    return f"{data} × {m['tensor_parallel']} TP" + (" + SP" if m["sequence_parallel"] else "")
 
 
 def memory_per_gpu(config: RunConfig) -> dict[str, int]:
@@ -84,18 +83,17 @@ def memory_per_gpu(config: RunConfig) -> dict[str, int]:
     }
 
 
-def describe_memory(parts: dict[str, int]) -> str:
+def describe_memory(config: RunConfig, parts: dict[str, int]) -> dict[str, str]:
+    """The form's three lines: the total for the config as set, the model state, the activations."""
     state = parts["weights"] + parts["gradients"] + parts["optimizer"]
-    ckpt, plain = state + parts["activations_checkpointed"], state + parts["activations"]
-    return f"{human_bytes(plain)}; {human_bytes(ckpt)} with activation checkpointing"
-
-
-def describe_memory_parts(parts: dict[str, int]) -> str:
-    return (
-        f"weights {human_bytes(parts['weights'])} · gradients {human_bytes(parts['gradients'])} · "
-        f"optimizer {human_bytes(parts['optimizer'])} · activations {human_bytes(parts['activations'])}"
-        f" ({human_bytes(parts['activations_checkpointed'])} checkpointed)"
-    )
+    checkpointing = config.parallel.activation_checkpointing
+    activations = parts["activations_checkpointed" if checkpointing else "activations"]
+    return {
+        "memory_per_gpu": human_bytes(state + activations),
+        "memory_state": human_bytes(state),
+        "memory_activations": f"{human_bytes(parts['activations'])}; "
+        f"{human_bytes(parts['activations_checkpointed'])} with checkpointing",
+    }
 
 
 def human_bytes(n: float) -> str:
