@@ -30,7 +30,7 @@ from webapp.input_errors import InputError
 from webapp.metrics.services import upsert_points
 from webapp.projects.models import Project
 from webapp.runs import transitions
-from webapp.runs.models import Run, RunLog, RunSource, RunStatus
+from webapp.runs.models import RUN_STATES, Run, RunLog, RunSource, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,12 @@ def create_external_run(
         raise InputError({"name": f"must be at most {NAME_MAX_LENGTH} characters"})
     params = read_params(config if config is not None else {})
     with transaction.atomic():
-        run = Run.objects.create(
+        run = RUN_STATES.create(
+            Run.objects,
+            RunStatus.RUNNING,
             project=project,
             name=name or f"external #{project.runs.count() + 1}",
             config={PARAMS_SECTION: params},
-            status=RunStatus.RUNNING,
             source=RunSource.EXTERNAL,
             created_by=user,
             attempt=1,
