@@ -38,7 +38,6 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from django.db.models import Max
 
-from webapp.metrics.models import MetricPoint
 from webapp.metrics.services import WrittenPoints
 from webapp.runs.models import Run, RunLog
 from webapp.runs.presenters import duration_s, log_line, run_state
@@ -67,31 +66,19 @@ def last_log_id(run_id: int) -> int:
     return RunLog.objects.filter(run_id=run_id).aggregate(last=Max("id"))["last"] or -1
 
 
-def rows_written(run_id: int, written: WrittenPoints | int, logs_after: int | None) -> LiveRows:
-    """What a batch's transaction wrote, as live pages get it: the stored rows, never the input.
+def rows_written(run_id: int, written: WrittenPoints, logs_after: int | None) -> LiveRows:
+    """What a batch's transaction wrote, as live pages get it: the rows as stored, never the input.
 
     ``written`` is what ``metrics.services.write_points`` returned (the rows as stored, with
-    their seqs), or, from a writer that only kept the count, how many rows it wrote: those
-    are read back, inside the transaction, as the run's last ``written`` seqs (a
-    transaction's points hold consecutive seqs, the run's highest, handed out under the
-    run's lock). The logs are read back after ``logs_after``.
+    their seqs: reading them back cost a fifth of an ingested batch's time); the logs are
+    read back after ``logs_after``. Every writer of points that live pages follow (the
+    supervisor's ingester, the external-runs API) builds its update here.
     """
     points: list[tuple[str, int, float | None]] | None = []
     after = through = None
-    if isinstance(written, WrittenPoints):
-        if written.rows:
-            after, through = written.first_seq - 1, written.last_seq
-            points = written.rows if len(written.rows) <= MAX_LIVE_POINTS else None
-    elif written:
-        newest = (
-            MetricPoint.objects.filter(run_id=run_id)
-            .order_by("-seq")
-            .values_list("seq", "key", "step", "value")[: min(written, MAX_LIVE_POINTS + 1)]
-        )
-        rows = list(reversed(newest))
-        through = rows[-1][0]
-        after = through - written
-        points = [row[1:] for row in rows] if written <= MAX_LIVE_POINTS else None
+    if written.rows:
+        after, through = written.first_seq - 1, written.last_seq
+        points = written.rows if len(written.rows) <= MAX_LIVE_POINTS else None
     logs = []
     if logs_after is not None:
         logs = list(RunLog.objects.filter(run_id=run_id, id__gt=logs_after).order_by("id"))

@@ -3,7 +3,7 @@
 An external run is a ``Run`` with ``source = external``: created ``running`` (nothing
 launches it), its points, logs and final status sent by its client (the ``runwright`` SDK,
 ``runwright sync``, an MLflow client). Its client plays the supervisor's part, through the
-supervisor's own writes: points by ``upsert_points`` (the one bulk, idempotent path, with
+supervisor's own writes: points by ``write_points`` (the one bulk, idempotent path, with
 its keys and summaries), logs by ``transitions.record_logs``, the live update built by
 ``webapp.live`` from the rows just written, the status by ``RUN_STATES`` moves, and
 silence by the same sweep that marks a launched run ``lost``.
@@ -27,7 +27,7 @@ from webapp.annotations.models import RunTag
 from webapp.annotations.services import MAX_TAGS_PER_REQUEST, TAG_PATTERN, add_tags
 from webapp.external.batches import MAX_PARAMS, Report, read_params
 from webapp.input_errors import InputError
-from webapp.metrics.services import upsert_points
+from webapp.metrics.services import write_points
 from webapp.projects.models import Project
 from webapp.runs import transitions
 from webapp.runs.models import RUN_STATES, Run, RunLog, RunSource, RunStatus
@@ -112,13 +112,14 @@ def record(*, user: AbstractBaseUser, run: Run, report: Report) -> int:
             run.refresh_from_db()
             raise RunEnded(run)
         logs_after = live.last_log_id(run.id) if report.logs else None
-        written = upsert_points(run.id, report.points)
+        # external_alive's update holds the run's row: the points need not lock it again.
+        written = write_points(run.id, report.points, run_locked=True)
         transitions.record_logs(run.id, _numbered(run.id, report.logs))
         rows = live.rows_written(run.id, written, logs_after)
         if report.final is not None:
             transitions.finish_external(run.id, *report.final)
         transaction.on_commit(lambda: _announce(run.id, rows))
-    return written
+    return len(written.rows)
 
 
 def heartbeat(*, user: AbstractBaseUser, run: Run) -> Run:
