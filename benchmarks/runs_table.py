@@ -13,8 +13,9 @@ request to the last byte of the answer. The database is dropped at the end.
 
 Views: the project page and the API's list, each in the default view (newest first, 50
 a page) and in a filtered and sorted view (a status, a tag, a config and a metric
-condition, two chosen columns, sorted by a metric's minimum), and the page's live refresh
-(``runs.json``) in the filtered view.
+condition, two chosen columns, sorted by a metric's minimum), the page's live refresh
+(``runs.json``) in the filtered view, and the API's list of all 5,000 runs sorted by a
+metric's last value (its worst case: every run's last point is read).
 
 Prints one JSON object: for each view ``p50_ms``, ``p95_ms``, ``max_ms``, the web server's
 CPU milliseconds per request (``server_cpu_ms``: on a busy machine the wall times include
@@ -49,6 +50,8 @@ FILTERED = (
     "status=completed,failed&tag=sweep-3&where=model.n_layers>=4;val/loss:min<2.5"
     "&columns=val/loss:min,model.n_layers&sort=val/loss:min"
 )
+
+SORTED_ALL = "sort=-train/loss:last&columns=val/loss:max"
 
 
 def _django() -> None:
@@ -236,6 +239,8 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
                 "page_refresh_filtered_sorted": (f"/projects/{p}/runs.json?{FILTERED}", page),
                 "api_default": (f"/api/v1/projects/{p}/runs", api),
                 "api_filtered_sorted": (f"/api/v1/projects/{p}/runs?{FILTERED}", api),
+                # The worst case: every run's last point read to sort the whole project by it.
+                "api_all_sorted_by_metric": (f"/api/v1/projects/{p}/runs?{SORTED_ALL}", api),
             }
             results = {
                 name: _time(port, path, headers, args.requests, server.pid)
