@@ -29,7 +29,7 @@ from django.db import close_old_connections
 
 from webapp.fleet import services
 from webapp.fleet.services import GpuInfo
-from workers import gpus
+from workers import gpus, job_processes
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,22 @@ def utilisation(gpu_ids: list[str]) -> dict[str, Any]:
     return {"cpu": round(min(load, 1.0), 3)}
 
 
+def lease_holders(gpu_ids: list[str]) -> dict[str, int | None]:
+    """GPU id → the run whose job holds its lease now (read from the lock files, see ``workers.gpus``)."""
+    found: dict[str, int | None] = {}
+    folder = gpus.lock_dir()
+    for gpu_id in gpu_ids:
+        try:
+            tag = (folder / f"gpu-{gpu_id}.lock").read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            tag = ""
+        kind, _, rest = tag.partition("-")
+        run_id = rest.split("-")[0]
+        alive = kind == "run" and run_id.isdigit() and job_processes.tagged_processes(tag)
+        found[gpu_id] = int(run_id) if alive else None
+    return found
+
+
 def cpu_slots() -> int:
     configured = os.environ.get("RUNWRIGHT_CPU_SLOTS")
     return int(configured) if configured else int(settings.MAX_CPU_PROCESSES)
@@ -105,7 +121,7 @@ def _beat_forever(name: str, gpu_ids: list[str], every: float) -> None:
     while not _stop.wait(every):
         try:
             close_old_connections()
-            services.beat_host(name, utilisation(gpu_ids))
+            services.beat_host(name, utilisation(gpu_ids), lease_holders(gpu_ids))
         except Exception:
             log.exception("fleet heartbeat of %s failed; trying again in %s s", name, every)
 

@@ -36,6 +36,8 @@ class Gpu(models.Model):
     index = models.CharField(max_length=40)  # the id the lease and CUDA_VISIBLE_DEVICES use
     model = models.CharField(max_length=100, blank=True)
     memory_mb = models.PositiveIntegerField(default=0)
+    # The run whose trainer holds its lease now, as the host's last beat read its lock file.
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["host", "index"]

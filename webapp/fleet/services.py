@@ -59,12 +59,18 @@ def register_host(
     return host
 
 
-def beat_host(name: str, values: dict | None = None) -> bool:
-    """The host is alive; ``values`` (see ``HostSample``) is stored as one utilisation sample."""
+def beat_host(name: str, values: dict | None = None, holders: dict[str, int | None] | None = None) -> bool:
+    """The host is alive; ``values`` (see ``HostSample``) is stored as one utilisation sample.
+
+    ``holders``: GPU id → the run whose trainer holds its lease (None: free).
+    """
     host_id = Host.objects.filter(name=name).values_list("pk", flat=True).first()
     if host_id is None:
         return False
     Host.objects.filter(pk=host_id).update(heartbeat_at=Now())
+    for index, run_id in (holders or {}).items():
+        known = run_id if run_id is not None and Run.objects.filter(pk=run_id).exists() else None
+        Gpu.objects.filter(host_id=host_id, index=index).exclude(run_id=known).update(run_id=known)
     if values:
         HostSample.objects.create(host_id=host_id, time=Now(), values=values)
         cutoff = ExpressionWrapper(
