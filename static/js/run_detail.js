@@ -200,16 +200,12 @@
     return touched;
   }
 
-  async function init() {
-    try {
-      const data = await rw.fetchSeries(seriesUrl, [["key", "train/loss"]], { since: 0, until: 0 });
-      cursor = data.cursor;
-      const empty = document.getElementById("charts-empty");
-      if (empty) empty.remove();
-      addKeys(["train/loss", ...data.keys]);
-    } catch (err) {
-      note.textContent = "Could not load the metrics (" + err.message + ").";
-    }
+  function init() {
+    // The page came with its keys and the stream's cursor: panels are laid out at once.
+    cursor = state.cursor;
+    const empty = document.getElementById("charts-empty");
+    if (empty) empty.remove();
+    addKeys(["train/loss", ...state.keys]);
     if (!state.is_final) follow();
   }
 
@@ -299,8 +295,26 @@
     if (cancel && ["completed", "failed", "cancelled", "lost"].includes(update.status)) {
       document.getElementById("cancel-form").remove();
     }
+    if (["completed", "failed", "cancelled", "lost"].includes(update.status)) refreshEndedParts();
     durationTicking = state.status === "running" || state.status === "starting";
     showProgress();
+  }
+
+  // An ended run's header actions (Resume, Restart, Delete…) and attempts come from the
+  // server, which knows the checkpoints and the person's role: read them again from the page.
+  function refreshEndedParts() {
+    fetch(window.location.pathname, { credentials: "same-origin" })
+      .then((r) => (r.ok ? r.text() : null))
+      .then((html) => {
+        if (!html) return;
+        const fresh = new DOMParser().parseFromString(html, "text/html");
+        for (const id of ["run-actions", "run-attempts"]) {
+          const here = document.getElementById(id);
+          const there = fresh.getElementById(id);
+          if (here && there) here.replaceWith(there);
+        }
+      })
+      .catch(() => {});  // the buttons are there after a reload anyway
   }
 
   // The samples table, read again when the run passes a sample step (and at its end).

@@ -119,6 +119,11 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
                 "started_at": run.started_at.timestamp() if run.started_at else None,
                 "max_steps": (run.config.get("train") or {}).get("max_steps"),
                 "latest": latest_values(run, HEADER_KEYS),
+                # The panels to lay out and where the stream starts, without a first request:
+                # the cursor is read before any panel reads its series (a point in between
+                # comes twice, merged by step, never not at all).
+                "cursor": latest_point_seq(run),
+                "keys": keys_for_run(run),
                 "sample_every": _sample_every(run),
             },
             "samples": samples_table(run),
