@@ -53,9 +53,9 @@ def test_resume_a_cancelled_run_and_watch_its_chart_continue(alice_project, star
     before = chart_steps(page)
     assert before and before[-1] < MAX_STEPS, before
 
-    page.goto(run_url)  # the page of an ended run offers to resume it
+    # The ended run's page offers to resume it, without a reload.
     resume = page.locator("#resume-button")
-    expect(resume).to_be_visible()
+    expect(resume).to_be_visible(timeout=15_000)
     saved = int(resume.inner_text().rsplit(" ", 1)[-1])  # "Resume from step N"
     assert before[-1] - 2 <= saved <= MAX_STEPS
     expect(page.locator("#attempt-1")).to_contain_text("cancelled")
