@@ -288,3 +288,47 @@ def test_checkpoints_panel_lists_kept_and_pruned_and_downloads_a_tar(
     page.locator("#run-checkpoints").scroll_into_view_if_needed()
     page.screenshot(path="/tmp/runwright-checkpoints.png")
     assert js_errors == []
+
+
+@pytest.fixture
+def live_run(alice_project) -> Run:
+    run = Run.objects.create(
+        project=alice_project,
+        name="live panels",
+        preset="tiny-cpu",
+        config=resolve("tiny-cpu").to_dict(),
+        status=RunStatus.RUNNING,
+        step=2,
+    )
+    upsert_points(run.id, [Point("train/loss", s, 5.0 - s / 10, T0 + s) for s in (1, 2)])
+    return run
+
+
+def test_keys_that_arrive_live_get_their_panels_and_the_header_follows(
+    live_run, start_servers, chromium, monkeypatch
+):
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the writes below run beside Playwright
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    page.goto(f"{base}/runs/{live_run.id}/")
+    page.wait_for_function("() => document.getElementById('chart-train-loss').data?.[0]?.x?.length === 2")
+    page.get_by_label("Smoothing of train/loss").evaluate(
+        "(el) => { el.value = '0.5'; el.dispatchEvent(new Event('input')); }"
+    )
+    upsert_points(
+        live_run.id,
+        [Point("train/loss", 3, 4.7, T0 + 3), Point("train/lr", 3, 2e-4, T0 + 3)]
+        + [Point(f"system/cpu_util/rank{r}", 3, 0.5 + r / 10, T0 + 3) for r in (0, 1)],
+    )
+    Run.objects.filter(pk=live_run.pk).update(step=3)
+    # The smoothed panel takes the new point on both of its lines; new keys get panels in their groups.
+    page.wait_for_function("() => document.getElementById('chart-train-loss').data[1]?.x?.length === 3")
+    page.wait_for_function("() => document.querySelector(\"[data-panel='system/cpu_util']\") !== null")
+    groups = page.eval_on_selector_all(".chart-group", "els => els.map(e => e.dataset.group)")
+    assert groups == ["train", "system"]
+    page.locator("#chart-system-cpu_util").scroll_into_view_if_needed()
+    page.wait_for_function("() => document.getElementById('chart-system-cpu_util').data?.length === 2")
+    expect(page.locator("#run-lr")).to_have_text("2.00e-4")
+    expect(page.locator("#run-step")).to_have_text("3")
+    assert js_errors == []
