@@ -186,6 +186,9 @@ MATRIX: dict[str, Route] = {
     # Alice's empty rule names the field it misses.
     "alerts:project": Route(project, {"GET": web_read(), "POST": web_write(400)}),
     "alerts:delete": Route(alert_rule, {"POST": web_write(302)}),
+    # --- fleet: hosts are the operator's, seen by everyone signed in; quotas are staff's ---
+    "fleet:fleet": Route(none, {"GET": Access(200, 200, 200, LOGIN)}),
+    "fleet:set_quota": Route(team, {"POST": Access(403, 403, 403, LOGIN)}),
     # --- evals -------------------------------------------------------------------
     "evals:project": Route(project, {"GET": web_read()}),
     "evals:new": Route(project, {"GET": web_write(200), "POST": web_write(400)}),

@@ -28,6 +28,7 @@ from webapp.accounts.models import Team
 from webapp.fleet.models import Gpu, Host, HostSample, Kind, Placement, TeamQuota
 from webapp.input_errors import InputError
 from webapp.runs.models import Run, RunSource, RunStatus
+from webapp.whole_numbers import parse_whole_number
 
 SAMPLE_KEEP_HOURS = 24
 
@@ -229,10 +230,11 @@ def set_team_quota(*, actor: AbstractBaseUser, team: Team, max_gpus: object) -> 
     if max_gpus in (None, ""):
         value = None
     else:
-        try:
-            value = int(str(max_gpus).strip())
-        except ValueError:
-            raise InputError({"max_gpus": "must be a whole number of GPUs, or empty for no limit"}) from None
+        value = max_gpus if isinstance(max_gpus, int) and not isinstance(max_gpus, bool) else None
+        if value is None:
+            value = parse_whole_number(max_gpus.strip() if isinstance(max_gpus, str) else max_gpus)
+        if value is None:
+            raise InputError({"max_gpus": "must be a whole number of GPUs, or empty for no limit"})
         if not 0 <= value <= 100_000:
             raise InputError({"max_gpus": f"must be between 0 and 100000 (got {value})"})
     quota, _ = TeamQuota.objects.get_or_create(team=team)

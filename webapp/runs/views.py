@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from modelcore.config import ConfigError, field_schema, resolve
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import has_role, require_role
+from webapp.fleet.selectors import placement_of
 from webapp.input_errors import InputError, input_errors_as_json
 from webapp.metrics.selectors import keys_for_run, latest_point_seq, latest_values, point_times, series
 from webapp.projects.selectors import project_for
@@ -133,6 +134,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             "can_cancel": run.is_active and has_role(request.user, run.project.team_id, Role.MEMBER),
             "actions": available_actions(request.user, run),
             "attempts": list(run.attempts.all()),
+            # Where a queued run stands in the fleet's queue and why it waits (RUNWRIGHT_FLEET).
+            "placement": placement_of(run) if run.status == RunStatus.QUEUED else None,
         },
     )
 

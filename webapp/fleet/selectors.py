@@ -1,0 +1,149 @@
+"""Reads of the fleet, from one person's point of view.
+
+Hosts and GPUs are the operator's and every signed-in person sees them; the runs on them
+are named only where the person may see the run (``runs_visible_to``): another team's run
+is "another team's run", never its name or link.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from webapp.accounts.models import Team
+from webapp.fleet.models import Host, HostSample, Placement, TeamQuota
+from webapp.runs.models import Run, RunStatus
+from webapp.runs.selectors import runs_visible_to
+
+MAX_CHART_POINTS = 720  # per host and metric: a 12-hour window at a 60 s resolution
+
+
+@dataclass
+class GpuView:
+    index: str
+    model: str
+    memory_mb: int
+    run: Run | None  # visible to the person
+    held_by_other: bool  # held by a run the person may not see
+
+
+@dataclass
+class HostView:
+    host: Host
+    alive: bool
+    capacity: int
+    gpus: list[GpuView] = field(default_factory=list)
+    runs: list[tuple[Run | None, int]] = field(default_factory=list)  # (visible run or None, count)
+
+
+def _visible_ids(user: AbstractBaseUser | AnonymousUser, run_ids: set[int]) -> dict[int, Run]:
+    return {r.pk: r for r in runs_visible_to(user).filter(pk__in=run_ids)}
+
+
+def fleet_for(user: AbstractBaseUser | AnonymousUser) -> list[HostView]:
+    """Every registered host with its GPUs, what holds them and the runs placed on it."""
+    hosts = list(Host.objects.prefetch_related("gpus"))
+    placements = list(
+        Placement.objects.filter(host__isnull=False, released_at__isnull=True).values_list(
+            "host_id", "run_id", "count"
+        )
+    )
+    held = {g.run_id for h in hosts for g in h.gpus.all() if g.run_id}
+    visible = _visible_ids(user, held | {run_id for _, run_id, _ in placements})
+    cutoff = timezone.now() - dt.timedelta(seconds=settings.FLEET_HOST_LOST_SECONDS)
+    views = []
+    for host in hosts:
+        gpus = list(host.gpus.all())
+        view = HostView(
+            host=host,
+            alive=host.heartbeat_at is not None and host.heartbeat_at >= cutoff,
+            capacity=len(gpus) or host.cpu_slots,
+        )
+        for gpu in gpus:
+            run = visible.get(gpu.run_id) if gpu.run_id else None
+            view.gpus.append(
+                GpuView(
+                    gpu.index, gpu.model, gpu.memory_mb, run, held_by_other=bool(gpu.run_id and run is None)
+                )
+            )
+        view.runs = [
+            (visible.get(run_id), count) for host_id, run_id, count in placements if host_id == host.pk
+        ]
+        views.append(view)
+    return views
+
+
+def utilisation_for(hours: int = 6) -> list[dict[str, Any]]:
+    """Each host's samples of the last ``hours``: ``{"host", "times", "series": {label: values}}``.
+
+    A label per GPU (``gpu0 util``) or ``cpu load``; at most ``MAX_CHART_POINTS`` per host,
+    keeping the highest value of each bucket so a busy spike survives the thinning.
+    """
+    since = timezone.now() - dt.timedelta(hours=hours)
+    rows = HostSample.objects.filter(time__gte=since).order_by("host__name", "time")
+    by_host: dict[str, list[tuple[dt.datetime, dict]]] = {}
+    for name, time, values in rows.values_list("host__name", "time", "values").iterator():
+        by_host.setdefault(name, []).append((time, values))
+    charts = []
+    for name, samples in by_host.items():
+        step = max(1, -(-len(samples) // MAX_CHART_POINTS))
+        times, series = [], {}
+        for start in range(0, len(samples), step):
+            bucket = samples[start : start + step]
+            times.append(bucket[0][0].isoformat())
+            labels: dict[str, float | None] = {}
+            for _, values in bucket:
+                for label, value in _labelled(values):
+                    if value is not None:
+                        labels[label] = max(value, labels.get(label) or 0.0)
+            for label, value in labels.items():
+                series.setdefault(label, [None] * (len(times) - 1)).append(value)
+            for values in series.values():
+                values.extend([None] * (len(times) - len(values)))
+        charts.append({"host": name, "times": times, "series": series})
+    return charts
+
+
+def _labelled(values: dict) -> list[tuple[str, float | None]]:
+    if "util" in values:
+        return [(f"gpu{i} util", v) for i, v in enumerate(values.get("util") or [])]
+    if "cpu" in values:
+        return [("cpu load", values["cpu"])]
+    return []
+
+
+@dataclass
+class QueueView:
+    visible: list[Placement]  # the person's waiting runs, in queue order
+    others: int  # other teams' waiting runs
+
+
+def queue_for(user: AbstractBaseUser | AnonymousUser) -> QueueView:
+    waiting = Placement.objects.filter(
+        host__isnull=True, released_at__isnull=True, run__status=RunStatus.QUEUED
+    ).order_by("-priority", "submitted_at", "run_id")
+    visible_ids = set(runs_visible_to(user).filter(placement__in=waiting).values_list("pk", flat=True))
+    mine = [p for p in waiting.select_related("run", "run__project") if p.run_id in visible_ids]
+    return QueueView(visible=mine, others=waiting.count() - len(mine))
+
+
+def placement_of(run: Run) -> Placement | None:
+    """The run's place in the fleet (a run the caller already may see), None outside the fleet."""
+    return Placement.objects.filter(pk=run.pk).select_related("host").first()
+
+
+def quotas() -> list[tuple[Team, TeamQuota | None]]:
+    """Every team with its quota row (None: never placed, no limit); operators' view."""
+    rows = {q.pk: q for q in TeamQuota.objects.all()}
+    return [(team, rows.get(team.pk)) for team in Team.objects.order_by("name")]
+
+
+def database_now() -> dt.datetime:
+    return Host.objects.annotate(now=Now()).values_list("now", flat=True).first() or timezone.now()
