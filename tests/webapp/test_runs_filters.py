@@ -148,6 +148,12 @@ def test_api_list_keeps_its_fields_and_takes_the_same_filters(api, bob, project,
     assert run["tags"] == ["lr-sweep"]
 
 
+def test_the_form_suggests_config_fields_and_the_projects_metric_keys(client_for, bob, project, runs):
+    html = client_for(bob).get(f"/projects/{project.id}/").content.decode()
+    suggestions = html.split('<datalist id="run-fields">')[1].split("</datalist>")[0]
+    assert '<option value="model.n_layers">' in suggestions and '<option value="val/loss">' in suggestions
+
+
 def test_the_form_shows_several_statuses_as_one_choice(client_for, bob, project, runs):
     html = client_for(bob).get(f"/projects/{project.id}/?status=failed,running&tag=gone").content.decode()
     assert '<option value="failed,running" selected>' in html

@@ -13,7 +13,7 @@ from webapp.input_errors import InputError, input_errors_as_json
 from webapp.projects.forms import ProjectForm
 from webapp.projects.selectors import project_for, project_list
 from webapp.projects.services import create_project
-from webapp.runs.filters import RunsQuery, parse_runs_query, runs_page
+from webapp.runs.filters import RunsQuery, column_choices, parse_runs_query, runs_page
 from webapp.runs.models import RunStatus
 
 
@@ -69,6 +69,7 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
             },
             "statuses": RunStatus.values,
             "project_tags": project_tags(project),
+            "column_choices": column_choices(project),
             "can_launch": can_edit,
             "can_edit": can_edit,
         },

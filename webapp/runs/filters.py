@@ -60,7 +60,7 @@ from modelcore.config import field_schema
 from webapp.annotations.models import RunTag
 from webapp.annotations.selectors import tags_by_run
 from webapp.input_errors import InputError
-from webapp.metrics.models import MetricPoint, MetricSummary
+from webapp.metrics.models import MetricKey, MetricPoint, MetricSummary
 from webapp.metrics.summaries import LEVELS
 from webapp.projects.models import Project
 from webapp.runs.models import Run, RunStatus
@@ -485,3 +485,11 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def column_choices(project: Project, recent: int = 200) -> list[str]:
+    """What the page suggests for columns and conditions: every config field, then the metric
+    keys the project's ``recent`` newest runs logged (a suggestion list, not a limit)."""
+    newest = Run.objects.filter(project=project).order_by("-created_at", "-id").values("pk")[:recent]
+    keys = MetricKey.objects.filter(run__in=newest).values_list("key", flat=True).distinct().order_by("key")
+    return [*CONFIG_FIELDS, *(k for k in keys[:500] if METRIC_KEY.fullmatch(k))]
