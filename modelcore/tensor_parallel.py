@@ -53,6 +53,23 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         ignore_index: int,
     ) -> torch.Tensor:
         # hidden (N, D) whole on every rank; weight (V_local, D) this rank's vocabulary rows.
+        # Logits in the inputs' dtype (bf16 under autocast, as the unsplit loss), softmax in fp32.
+        with torch.autocast(hidden.device.type, enabled=False):
+            return _VocabParallelLinearCrossEntropy._forward(
+                ctx, hidden, weight, targets, vocab_start, group, chunk_rows, ignore_index
+            )
+
+    @staticmethod
+    def _forward(
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        vocab_start: int,
+        group: dist.ProcessGroup,
+        chunk_rows: int,
+        ignore_index: int,
+    ) -> torch.Tensor:
         n_rows, v_local = hidden.shape[0], weight.shape[0]
         w32 = weight.float()
         valid = targets != ignore_index
@@ -62,10 +79,11 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         grad_hidden = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
         for start in range(0, n_rows, chunk_rows):
-            h = hidden[start : start + chunk_rows].float()  # (C, D)
+            h_in = hidden[start : start + chunk_rows]  # (C, D)
+            h = h_in.float()
             t = targets[start : start + chunk_rows]
             ok = valid[start : start + chunk_rows]
-            logits = h @ w32.t()  # (C, V_local)
+            logits = (h_in @ weight.t()).float()  # (C, V_local)
             peak = logits.max(dim=-1).values  # (C,)
             dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
             local = t - vocab_start
@@ -125,6 +143,11 @@ class VocabParallelCrossEntropy:
         vocab_start = self.rank * -(-vocab // self.size)
         flat = hidden.reshape(-1, width)
         rows = flat.shape[0]
+        device_type = flat.device.type
+        if torch.is_autocast_enabled(device_type):
+            # Cast as autocast would for the lm-head matmul (the unsplit fused loss does the same).
+            dtype = torch.get_autocast_dtype(device_type)
+            flat, local_weight = flat.to(dtype), local_weight.to(dtype)
         chunk = chunk_rows or default_chunk_rows(rows, local_weight.shape[0], width)
         return _VocabParallelLinearCrossEntropy.apply(
             flat, local_weight, targets.reshape(-1), vocab_start, self.group, chunk, ignore_index
