@@ -1,0 +1,50 @@
+"""The Fleet page in a browser: hosts and GPUs listed, one utilisation chart per host drawn."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from browser_support import log_in
+from django.utils import timezone
+
+from modelcore.config import resolve
+from webapp.fleet import services
+from webapp.fleet.models import HostSample
+from webapp.fleet.services import GpuInfo
+from webapp.runs.models import Run
+from workers import scheduler
+
+
+def test_fleet_page_lists_hosts_and_draws_utilisation(alice_project, start_servers, chromium, monkeypatch):
+    # Playwright's sync API runs an event loop in this thread; the writes below are plain sync code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    gpus = [GpuInfo(str(i), "NVIDIA H100 80GB HBM3", 81559) for i in range(2)]
+    big = services.register_host(name="gpu-a@rack1", queue="host.gpu-a", gpus=gpus)
+    services.register_host(name="cpu-b@rack1", queue="host.cpu-b", cpu_slots=8)
+    config = resolve("tiny-cpu").to_dict()
+    config["parallel"].update(num_processes=1, device="auto")
+    run = Run.objects.create(project=alice_project, name="placed run", preset="tiny-cpu", config=config)
+    config["parallel"]["num_processes"] = 16
+    Run.objects.create(project=alice_project, name="waiting run", preset="tiny-cpu", config=config)
+    scheduler.schedule()
+    services.beat_host(big.name, None, {"0": run.pk, "1": None})
+    now = timezone.now()
+    HostSample.objects.bulk_create(
+        HostSample(
+            host=big, time=now - dt.timedelta(minutes=i), values={"util": [0.5 + 0.4 * (i % 7) / 7, 0.1]}
+        )
+        for i in range(120)
+    )
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    page.goto(f"{base}/fleet/")
+    page.wait_for_function("() => document.querySelectorAll('#fleet-charts .js-plotly-plot').length === 1")
+    traces = page.evaluate(
+        "() => document.querySelector('#fleet-charts .js-plotly-plot').data.map(t => t.name)"
+    )
+    assert traces == ["gpu0 util", "gpu1 util"]
+    assert page.locator("[data-host='gpu-a@rack1'] [data-gpu='0'] a").inner_text() == "placed run"
+    assert "needs 16 × GPU: no alive host has that many" in page.locator("#fleet-queue").inner_text()
+    page.screenshot(path="/tmp/runwright-fleet.png", full_page=True)
+    assert js_errors == []
