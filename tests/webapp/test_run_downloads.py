@@ -88,8 +88,9 @@ def test_run_files_by_name_and_nothing_outside_the_run(client, bob, run, tmp_pat
     assert response.status_code == 200 and body == b'{"model": {}}'
     (tmp_path / "secret.txt").write_text("secret")
     (run.run_dir / "launcher.log").symlink_to(tmp_path / "secret.txt")  # listed name, but leads out
-    for name in ("launcher.log", "../../secret.txt", "checkpoints/step_000010/meta.json"):
+    for name in ("launcher.log", "../../secret.txt", "checkpoints/step_000010/meta.json", "config.json\x00"):
         assert _get(client, bob, "file", run_id=run.id, name=name)[0].status_code == 404, name
+    assert _get(client, bob, "checkpoint_download", run_id=run.id, step=10**30)[0].status_code == 404
 
 
 def test_a_checkpoint_streams_as_a_tar_of_its_folder(client, bob, run, tmp_path):

@@ -30,7 +30,7 @@ from webapp.projects.selectors import project_for
 from webapp.runs.compare import runs_to_compare
 from webapp.runs.models import Run
 from webapp.runs.selectors import checkpoint_dir, run_file, run_for
-from webapp.whole_numbers import parse_whole_number
+from webapp.whole_numbers import BIGINT_MAX, parse_whole_number
 
 
 class _Echo:
@@ -178,7 +178,8 @@ def run_file_download(request: HttpRequest, run_id: int, name: str) -> Streaming
 def checkpoint_download(request: HttpRequest, run_id: int, step: int) -> StreamingHttpResponse:
     """The checkpoint of ``step`` as a tar (weights, optimizer state, config, tokenizer: what it holds)."""
     run = run_for(request.user, run_id)
-    folder = checkpoint_dir(run, step)
+    # The URL's <int:> takes any length of digits; a step past BIGINT is none (the database would raise).
+    folder = checkpoint_dir(run, step) if step <= BIGINT_MAX else None
     if folder is None:
         raise Http404(f"No checkpoint of step {step} on disk (never saved, or pruned by train.keep_last).")
     top = f"run{run.id}-step{step}"
