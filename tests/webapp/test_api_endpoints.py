@@ -89,7 +89,7 @@ def test_create_run_lays_config_over_preset(api, alice, project, django_capture_
         ({"preset": "nope"}, None),
         ({"config": [1, 2]}, None),
         ({"name": 5}, {"name": "must be a string"}),
-        ({"extra": 1}, {"extra": "unknown field; expected name, preset, config"}),
+        ({"extra": 1}, {"extra": "unknown field; expected name, preset, config, source, tags"}),
     ],
 )
 def test_bad_run_config_is_400_keyed_by_field(api, alice, project, body, errors):
