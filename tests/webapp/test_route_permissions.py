@@ -199,6 +199,8 @@ MATRIX: dict[str, Route] = {
     "evals:run_panel": Route(run, {"GET": web_read()}),
     "evals:job": Route(job, {"GET": web_read()}),
     "evals:job_status": Route(job, {"GET": web_read()}),
+    # Like the run stream: an EventSource cannot follow a redirect to a login page.
+    "evals:job_stream": Route(job, {"GET": Access(200, 200, 404, 401)}),
     "evals:job_cancel": Route(job, {"POST": web_write(302)}),
     "evals:job_results": Route(job, {"GET": web_read()}),
     "evals:report": Route(report, {"GET": web_read()}),
