@@ -131,3 +131,9 @@ def test_pruned_checkpoints_are_listed_but_not_served(client, alice, run):
     assert "pruned" not in page.split('id="checkpoints-table"')[1].split("</table>")[0]
     assert reverse("runs:checkpoint_download", args=[run.id, 30]) in page
     assert reverse("runs:file", args=[run.id, "events.jsonl"]) in page
+
+
+def test_a_key_that_looks_like_a_formula_is_quoted_in_the_csv(client, alice, run):
+    upsert_points(run.id, [Point("=HYPERLINK(1)", 1, 2.0, 1e9)])
+    body = _get(client, alice, "series_csv", run_id=run.id, query="?key=%3DHYPERLINK(1)")[1].decode()
+    assert body.splitlines()[1].startswith("'=HYPERLINK(1),1,2.0,")

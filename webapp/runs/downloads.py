@@ -44,7 +44,19 @@ def _csv_rows(header: list[str], rows: Iterable[Iterable[object]]) -> Iterator[s
     writer = csv.writer(_Echo(), lineterminator="\n")
     yield writer.writerow(header)
     for row in rows:
-        yield writer.writerow(["" if v is None else repr(v) if isinstance(v, float) else v for v in row])
+        yield writer.writerow([_cell(v) for v in row])
+
+
+def _cell(value: object) -> object:
+    """Floats exactly (repr), NaN/inf as empty, and text that a spreadsheet would run as a
+    formula (a key named ``=HYPERLINK(...)`` by whoever logged it) quoted with a leading '."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 CHUNK = 1 << 20  # bytes read from disk per step of a file download
