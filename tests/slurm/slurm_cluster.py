@@ -159,7 +159,9 @@ class SlurmCluster:
         return ""
 
     def node_idle(self) -> bool:
-        return self.node_state().split("+")[0] in ("IDLE", "MIXED", "ALLOCATED")
+        """Up and taking jobs: no DRAIN, DOWN or NOT_RESPONDING flag (``IDLE+DRAIN`` is not)."""
+        base, *flags = self.node_state().split("+")
+        return base in ("IDLE", "MIXED", "ALLOCATED") and not flags
 
     def set_node(self, state: str, reason: str = "") -> None:
         args = ["update", f"nodename={self.node}", f"state={state}"]
@@ -169,7 +171,8 @@ class SlurmCluster:
         assert result.returncode == 0, result.stderr
 
     def resume_node(self) -> None:
-        self.set_node("resume")
+        if not self.node_idle():
+            self.set_node("resume")
         self._wait_for(self.node_idle, "the node to come back")
 
     def logs(self) -> str:

@@ -1,0 +1,144 @@
+"""Runs through the real test cluster: sbatch, srun + torchrun with c10d, the supervisor's ingestion.
+
+Each run is the tiny CPU preset on 2 gloo ranks (one node, 2 processes), a few steps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from modelcore.config import preset
+from webapp.accounts.models import Team
+from webapp.metrics.models import MetricPoint
+from webapp.projects.models import Project
+from webapp.runs import transitions
+from webapp.runs.models import Checkpoint, Run, RunStatus
+from workers import slurm
+from workers.supervisor import supervise
+
+DEADLINE_SECONDS = 240
+
+
+def tiny_config(**train) -> dict:
+    config = preset("tiny-cpu").to_dict()
+    config["parallel"] |= {"num_processes": 2, "device": "cpu"}
+    config["optim"]["warmup_steps"] = 2
+    config["train"] |= {"max_steps": 8, "log_every": 1, "eval_every": 0, "checkpoint_every": 0, **train}
+    return config
+
+
+def claimed_run(config: dict) -> Run:
+    project = Project.objects.create(team=Team.objects.create(name="slurm-team"), name="slurm")
+    run = Run.objects.create(project=project, name="on slurm", preset="tiny-cpu", config=config)
+    claimed = transitions.claim_for_launch(run.id, "slurm-test-worker")
+    assert claimed is not None
+    return claimed
+
+
+def supervise_in_thread(run: Run) -> tuple[threading.Thread, list[str]]:
+    result: list[str] = []
+
+    def target() -> None:
+        from django.db import connection
+
+        try:
+            result.append(supervise(Run.objects.get(pk=run.id), poll_seconds=0.2))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, result
+
+
+def wait_for(condition, what: str, cluster, timeout: float = DEADLINE_SECONDS):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}\n{cluster.logs()}")
+
+
+def job_output(run: Run) -> str:
+    out, err = slurm.job_output_paths(run.run_dir, run.slurm_job_id)
+    return "".join(p.read_text(errors="replace")[-3000:] for p in (out, err) if p.exists())
+
+
+def test_a_two_process_run_trains_through_sbatch_and_streams_into_the_database(db, slurm_launcher):
+    run = claimed_run(tiny_config())
+    status = supervise(run, poll_seconds=0.2)
+    run.refresh_from_db()
+    assert status == RunStatus.COMPLETED, run.error + job_output(run)
+    assert run.slurm_job_id.isdigit() and run.slurm_state == "COMPLETED"
+    assert run.step == 8
+    losses = MetricPoint.objects.filter(run=run, key="train/loss").order_by("step")
+    assert list(losses.values_list("step", flat=True)) == list(range(1, 9))
+    script = (run.run_dir / slurm.JOB_SCRIPT).read_text()
+    assert "srun" in script and "torch.distributed.run" in script and "--rdzv-backend=c10d" in script
+    assert "--nproc-per-node=2" in script
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_sends_sigterm_through_scancel_and_the_trainer_checkpoints(slurm_launcher):
+    run = claimed_run(tiny_config(max_steps=100_000))
+    thread, result = supervise_in_thread(run)
+    try:
+        wait_for(
+            lambda: Run.objects.get(pk=run.id).step >= 2, "the run to stream its first steps", slurm_launcher
+        )
+        Run.objects.filter(pk=run.id).update(cancel_requested=True)
+    finally:
+        thread.join(DEADLINE_SECONDS)
+    run.refresh_from_db()
+    assert result == [RunStatus.CANCELLED], run.error + job_output(run)
+    assert run.error == ""
+    # The checkpoint came from the trainer's SIGTERM handler (checkpoint_every is 0).
+    assert Checkpoint.objects.filter(run=run, step__gte=2).exists()
+    # torchrun exits non-zero after passing the SIGTERM on, so Slurm may call the job FAILED;
+    # the run's status is the trainer's word (its cancelled event), as for a local run.
+    assert run.slurm_state in slurm.FINAL_STATES
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_node_failure_marks_the_run_lost(slurm_launcher):
+    run = claimed_run(tiny_config(max_steps=100_000))
+    thread, result = supervise_in_thread(run)
+    try:
+        wait_for(lambda: Run.objects.get(pk=run.id).step >= 1, "the run to start training", slurm_launcher)
+        slurm_launcher.set_node("down", reason="runwright-test")
+    finally:
+        thread.join(DEADLINE_SECONDS)
+        slurm_launcher.resume_node()
+    run.refresh_from_db()
+    assert result == [RunStatus.LOST], run.error + job_output(run)
+    assert run.slurm_state == "NODE_FAIL"
+    assert "NODE_FAIL" in run.error and run.slurm_job_id in run.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pending_job_shows_slurm_s_reason_and_a_cancel_needs_no_checkpoint(slurm_launcher):
+    slurm_launcher.set_node("drain", reason="runwright-test")
+    run = claimed_run(tiny_config())
+    thread, result = supervise_in_thread(run)
+    try:
+        pending = wait_for(
+            lambda: Run.objects.filter(pk=run.id, slurm_state="PENDING").exclude(slurm_reason="").first(),
+            "the pending reason",
+            slurm_launcher,
+            timeout=30,
+        )
+    finally:
+        Run.objects.filter(pk=run.id).update(cancel_requested=True)
+        thread.join(60)
+        slurm_launcher.resume_node()
+    assert "Resources" in pending.slurm_reason or "ReqNodeNotAvail" in pending.slurm_reason, (
+        pending.slurm_reason
+    )
+    assert result == [RunStatus.CANCELLED]
+    run.refresh_from_db()
+    assert run.slurm_state == "CANCELLED" and run.slurm_reason == ""
