@@ -148,6 +148,9 @@ LOGIN_REDIRECT_URL = "projects:list"
 LOGOUT_REDIRECT_URL = "login"
 # Self-service sign-up: only through a team admin's invite link unless the operator opens it.
 OPEN_SIGNUP = env_bool("RUNWRIGHT_OPEN_SIGNUP", False)
+# Alert webhooks may go to loopback/private/link-local addresses only when the operator says so
+# (a receiver on the same network); otherwise public addresses only (webapp.alerts.egress).
+WEBHOOK_ALLOW_PRIVATE = env_bool("RUNWRIGHT_WEBHOOK_ALLOW_PRIVATE", False)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -2,24 +2,23 @@
 
 Sent by name from ``webapp.alerts.services`` after the firing commits. The task re-reads the
 firing, sends only one not yet delivered, and records the outcome on the row (shown on the
-project's alerts page). A receiver that fails is retried a few times with growing waits.
+project's alerts page). A receiver that fails is retried a few times with growing waits; a URL
+refused by ``webapp.alerts.egress`` (a private address, a redirect) is not retried.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import urllib.error
-import urllib.request
 
 from celery import shared_task
 
+from webapp.alerts import egress
 from webapp.alerts.models import AlertFiring
 from webapp.alerts.services import clean_webhook_url, record_notified, record_notify_failure
 
 log = logging.getLogger(__name__)
 
-SEND_TIMEOUT_SECONDS = 10
 RETRIES = 3
 
 
@@ -41,20 +40,21 @@ def notify_alert(self, firing_id: int) -> None:
     if firing is None or firing.notified_at is not None:
         return  # the rule or run was deleted, or a first delivery of this task already sent it
     try:
-        url = clean_webhook_url(firing.rule.webhook_url)  # checked when saved; checked again before use
+        # Its form was checked when saved; where it points is checked again as it is sent.
+        url = clean_webhook_url(firing.rule.webhook_url, check_address=False)
     except ValueError as exc:
         record_notify_failure(firing_id, f"bad webhook URL: {exc}")
         return
     if not url:
         return
     body = json.dumps({"text": alert_text(firing)}).encode()
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "Runwright"}
-    )
     try:
-        with urllib.request.urlopen(request, timeout=SEND_TIMEOUT_SECONDS) as response:  # noqa: S310 - http(s) only
-            response.read(1024)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        egress.post_json(url, body)
+    except egress.WebhookRefused as exc:
+        record_notify_failure(firing_id, f"webhook refused: {exc}")  # sending again would not change it
+        log.warning("alert %s: webhook refused: %s", firing_id, exc)
+        return
+    except egress.WebhookFailed as exc:
         reason = f"webhook failed: {exc}"
         record_notify_failure(firing_id, reason)
         if self.request.retries < RETRIES:

@@ -80,6 +80,8 @@ def test_viewers_read_rules_and_other_teams_see_nothing(client_for, bob, charlie
         ({"kind": "failed", "webhook_url": "https://"}, "webhook_url"),
         ({"kind": "failed", "webhook_url": "https://user:pw@example.com/"}, "webhook_url"),
         ({"kind": "failed", "webhook_url": "https://example.com:99999/"}, "webhook_url"),
+        ({"kind": "failed", "webhook_url": "http://127.0.0.1:6379/"}, "webhook_url"),
+        ({"kind": "failed", "webhook_url": "http://169.254.169.254/latest/meta-data/"}, "webhook_url"),
     ],
 )
 def test_a_bad_rule_is_a_400_naming_the_field(client_for, alice, project, fields, field):
@@ -194,7 +196,12 @@ def wait_for(condition, timeout: float, what: str):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_fired_rule_posts_slack_json_to_its_webhook_through_a_worker(tmp_path, receiver, monkeypatch):
+def test_a_fired_rule_posts_slack_json_to_its_webhook_through_a_worker(
+    tmp_path, receiver, monkeypatch, settings
+):
+    settings.WEBHOOK_ALLOW_PRIVATE = (
+        True  # the receiver is on loopback: the operator allows it, here and below
+    )
     from tests.people import make_user
 
     team = Team.objects.create(name="hooks")
@@ -205,7 +212,9 @@ def test_a_fired_rule_posts_slack_json_to_its_webhook_through_a_worker(tmp_path,
     )
     create_rule(user=member, project=project, kind="nan", key="train/loss", webhook_url=receiver)
     create_rule(user=member, project=project, kind="failed")  # no webhook: the page only
-    with service_processes.celery_worker(tmp_path / "worker.log", own_queue=True) as (queue, _):
+    with service_processes.celery_worker(
+        tmp_path / "worker.log", own_queue=True, RUNWRIGHT_WEBHOOK_ALLOW_PRIVATE="1"
+    ) as (queue, _):
         # Only the route differs from production: onto this test's worker, not the shared queue.
         send_task = enqueue.app.send_task
         monkeypatch.setattr(

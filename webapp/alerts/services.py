@@ -28,6 +28,7 @@ from django.utils import timezone
 from webapp import enqueue
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
+from webapp.alerts import egress
 from webapp.alerts.models import METRIC_KINDS, STATUS_KINDS, AlertFiring, AlertKind, AlertRule
 from webapp.input_errors import InputError
 from webapp.projects.models import Project
@@ -40,8 +41,12 @@ MAX_RULES_PER_PROJECT = 50
 METRIC_KEY = re.compile(r"[A-Za-z0-9_./,@#%+\-\[\]()]{1,200}")
 
 
-def clean_webhook_url(value: object) -> str:
-    """An http(s) URL with a host, or empty (the alert then only shows on the run page)."""
+def clean_webhook_url(value: object, *, check_address: bool = True) -> str:
+    """An http(s) URL with a host, or empty (the alert then only shows on the run page).
+
+    ``check_address``: also refuse a host that is, or resolves to, a loopback, private,
+    link-local, multicast, reserved or unspecified address (``webapp.alerts.egress``).
+    """
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -63,6 +68,11 @@ def clean_webhook_url(value: object) -> str:
         raise InputError({"webhook_url": "must name a host, e.g. https://hooks.slack.com/services/..."})
     if parts.username or parts.password:
         raise InputError({"webhook_url": "must not carry a user name or password"})
+    if check_address:
+        try:
+            egress.check_url(url)
+        except egress.WebhookRefused as exc:
+            raise InputError({"webhook_url": str(exc)}) from None
     return url
 
 
