@@ -156,11 +156,19 @@ def schedule(limit: int = 5000) -> PassResult:
             (h for h in candidates if h.pk not in blocked and h.free >= entry.count),
             key=lambda h: (h.free, h.name),
         )
-        host = next((h for h in fits if _place(entry, h)), None)
-        if host is None:
+        outcome, host = services.Outcome.HOST_FULL, None
+        for host in fits:
+            outcome = services.place(entry.run_id, host.pk, host.capacity, entry.team_id, entry.count)
+            if outcome != services.Outcome.HOST_FULL:
+                break
+            host.reserved = Host.objects.filter(pk=host.pk).values_list("reserved", flat=True).first() or 0
+        if outcome == services.Outcome.TAKEN:
+            continue  # another scheduler decided about it
+        if outcome != services.Outcome.PLACED:
             notes.append((entry.run_id, len(notes) + 1, _wait_reason(entry, candidates, blocked)))
             blocked.update(h.pk for h in candidates)
             continue
+        _send_after_commit(entry.run_id, host.queue)
         host.reserved += entry.count
         if quota is not None:
             quota.in_use += entry.count
@@ -169,12 +177,8 @@ def schedule(limit: int = 5000) -> PassResult:
     return PassResult(placed=placed, waiting=len(notes), released=released, requeued=requeued)
 
 
-def _place(entry: Placement, host: HostState) -> bool:
-    if not services.place(entry.run_id, host.pk, host.capacity, entry.team_id, entry.count):
-        return False
-    run_id, queue = entry.run_id, host.queue
+def _send_after_commit(run_id: int, queue: str) -> None:
     transaction.on_commit(lambda: send_launch(run_id, queue))
-    return True
 
 
 def send_launch(run_id: int, queue: str) -> None:

@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from modelcore.config import preset
+from modelcore.config import ConfigError, RunConfig, preset
 from webapp.accounts.models import Team
 from webapp.fleet import services
 from webapp.fleet.models import Host, Placement, TeamQuota
@@ -139,12 +139,12 @@ def test_two_schedulers_with_the_same_view_cannot_overfill_a_host_or_place_a_run
     services.enter_queue()
 
     # Both schedulers read "1 free" before either wrote; each decides for a different run.
-    assert services.place(first.pk, h.pk, 1, project.team_id, 1) is True
-    assert services.place(second.pk, h.pk, 1, project.team_id, 1) is False
+    assert services.place(first.pk, h.pk, 1, project.team_id, 1) == services.Outcome.PLACED
+    assert services.place(second.pk, h.pk, 1, project.team_id, 1) == services.Outcome.HOST_FULL
     # And two decisions for the same run: only one holds.
     host("h2", gpus=1)
     h2 = Host.objects.get(name="h2")
-    assert services.place(first.pk, h2.pk, 1, project.team_id, 1) is False
+    assert services.place(first.pk, h2.pk, 1, project.team_id, 1) == services.Outcome.TAKEN
     assert Host.objects.get(pk=h.pk).reserved == 1 and Host.objects.get(pk=h2.pk).reserved == 0
     assert TeamQuota.objects.get(pk=project.team_id).in_use == 1
     # A release happens once, however many passes see the run ended.
@@ -193,3 +193,9 @@ def test_a_cancelled_waiting_run_leaves_the_queue(project):
     assert Placement.objects.get(pk=waiter.pk).released_at is not None
     assert Host.objects.get(name="h").reserved == 1  # still the holder's
     assert placed_on(holder) == "h"
+
+
+def test_config_resources_name_their_field_when_hostile():
+    with pytest.raises(ConfigError) as bad:
+        RunConfig.from_dict({"resources": {"host": "$(reboot)", "gpu_model": "x" * 101, "priority": -1}})
+    assert set(bad.value.errors) == {"resources.host", "resources.gpu_model", "resources.priority"}

@@ -178,24 +178,36 @@ def unplace(run_id: int, host_id: int) -> bool:
     return True
 
 
-def place(run_id: int, host_id: int, capacity: int, team_id: int, count: int) -> bool:
-    """Reserve ``count`` on the host and the team's quota and place the run; False if any race was lost."""
+class Outcome:
+    """What ``place`` did; the scheduler moves on differently after each."""
+
+    PLACED = "placed"
+    HOST_FULL = "host_full"  # another scheduler filled the host first: try another
+    OVER_QUOTA = "over_quota"  # another scheduler used the team's quota first
+    TAKEN = "taken"  # the run was placed by another scheduler, cancelled or started
+
+
+def place(run_id: int, host_id: int, capacity: int, team_id: int, count: int) -> str:
+    """Reserve ``count`` on the host and the team's quota and place the run (an ``Outcome``).
+
+    Nothing is written unless all three conditional UPDATEs hold.
+    """
     TeamQuota.objects.get_or_create(team_id=team_id)
     with transaction.atomic():
-        fits = Host.objects.filter(pk=host_id, reserved__lte=capacity - count)
-        if fits.update(reserved=F("reserved") + count) != 1:
-            return False
-        within = Q(max_gpus__isnull=True) | Q(in_use__lte=F("max_gpus") - count)
-        if TeamQuota.objects.filter(within, pk=team_id).update(in_use=F("in_use") + count) != 1:
-            transaction.set_rollback(True)
-            return False
         waiting = Placement.objects.filter(
             pk=run_id, host__isnull=True, released_at__isnull=True, run__status=RunStatus.QUEUED
         )
         if waiting.update(host_id=host_id, placed_at=Now(), reason="", position=None) != 1:
+            return Outcome.TAKEN
+        fits = Host.objects.filter(pk=host_id, reserved__lte=capacity - count)
+        if fits.update(reserved=F("reserved") + count) != 1:
             transaction.set_rollback(True)
-            return False
-    return True
+            return Outcome.HOST_FULL
+        within = Q(max_gpus__isnull=True) | Q(in_use__lte=F("max_gpus") - count)
+        if TeamQuota.objects.filter(within, pk=team_id).update(in_use=F("in_use") + count) != 1:
+            transaction.set_rollback(True)
+            return Outcome.OVER_QUOTA
+    return Outcome.PLACED
 
 
 def note_waiting(notes: Iterable[tuple[int, int, str]]) -> None:
