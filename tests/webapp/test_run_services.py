@@ -28,6 +28,8 @@ def test_create_run_stores_full_config_and_enqueues_after_commit(
         "parallel",
         "train",
         "eval",
+        "launcher",
+        "resources",
     }
 
 
