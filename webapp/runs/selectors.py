@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,8 @@ VAL_LOSS_KEY = "val/loss"
 # The run's own files a viewer may download, by the name the page shows (and the URL carries).
 RUN_FILES = ("config.json", "events.jsonl", "launcher.log")
 FAILURES_DIR = "failures"  # modelcore.train: each failed rank's traceback, rank<N>.txt
+# Each Slurm job's output (workers.slurm: sbatch --output/--error in the run directory).
+SLURM_OUTPUT = re.compile(r"slurm-(\d{1,20})\.(out|err)")
 
 
 def contained(run: Run, relative: str) -> Path | None:
@@ -99,12 +102,28 @@ def run_files(run: Run) -> list[dict[str, Any]]:
     failures = run.run_dir / FAILURES_DIR
     if failures.is_dir():
         names += sorted(f"{FAILURES_DIR}/{p.name}" for p in failures.glob("rank*.txt"))
+    if run.slurm_job_id:
+        names += sorted(p.name for p in run.run_dir.glob("slurm-*") if SLURM_OUTPUT.fullmatch(p.name))
     out = []
     for name in names:
         path = contained(run, name)
         if path is not None and path.is_file():
             out.append({"name": name, "size": path.stat().st_size})
     return out
+
+
+def slurm_job(run: Run) -> dict[str, Any] | None:
+    """The current attempt's Slurm job for the run page: id, state, why it waits, its output files."""
+    if not run.slurm_job_id:
+        return None
+    present = {f["name"] for f in run_files(run)}
+    return {
+        "id": run.slurm_job_id,
+        "state": run.slurm_state,
+        "reason": run.slurm_reason,
+        "stdout": name if (name := f"slurm-{run.slurm_job_id}.out") in present else "",
+        "stderr": name if (name := f"slurm-{run.slurm_job_id}.err") in present else "",
+    }
 
 
 def run_file(run: Run, name: str) -> Path | None:

@@ -30,7 +30,7 @@ from webapp.runs.forms import (
 )
 from webapp.runs.models import FINAL_STATUSES, Run, RunStatus
 from webapp.runs.presenters import run_summary
-from webapp.runs.selectors import checkpoints_panel, log_tail, run_files, run_for, samples_table
+from webapp.runs.selectors import checkpoints_panel, log_tail, run_files, run_for, samples_table, slurm_job
 from webapp.runs.services import create_run, request_cancel
 from webapp.runs.stream import poll_updates, run_events
 from webapp.runs.updates import StreamCursor, cursor_from_event_id, latest_log_id
@@ -136,6 +136,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             "attempts": list(run.attempts.all()),
             # Where a queued run stands in the fleet's queue and why it waits (RUNWRIGHT_FLEET).
             "placement": placement_of(run) if run.status == RunStatus.QUEUED else None,
+            "slurm_job": slurm_job(run),  # RUNWRIGHT_LAUNCHER=slurm: the attempt's job
         },
     )
 
