@@ -16,7 +16,6 @@ from django.db import connection, transaction
 from django.db.models import F, Max
 
 from webapp.alerts.services import check_points
-from webapp.alerts.services import check_points
 from webapp.metrics.bulk import insert_rows, upsert_rows
 from webapp.metrics.models import MetricKey, MetricPoint, MetricSummary
 from webapp.metrics.summaries import LEVELS, SummaryStore
@@ -108,7 +107,6 @@ def write_points(run_id: int, points: Iterable[Point], *, run_locked: bool = Fal
         keys = [(run_id, key) for key in written if key not in known]
         upsert_rows(MetricKey, ("run", "key"), keys, unique=("run", "key"))
         store.save(run_id, summaries)
-        check_points(run_id, written)  # alert rules on metrics (NaN, bounds) see every stored point
         check_points(run_id, written)  # alert rules on metrics (NaN, bounds) see every stored point
     return WrittenPoints(first, [(key, step, value) for (key, step), (value, _) in latest.items()])
 
