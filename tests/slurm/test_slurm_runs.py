@@ -142,3 +142,20 @@ def test_a_pending_job_shows_slurm_s_reason_and_a_cancel_needs_no_checkpoint(slu
     assert result == [RunStatus.CANCELLED]
     run.refresh_from_db()
     assert run.slurm_state == "CANCELLED" and run.slurm_reason == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_time_limit_is_met_with_a_checkpoint_and_a_resubmission(slurm_launcher, sent_tasks):
+    # One minute, the shortest Slurm limit; its SIGTERM comes 60 s before, i.e. once Slurm's
+    # periodic check sees the job run.
+    config = tiny_config(max_steps=100_000, max_restarts=1)
+    config["launcher"] = {"time_limit_min": 1}
+    run = claimed_run(config)
+    status = supervise(run, poll_seconds=0.2)
+    run.refresh_from_db()
+    assert Checkpoint.objects.filter(run=run).exists(), run.error + job_output(run)
+    # Lost, then queued again by the lost-run recovery: a new job resumes from the checkpoint.
+    assert status == RunStatus.LOST, run.error
+    assert "time limit" in run.error
+    assert run.status == RunStatus.QUEUED and run.start_kind == "recovery"
+    assert ("workers.tasks.launch_run", (run.id,), None) in [(n, a, None) for n, a, _ in sent_tasks]
