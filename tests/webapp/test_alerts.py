@@ -91,6 +91,70 @@ def test_a_bad_rule_is_a_400_naming_the_field(client_for, alice, project, fields
     assert not AlertRule.objects.exists()
 
 
+# --- the API: the same services as the page --------------------------------------------
+
+
+def test_a_member_manages_rules_over_the_api_and_a_viewer_reads_them(api, alice, bob, charlie, project):
+    made = api(
+        alice,
+        "POST",
+        f"/api/v1/projects/{project.id}/alerts",
+        {"kind": "below", "key": "perf/mfu", "threshold": 0.2, "after_step": 50, "webhook_url": ""},
+    )
+    assert made.status_code == 201
+    rule_id = made.json()["id"]
+    assert made.json()["description"] == "perf/mfu < 0.2 after step 50"
+    listed = api(bob, "GET", f"/api/v1/projects/{project.id}/alerts").json()
+    assert [r["id"] for r in listed["rules"]] == [rule_id] and listed["firings"] == []
+    refused = api(bob, "POST", f"/api/v1/projects/{project.id}/alerts", {"kind": "failed"})
+    assert refused.status_code == 403 and "member" in refused.json()["error"]
+    assert api(bob, "DELETE", f"/api/v1/projects/{project.id}/alerts/{rule_id}").status_code == 403
+    assert api(charlie, "GET", f"/api/v1/projects/{project.id}/alerts").status_code == 404
+    assert api(charlie, "DELETE", f"/api/v1/projects/{project.id}/alerts/{rule_id}").status_code == 404
+    assert AlertRule.objects.count() == 1
+    assert api(alice, "DELETE", f"/api/v1/projects/{project.id}/alerts/{rule_id}").status_code == 204
+    assert api(alice, "DELETE", f"/api/v1/projects/{project.id}/alerts/{rule_id}").status_code == 404
+    assert not AlertRule.objects.exists()
+
+
+def test_a_rule_of_another_project_cannot_be_deleted_through_mine(api, alice, project, team):
+    mine_too = Project.objects.create(team=team, name="second", created_by=alice)
+    theirs = rule(mine_too, AlertKind.FAILED)
+    assert api(alice, "DELETE", f"/api/v1/projects/{project.id}/alerts/{theirs.id}").status_code == 404
+    assert AlertRule.objects.filter(pk=theirs.pk).exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"kind": "explode"}, "kind"),
+        ({"kind": "above", "key": "val/loss"}, "threshold"),
+        ({"kind": "nan", "key": ["val/loss"]}, "key"),
+        ({"kind": "nan", "key": "val/loss", "after_step": -1}, "after_step"),
+        ({"kind": "failed", "webhook_url": "http://169.254.169.254/latest/meta-data/"}, "webhook_url"),
+        ({"kind": "failed", "webhook_url": "http://10.0.0.5:6379/"}, "webhook_url"),
+        ({"kind": "failed", "color": "red"}, "color"),
+    ],
+)
+def test_a_bad_rule_over_the_api_is_a_400_naming_the_field(api, alice, project, body, field):
+    response = api(alice, "POST", f"/api/v1/projects/{project.id}/alerts", body)
+    assert response.status_code == 400 and field in response.json()["errors"], response.json()
+    assert not AlertRule.objects.exists()
+
+
+def test_the_alerts_of_a_run_over_the_api(api, bob, charlie, project, make_run):
+    run = make_run(status=RunStatus.RUNNING)
+    quiet = make_run(status=RunStatus.RUNNING)
+    rule(project, AlertKind.ABOVE, key="val/loss", threshold=1.0)
+    points(run, "val/loss", {5: 2.5})
+    [alert] = api(bob, "GET", f"/api/v1/runs/{run.id}/alerts").json()["alerts"]
+    assert alert["rule"] == "val/loss > 1" and alert["step"] == 5 and alert["notified_at"] is None
+    assert api(bob, "GET", f"/api/v1/runs/{quiet.id}/alerts").json()["alerts"] == []
+    assert api(charlie, "GET", f"/api/v1/runs/{run.id}/alerts").status_code == 404
+    listed = api(bob, "GET", f"/api/v1/projects/{project.id}/alerts").json()
+    assert [f["run"]["id"] for f in listed["firings"]] == [run.id]
+
+
 # --- firing -------------------------------------------------------------------------
 
 

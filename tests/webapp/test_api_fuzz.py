@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from modelcore.config import field_schema
 from webapp.accounts.models import ApiToken, Invite, Membership, Team
 from webapp.accounts.services import create_api_token, create_invite
+from webapp.alerts.models import AlertRule
 from webapp.evals.models import EvalJob, Report
 from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Run
@@ -52,11 +53,13 @@ OBJECT_PARAMS |= {
     "<int:user_id>": "member",
     "<int:token_id>": "api_token",
     "<str:token>": "invite_secret",
+    "<int:rule_id>": "rule",
 }
 
 SECTIONS = {s["name"]: [f["name"] for f in s["fields"]] for s in field_schema()}
 BODY_FIELDS = ["name", "team", "description", "preset", "config", "models", "tasks", "num_fewshot", "limit"]
 BODY_FIELDS += ["report_name", "role", "expires_in_days", "read_only"]
+BODY_FIELDS += ["kind", "key", "threshold", "after_step", "webhook_url"]
 
 odd_strings = st.one_of(
     st.text(max_size=30),
@@ -178,7 +181,7 @@ query_strings = st.dictionaries(
 
 def _snapshot() -> dict[str, list[dict]]:
     """Every row a write through the API could touch, to compare before and after a refused request."""
-    models = (Team, Membership, Invite, Project, Run, Checkpoint, EvalJob, Report)
+    models = (Team, Membership, Invite, Project, Run, Checkpoint, EvalJob, Report, AlertRule)
     return {m.__name__: sorted(m.objects.values(), key=lambda row: row["id"]) for m in models}
 
 
@@ -202,6 +205,7 @@ def world(alice, bob, charlie, project, run):
         "invite_secret": invite_secret,
         "member": bob,
         "api_token": spare,
+        "rule": AlertRule.objects.create(project=project, kind="failed"),
     }
 
 

@@ -186,6 +186,16 @@ MATRIX: dict[str, Route] = {
     # Alice's empty rule names the field it misses.
     "alerts:project": Route(project, {"GET": web_read(), "POST": web_write(400)}),
     "alerts:delete": Route(alert_rule, {"POST": web_write(302)}),
+    "api:project_alerts": Route(
+        project,
+        {"GET": api_read(), "POST": api_write(201)},
+        body=lambda w: {"kind": "above", "key": "val/loss", "threshold": 4.0, "after_step": 10},
+        api=True,
+    ),
+    "api:project_alert": Route(
+        lambda w: {**project(w), **alert_rule(w)}, {"DELETE": api_write(204)}, api=True
+    ),
+    "api:run_alerts": Route(run, {"GET": api_read()}, api=True),
     # --- fleet: hosts are the operator's, seen by everyone signed in; quotas are staff's ---
     "fleet:fleet": Route(none, {"GET": Access(200, 200, 200, LOGIN)}),
     "fleet:set_quota": Route(team, {"POST": Access(403, 403, 403, LOGIN)}),

@@ -30,6 +30,20 @@ def rule_for(user: AbstractBaseUser, rule_id: int) -> AlertRule:
     return rule
 
 
+def rule_json(rule: AlertRule) -> dict[str, Any]:
+    """A rule as the API shows it. The webhook URL is shown whole: it is the team's own secret."""
+    return {
+        "id": rule.id,
+        "kind": rule.kind,
+        "key": rule.key,
+        "threshold": rule.threshold,
+        "after_step": rule.after_step,
+        "webhook_url": rule.webhook_url,
+        "description": rule.describe(),
+        "created_at": rule.created_at.isoformat(),
+    }
+
+
 def firing_json(firing: AlertFiring) -> dict[str, Any]:
     return {
         "id": firing.id,

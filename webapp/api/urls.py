@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.api import evals, external, run_annotations, teams, tokens, views
+from webapp.api import alerts, evals, external, run_annotations, teams, tokens, views
 from webapp.api.run_actions import run_archive, run_restart, run_resume, run_unarchive
 
 app_name = "api"
@@ -9,6 +9,9 @@ urlpatterns = [
     path("projects", views.projects, name="projects"),
     path("projects/<int:project_id>/runs", views.project_runs, name="project_runs"),
     path("runs/<int:run_id>", views.run, name="run"),
+    path("runs/<int:run_id>/alerts", alerts.run_alerts, name="run_alerts"),
+    path("projects/<int:project_id>/alerts", alerts.project_alerts, name="project_alerts"),
+    path("projects/<int:project_id>/alerts/<int:rule_id>", alerts.project_alert, name="project_alert"),
     path("runs/<int:run_id>/metrics", views.run_metrics, name="run_metrics"),
     path("runs/<int:run_id>/cancel", views.run_cancel, name="run_cancel"),
     path("runs/<int:run_id>/resume", run_resume, name="run_resume"),
