@@ -231,7 +231,6 @@ class SlurmJob(JobHandle):
         self._reported: tuple[str, str] | None = None
         self._queried_at = float("-inf")
         self._forgotten_since: float | None = None  # neither squeue nor sacct knew the job
-        self.terminated = False
 
     # --- start ---------------------------------------------------------------------
 
@@ -289,7 +288,6 @@ class SlurmJob(JobHandle):
             self._scancel()  # nothing to checkpoint yet
         else:
             self._scancel("--signal=TERM")
-        self.terminated = True
 
     def terminate_late_starters(self) -> None:
         # A job that was pending at the first SIGTERM was cancelled outright.

@@ -146,16 +146,26 @@ def test_a_pending_job_shows_slurm_s_reason_and_a_cancel_needs_no_checkpoint(slu
 
 @pytest.mark.django_db(transaction=True)
 def test_the_time_limit_is_met_with_a_checkpoint_and_a_resubmission(slurm_launcher, sent_tasks):
-    # One minute, the shortest Slurm limit; its SIGTERM comes 60 s before, i.e. once Slurm's
-    # periodic check sees the job run.
     config = tiny_config(max_steps=100_000, max_restarts=1)
-    config["launcher"] = {"time_limit_min": 1}
+    config["launcher"] = {"time_limit_min": 10}
     run = claimed_run(config)
-    status = supervise(run, poll_seconds=0.2)
+    thread, result = supervise_in_thread(run)
+    try:
+        job_id = wait_for(
+            lambda: Run.objects.filter(pk=run.id, step__gte=2).values_list("slurm_job_id", flat=True).first(),
+            "the run to train",
+            slurm_launcher,
+        )
+        # The limit cut to a minute: less than the job's --signal=TERM@60 is left, so Slurm sends
+        # the trainer its SIGTERM at its next periodic check, as it would a minute before any limit.
+        updated = slurm_launcher.scontrol("update", f"jobid={job_id}", "TimeLimit=1")
+        assert updated.returncode == 0, updated.stderr
+    finally:
+        thread.join(DEADLINE_SECONDS)
     run.refresh_from_db()
-    assert Checkpoint.objects.filter(run=run).exists(), run.error + job_output(run)
+    assert Checkpoint.objects.filter(run=run, step__gte=2).exists(), run.error + job_output(run)
     # Lost, then queued again by the lost-run recovery: a new job resumes from the checkpoint.
-    assert status == RunStatus.LOST, run.error
+    assert result == [RunStatus.LOST], run.error
     assert "time limit" in run.error
     assert run.status == RunStatus.QUEUED and run.start_kind == "recovery"
-    assert ("workers.tasks.launch_run", (run.id,), None) in [(n, a, None) for n, a, _ in sent_tasks]
+    assert ("workers.tasks.launch_run", (run.id,)) in [(name, args) for name, args, _ in sent_tasks]
