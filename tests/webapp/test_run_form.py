@@ -31,7 +31,16 @@ def test_new_run_page_renders_sections_defaults_help_and_presets(client_for, ali
     response = client_for(alice).get(f"/projects/{project.id}/runs/new")
     assert response.status_code == 200
     html = response.content.decode()
-    for title in ("Model", "Data", "Optimizer", "Parallelism", "Training", "Evaluation"):
+    for title in (
+        "Model",
+        "Data",
+        "Optimizer",
+        "Parallelism",
+        "Training",
+        "Evaluation",
+        "Resources",
+        "Cluster launcher (Slurm)",
+    ):
         assert f"<legend>{title}</legend>" in html
     # tiny-cpu is the default preset: its d_model (64) is filled in, not the schema default (128).
     assert re.search(r'name="model\.d_model"[^>]*value="64"', html)

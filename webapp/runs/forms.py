@@ -27,6 +27,8 @@ SECTION_TITLES = {
     "parallel": "Parallelism",
     "train": "Training",
     "eval": "Evaluation",
+    "resources": "Resources",
+    "launcher": "Cluster launcher (Slurm)",
 }
 
 
