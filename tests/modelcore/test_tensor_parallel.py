@@ -4,9 +4,9 @@
   gradient equal (``tp_worker.py`` under torchrun), with and without sequence parallel,
   key/value heads split or replicated;
 - the real trainer (``launch_command``, as a worker starts it): TP=2 on 2 processes trains
-  the same 20 losses as 1 process; a run moved between TP=2 and 1 process by resuming
-  from its checkpoints continues the same losses; a TP checkpoint loads whole and exports
-  to transformers with the same logits;
+  the same 20 losses as 1 process; a run moved from TP=2 to 1 process and from 1 process to
+  TP=2 by resuming from its checkpoints continues the same losses; a TP checkpoint loads
+  whole and exports to transformers with the same logits;
 - TP=2 x FSDP=2 on 4 processes (with activation checkpointing) against 1 process, 10 steps;
 - the (dp, tp) mesh of 4 ranks, on torch's fake process group;
 - config errors for every impossible layout.
@@ -255,19 +255,26 @@ def test_tp_2_trains_the_same_losses_as_one_process(
 
 
 @pytest.mark.slow
-def test_a_tp_checkpoint_loads_whole_and_exports_to_transformers(tmp_path: Path, cache_dir: Path) -> None:
+def test_a_one_process_run_resumes_at_tp_2_and_its_checkpoint_exports_to_transformers(
+    tmp_path: Path, cache_dir: Path, one_process_losses: dict[int, float]
+) -> None:
     transformers = pytest.importorskip("transformers")
-    # 3 steps at TP=2, stopped as a cancel does (it saves a checkpoint); that the weights are
-    # the one-process ones is test_a_run_moves_between_tp_2_and_one_process_through_its_checkpoints.
-    cfg = _config({"train": {**STEPS["train"], "max_steps": 10}, "parallel": {"tensor_parallel": 2}}, SMALL)
-    code, out = _run(cfg, tmp_path / "tp", cache_dir, {"RUNWRIGHT_STOP_AT_STEP": "3"})
-    assert code in (0, 1), out
-    assert _statuses(tmp_path / "tp")[-1]["status"] == "cancelled"
-    model, loaded_cfg, _ = load_checkpoint(tmp_path / "tp")
+    run_dir = tmp_path / "run"
+    # Steps 1-3 on one process, 4-6 at TP=2; each part stopped as a cancel does (with a checkpoint).
+    for cfg, stop_at in ((_one(), "3"), (_tp(), "6")):
+        code, out = _run(cfg, run_dir, cache_dir, {"RUNWRIGHT_STOP_AT_STEP": stop_at})
+        assert code in (0, 1), out  # the launcher itself may exit 1 after its ranks were cancelled
+    assert [s["status"] for s in _statuses(run_dir)] == ["running", "cancelled"] * 2
+    losses = _losses(run_dir)
+    assert sorted(losses) == list(range(1, 7))
+    for step, loss in losses.items():
+        assert loss == pytest.approx(one_process_losses[step], abs=1e-4), step
+    # The TP=2 checkpoint loads as a plain model, and exports with the same logits.
+    model, loaded_cfg, _ = load_checkpoint(run_dir)
     assert loaded_cfg.parallel.tensor_parallel == 2
     assert not any(isinstance(p, DTensor) for p in model.parameters())
     hf = transformers.AutoModelForCausalLM.from_pretrained(
-        export_checkpoint(tmp_path / "tp", tmp_path / "hf"), torch_dtype=torch.float32
+        export_checkpoint(run_dir, tmp_path / "hf"), torch_dtype=torch.float32
     ).eval()
     ids = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -276,20 +283,17 @@ def test_a_tp_checkpoint_loads_whole_and_exports_to_transformers(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_a_run_moves_between_tp_2_and_one_process_through_its_checkpoints(
+def test_a_tp_2_run_resumes_on_one_process_with_the_same_losses(
     tmp_path: Path, cache_dir: Path, one_process_losses: dict[int, float]
 ) -> None:
     run_dir = tmp_path / "moved"
-    # Steps 1-7 at TP=2, 8-14 on one process, 15-20 at TP=2 again.
-    for cfg, stop_at in ((_tp(), "7"), (_one(), "14"), (_tp(), "")):
+    # Steps 1-10 at TP=2 (stopped as a cancel does, with a checkpoint), 11-20 on one process.
+    for cfg, stop_at in ((_tp(), "10"), (_one(), "")):
         code, out = _run(cfg, run_dir, cache_dir, {"RUNWRIGHT_STOP_AT_STEP": stop_at})
         assert code in (0, 1), out  # the launcher itself may exit 1 after its ranks were cancelled
-    assert [s["status"] for s in _statuses(run_dir)] == ["running", "cancelled"] * 2 + [
-        "running",
-        "completed",
-    ]
+    assert [s["status"] for s in _statuses(run_dir)] == ["running", "cancelled", "running", "completed"]
     resumed = [s["info"]["resumed_from_step"] for s in _statuses(run_dir) if s["status"] == "running"]
-    assert resumed == [None, 7, 14]
+    assert resumed == [None, 10]
     losses = _losses(run_dir)
     assert sorted(losses) == list(range(1, 21))
     for step, loss in losses.items():
