@@ -342,6 +342,27 @@ def job_output_paths(run_dir: Path, job_id: str) -> tuple[Path, Path]:
     )
 
 
+def cancel_earlier_job(job_id: str) -> str:
+    """Cancel an earlier attempt's job (its supervisor died; it may still train) and wait for its end.
+
+    Two jobs must never write one run directory. Returns the job's last state.
+    """
+    if not job_id.isdigit():
+        return ""
+    found = query_state(job_id)
+    if found is None or found[0] in FINAL_STATES:
+        return found[0] if found else ""
+    log.warning("Slurm job %s of an earlier attempt is still %s; cancelling it", job_id, found[0])
+    _slurm(["scancel", job_id])
+    deadline = time.monotonic() + REAP_PATIENCE_SECONDS
+    while time.monotonic() < deadline:
+        found = query_state(job_id)
+        if found is None or found[0] in FINAL_STATES:
+            return found[0] if found else ""
+        time.sleep(0.5)
+    raise SlurmError(f"Slurm job {job_id} of an earlier attempt did not end after scancel")
+
+
 def record_job(run_id: int, attempt: int, job_id: int) -> bool:
     """The attempt's Slurm job on its run row (fenced by the attempt, like every supervisor write)."""
     return (

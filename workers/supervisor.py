@@ -152,6 +152,8 @@ class Supervisor(JobRunner):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / CONFIG_FILE).write_text(self.config.to_json() + "\n", encoding="utf-8")
         if isinstance(self.process, slurm.SlurmJob):
+            # A lost attempt's job may train on after its supervisor died: never two in one run dir.
+            slurm.cancel_earlier_job(self.run.slurm_job_id)
             argv, extra_env = slurm.node_command(self.config, self.run_dir)
         else:
             argv, extra_env = self.command(self.config, self.run_dir)
