@@ -8,6 +8,7 @@ launches the scheduler sends after commit never leave this test's transaction.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -199,3 +200,41 @@ def test_config_resources_name_their_field_when_hostile():
     with pytest.raises(ConfigError) as bad:
         RunConfig.from_dict({"resources": {"host": "$(reboot)", "gpu_model": "x" * 101, "priority": -1}})
     assert set(bad.value.errors) == {"resources.host", "resources.gpu_model", "resources.priority"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_passes_never_overfill_a_host_nor_leak_a_reservation(project):
+    """Four schedulers at once on their own connections (PostgreSQL: SQLite serialises writers)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need PostgreSQL (CI's second pass)")
+    for i in range(8):
+        host(f"h{i}", gpus=4)
+    runs = [gpu_run(project, f"r{i}", 1 + i % 3) for i in range(80)]
+    errors: list[str] = []
+
+    def one_pass() -> None:
+        from django.db import connection as own
+
+        try:
+            scheduler.schedule()
+        except Exception as exc:
+            errors.append(repr(exc))
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=one_pass) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for h in Host.objects.prefetch_related("gpus"):
+        held = sum(Placement.objects.filter(host=h, released_at__isnull=True).values_list("count", flat=True))
+        assert h.reserved == held <= len(h.gpus.all()), h.name
+    placed = Placement.objects.filter(pk__in=[r.pk for r in runs], host__isnull=False).count()
+    assert placed >= 3  # 32 GPUs, runs of 1-3 GPUs: some fit, however the passes interleave
+    assert TeamQuota.objects.get(pk=project.team_id).in_use == sum(
+        Placement.objects.filter(host__isnull=False, released_at__isnull=True).values_list("count", flat=True)
+    )

@@ -30,7 +30,7 @@ from webapp.fleet.models import Host, Placement
 from webapp.projects.models import Project
 from webapp.runs.models import FINAL_STATUSES, AttemptKind, Run, RunAttempt, RunStatus
 from webapp.runs.services import create_run
-from workers import scheduler, sweep
+from workers import sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -183,7 +183,10 @@ def test_runs_are_placed_by_model_then_priority_and_never_share_a_gpu(
         h1 = launch(member, "h100-1", steps=16, gpu_model="H100")
         h2 = launch(member, "h100-2", steps=16, gpu_model="H100")
         a1 = launch(member, "a100-1", steps=8, gpu_model="A100")
-        wait_until("the first A100 run to be placed", lambda: scheduler.placed_queue(a1.pk))
+        wait_until(
+            "the first A100 run to be placed",
+            lambda: Placement.objects.filter(pk=a1.pk, host__isnull=False).exists(),
+        )
         low = launch(member, "a100-low", steps=6, gpu_model="A100", priority=0)
         high = launch(member, "a100-high", steps=6, gpu_model="A100", priority=90)
 

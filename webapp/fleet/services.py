@@ -165,11 +165,12 @@ def release_ended() -> list[int]:
 def unplace(run_id: int, host_id: int) -> bool:
     """Take a placed run that no worker claimed back into the queue (its host went silent)."""
     with transaction.atomic():
+        if not Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).exists():
+            return False  # started meanwhile: its supervisor's heartbeat decides (lost, then released)
         entry = Placement.objects.filter(pk=run_id, host_id=host_id, released_at__isnull=True)
         count = entry.values_list("count", flat=True).first()
-        moved = entry.filter(run__status=RunStatus.QUEUED).update(
-            host=None, placed_at=None, reason="its host stopped beating; placing it again"
-        )
+        # The row's own columns only (see ``place``): of two passes, one moves it.
+        moved = entry.update(host=None, placed_at=None, reason="its host stopped beating; placing it again")
         if moved != 1:
             return False
         Host.objects.filter(pk=host_id).update(reserved=F("reserved") - count)
@@ -194,9 +195,10 @@ def place(run_id: int, host_id: int, capacity: int, team_id: int, count: int) ->
     """
     TeamQuota.objects.get_or_create(team_id=team_id)
     with transaction.atomic():
-        waiting = Placement.objects.filter(
-            pk=run_id, host__isnull=True, released_at__isnull=True, run__status=RunStatus.QUEUED
-        )
+        # Only the row's own columns in the WHERE: a condition on the run (a join) becomes a
+        # subquery that PostgreSQL does not re-check after waiting for the row's lock, so two
+        # schedulers could both place it. A run cancelled meanwhile is released by the next pass.
+        waiting = Placement.objects.filter(pk=run_id, host__isnull=True, released_at__isnull=True)
         if waiting.update(host_id=host_id, placed_at=Now(), reason="", position=None) != 1:
             return Outcome.TAKEN
         fits = Host.objects.filter(pk=host_id, reserved__lte=capacity - count)
