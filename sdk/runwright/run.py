@@ -63,6 +63,7 @@ class Run:
         self._finished = False
         self._deadline = 0.0
         self._stopped = ""  # why uploading stopped for good (a refused token or run), if it did
+        self._config_pending: dict[str, Any] = {}  # params added since the run was created, not yet sent
         self._warned: set[str] = set()
         if self._uploader is not None:
             try:  # the id now when the server answers (before the sender starts: one creator only)
@@ -99,6 +100,10 @@ class Run:
             self.dropped += 1
             return
         self._queue.append(("system", None, dict(values), time.time()))
+
+    def update_config(self, values: Mapping[str, Any]) -> None:
+        """Add params to the run's config (``{"optim": {"lr": 0.1}}`` is stored as ``optim.lr``)."""
+        self._queue.append(("config", None, dict(values), time.time()))
 
     @property
     def id(self) -> int | None:
@@ -175,6 +180,9 @@ class Run:
             if now < retry_at and not closing:
                 continue
             try:
+                if self._config_pending:
+                    self._uploader.push_config(self._config_pending)
+                    self._config_pending = {}
                 while self._uploader.pending() and not self._uploader.progress.ended:
                     self._uploader.send_batch()
                     last_contact = time.monotonic()
@@ -230,6 +238,11 @@ class Run:
                 self._file.append("system", {"values": values}, stamp)
             elif kind == "log":
                 self._file.append("log", {"level": b, "message": a}, stamp)
+            elif kind == "config":
+                record = read_json(self.dir / RUN_FILE)
+                record["config"] = {**(record.get("config") or {}), **b}
+                write_json(self.dir / RUN_FILE, record)
+                self._config_pending = {**self._config_pending, **b}
             elif kind == "status":
                 fields = {"status": a}
                 if b:

@@ -34,6 +34,9 @@ def sync(run_dir: str | os.PathLike[str], *, url: str | None = None, token: str 
         raise ValueError("set RUNWRIGHT_URL and RUNWRIGHT_TOKEN (or pass --url and --token)")
     uploader = Uploader(folder, Client(url, token))
     run_id = uploader.ensure_run()
+    # Params added after the run was created (``update_config``) are in run.json too.
+    if uploader.pending():
+        uploader.push_config(record.get("config") or {})
     while not uploader.progress.ended and uploader.send_batch():
         pass
     return SyncResult(run_id, uploader.progress.sent, uploader.progress.rejected)

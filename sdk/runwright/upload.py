@@ -99,6 +99,11 @@ class Uploader:
         self._acknowledge(end)
         return True
 
+    def push_config(self, config: dict[str, Any]) -> None:
+        """Params added to the run's config (merged on the server: sending them twice is harmless)."""
+        if config:
+            self.client.call("POST", f"runs/{self.ensure_run()}/params", {"config": config})
+
     def heartbeat(self) -> None:
         self._answered(self.client.heartbeat(self.ensure_run()))
 
