@@ -101,6 +101,7 @@ def apply_tp(model: Transformer, tp_mesh: DeviceMesh, sequence_parallel: bool) -
     else:
         model.lm_head.weight = nn.Parameter(distribute_tensor(model.lm_head.weight.data, tp_mesh, [Shard(0)]))
     model.cross_entropy = VocabParallelCrossEntropy(tp_mesh)
+    model.register_forward_pre_hook(functools.partial(_check_call, tp, sequence_parallel), with_kwargs=True)
 
     kv_split = layout == "split"
     for block in model.layers:
@@ -137,6 +138,21 @@ def apply_tp(model: Transformer, tp_mesh: DeviceMesh, sequence_parallel: bool) -
         else:
             _replicate_kv_heads(attn, tp_mesh, cfg.n_heads, cfg.kv_heads, cfg.head_dim)
     return model
+
+
+def _check_call(
+    tp: int, sequence_parallel: bool, _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """A split model computes losses only, and under sequence parallel on whole shares of positions."""
+    targets = args[1] if len(args) > 1 else kwargs.get("targets")
+    if targets is None:
+        raise RuntimeError(
+            "a tensor-parallel model computes its loss without the full logits and gives none: "
+            "load its checkpoint whole (modelcore.checkpoint.load_checkpoint) to generate"
+        )
+    length = args[0].shape[1]
+    if sequence_parallel and length % tp:
+        raise ValueError(f"sequence parallel needs a sequence length divisible by {tp}, got {length}")
 
 
 def _replicate_kv_heads(attn: nn.Module, tp_mesh: DeviceMesh, n_heads: int, n_kv: int, head_dim: int) -> None:

@@ -204,6 +204,13 @@ def test_tp_step_gives_the_loss_and_every_gradient_of_the_whole_model(
     assert ("lm_head.weight" in names) == (not model.get("tie_embeddings", True))
     worst = max(result["grad_diffs"].items(), key=lambda kv: kv[1])
     assert worst[1] < 1e-6, worst
+    # Logits are never gathered: asking for them says how to get them instead; sequence
+    # parallel turns down a length it cannot split evenly (15 positions on 2 ranks).
+    logits_error, odd_length_error = result["errors"]
+    assert "load its checkpoint whole" in logits_error
+    assert odd_length_error == (
+        "sequence parallel needs a sequence length divisible by 2, got 15" if sequence_parallel else ""
+    )
 
 
 # --- the real trainer --------------------------------------------------------

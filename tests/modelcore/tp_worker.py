@@ -40,9 +40,16 @@ def main() -> None:
         for (name, a), b in zip(plain.named_parameters(), split.parameters(), strict=True):
             grad = b.grad.full_tensor() if isinstance(b.grad, DTensor) else b.grad
             diffs[name] = (grad - a.grad).abs().max().item()
+        errors = []
+        for call in (lambda: split(ids), lambda: split(ids[:, :-2], ids[:, 1:-1])):
+            try:
+                call()
+                errors.append("")
+            except (RuntimeError, ValueError) as exc:
+                errors.append(str(exc))
         if dist.get_rank() == 0:
             with open(out, "w") as f:
-                json.dump({"losses": losses, "grad_diffs": diffs}, f)
+                json.dump({"losses": losses, "grad_diffs": diffs, "errors": errors}, f)
     finally:
         dist.destroy_process_group()
 
