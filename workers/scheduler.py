@@ -140,7 +140,7 @@ def schedule(limit: int = 5000) -> PassResult:
     )
     blocked: set[int] = set()  # hosts held for a run higher in the queue
     placed: list[tuple[int, str]] = []
-    notes: list[tuple[int, int, str]] = []
+    notes: list[tuple[int, str]] = []
     for entry in waiting:
         candidates = [h for h in hosts if h.accepts(entry)]
         quota = quotas.get(entry.team_id)
@@ -150,7 +150,7 @@ def schedule(limit: int = 5000) -> PassResult:
                 if entry.count <= quota.max_gpus
                 else f"asks for {entry.count}, more than the team's quota of {quota.max_gpus}"
             )
-            notes.append((entry.run_id, len(notes) + 1, reason))
+            notes.append((entry.run_id, reason))
             continue
         fits = sorted(
             (h for h in candidates if h.pk not in blocked and h.free >= entry.count),
@@ -165,7 +165,7 @@ def schedule(limit: int = 5000) -> PassResult:
         if outcome == services.Outcome.TAKEN:
             continue  # another scheduler decided about it
         if outcome != services.Outcome.PLACED:
-            notes.append((entry.run_id, len(notes) + 1, _wait_reason(entry, candidates, blocked)))
+            notes.append((entry.run_id, _wait_reason(entry, candidates, blocked)))
             blocked.update(h.pk for h in candidates)
             continue
         _send_after_commit(entry.run_id, host.queue)

@@ -19,6 +19,7 @@ from modelcore.config import ConfigError, RunConfig, preset
 from webapp.accounts.models import Team
 from webapp.fleet import services
 from webapp.fleet.models import Host, Placement, TeamQuota
+from webapp.fleet.selectors import queue_position, waiting_in_order
 from webapp.fleet.services import GpuInfo
 from webapp.input_errors import InputError
 from webapp.projects.models import Project
@@ -64,7 +65,7 @@ def test_best_fit_model_and_host_constraints(project):
     assert {run_id for run_id, _ in result.placed} == {two.pk, eight.pk}
     assert Host.objects.get(name="big").reserved == 8 and Host.objects.get(name="small").reserved == 2
     a100_entry = Placement.objects.get(pk=a100.pk)
-    assert a100_entry.reason == "needs 1 × A100, 0 free" and a100_entry.position == 1
+    assert a100_entry.reason == "needs 1 × A100, 0 free" and queue_position(a100_entry) == 1
 
 
 def test_priority_then_submission_order(project):
@@ -78,8 +79,8 @@ def test_priority_then_submission_order(project):
 
     assert placed_on(high) == "h" and placed_on(first_low) == "h"
     assert placed_on(second_low) is None and placed_on(third_low) is None
-    waiting = Placement.objects.filter(host__isnull=True).order_by("position")
-    assert [(p.run_id, p.position) for p in waiting] == [(second_low.pk, 1), (third_low.pk, 2)]
+    waiting = list(waiting_in_order())
+    assert [(p.run_id, queue_position(p)) for p in waiting] == [(second_low.pk, 1), (third_low.pk, 2)]
 
     Run.objects.filter(pk=high.pk).update(status=RunStatus.COMPLETED)
     result = scheduler.schedule()

@@ -67,7 +67,8 @@ class Kind(models.TextChoices):
 class Placement(models.Model):
     """A managed run's place in the fleet's queue, and, once placed, the host that holds it.
 
-    ``host`` is None while it waits (``reason`` says why, ``position`` where it stands);
+    ``host`` is None while it waits (``reason`` says why; its position is read from the queue
+    order, ``webapp.fleet.selectors.queue_position``, not stored: one placement would move them all);
     ``released_at`` is set once the run ended and its GPUs went back to the host.
     """
 
@@ -85,7 +86,6 @@ class Placement(models.Model):
     placed_at = models.DateTimeField(null=True, blank=True)
     released_at = models.DateTimeField(null=True, blank=True)
     reason = models.CharField(max_length=300, blank=True)
-    position = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         indexes = [

@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
+from django.db.models import Q, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -119,24 +120,49 @@ def _labelled(values: dict) -> list[tuple[str, float | None]]:
     return []
 
 
+def waiting_in_order() -> QuerySet[Placement]:
+    """The runs that wait, in the order the scheduler considers them."""
+    return Placement.objects.filter(
+        host__isnull=True, released_at__isnull=True, run__status=RunStatus.QUEUED
+    ).order_by("-priority", "submitted_at", "run_id")
+
+
+def queue_position(entry: Placement) -> int:
+    """1 for the run the scheduler considers first (the ``fleet_queue_order`` index counts)."""
+    p, t = entry.priority, entry.submitted_at
+    ahead = (
+        Q(priority__gt=p)
+        | Q(priority=p, submitted_at__lt=t)
+        | Q(priority=p, submitted_at=t, run_id__lt=entry.run_id)
+    )
+    return waiting_in_order().filter(ahead).count() + 1
+
+
 @dataclass
 class QueueView:
-    visible: list[Placement]  # the person's waiting runs, in queue order
+    visible: list[Placement]  # the person's waiting runs, in queue order, each with ``position``
     others: int  # other teams' waiting runs
 
 
 def queue_for(user: AbstractBaseUser | AnonymousUser) -> QueueView:
-    waiting = Placement.objects.filter(
-        host__isnull=True, released_at__isnull=True, run__status=RunStatus.QUEUED
-    ).order_by("-priority", "submitted_at", "run_id")
-    visible_ids = set(runs_visible_to(user).filter(placement__in=waiting).values_list("pk", flat=True))
-    mine = [p for p in waiting.select_related("run", "run__project") if p.run_id in visible_ids]
-    return QueueView(visible=mine, others=waiting.count() - len(mine))
+    order = list(waiting_in_order().values_list("pk", flat=True))
+    position = {pk: i for i, pk in enumerate(order, start=1)}
+    visible_ids = set(runs_visible_to(user).filter(pk__in=order).values_list("pk", flat=True))
+    mine = list(waiting_in_order().filter(pk__in=visible_ids).select_related("run", "run__project"))
+    for entry in mine:
+        entry.position = position.get(entry.pk)
+    return QueueView(visible=mine, others=len(order) - len(mine))
 
 
 def placement_of(run: Run) -> Placement | None:
-    """The run's place in the fleet (a run the caller already may see), None outside the fleet."""
-    return Placement.objects.filter(pk=run.pk).select_related("host").first()
+    """The run's place in the fleet (a run the caller already may see), None outside the fleet.
+
+    A waiting run's ``position`` is set (1: considered first).
+    """
+    entry = Placement.objects.filter(pk=run.pk).select_related("host").first()
+    if entry is not None and entry.host_id is None and entry.released_at is None:
+        entry.position = queue_position(entry)
+    return entry
 
 
 def quotas() -> list[tuple[Team, TeamQuota | None]]:

@@ -199,7 +199,7 @@ def place(run_id: int, host_id: int, capacity: int, team_id: int, count: int) ->
         # subquery that PostgreSQL does not re-check after waiting for the row's lock, so two
         # schedulers could both place it. A run cancelled meanwhile is released by the next pass.
         waiting = Placement.objects.filter(pk=run_id, host__isnull=True, released_at__isnull=True)
-        if waiting.update(host_id=host_id, placed_at=Now(), reason="", position=None) != 1:
+        if waiting.update(host_id=host_id, placed_at=Now(), reason="") != 1:
             return Outcome.TAKEN
         fits = Host.objects.filter(pk=host_id, reserved__lte=capacity - count)
         if fits.update(reserved=F("reserved") + count) != 1:
@@ -212,23 +212,14 @@ def place(run_id: int, host_id: int, capacity: int, team_id: int, count: int) ->
     return Outcome.PLACED
 
 
-def note_waiting(notes: Iterable[tuple[int, int, str]]) -> None:
-    """Store (run id, position, reason) of the runs that still wait, writing only what changed."""
-    notes = list(notes)
-    current = dict(
-        (
-            (pk, (pos, reason))
-            for pk, pos, reason in Placement.objects.filter(pk__in=[n[0] for n in notes]).values_list(
-                "pk", "position", "reason"
-            )
-        )
-    )
+def note_waiting(notes: Iterable[tuple[int, str]]) -> None:
+    """Store (run id, reason) of the runs that still wait, writing only the reasons that changed."""
+    reasons = {pk: reason[:300] for pk, reason in notes}
+    current = dict(Placement.objects.filter(pk__in=list(reasons)).values_list("pk", "reason"))
     changed = [
-        Placement(run_id=pk, position=pos, reason=reason[:300])
-        for pk, pos, reason in notes
-        if current.get(pk) != (pos, reason[:300])
+        Placement(run_id=pk, reason=reason) for pk, reason in reasons.items() if current.get(pk) != reason
     ]
-    Placement.objects.bulk_update(changed, ["position", "reason"], batch_size=500)
+    Placement.objects.bulk_update(changed, ["reason"], batch_size=500)
 
 
 # --- quotas --------------------------------------------------------------------------
