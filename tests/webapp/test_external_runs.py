@@ -283,3 +283,13 @@ def test_points_are_published_on_the_runs_live_channel(
     assert body["update"]["points"] == {"loss": [[3, 2.0]]} and body["update"]["status"] == "running"
     assert body["points_through"] - body["points_after"] == 1
     pubsub.close()
+
+
+def test_the_run_page_shows_an_external_runs_params_not_the_trainers_defaults(client_for, dave, external):
+    from django.urls import reverse
+
+    page = client_for(dave).get(reverse("runs:detail", args=[external.id]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "params.optim.lr" in html and "params.bs" in html
+    assert "model.d_model" not in html

@@ -28,7 +28,7 @@ from webapp.runs.forms import (
     initial_from_run,
     preset_values,
 )
-from webapp.runs.models import FINAL_STATUSES, Run, RunStatus
+from webapp.runs.models import FINAL_STATUSES, Run, RunSource, RunStatus
 from webapp.runs.presenters import run_summary
 from webapp.runs.selectors import checkpoints_panel, log_tail, run_files, run_for, samples_table, slurm_job
 from webapp.runs.services import create_run, request_cancel
@@ -108,7 +108,9 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         {
             "run": run,
             "summary": run_summary(run),
-            "config_sections": _config_sections(run.config),
+            "config_sections": _config_sections(run.config)
+            if run.source == RunSource.MANAGED
+            else _external_sections(run.config),
             "logs": logs,
             "stream_state": {
                 "run_id": run.id,
@@ -295,6 +297,22 @@ def _int_param(request: HttpRequest, name: str, default: int | None) -> int | No
     # ASCII digits within BIGINT only: int() takes "١٢" and 10**30, which the database refuses.
     value = parse_whole_number(request.GET.get(name))
     return default if value is None else value
+
+
+def _external_sections(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """An external run's config as its client sent it: its params (and an MLflow client's tags)."""
+    titles = {"params": "Params", "tags": "Tags"}
+    return [
+        {
+            "name": name,
+            "title": titles.get(name, name),
+            "rows": [
+                {"name": key, "value": value, "changed": False, "help": ""} for key, value in values.items()
+            ],
+        }
+        for name, values in config.items()
+        if isinstance(values, dict)
+    ]
 
 
 def _config_sections(config: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
