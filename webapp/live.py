@@ -20,13 +20,20 @@ up when it does not (a message it missed, one from before it connected)::
 where the message carries none. A message without ``update`` only says "something
 changed": streams read the database.
 
+Every message on a run's channel is also announced, as ``{"run_id": 7}``, on its project's
+channel ``project:<id>`` (``project_channel``), which the runs list's stream follows
+(``webapp.runs.project_stream``); status writes that publish nothing on the run's channel
+announce there too (``announce_run_change``, called by ``webapp.runs.transitions``).
+
 Without ``REDIS_URL`` (embedded mode) nothing is published and streams poll the
 database; live updates are a convenience, the database is the record.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import math
 import os
 from collections.abc import AsyncIterator, Iterable
@@ -36,11 +43,14 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Max
 
 from webapp.metrics.services import WrittenPoints
 from webapp.runs.models import Run, RunLog
 from webapp.runs.presenters import duration_s, log_line, run_state
+
+log = logging.getLogger(__name__)
 
 _client: redis.Redis | None = None
 _client_pid: int | None = None
@@ -157,9 +167,44 @@ def eval_channel(job_id: int) -> str:
     return f"eval:{job_id}"
 
 
+def project_channel(project_id: int) -> str:
+    """A project's channel: ``{"run_id": id}`` whenever one of its runs changed (the runs list follows it)."""
+    return f"project:{project_id}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _project_of(run_id: int) -> int | None:
+    # A run never changes project: one read per run and process, not one per batch.
+    return Run.objects.filter(pk=run_id).values_list("project_id", flat=True).first()
+
+
 def publish(run_id: int, message: dict[str, Any]) -> int:
-    """Publish ``message`` on the run's channel; returns the number of listeners (0 without Redis)."""
-    return publish_to(channel(run_id), message)
+    """Publish ``message`` on the run's channel, and that it changed on its project's; returns the
+    number of the run channel's listeners (0 without Redis)."""
+    listeners = publish_to(channel(run_id), message)
+    if enabled():
+        _announce_run_change(run_id)
+    return listeners
+
+
+def announce_run_change(run_id: int) -> None:
+    """Say on the run's project channel that it changed, once the current transaction commits.
+
+    For writes of a run's status that publish nothing on its own channel (the beat marking
+    it lost, a queued run failed or cancelled, a run queued again): the runs list moves.
+    A Redis outage is logged only: the list's stream also reads the database when idle.
+    """
+    if enabled():
+        transaction.on_commit(lambda: _announce_run_change(run_id))
+
+
+def _announce_run_change(run_id: int) -> None:
+    try:
+        project_id = _project_of(run_id)
+        if project_id is not None:
+            publish_to(project_channel(project_id), {"run_id": run_id})
+    except Exception:
+        log.warning("run %s: could not announce a change to its project", run_id, exc_info=True)
 
 
 def publish_to(name: str, message: dict[str, Any]) -> int:

@@ -1,6 +1,8 @@
 // Keeps a project's runs table current: its rows come from the server, rendered by the same
-// template as the page's first view (projects/_run_rows.html), through rw.live's polling of
-// the table's JSON with the page's own query (filter, columns, sort and page stay as shown).
+// template as the page's first view (projects/_run_rows.html). rw.live follows the project's
+// stream (pushed "these runs changed": the rows are then read again from the table's JSON with
+// the page's own query, so filter, columns, sort and page stay as shown), or polls that JSON
+// where a stream cannot be held (or with ?live=poll).
 // Typing in the find box narrows the table as you type: the address is updated (it stays the
 // shareable state of the table) and the rows are asked for at once. Tags are edited inline
 // (rw.runTags, static/js/run_tags.js).
@@ -69,8 +71,12 @@
     const response = await fetch(table.dataset.source + location.search, {
       headers: { Accept: "application/json" }, credentials: "same-origin",
     });
-    if (response.ok) render(await response.json());
+    if (!response.ok) throw new Error("HTTP " + response.status);
+    render(await response.json());
   }
+
+  const updated = () => { note.textContent = "Updated " + new Date().toLocaleTimeString(); };
+  const trouble = () => { note.textContent = "Could not refresh; retrying…"; };
 
   if (find) {
     let timer = null;
@@ -82,7 +88,7 @@
         if (find.value.trim()) params.set("q", find.value); else params.delete("q");
         const query = params.toString();
         history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
-        refreshNow();
+        refreshNow().catch(trouble);
       }, 200);
     });
   }
@@ -90,14 +96,20 @@
   formatCells(table);
   if (window.rw.runTags) rw.runTags(table, table.dataset.tagsUrl);
   rw.live({
+    stream: table.dataset.stream,
     poll: () => table.dataset.source + location.search,
     every: 2000,
     onUpdate: (data) => {
+      if (Array.isArray(data.changed)) {
+        // The stream says runs changed: read this page's rows again.
+        refreshNow().then(updated, trouble);
+        return;
+      }
       render(data);
-      note.textContent = "Updated " + new Date().toLocaleTimeString();
+      updated();
     },
-    onTrouble: (lost) => { if (lost) note.textContent = "Could not refresh; retrying…"; },
-    // The table's JSON carries its rows; it never ends while the page is open.
+    onTrouble: (lost) => { if (lost) trouble(); },
+    // The polled JSON carries the table's rows; it never ends while the page is open.
     unpack: (body) => ({ updates: [{ data: body }], end: null }),
   });
 })();

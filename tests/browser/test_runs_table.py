@@ -45,7 +45,8 @@ def shown(page) -> list[str]:
     )
 
 
-def test_filter_sort_and_tag_runs_in_the_table(runs, start_servers, chromium):
+def test_filter_sort_and_tag_runs_in_the_table(runs, start_servers, chromium, monkeypatch):
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # a run is created while the page is open
     base = start_servers()
     page, js_errors = chromium
     page.set_viewport_size({"width": 1400, "height": 900})
@@ -97,6 +98,21 @@ def test_filter_sort_and_tag_runs_in_the_table(runs, start_servers, chromium):
     page.click("#runs-apply")
     page.wait_for_selector("#runs-query-errors")
     assert "where" in page.inner_text("#runs-query-errors")
+
+    # The list follows its project's stream: a run that appears elsewhere shows without a reload.
+    streams: list[str] = []
+    page.on("request", lambda request: streams.append(request.url) if "/runs/stream" in request.url else None)
+    page.goto(f"{base}/projects/{runs[0].project_id}/")
+    page.wait_for_function("() => document.getElementById('runs-updated').textContent.startsWith('Updated')")
+    Run.objects.create(
+        project=runs[0].project,
+        name="launched-meanwhile",
+        preset="tiny-cpu",
+        config=resolve("tiny-cpu").to_dict(),
+        status=RunStatus.RUNNING,
+    )
+    page.wait_for_selector("tr[data-run] >> text=launched-meanwhile", timeout=15_000)
+    assert streams and all("live=poll" not in url for url in streams)
 
     page.goto(shared)
     page.screenshot(path=SHOT, full_page=True)

@@ -149,6 +149,8 @@ MATRIX: dict[str, Route] = {
     ),
     "projects:detail": Route(project, {"GET": web_read()}),
     "projects:runs_json": Route(project, {"GET": web_read()}),
+    # An EventSource cannot follow a redirect to a login page: 401.
+    "projects:runs_stream": Route(project, {"GET": Access(200, 200, 404, 401)}),
     # --- runs --------------------------------------------------------------------
     "runs:new": Route(project, {"GET": web_write(200), "POST": web_write(400)}),
     "runs:compare": Route(project, {"GET": web_read()}, query=compared),

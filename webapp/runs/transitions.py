@@ -26,7 +26,7 @@ from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Coalesce, Now
 
-from webapp import requeue
+from webapp import live, requeue
 from webapp.alerts.services import check_status
 from webapp.runs.models import (
     RESUMABLE_STATUSES,
@@ -72,6 +72,7 @@ def claim_for_launch(run_id: int, worker: str) -> Run | None:
             return None
         run = Run.objects.get(pk=run_id)
         _start_attempt(run)
+        live.announce_run_change(run_id)  # the runs list: queued -> starting
     return run
 
 
@@ -161,6 +162,7 @@ def revive(run_id: int, attempt: int) -> bool:
         if RUN_STATES.move(run, RunStatus.RUNNING, sources=[RunStatus.LOST], **fields) != 1:
             return False
         _end_attempt(run_id, attempt, "", "", None)  # it did not end after all
+        live.announce_run_change(run_id)
     return True
 
 
@@ -178,6 +180,7 @@ def finish(run_id: int, attempt: int, status: str, error: str = "") -> bool:
             return False
         _end_attempt(run_id, attempt, status, error, Now())
         check_status(run_id, status)  # alert rules on failed/lost runs fire with the status
+        live.announce_run_change(run_id)
     return True
 
 
@@ -213,6 +216,7 @@ def finish_external(run_id: int, status: str, error: str = "") -> bool:
         if RUN_STATES.move(run, status, sources=sources, error=error, finished_at=Now()) != 1:
             return False
         check_status(run_id, status)
+        live.announce_run_change(run_id)
     return True
 
 
@@ -250,6 +254,7 @@ def mark_lost_runs(lost_after: dt.timedelta, *, now: dt.datetime | None = None) 
             if RUN_STATES.move(still_stale, RunStatus.LOST, sources=SUPERVISED_STATUSES, **fields) == 1:
                 _end_attempt(run.pk, run.attempt, RunStatus.LOST, error, reference)
                 check_status(run.pk, RunStatus.LOST)
+                live.announce_run_change(run.pk)
                 lost.append(run.pk)
     return lost
 
@@ -271,7 +276,10 @@ def queue_again(run_id: int, kind: str, *, sources: Iterable[str] = RESUMABLE_ST
         "pid": None,
         "dispatched_at": Now(),  # its launch is sent now; beat re-sends it if that message is lost
     }
-    return RUN_STATES.move(run, RunStatus.QUEUED, sources=list(sources), **fields) == 1
+    if RUN_STATES.move(run, RunStatus.QUEUED, sources=list(sources), **fields) != 1:
+        return False
+    live.announce_run_change(run_id)
+    return True
 
 
 def recovery_attempts(run_id: int) -> int:
@@ -314,12 +322,16 @@ def fail_queued(run_id: int, error: str) -> bool:
         if not RUN_STATES.fail_queued(Run.objects.filter(pk=run_id), error):
             return False
         check_status(run_id, RunStatus.FAILED)
+        live.announce_run_change(run_id)
     return True
 
 
 def cancel_queued(run_id: int) -> bool:
     """Cancel a run that no worker has claimed yet; False once one has (its supervisor stops it)."""
-    return RUN_STATES.cancel_queued(Run.objects.filter(pk=run_id))
+    if not RUN_STATES.cancel_queued(Run.objects.filter(pk=run_id)):
+        return False
+    live.announce_run_change(run_id)
+    return True
 
 
 def waiting_for_gpus(run_id: int) -> bool:
