@@ -242,3 +242,95 @@ def test_any_query_is_answered_never_a_500(client_for, bob, project, names_, val
     query = urlencode(list(zip(names_, values, strict=False)))
     response = client.get(f"/projects/{project.id}/runs.json?{query}")
     assert response.status_code in (200, 400), (query, response.content[:300])
+
+
+# --- keyset pages ----------------------------------------------------------------------------
+
+
+def all_pages(api, user, project, query: str, limit: int) -> tuple[list[str], list[dict]]:
+    """The names over every page of ``query`` followed by its cursors, and the cursors' contents."""
+    import base64
+    import json
+
+    seen, cursors, cursor = [], [], ""
+    while True:
+        response = api(
+            user, "GET", f"/api/v1/projects/{project.id}/runs?{query}&limit={limit}&cursor={cursor}"
+        )
+        assert response.status_code == 200, response.content
+        body = response.json()
+        seen += [r["name"] for r in body["runs"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return seen, cursors
+        cursors.append(json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))))
+
+
+@pytest.mark.parametrize(
+    "sort",
+    ["name", "-name", "status", "-created", "created", "step", "-last_loss", "val/loss:min", "-val/loss:min"],
+)
+def test_keyset_pages_list_every_run_once_in_the_sorts_order(api, alice, project, runs, sort):
+    Run.objects.filter(pk=runs["large"].pk).update(step=30, last_loss=2.0)
+    Run.objects.filter(pk=runs["small"].pk).update(step=30, last_loss=2.4)  # ties: id decides
+    everything, _ = all_pages(api, alice, project, f"sort={sort}", 200)
+    for limit in (1, 2, 3):
+        paged, cursors = all_pages(api, alice, project, f"sort={sort}", limit)
+        assert paged == everything, (limit, paged)
+        assert all("k" in c and c["s"] == parse_runs_query(QueryDict(f"sort={sort}")).sort for c in cursors)
+        assert [c["o"] for c in cursors] == list(range(limit, 5, limit))
+
+
+def test_a_keyset_page_goes_on_after_its_last_run_when_earlier_pages_change(api, alice, project, runs):
+    first = api(alice, "GET", f"/api/v1/projects/{project.id}/runs?sort=name&limit=2").json()
+    assert [r["name"] for r in first["runs"]] == ["huge", "large"]
+    Run.objects.create(
+        project=project, name="aaa-new", config=resolve("tiny-cpu").to_dict()
+    )  # before page 1's end
+    second = api(
+        alice, "GET", f"/api/v1/projects/{project.id}/runs?sort=name&limit=2&cursor={first['next_cursor']}"
+    )
+    assert [r["name"] for r in second.json()["runs"]] == [
+        "medium",
+        "other-preset",
+    ]  # neither repeated nor skipped
+
+
+def test_duration_and_config_sorts_keep_the_offset(api, alice, project, runs):
+    for sort in ("duration", "-model.n_layers"):
+        everything, _ = all_pages(api, alice, project, f"sort={sort}", 200)
+        paged, cursors = all_pages(api, alice, project, f"sort={sort}", 2)
+        assert sorted(paged) == sorted(everything) and len(paged) == 5
+        assert all("k" not in c for c in cursors)
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        encode_cursor(2, sort="-created", after=("2026-01-01T00:00:00+00:00", 3)),  # made for another sort
+        encode_cursor(2, sort="name", after=(7, 3)),  # a number where a name goes
+        encode_cursor(2, sort="name", after=("huge", "3")),
+        encode_cursor(2, sort="name", after=("huge", 0)),
+        encode_cursor(2, sort="name", after=("huge", 2**70)),
+        encode_cursor(2, sort="name", after=("a\x00b", 3)),
+    ],
+)
+def test_a_tampered_keyset_cursor_is_a_400_naming_the_cursor(api, bob, project, runs, cursor):
+    response = api(bob, "GET", f"/api/v1/projects/{project.id}/runs?sort=name&cursor={cursor}")
+    assert response.status_code == 400 and "cursor" in response.json()["errors"], response.content
+
+
+@pytest.mark.parametrize(
+    ("sort", "value"),
+    [
+        ("-created", "yesterday"),
+        ("-created", "2026-01-01T00:00:00"),
+        ("step", 1.5),
+        ("step", True),
+        ("val/loss:min", "low"),
+    ],
+)
+def test_a_keyset_value_of_the_wrong_type_is_a_400(api, bob, project, runs, sort, value):
+    cursor = encode_cursor(2, sort=parse_runs_query(QueryDict(f"sort={sort}")).sort, after=(value, 3))
+    response = api(bob, "GET", f"/api/v1/projects/{project.id}/runs?sort={sort}&cursor={cursor}")
+    assert response.status_code == 400 and "cursor" in response.json()["errors"], response.content

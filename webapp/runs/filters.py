@@ -17,6 +17,17 @@ The query string (every parameter optional; repeat a parameter or separate value
   created``) or any column as above; ``-`` sorts descending. Runs without a value come last.
 - ``limit`` (1-200, default 50) and ``cursor`` (from the previous page's ``next_cursor``).
 
+Pages are cut by keyset where the sort allows it: the cursor carries the last row's sort
+value and id, and the next page is the rows after that pair (``value > v or (value = v and
+id > last)``, runs without a value last), read from where the index or the sort stops
+instead of counting off every row before it, and a run added or removed on an earlier page
+does not shift the next one. That holds for every column whose value is stored (``name
+status preset step last_loss created``) and for metric columns. Two sorts keep the plain
+offset: ``duration`` (computed from the database's clock, so a running run's value grows
+between two pages and no stored pair marks a place) and config fields (JSON values whose
+comparison with a bound value differs between PostgreSQL's jsonb and SQLite's JSON text, for
+a rarely paged sort). A cursor also carries its position, for "Runs 51-100 of N".
+
 Nothing of the user's text reaches SQL as text: a config path must be a field of the schema,
 a metric key is only ever a bound parameter, values are typed first. A bad part is an
 ``InputError`` naming the parameter.
@@ -31,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import json
 import math
@@ -153,6 +165,8 @@ class RunsQuery:
     sort: str = "-created"
     limit: int = DEFAULT_LIMIT
     offset: int = 0
+    # Keyset: the previous page's last (sort value, id), where the sort allows it (see the module).
+    after: tuple[Any, int] | None = None
     raw_where: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -295,6 +309,7 @@ def parse_runs_query(params: QueryDict) -> RunsQuery:
         sort=sort,
         limit=_limit(params.get("limit", "")),
         offset=decode_cursor(params.get("cursor", "")),
+        after=decode_keyset(params.get("cursor", ""), sort),
         raw_where=tuple(where),
     )
 
@@ -307,22 +322,112 @@ def _limit(raw: str) -> int:
     return int(raw)
 
 
-def encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
+# Sorts cut by keyset, and the stored field each compares (metric columns: their annotation).
+KEYSET_FIELDS = {
+    "name": "name",
+    "status": "status",
+    "preset": "preset",
+    "step": "step",
+    "last_loss": "last_loss",
+    "created": "created_at",
+}
+BAD_CURSOR = "not a cursor this list gave out; drop it to start again"
+
+
+def keyset_field(sort: str) -> str | None:
+    """The field a page of ``sort`` is cut on by keyset; None where the offset stays (see the module)."""
+    key = sort.removeprefix("-")
+    if key in KEYSET_FIELDS:
+        return KEYSET_FIELDS[key]
+    if key in FIXED_SORTS:
+        return None
+    column = parse_column(key, "sort")
+    return _alias(column) if column.kind == "metric" else None
+
+
+def encode_cursor(offset: int, *, sort: str = "", after: tuple[Any, int] | None = None) -> str:
+    """A page's cursor: its position, and with ``after`` the last row's (sort value, id) under ``sort``."""
+    data: dict[str, Any] = {"o": offset}
+    if after is not None:
+        value, run_id = after
+        if isinstance(value, dt.datetime):
+            value = value.isoformat()
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None  # never stored as such (NaN/inf are NULL); sorts as a run without a value
+        data |= {"s": sort, "k": [value, run_id]}
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def _cursor_data(raw: str) -> dict[str, Any]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, TypeError, binascii.Error):
+        raise InputError({"cursor": BAD_CURSOR}) from None
+    if not isinstance(data, dict):
+        raise InputError({"cursor": BAD_CURSOR})
+    return data
 
 
 def decode_cursor(raw: str) -> int:
     """The position a cursor stands for. Cursors are opaque to clients: pass back what came."""
     if not raw:
         return 0
-    try:
-        data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        offset = data["o"]
-    except (ValueError, TypeError, KeyError, binascii.Error):
-        raise InputError({"cursor": "not a cursor this list gave out; drop it to start again"}) from None
+    offset = _cursor_data(raw).get("o")
     if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= 10**9:
-        raise InputError({"cursor": "not a cursor this list gave out; drop it to start again"})
+        raise InputError({"cursor": BAD_CURSOR})
     return offset
+
+
+def decode_keyset(raw: str, sort: str) -> tuple[Any, int] | None:
+    """The (sort value, id) a cursor continues after; None for an offset cursor (or none).
+
+    Every part is checked as hostile: the value must have the sort's type, or the cursor is a
+    400 naming ``cursor`` (one made for another sort, too).
+    """
+    if not raw:
+        return None
+    data = _cursor_data(raw)
+    if "k" not in data:
+        return None
+    field = keyset_field(sort)
+    pair = data["k"]
+    if data.get("s") != sort or field is None or not isinstance(pair, list) or len(pair) != 2:
+        raise InputError({"cursor": "made for another sort; drop it to start again"})
+    value, run_id = pair
+    if not isinstance(run_id, int) or isinstance(run_id, bool) or not 0 < run_id <= BIGINT_MAX:
+        raise InputError({"cursor": BAD_CURSOR})
+    return _keyset_value(field, value), run_id
+
+
+def _keyset_value(field: str, value: Any) -> Any:
+    if field in ("name", "status", "preset"):
+        ok = isinstance(value, str) and len(value) <= 500 and "\x00" not in value
+    elif field == "step":
+        ok = isinstance(value, int) and not isinstance(value, bool) and BIGINT_MIN <= value <= BIGINT_MAX
+    elif field == "created_at":
+        try:
+            value = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            value = None
+        ok = value is not None and value.tzinfo is not None
+    else:  # last_loss and metric columns: a finite number, or None (runs without a value)
+        ok = value is None or (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        )
+        value = float(value) if ok and value is not None else value
+    if not ok:
+        raise InputError({"cursor": BAD_CURSOR})
+    return value
+
+
+def _after(field: str, descending: bool, after: tuple[Any, int], nullable: bool) -> Q:
+    """Rows after (value, id) in the order ``filtered_runs`` sorts them (nulls last either way)."""
+    value, run_id = after
+    beyond = "lt" if descending else "gt"
+    if value is None:  # already among the runs without a value: only ids are left to order them
+        return Q(**{f"{field}__isnull": True, f"pk__{beyond}": run_id})
+    q = Q(**{f"{field}__{beyond}": value}) | Q(**{field: value, f"pk__{beyond}": run_id})
+    return q | Q(**{f"{field}__isnull": True}) if nullable else q
 
 
 def _lookup(condition: Condition) -> Q:
@@ -379,6 +484,9 @@ def filtered_runs(
         ordered = order.desc(nulls_last=True) if descending else order.asc(nulls_last=True)
     else:
         ordered = order.desc() if descending else order.asc()
+    field = keyset_field(query.sort)
+    if query.after is not None and field is not None:
+        qs = qs.filter(_after(field, descending, query.after, nullable))
     return qs.order_by(ordered, "-id" if descending else "id")
 
 
@@ -454,11 +562,12 @@ def runs_page(user: AbstractBaseUser | AnonymousUser, project: Project, query: R
     ~2 kB: sorting 5,000 of those took 30 ms); then only those runs are read whole, with
     their chosen columns computed for them alone.
     """
-    ids = list(
-        filtered_runs(user, project, query).values_list("pk", flat=True)[
-            query.offset : query.offset + query.limit
-        ]
-    )
+    field = keyset_field(query.sort)
+    ordered = filtered_runs(user, project, query)
+    # A keyset cursor's filter already starts the page; an offset counts rows off.
+    start = 0 if query.after is not None and field is not None else query.offset
+    keyed = list(ordered.values_list("pk", field or "pk")[start : start + query.limit])
+    ids = [pk for pk, _ in keyed]
     # A short page needs no count: it is the last one.
     short = len(ids) < query.limit and (ids or query.offset == 0)
     total = query.offset + len(ids) if short else selected_runs(user, project, query).count()
@@ -473,7 +582,12 @@ def runs_page(user: AbstractBaseUser | AnonymousUser, project: Project, query: R
         cells = [_cell(v) for v in values.values()]
         rows.append({**run_summary(r), "tags": tags.get(r.id, []), "columns": values, "cells": cells})
     end = query.offset + len(ids)
-    return RunsPage(rows, total, encode_cursor(end) if end < total else None, query)
+    if end >= total:
+        return RunsPage(rows, total, None, query)
+    if field is None:
+        return RunsPage(rows, total, encode_cursor(end), query)
+    last_value, last_id = keyed[-1][1], keyed[-1][0]
+    return RunsPage(rows, total, encode_cursor(end, sort=query.sort, after=(last_value, last_id)), query)
 
 
 def _cell(value: Any) -> str:
