@@ -99,6 +99,8 @@ def _schedule_after_run(run_id: int) -> None:
 
 def _gpus_to_lease(config: dict) -> int:
     """GPUs to lease for a stored config; 0 where the launcher will refuse it with a clear error."""
+    if settings.LAUNCHER == "slurm":
+        return 0  # Slurm allocates the job's GPUs on its nodes; this host's are not the run's
     try:
         parsed = RunConfig.from_dict(config)
     except ConfigError:

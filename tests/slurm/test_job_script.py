@@ -51,3 +51,13 @@ def test_the_script_quotes_every_path_and_runs_torchrun_under_srun(settings, tmp
     ).stdout.splitlines()
     assert words == [str(run_dir.resolve())]
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_slurm_worker_leases_none_of_its_own_gpus(settings, monkeypatch):
+    from workers import tasks
+
+    monkeypatch.setenv("RUNWRIGHT_GPUS", "0,1,2,3")
+    config = RunConfig.from_dict({"parallel": {"num_processes": 2, "device": "cuda"}}).to_dict()
+    assert tasks._gpus_to_lease(config) == 2
+    settings.LAUNCHER = "slurm"
+    assert tasks._gpus_to_lease(config) == 0
