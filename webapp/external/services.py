@@ -27,7 +27,7 @@ from webapp.annotations.models import RunTag
 from webapp.annotations.services import MAX_TAGS_PER_REQUEST, TAG_PATTERN, add_tags
 from webapp.external.batches import MAX_PARAMS, Report, read_params
 from webapp.input_errors import InputError
-from webapp.metrics.services import write_points
+from webapp.metrics.services import Point, upsert_points, write_points
 from webapp.projects.models import Project
 from webapp.runs import transitions
 from webapp.runs.models import RUN_STATES, Run, RunLog, RunSource, RunStatus
@@ -219,3 +219,23 @@ def _announce(run_id: int, rows: live.LiveRows | None) -> None:
         live.publish(run.id, live.rows_message(run, rows))
     except Exception:
         log.warning("run %s: could not publish a live update", run.id, exc_info=True)
+
+
+def import_points(*, user: AbstractBaseUser, run: Run, points: list[Point], chunk: int = 10_000) -> int:
+    """Points of a run being imported (``import_mlflow``): the same upsert, whatever the run's status.
+
+    An import may fill a run that has already ended, and may be run twice: points are
+    keyed by (key, step), so a second import replaces them with the same values.
+    """
+    require_writer(user, run)
+    written = 0
+    for start in range(0, len(points), chunk):
+        with transaction.atomic():
+            written += upsert_points(run.id, points[start : start + chunk])
+    step, loss = Report(points=points).progress()
+    if step is not None:
+        fields: dict[str, Any] = {"step": step}
+        if loss is not None:
+            fields["last_loss"] = loss
+        Run.objects.filter(pk=run.pk, step__lte=step).update(**fields)
+    return written
