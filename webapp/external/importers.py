@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -83,3 +84,47 @@ def _import_run(
     run.refresh_from_db()
     if status is not None and run.status in ACTIVE_STATUSES:
         services.finish(user=user, run=run, status=status)
+
+
+def import_tensorboard(*, user: AbstractBaseUser, project: Project, log_dir: str) -> ImportSummary:
+    """Import TensorBoard event files: each folder under ``log_dir`` holding some is one run.
+
+    Read with the ``tensorboard`` package (scalars only: images, histograms and text are
+    left out). A run is found again by its ``imported_from`` label (the folder's resolved
+    path), and its points are upserted, so importing twice adds no run and no point.
+    """
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+    except ImportError:
+        raise InputError({"dir": "needs the tensorboard package: pip install tensorboard"}) from None
+    root = Path(log_dir).resolve()
+    if not root.is_dir():
+        raise InputError({"dir": f"{log_dir} is not a folder"})
+    folders = sorted({p.parent for p in root.rglob("events.out.tfevents.*")})
+    if not folders:
+        raise InputError({"dir": f"no TensorBoard event files (events.out.tfevents.*) under {log_dir}"})
+    summary = ImportSummary()
+    for folder in folders:
+        events = EventAccumulator(str(folder), size_guidance={SCALARS: 0})  # 0: keep every point
+        events.Reload()
+        source = f"tensorboard:{folder}"
+        run = Run.objects.filter(
+            project=project, source=RunSource.EXTERNAL, **{f"config__tags__{IMPORTED_FROM}": source}
+        ).first()
+        if run is None:
+            name = str(folder.relative_to(root)) if folder != root else root.name
+            run = services.create_external_run(user=user, project=project, name=name[:200])
+            summary.created.append(run.id)
+        else:
+            summary.updated.append(run.id)
+        services.set_labels(user=user, run=run, labels={IMPORTED_FROM: source})
+        points = [
+            Point(tag, int(e.step), e.value if math.isfinite(e.value) else None, e.wall_time)
+            for tag in events.Tags().get(SCALARS, [])
+            for e in events.Scalars(tag)
+        ]
+        summary.points += services.import_points(user=user, run=run, points=points)
+        run.refresh_from_db()
+        if run.status in ACTIVE_STATUSES:
+            services.finish(user=user, run=run, status="completed")
+    return summary
