@@ -19,7 +19,8 @@ SHOTS = Path("/tmp")
 
 def points_in_chart(page) -> int:
     return page.evaluate(
-        "() => { const d = document.getElementById('chart-train-loss').data;"
+        # A new run's train/loss panel appears with its first point (panels follow the keys).
+        "() => { const el = document.getElementById('chart-train-loss'); const d = el && el.data;"
         " return d ? d.reduce((n, t) => n + (t.x ? t.x.length : 0), 0) : 0; }"
     )
 
@@ -34,6 +35,9 @@ def test_new_run_in_the_browser(alice_project, start_servers, chromium):
     page.fill("#id_username", "alice")
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Hello, alice")  # the home page
+    page.screenshot(path=str(SHOTS / "runwright-home.png"))
+    page.click("nav >> text=Projects")
     expect(page.locator("h1")).to_have_text("Projects")
     page.screenshot(path=str(SHOTS / "runwright-projects.png"))
 
