@@ -6,25 +6,15 @@ run from a checkout where it was not (the SDK is the standard library only).
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from faults.fault_harness import TcpProxy
+from sdk_support import SDK  # noqa: F401 - puts sdk/ on the path first
 from service_processes import web_server
 
 from webapp.accounts.services import create_api_token
-
-SDK = Path(__file__).resolve().parents[2] / "sdk"
-if str(SDK) not in sys.path:
-    sys.path.insert(0, str(SDK))
-
-# The outage the SDK must ride out. The 30 s is real but long for a suite on two
-# cores: RUNWRIGHT_TEST_OUTAGE_SECONDS=30 runs it at full length.
-OUTAGE_SECONDS = float(os.environ.get("RUNWRIGHT_TEST_OUTAGE_SECONDS", "3"))
 
 
 @pytest.fixture

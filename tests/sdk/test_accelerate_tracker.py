@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import SDK
+from sdk_support import SDK
 from service_processes import free_port
 
 from webapp.metrics.models import MetricPoint

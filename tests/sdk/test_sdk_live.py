@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 import runwright
-from conftest import OUTAGE_SECONDS, SDK
 from runwright.client import Refused
+from sdk_support import OUTAGE_SECONDS, SDK
 
 from webapp.accounts.services import create_api_token
 from webapp.annotations.models import RunTag
