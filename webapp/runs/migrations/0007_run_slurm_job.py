@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0006_checkpoint_pruned_at'),
+        ("runs", "0006_checkpoint_pruned_at"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='run',
-            name='slurm_job_id',
+            model_name="run",
+            name="slurm_job_id",
             field=models.CharField(blank=True, max_length=32),
         ),
         migrations.AddField(
-            model_name='run',
-            name='slurm_reason',
+            model_name="run",
+            name="slurm_reason",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddField(
-            model_name='run',
-            name='slurm_state',
+            model_name="run",
+            name="slurm_state",
             field=models.CharField(blank=True, max_length=32),
         ),
     ]
