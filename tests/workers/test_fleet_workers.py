@@ -232,18 +232,19 @@ def test_a_run_on_a_killed_worker_is_recovered_on_another(
             return run.status == RunStatus.RUNNING and run.checkpoints.filter(step__gte=4).exists()
 
         wait_until("a checkpoint on the doomed host", checkpointed)
-        with fleet_worker(tmp_path, "spare", "0", "NVIDIA H100", scheduler_queue, corpus_cache) as (spare, _):
-            os.killpg(proc.pid, signal.SIGKILL)  # the host is gone: no goodbye
-            proc.wait(timeout=20)
-            settings.LOST_AFTER_SECONDS = 3
-            wait_until("the sweep to mark the run lost", lambda: run.pk in sweep.sweep_lost_runs())
+        os.killpg(proc.pid, signal.SIGKILL)  # the host is gone: no goodbye
+        proc.wait(timeout=20)
+    # The spare host joins only now: the run must not finish on the doomed one meanwhile.
+    with fleet_worker(tmp_path, "spare", "0", "NVIDIA H100", scheduler_queue, corpus_cache) as (spare, _):
+        settings.LOST_AFTER_SECONDS = 3
+        wait_until("the sweep to mark the run lost", lambda: run.pk in sweep.sweep_lost_runs(), timeout=60)
 
-            def resumed():  # beat's sweep, run here: it resumes the run one LOST_AFTER later
-                sweep.sweep_lost_runs()
-                return Run.objects.filter(pk=run.pk, attempt=2).exists()
+        def resumed():  # beat's sweep, run here: it resumes the run one LOST_AFTER later
+            sweep.sweep_lost_runs()
+            return Run.objects.filter(pk=run.pk, attempt=2).exists()
 
-            wait_until("the sweep to resume the lost run", resumed, timeout=30)
-            run = final(run, attempt=2)
+        wait_until("the sweep to resume the lost run", resumed, timeout=30)
+        run = final(run, attempt=2)
     assert run.status == RunStatus.COMPLETED and run.attempt == 2, run.error
     first, second = RunAttempt.objects.filter(run=run).order_by("number")
     assert (first.worker, first.status) == (doomed, RunStatus.LOST)
