@@ -25,12 +25,19 @@ class Action(models.TextChoices):
     PROJECT_MOVED = "project.moved", "Project moved"
     PROJECT_DELETED = "project.deleted", "Project deleted"
     TASKS_UPLOADED = "tasks.uploaded", "Task folder uploaded"
+    TEAM_CREATED = "team.created", "Team created"
+    TEAM_RENAMED = "team.renamed", "Team renamed"
+    TEAM_DELETED = "team.deleted", "Team deleted"
 
 
 class AuditEvent(models.Model):
     """One recorded action. Labels are copied so the entry still reads after the object is gone."""
 
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="audit_events")
+    # Kept when the team is deleted (``team.deleted`` and the entries before it stay for the
+    # operator); no team's log page shows them any more.
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
     # Kept when the person is deleted: the log must still say that someone did it.
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
