@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -45,8 +46,12 @@ def sample_tokens(
     top_p: float = 1.0,
     seed: int | None = None,
     eos_id: int | None = None,
+    on_token: Callable[[int], None] | None = None,
 ) -> list[int]:
-    """New token ids after ``prompt_ids`` (at most ``max_new_tokens``, ending at ``eos_id``)."""
+    """New token ids after ``prompt_ids`` (at most ``max_new_tokens``, ending at ``eos_id``).
+
+    ``on_token`` is called with each new id as soon as it is chosen (a sampling job streams them).
+    """
     if not prompt_ids:
         raise ValueError("prompt: must encode to at least one token")
     device = next(model.parameters()).device
@@ -67,6 +72,8 @@ def sample_tokens(
             probs = filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)
             token = torch.multinomial(probs, 1, generator=generator)  # (1, 1)
         out.append(int(token))
+        if on_token is not None:
+            on_token(out[-1])
         if eos_id is not None and out[-1] == eos_id:
             break
         if len(out) < max_new_tokens:
