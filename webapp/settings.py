@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "webapp.alerts",
     "webapp.home",
     "webapp.fleet",
+    "webapp.sweeps",
     "webapp.samples",
 ]
 

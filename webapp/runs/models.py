@@ -114,6 +114,10 @@ class Run(models.Model):
     start_kind = models.CharField(max_length=10, choices=AttemptKind.choices, default=AttemptKind.LAUNCH)
     # Hidden from the project's default run list; nothing else changes.
     archived = models.BooleanField(default=False)
+    # The sweep that launched it (webapp/sweeps), if any.
+    sweep = models.ForeignKey(
+        "sweeps.Sweep", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -25,6 +25,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Coalesce, Now
+from django.dispatch import Signal
 
 from webapp import live, requeue
 from webapp.alerts.services import check_status
@@ -41,6 +42,16 @@ from webapp.runs.models import (
     RunSource,
     RunStatus,
 )
+
+# Sent after commit when a run logged progress or reached a final status (``run_id``): the
+# sweeps app listens (it launches a sweep's next runs and halves it) without runs importing it.
+run_changed = Signal()
+
+
+def tell_run_changed(run_id: int) -> None:
+    """Send ``run_changed`` once the caller's transaction commits (at once outside one)."""
+    transaction.on_commit(lambda: run_changed.send_robust(sender=Run, run_id=run_id))
+
 
 FINAL_FROM_SUPERVISOR = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST)
 
@@ -142,6 +153,8 @@ def record_progress(run_id: int, attempt: int, progress: Progress) -> bool:
     if progress.last_loss is not None:
         fields["last_loss"] = progress.last_loss
     updated = _own(run_id, attempt).update(**fields) == 1
+    if updated and progress.step is not None:
+        tell_run_changed(run_id)
     if updated and progress.running:
         RUN_STATES.move(
             Run.objects.filter(pk=run_id, attempt=attempt), RunStatus.RUNNING, sources=[RunStatus.STARTING]
@@ -181,6 +194,7 @@ def finish(run_id: int, attempt: int, status: str, error: str = "") -> bool:
         _end_attempt(run_id, attempt, status, error, Now())
         check_status(run_id, status)  # alert rules on failed/lost runs fire with the status
         live.announce_run_change(run_id)
+        tell_run_changed(run_id)
     return True
 
 
@@ -255,6 +269,7 @@ def mark_lost_runs(lost_after: dt.timedelta, *, now: dt.datetime | None = None) 
                 _end_attempt(run.pk, run.attempt, RunStatus.LOST, error, reference)
                 check_status(run.pk, RunStatus.LOST)
                 live.announce_run_change(run.pk)
+                tell_run_changed(run.pk)
                 lost.append(run.pk)
     return lost
 
@@ -323,6 +338,7 @@ def fail_queued(run_id: int, error: str) -> bool:
             return False
         check_status(run_id, RunStatus.FAILED)
         live.announce_run_change(run_id)
+        tell_run_changed(run_id)
     return True
 
 
@@ -331,6 +347,7 @@ def cancel_queued(run_id: int) -> bool:
     if not RUN_STATES.cancel_queued(Run.objects.filter(pk=run_id)):
         return False
     live.announce_run_change(run_id)
+    tell_run_changed(run_id)
     return True
 
 
