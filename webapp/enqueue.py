@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # The names the workers register (``workers.tasks``, ``workers.eval_jobs``); renaming one breaks queued messages.
 LAUNCH_RUN = "workers.tasks.launch_run"
 RUN_EVAL_JOB = "workers.eval_jobs.run_eval_job"
+RUN_SAMPLE_JOB = "workers.sample_jobs.run_sample_job"  # sampling from or exporting a checkpoint
 NOTIFY_ALERT = "workers.alerts.notify_alert"  # an alert's webhook (webapp.alerts)
 SCHEDULE_RUNS = "workers.scheduler.schedule_runs"  # the fleet scheduler (RUNWRIGHT_FLEET)
 
@@ -37,8 +38,9 @@ def queue_for(task_name: str) -> str | None:
     """The queue a task goes to; None is the default queue every worker consumes."""
     if task_name == SCHEDULE_RUNS:
         return getattr(settings, "SCHEDULER_QUEUE", None) or None
-    if task_name == RUN_EVAL_JOB:
-        # A dedicated queue lets eval jobs run beside training on workers whose slots supervise runs.
+    if task_name in (RUN_EVAL_JOB, RUN_SAMPLE_JOB):
+        # A dedicated queue lets eval jobs (and sampling, export: short jobs on a checkpoint
+        # too) run beside training on workers whose slots supervise runs.
         return getattr(settings, "EVAL_QUEUE", None) or None
     return None
 

@@ -40,6 +40,7 @@ app.conf.imports = (
     "workers.eval_jobs",
     "workers.alerts",
     "workers.scheduler",
+    "workers.sample_jobs",
 )  # task modules besides workers.tasks
 app.conf.beat_schedule["sweep-stale-eval-jobs"] = {
     "task": "workers.eval_jobs.sweep_stale_eval_jobs",
