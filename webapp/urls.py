@@ -16,6 +16,7 @@ urlpatterns = [
     path("", include("webapp.annotations.urls")),
     path("", include("webapp.alerts.urls")),
     path("", include("webapp.fleet.urls")),
+    path("", include("webapp.sweeps.urls")),
     path("api/v1/", include("webapp.api.urls")),
     # MLflow clients (MLFLOW_TRACKING_URI pointed here) and MLflow's UI-style paths.
     path("api/2.0/mlflow/", include("webapp.mlflow_api.urls", namespace="mlflow")),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.api import alerts, evals, external, run_annotations, teams, tokens, views
+from webapp.api import alerts, evals, external, run_annotations, sweeps, teams, tokens, views
 from webapp.api.run_actions import run_archive, run_restart, run_resume, run_unarchive
 
 app_name = "api"
@@ -39,4 +39,7 @@ urlpatterns = [
     path("projects/<int:project_id>/evals", evals.project_evals, name="project_evals"),
     path("evals/<int:job_id>", evals.eval_job, name="eval_job"),
     path("evals/<int:job_id>/cancel", evals.eval_job_cancel, name="eval_job_cancel"),
+    path("projects/<int:project_id>/sweeps", sweeps.project_sweeps, name="project_sweeps"),
+    path("sweeps/<int:sweep_id>", sweeps.sweep, name="sweep"),
+    path("sweeps/<int:sweep_id>/cancel", sweeps.sweep_cancel, name="sweep_cancel"),
 ]

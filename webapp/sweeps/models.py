@@ -34,6 +34,8 @@ class Sweep(models.Model):
     halving_step = models.PositiveIntegerField(null=True, blank=True)
     halving_eta = models.PositiveIntegerField(null=True, blank=True)
     launched = models.PositiveIntegerField(default=0)  # trials turned into runs so far
+    # The run of each launched trial, by trial index (a deleted run leaves its id here, unmatched).
+    run_ids = models.JSONField(default=list)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -150,7 +150,8 @@ def advance_sweep(sweep_id: int) -> list[int]:
                 return launched
             Run.objects.filter(pk=run.pk).update(sweep=sweep)
             sweep.launched = index + 1
-            Sweep.objects.filter(pk=sweep.pk).update(launched=sweep.launched)
+            sweep.run_ids = [*sweep.run_ids, run.pk]
+            Sweep.objects.filter(pk=sweep.pk).update(launched=sweep.launched, run_ids=sweep.run_ids)
             launched.append(run.pk)
             active += 1
         if sweep.launched >= sweep.budget and active == 0:
