@@ -230,6 +230,14 @@ class ParallelConfig:
         min=1,
         max=1024,
     )
+    expert_parallel: int = _f(
+        1,
+        "Expert-parallel degree (mixture-of-experts models): each MoE layer's experts split over "
+        "this many processes, which train the same batch and exchange tokens with all-to-all; "
+        "data parallel runs over num_processes / (tensor_parallel x expert_parallel).",
+        min=1,
+        max=1024,
+    )
     sequence_parallel: bool = _f(
         True,
         "With tensor_parallel > 1: split the norms and the residual stream by position between "
@@ -239,8 +247,8 @@ class ParallelConfig:
 
     @property
     def data_parallel(self) -> int:
-        """Processes that train different batches: num_processes / tensor_parallel."""
-        return max(1, self.num_processes // self.tensor_parallel)
+        """Processes that train different batches: num_processes / (tensor_parallel x expert_parallel)."""
+        return max(1, self.num_processes // (self.tensor_parallel * self.expert_parallel))
 
 
 @dataclass(frozen=True)
@@ -563,6 +571,8 @@ def _check_layout(cfg: RunConfig) -> dict[str, str]:
     """Impossible process layouts (tensor parallel x data parallel), each keyed by the field to change."""
     m, p = cfg.model, cfg.parallel
     tp = p.tensor_parallel
+    if p.expert_parallel > 1:
+        return _check_expert_layout(cfg)
     if tp <= 1:
         return {}
     key = "parallel.tensor_parallel"
@@ -594,6 +604,33 @@ def _check_layout(cfg: RunConfig) -> dict[str, str]:
     if cfg.train.sample_every:
         return {
             "train.sample_every": "must be 0 with parallel.tensor_parallel > 1 (no sampling from a split model)"
+        }
+    return {}
+
+
+def _check_expert_layout(cfg: RunConfig) -> dict[str, str]:
+    """Impossible expert-parallel layouts. The EP group is its own mesh dimension: its
+    processes train the same batch (EP does not borrow from data parallel, as torchtitan's does)."""
+    m, p = cfg.model, cfg.parallel
+    ep, key = p.expert_parallel, "parallel.expert_parallel"
+    if not m.n_experts:
+        return {key: "must be 1 for a dense model (model.n_experts is 0): only MoE layers split by expert"}
+    if m.n_experts % ep:
+        return {key: f"must divide model.n_experts ({m.n_experts}): each process holds whole experts"}
+    if p.tensor_parallel > 1:
+        return {"parallel.tensor_parallel": "must be 1 for a mixture-of-experts model (model.n_experts > 0)"}
+    if p.num_processes % ep:
+        return {key: f"must divide parallel.num_processes ({p.num_processes}): data parallel is the rest"}
+    if p.num_processes != ep:
+        return {
+            key: f"must equal parallel.num_processes ({p.num_processes}): expert parallel beside "
+            "data parallel is not supported yet"
+        }
+    if p.mixed_precision == "fp16":
+        return {"parallel.mixed_precision": "fp16 needs a loss scaler expert parallel has not; use bf16"}
+    if cfg.train.sample_every:
+        return {
+            "train.sample_every": "must be 0 with parallel.expert_parallel > 1 (no sampling from a split model)"
         }
     return {}
 

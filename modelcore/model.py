@@ -149,6 +149,12 @@ class RouterStats(NamedTuple):
     dropped: torch.Tensor  # share of routed token slots dropped by the capacity limit
 
 
+class Routing(NamedTuple):
+    weights: torch.Tensor  # (N, k) renormalised top-k weights
+    assignments: list[tuple[torch.Tensor, torch.Tensor]]  # per expert: kept (token, slot), token order
+    stats: RouterStats
+
+
 class MoE(nn.Module):
     """Top-k routed SwiGLU experts (Mixtral style: softmax, top-k, renormalised weights).
 
@@ -169,30 +175,43 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, RouterStats]:
         B, T, D = x.shape
         flat = x.reshape(-1, D)  # (N, D)
+        routing = self.route(flat)
+        return self.dispatch(flat, routing).view(B, T, D), routing.stats
+
+    def route(self, flat: torch.Tensor) -> Routing:
+        """Which token slots each expert takes (capacity applied), their weights, and the router's losses."""
         N, E, k = flat.shape[0], self.n_experts, self.top_k
         logits = self.gate(flat).float()  # (N, E); routing in fp32 for stable softmax
         probs = logits.softmax(dim=-1)  # (N, E)
         weights, chosen = probs.topk(k, dim=-1)  # (N, k) each
-        weights = (weights / weights.sum(dim=-1, keepdim=True)).to(x.dtype)
+        weights = (weights / weights.sum(dim=-1, keepdim=True)).to(flat.dtype)
 
         capacity = math.ceil(self.capacity_factor * N * k / E) if self.capacity_factor > 0 else N * k
-        out = torch.zeros_like(flat)  # (N, D)
-        kept = torch.zeros(E, device=x.device)
-        for e, expert in enumerate(self.experts):
+        assignments = []
+        kept = torch.zeros(E, device=flat.device)
+        for e in range(E):
             token, slot = torch.where(chosen == e)  # token order, so capacity keeps the earliest
-            token, slot = token[:capacity], slot[:capacity]
-            kept[e] = token.numel()
-            # Called even with no tokens so every expert joins the graph (DDP needs
-            # a gradient, if zero, for every parameter).
-            y = expert(flat[token]) * weights[token, slot, None]  # (n_e, D)
-            out.index_add_(0, token, y)
+            assignments.append((token[:capacity], slot[:capacity]))
+            kept[e] = assignments[-1][0].numel()
 
         # Switch/Mixtral load balancing: E * sum_e (share of slots routed to e) * (mean prob of e).
         routed = F.one_hot(chosen, E).float().sum(dim=(0, 1)) / (N * k)  # (E,)
         aux_loss = E * (routed * probs.mean(dim=0)).sum()
         z_loss = torch.logsumexp(logits, dim=-1).pow(2).mean()  # ST-MoE router z-loss
         stats = RouterStats(aux_loss, z_loss, routed.detach(), 1.0 - kept.sum() / (N * k))
-        return out.view(B, T, D), stats
+        return Routing(weights, assignments, stats)
+
+    def dispatch(self, flat: torch.Tensor, routing: Routing) -> torch.Tensor:
+        """The experts' weighted outputs summed per token (N, D); expert parallel
+        (``modelcore.expert_parallel``) replaces this with an all-to-all over its group."""
+        out = torch.zeros_like(flat)  # (N, D)
+        for e, expert in enumerate(self.experts):
+            token, slot = routing.assignments[e]
+            # Called even with no tokens so every expert joins the graph (DDP needs
+            # a gradient, if zero, for every parameter).
+            y = expert(flat[token]) * routing.weights[token, slot, None]  # (n_e, D)
+            out.index_add_(0, token, y)
+        return out
 
 
 class Block(nn.Module):

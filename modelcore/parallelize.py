@@ -4,7 +4,9 @@ torchtitan's split: ``modelcore.model`` is only the model; this module changes a
 ``Transformer`` in place, in torchtitan's order:
 
 1. ``apply_tp``: tensor (and sequence) parallel with DTensor's ``parallelize_module``
-   over the mesh's ``tp`` dimension (Megatron's layout, below);
+   over the mesh's ``tp`` dimension (Megatron's layout, below); ``apply_ep``: a MoE model's
+   experts split over the mesh's ``ep`` dimension, tokens exchanged with all-to-all
+   (``modelcore.expert_parallel``);
 2. ``apply_ac``: recompute each block in the backward pass;
 3. ``apply_compile``: ``torch.compile`` per block (under FSDP) or of the whole model;
 4. ``apply_fsdp``: FSDP2 over the ``dp`` dimension, one unit per block plus the root.
@@ -46,14 +48,30 @@ from torch.distributed.tensor.parallel import (
 )
 from torch.utils.checkpoint import checkpoint
 
+from modelcore.expert_parallel import apply_ep
 from modelcore.model import Transformer
 from modelcore.tensor_parallel import VocabParallelCrossEntropy, copy_to_tp_region
+
+__all__ = ["apply_ac", "apply_compile", "apply_ep", "apply_fsdp", "apply_tp", "build_mesh", "clip_grad_norm"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": None}
 
 
-def build_mesh(device_type: str, world_size: int, tensor_parallel: int) -> DeviceMesh:
-    """The ``(dp, tp)`` mesh over all ranks; the process group must be initialised."""
+def build_mesh(
+    device_type: str, world_size: int, tensor_parallel: int, expert_parallel: int = 1
+) -> DeviceMesh:
+    """The ``(dp, tp)`` mesh over all ranks, or ``(dp, ep)`` for expert parallel (a MoE model
+    is not split by tensor parallel); the process group must be initialised."""
+    if expert_parallel > 1:
+        if tensor_parallel > 1:
+            raise ValueError("parallel.tensor_parallel must be 1 with parallel.expert_parallel")
+        if world_size % expert_parallel:
+            raise ValueError(
+                f"parallel.expert_parallel ({expert_parallel}) must divide the number of processes ({world_size})"
+            )
+        return init_device_mesh(
+            device_type, (world_size // expert_parallel, expert_parallel), mesh_dim_names=("dp", "ep")
+        )
     if world_size % tensor_parallel:
         raise ValueError(
             f"parallel.tensor_parallel ({tensor_parallel}) must divide the number of processes ({world_size})"
