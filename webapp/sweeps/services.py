@@ -113,6 +113,7 @@ def create_sweep(*, user: AbstractBaseUser, project: Project, spec: Mapping[str,
             halving_eta=halving_eta,
         )
         advance_sweep(sweep.pk)
+    sweep.refresh_from_db()
     return sweep
 
 
