@@ -31,6 +31,7 @@ from webapp.annotations.models import NoteRevision, RunTag
 from webapp.evals.models import EvalJob, EvalStatus, Report
 from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Run, RunStatus
+from webapp.sweeps.models import Sweep, SweepStatus
 
 LOGIN = "login"  # a redirect to the login page
 PEOPLE = ("alice", "bob", "charlie", "anonymous")
@@ -90,6 +91,10 @@ def job(w: dict) -> dict:
 
 def report(w: dict) -> dict:
     return {"report_id": w["report"].id}
+
+
+def sweep(w: dict) -> dict:
+    return {"sweep_id": w["sweep"].id}
 
 
 def none(w: dict) -> dict:
@@ -201,6 +206,12 @@ MATRIX: dict[str, Route] = {
     # --- fleet: hosts are the operator's, seen by everyone signed in; quotas are staff's ---
     "fleet:fleet": Route(none, {"GET": Access(200, 200, 200, LOGIN)}),
     "fleet:set_quota": Route(team, {"POST": Access(403, 403, 403, LOGIN)}),
+    # --- sweeps: the world's sweep has ended, so a cancel changes nothing; an empty form is a 400 ---
+    "sweeps:project": Route(project, {"GET": web_read()}),
+    "sweeps:new": Route(project, {"GET": web_write(200), "POST": web_write(400)}),
+    "sweeps:detail": Route(sweep, {"GET": web_read()}),
+    "sweeps:data": Route(sweep, {"GET": web_read()}),
+    "sweeps:cancel": Route(sweep, {"POST": web_write(302)}),
     # --- evals -------------------------------------------------------------------
     "evals:project": Route(project, {"GET": web_read()}),
     "evals:new": Route(project, {"GET": web_write(200), "POST": web_write(400)}),
@@ -267,6 +278,10 @@ MATRIX: dict[str, Route] = {
     ),
     "api:eval_job": Route(job, {"GET": api_read()}, api=True),
     "api:eval_job_cancel": Route(job, {"POST": api_write(200)}, api=True),
+    # An empty spec is a 400 naming the search method, after the role check.
+    "api:project_sweeps": Route(project, {"GET": api_read(), "POST": api_write(400)}, api=True),
+    "api:sweep": Route(sweep, {"GET": api_read()}, api=True),
+    "api:sweep_cancel": Route(sweep, {"POST": api_write(200)}, api=True),
     "api:run_tags": Route(
         run, {"GET": api_read(), "POST": api_write(200)}, body=lambda w: {"tags": ["baseline"]}, api=True
     ),
@@ -411,6 +426,18 @@ def world(settings, tmp_path, team, other_team, alice, bob, charlie, project) ->
     made["invite"], made["invite_secret"] = create_invite(actor=alice, team=team, role=Role.MEMBER)
     create_api_token(alice, "world")
     made["alice_token"] = ApiToken.objects.get(user=alice, name="world")
+    made["sweep"] = Sweep.objects.create(
+        project=project,
+        name="sweep",
+        created_by=alice,
+        status=SweepStatus.COMPLETED,
+        method="grid",
+        parameters={"optim.lr": {"values": [0.001]}},
+        trials=[{"optim.lr": 0.001}],
+        concurrency=1,
+        metric="val/loss",
+        goal="min",
+    )
     return made
 
 
@@ -426,6 +453,7 @@ def team_a_state(team: Team) -> dict[str, list]:
         "run_tags": RunTag.objects.filter(run__project__team=team),
         "notes": NoteRevision.objects.filter(run__project__team=team),
         "alert_rules": AlertRule.objects.filter(project__team=team),
+        "sweeps": Sweep.objects.filter(project__team=team),
         "alert_firings": AlertFiring.objects.filter(run__project__team=team),
         "invites": Invite.objects.filter(team=team),
     }
