@@ -369,3 +369,18 @@ def test_web_form_creates_a_sweep_and_shows_errors_on_fields(client_for, alice, 
     assert data["trials"][0]["run_id"] == sweep_runs(sweep)[0].id
     assert math.isclose(data["trials"][0]["values"]["optim.lr"], sweep.trials[0]["optim.lr"])
     assert client_for(bob).get(f"/projects/{project.id}/sweeps/new").status_code == 403
+
+
+def test_a_path_the_team_may_not_read_is_refused_before_launch(alice, project, sent_tasks):
+    # The same check create_run makes, made for every trial before the sweep is stored.
+    bad = spec(parameters={"data.corpus": {"values": ["stdlib", "/etc/passwd"]}})
+    with pytest.raises(ConfigError) as caught:
+        create_sweep(user=alice, project=project, spec=bad)
+    assert "parameters.data.corpus" in caught.value.errors
+    assert not Sweep.objects.exists() and not Run.objects.exists() and not sent_tasks
+
+
+def test_a_range_too_wide_is_refused():
+    with pytest.raises(ConfigError) as caught:
+        search.parse_spec("random", {"optim.lr": {"min": 1e-4, "max": 1e300, "scale": "log"}}, 3)
+    assert "parameters.optim.lr" in caught.value.errors

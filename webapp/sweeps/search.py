@@ -12,17 +12,18 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelcore.config import ConfigError, field_schema, resolve
+from modelcore.config import ConfigError, RunConfig, field_schema, resolve
 
 METHODS = ("grid", "random")
 SCALES = ("linear", "log")
 GOALS = ("min", "max")
 MAX_TRIALS = 500
 MAX_VALUES = 100
+RANGE_LIMIT = 1e15  # wider than any config field's bounds; keeps exp/log and int() finite
 FIELDS = {meta["path"]: meta for section in field_schema() for meta in section["fields"]}
 
 
@@ -66,6 +67,8 @@ def _parameter(path: Any, spec: Any, method: str) -> dict[str, Any]:
     if "min" not in spec or "max" not in spec:
         raise ConfigError({field: "a range needs both min and max"})
     low, high = _number(spec["min"], f"{field}.min"), _number(spec["max"], f"{field}.max")
+    if max(abs(low), abs(high)) > RANGE_LIMIT:
+        raise ConfigError({field: f"min and max must lie within ±{RANGE_LIMIT:g}"})
     if low > high:
         raise ConfigError({field: f"min ({low:g}) is above max ({high:g})"})
     scale = spec.get("scale", "linear")
@@ -143,11 +146,17 @@ def overrides_for(base: Mapping[str, Any], trial: Mapping[str, Any]) -> dict[str
     return out
 
 
-def check_trials(preset: str | None, base: Mapping[str, Any], trials: list[dict[str, Any]]) -> None:
-    """Validate every trial's whole config; an error names the trial's field path and value."""
+def check_trials(
+    preset: str | None,
+    base: Mapping[str, Any],
+    trials: list[dict[str, Any]],
+    check: Callable[[RunConfig], None] = lambda config: None,
+) -> None:
+    """Validate every trial's whole config, then ``check`` it (what the run service checks beyond the
+    schema: limits, paths the user may read); an error names the trial's field path and value."""
     for trial in trials:
         try:
-            resolve(preset or None, overrides_for(base, trial))
+            check(resolve(preset or None, overrides_for(base, trial)))
         except ConfigError as exc:
             errors = {}
             for path, message in exc.errors.items():

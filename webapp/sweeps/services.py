@@ -21,12 +21,14 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models.functions import Now
 
-from modelcore.config import ConfigError, resolve
+from modelcore.config import ConfigError, RunConfig, resolve
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
 from webapp.metrics.models import MetricPoint
 from webapp.projects.models import Project
+from webapp.runs import config_paths
 from webapp.runs import services as run_services
+from webapp.runs.limits import compute_errors
 from webapp.runs.models import ACTIVE_STATUSES, Run
 from webapp.sweeps import search
 from webapp.sweeps.models import RungResult, Sweep, SweepStatus
@@ -95,7 +97,14 @@ def create_sweep(*, user: AbstractBaseUser, project: Project, spec: Mapping[str,
     elif halving_eta is not None:
         raise ConfigError({"halving_step": "needed with halving_eta: the step at which to compare runs"})
     trials = search.expand(parsed)
-    search.check_trials(preset, base, trials)
+
+    def check(config: RunConfig) -> None:  # what create_run checks beyond the schema, per trial
+        errors = compute_errors(config)
+        if errors:
+            raise ConfigError(errors)
+        config_paths.check_submitted(config, user)
+
+    search.check_trials(preset, base, trials, check)
     with transaction.atomic():
         sweep = Sweep.objects.create(
             project=project,
