@@ -1,13 +1,14 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from webapp.accounts import views as account_views
 from webapp.home import views as home_views
 from webapp.runs.assets import plotly_js
 
 urlpatterns = [
     # A signed-in person's home: their teams' runs now and since their last visit.
     path("", home_views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", account_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("projects/", include("webapp.projects.urls")),
     path("", include("webapp.accounts.urls")),

@@ -31,6 +31,7 @@ from webapp.annotations.models import NoteRevision, RunTag
 from webapp.evals.models import EvalJob, EvalStatus, Report
 from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Run, RunStatus
+from webapp.samples.models import SampleJob, SampleKind, SampleStatus
 from webapp.sweeps.models import Sweep, SweepStatus
 
 LOGIN = "login"  # a redirect to the login page
@@ -153,6 +154,7 @@ MATRIX: dict[str, Route] = {
         body=lambda w: {"name": "new", "team": w["team"].id, "description": ""},
     ),
     "projects:detail": Route(project, {"GET": web_read()}),
+    "projects:delete": Route(project, {"GET": web_write(200), "POST": web_write(302)}),
     "projects:runs_json": Route(project, {"GET": web_read()}),
     # An EventSource cannot follow a redirect to a login page: 401.
     "projects:runs_stream": Route(project, {"GET": Access(200, 200, 404, 401)}),
@@ -171,6 +173,18 @@ MATRIX: dict[str, Route] = {
     "runs:file": Route(lambda w: {**run(w), "name": "config.json"}, {"GET": Access(404, 404, 404, LOGIN)}),
     "runs:checkpoint_download": Route(
         lambda w: {**run(w), "step": 100}, {"GET": Access(404, 404, 404, LOGIN)}
+    ),
+    # Sampling and export (webapp.samples): members start jobs (the world's checkpoint is not on
+    # disk: a 400 naming the step), viewers read them; the world's export job left no files (404).
+    "runs:sample_start": Route(run, {"POST": web_write(400)}, body=lambda w: {"step": 20, "prompt": "Hi"}),
+    "runs:checkpoint_export": Route(lambda w: {**run(w), "step": 20}, {"POST": web_write(400)}),
+    "runs:sample_jobs": Route(run, {"GET": web_read()}),
+    "runs:sample_status": Route(lambda w: {"job_id": w["sample_job"].id}, {"GET": web_read()}),
+    "runs:sample_stream": Route(
+        lambda w: {"job_id": w["sample_job"].id}, {"GET": Access(200, 200, 404, 401)}
+    ),
+    "runs:sample_archive": Route(
+        lambda w: {"job_id": w["sample_job"].id}, {"GET": Access(404, 404, 404, LOGIN)}
     ),
     "runs:compare_series_csv": Route(
         project, {"GET": web_read()}, query=lambda w: compared(w) + "&key=train/loss"
@@ -244,6 +258,8 @@ MATRIX: dict[str, Route] = {
         body=lambda w: {"name": "new", "team": w["team"].id},
         api=True,
     ),
+    # Team A's project has only ended runs: Alice (admin) deletes it; a viewer may not.
+    "api:project": Route(project, {"GET": api_read(), "DELETE": api_write(204)}, api=True),
     "api:project_runs": Route(
         project, {"GET": api_read(), "POST": api_write(201)}, body=lambda w: {"preset": "tiny-cpu"}, api=True
     ),
@@ -312,6 +328,9 @@ MATRIX: dict[str, Route] = {
         body=lambda w: {"team": w["other_team"].id},
     ),
     "accounts:team_audit": Route(team, {"GET": web_write(200)}),
+    "accounts:team_rename": Route(team, {"POST": web_write(302)}, body=lambda w: {"name": "ml renamed"}),
+    # Team A still has a project: the delete is refused with its name (400); the GET asks first.
+    "accounts:team_delete": Route(team, {"GET": web_write(200), "POST": web_write(400)}),
     # The link itself is the permission: Charlie joins team A with it, after which it is used up (410).
     # Bob is already a member (400); an anonymous visitor sees the sign-up form.
     "accounts:invite": Route(
@@ -330,7 +349,12 @@ MATRIX: dict[str, Route] = {
         body=lambda w: {"name": "ci"},
     ),
     "accounts:token_revoke": Route(alice_token, {"POST": Access(302, 404, 404, LOGIN)}),
-    "api:team": Route(team, {"GET": api_read()}, api=True),
+    "api:team": Route(
+        team,
+        {"GET": api_read(), "PATCH": api_write(200), "DELETE": api_write(400)},
+        body=lambda w: {"name": "ml renamed"},
+        api=True,
+    ),
     "api:team_invites": Route(
         team,
         {"GET": Access(200, 403, 404, 401), "POST": Access(201, 403, 404, 401)},
@@ -400,6 +424,9 @@ def world(settings, tmp_path, team, other_team, alice, bob, charlie, project) ->
             created_by=alice,
         )
     Checkpoint.objects.create(run=made["run"], step=20, path="checkpoints/step_000020")
+    made["sample_job"] = SampleJob.objects.create(
+        run=made["run"], checkpoint_step=20, kind=SampleKind.EXPORT, status=SampleStatus.COMPLETED
+    )
     results = {
         "results": {"rw_arith": {"alias": "rw_arith", "acc,none": 0.5, "acc_stderr,none": 0.1}},
         "n-shot": {"rw_arith": 0},
@@ -456,6 +483,7 @@ def team_a_state(team: Team) -> dict[str, list]:
         "sweeps": Sweep.objects.filter(project__team=team),
         "alert_firings": AlertFiring.objects.filter(run__project__team=team),
         "invites": Invite.objects.filter(team=team),
+        "sample_jobs": SampleJob.objects.filter(run__project__team=team),
     }
     state = {name: sorted(qs.values(), key=lambda r: r["id"]) for name, qs in rows.items()}
     state["report_jobs"] = sorted(

@@ -64,7 +64,66 @@ def create_team(*, user: AbstractBaseUser, name: str) -> Team:
     except IntegrityError:  # a concurrent create of the same name
         raise InputError({"name": f"a team named {name!r} already exists; choose another name"}) from None
     Membership.objects.create(team=team, user=user, role=Role.ADMIN)
+    record_action(team=team, actor=user, action=Action.TEAM_CREATED, target=team)
     return team
+
+
+@transaction.atomic
+def rename_team(*, actor: AbstractBaseUser, team: Team, name: str) -> Team:
+    """An admin gives the team another name (unique, case-insensitively, like at creation)."""
+    require_role(actor, team.id, Role.ADMIN)
+    name = _clean_name(name, "name", TEAM_NAME_MAX)
+    old = team.name
+    if name == old:
+        return team
+    if Team.objects.filter(name__iexact=name).exclude(pk=team.pk).exists():
+        raise InputError({"name": f"a team named {name!r} already exists; choose another name"})
+    try:
+        with transaction.atomic():
+            Team.objects.filter(pk=team.pk).update(name=name)
+    except IntegrityError:  # a concurrent create or rename to the same name
+        raise InputError({"name": f"a team named {name!r} already exists; choose another name"}) from None
+    team.name = name
+    record_action(
+        team=team, actor=actor, action=Action.TEAM_RENAMED, target=team, details={"from": old, "to": name}
+    )
+    return team
+
+
+def team_projects_blocking_delete(team: Team) -> list[str]:
+    """Names of the projects that keep ``team`` from being deleted (all of them)."""
+    return list(team.projects.order_by("name").values_list("name", flat=True))
+
+
+@transaction.atomic
+def delete_team(*, actor: AbstractBaseUser, team: Team) -> None:
+    """An admin deletes a team that has no projects (its members and invites go with it).
+
+    A team with projects is refused with their names: delete or move them first, so that
+    no run, checkpoint or report is lost by a click on the team. The team row is locked,
+    so a project created at the same moment either lands first (and refuses the delete)
+    or finds no team. The audit entries stay, without their team, for the operator.
+    """
+    require_role(actor, team.id, Role.ADMIN)
+    locked = Team.objects.select_for_update().filter(pk=team.pk).first()
+    if locked is None:
+        return  # deleted meanwhile
+    names = team_projects_blocking_delete(locked)
+    if names:
+        listed = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        raise InputError(
+            {
+                "team": f"the team still has projects ({listed}); delete them or move them to another team first"
+            }
+        )
+    record_action(
+        team=locked,
+        actor=actor,
+        action=Action.TEAM_DELETED,
+        target=locked,
+        details={"name": locked.name, "members": locked.memberships.count()},
+    )
+    locked.delete()
 
 
 @transaction.atomic

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
@@ -30,13 +31,16 @@ from webapp.accounts.services import (
     change_role,
     create_invite,
     create_team,
+    delete_team,
     invite_for_secret,
     invite_problem,
     issue_api_token,
     remove_member,
+    rename_team,
     revoke_api_token,
     revoke_invite,
     sign_up,
+    team_projects_blocking_delete,
 )
 from webapp.audit.models import Action
 from webapp.audit.selectors import AuditFilters, audit_log, parse_filters
@@ -211,6 +215,41 @@ def project_move(request: HttpRequest, team_id: int, project_id: int) -> HttpRes
     return redirect("accounts:team", team_id=team.id)
 
 
+@login_required
+@require_POST
+def team_rename(request: HttpRequest, team_id: int) -> HttpResponse:
+    team = team_for(request.user, team_id)
+    require_role(request.user, team.id, Role.ADMIN)
+    form = TeamForm(request.POST)
+    if not form.is_valid():
+        return _team_page(request, team, status=400, action_errors=[("name", " ".join(form.errors["name"]))])
+    try:
+        rename_team(actor=request.user, team=team, name=form.cleaned_data["name"])
+    except INPUT_ERRORS as exc:
+        return _refused(request, team, exc)
+    messages.success(request, f"Team renamed to {team.name}.")
+    return redirect("accounts:team", team_id=team.id)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def team_delete(request: HttpRequest, team_id: int) -> HttpResponse:
+    """A confirmation page (GET), then the delete (POST); a team with projects is refused."""
+    team = team_for(request.user, team_id)
+    require_role(request.user, team.id, Role.ADMIN)
+    context = {"team": team, "projects": team_projects_blocking_delete(team)}
+    if request.method == "GET":
+        return render(request, "teams/delete.html", context)
+    try:
+        delete_team(actor=request.user, team=team)
+    except INPUT_ERRORS as exc:
+        context["errors"] = list(exc.errors.values())
+        context["projects"] = team_projects_blocking_delete(team)
+        return render(request, "teams/delete.html", context, status=400)
+    messages.success(request, f"Team {team.name} deleted.")
+    return redirect("accounts:teams")
+
+
 # --- the audit log --------------------------------------------------------------
 
 
@@ -235,6 +274,18 @@ def team_audit(request: HttpRequest, team_id: int) -> HttpResponse:
         context["older"] = urlencode({**filters.as_query(), "before": events[-1].id})
     context.update(filters=filters, events=events)
     return render(request, "audit/log.html", context)
+
+
+# --- log in, invites and sign-up ---
+
+
+class LoginView(auth_views.LoginView):
+    """Django's log-in page, offering sign-up only where the operator opened it."""
+
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs) -> dict:
+        return {**super().get_context_data(**kwargs), "open_signup": settings.OPEN_SIGNUP}
 
 
 # --- invites and sign-up ----------------------------------------------------------

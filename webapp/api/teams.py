@@ -24,7 +24,9 @@ from webapp.accounts.services import (
     change_role,
     create_invite,
     create_team,
+    delete_team,
     remove_member,
+    rename_team,
     revoke_invite,
 )
 from webapp.api.auth import api_view
@@ -72,9 +74,18 @@ def teams(request: HttpRequest) -> JsonResponse:
     return JsonResponse(team_json(team, Role.ADMIN), status=201)
 
 
-@api_view(("GET",))
-def team(request: HttpRequest, team_id: int) -> JsonResponse:
+@api_view(("GET", "PATCH", "DELETE"))
+def team(request: HttpRequest, team_id: int) -> HttpResponse:
     found = team_for(request.user, team_id)
+    if request.method == "PATCH":
+        data = json_object(request, ("name",))
+        if "name" not in data:
+            raise InputError({"name": "is required"})
+        rename_team(actor=request.user, team=found, name=string(data["name"], "name"))
+        return JsonResponse(team_json(found, role_in_team(request.user, found.id)))
+    if request.method == "DELETE":
+        delete_team(actor=request.user, team=found)
+        return HttpResponse(status=204)
     projects = Project.objects.filter(team=found).order_by("name")
     return JsonResponse(
         {

@@ -7,6 +7,7 @@ app_name = "api"
 
 urlpatterns = [
     path("projects", views.projects, name="projects"),
+    path("projects/<int:project_id>", views.project, name="project"),
     path("projects/<int:project_id>/runs", views.project_runs, name="project_runs"),
     path("runs/<int:run_id>", views.run, name="run"),
     path("runs/<int:run_id>/alerts", alerts.run_alerts, name="run_alerts"),

@@ -5,7 +5,7 @@ Eval jobs are in ``webapp.api.evals``.
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from modelcore.config import resolve
 from webapp.accounts.selectors import teams_of
@@ -20,7 +20,7 @@ from webapp.input_errors import InputError, error_body
 from webapp.metrics.selectors import keys_for_run, series
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_for, project_list
-from webapp.projects.services import create_project
+from webapp.projects.services import create_project, delete_project
 from webapp.runs.estimates import estimate
 from webapp.runs.filters import parse_runs_query, runs_page
 from webapp.runs.models import RunSource
@@ -56,6 +56,15 @@ def projects(request: HttpRequest) -> JsonResponse:
         description=string(data.get("description", ""), "description"),
     )
     return JsonResponse(project_json(project), status=201)
+
+
+@api_view(("GET", "DELETE"))
+def project(request: HttpRequest, project_id: int) -> HttpResponse:
+    found = project_for(request.user, project_id)
+    if request.method == "DELETE":
+        delete_project(user=request.user, project=found)
+        return HttpResponse(status=204)
+    return JsonResponse(project_json(found))
 
 
 @api_view(("GET", "POST"))

@@ -11,8 +11,13 @@ from webapp.accounts.selectors import teams_of
 from webapp.accounts.services import ensure_personal_team
 from webapp.audit.models import Action
 from webapp.audit.services import record_action
+from webapp.evals.models import ACTIVE_EVAL_STATUSES, EvalJob
 from webapp.input_errors import InputError
 from webapp.projects.models import Project
+from webapp.runs.models import ACTIVE_STATUSES, Run
+
+# The one remover of a deleted run's folder (logs, never raises): a project's runs go the same way.
+from webapp.runs.services import _remove_run_dir as _remove_dir
 
 
 @transaction.atomic
@@ -58,3 +63,44 @@ def move_project(*, user: AbstractBaseUser, project: Project, team: Team) -> Pro
     record_action(team=source, actor=user, action=Action.PROJECT_MOVED, target=project, details=details)
     record_action(team=team, actor=user, action=Action.PROJECT_MOVED, target=project, details=details)
     return project
+
+
+def delete_project(*, user: AbstractBaseUser, project: Project) -> None:
+    """Delete a project with its runs, eval jobs, reports and alert rules, then their folders.
+
+    Team admins only. Refused while one of its runs or eval jobs is active (a worker still
+    writes its folder): cancel them first. The project row is locked in the deleting
+    transaction, and the active check reads under that lock, so a launch that commits first
+    refuses the delete. The folders go only once the delete has committed.
+    """
+    require_role(user, project.team_id, Role.ADMIN)
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().filter(pk=project.pk).select_related("team").first()
+        if locked is None:
+            return  # deleted meanwhile
+        active = list(
+            Run.objects.filter(project=locked, status__in=ACTIVE_STATUSES)
+            .order_by("id")
+            .values_list("name", "status")
+        )
+        if active:
+            listed = ", ".join(f"{name} ({status})" for name, status in active[:10])
+            more = f" and {len(active) - 10} more" if len(active) > 10 else ""
+            raise InputError(
+                {
+                    "project": f"runs are still active: {listed}{more}; cancel them and wait for them to stop first"
+                }
+            )
+        if EvalJob.objects.filter(project=locked, status__in=ACTIVE_EVAL_STATUSES).exists():
+            raise InputError({"project": "evaluation jobs are still active; cancel them first"})
+        folders = [run.run_dir for run in Run.objects.filter(project=locked).only("id")]
+        folders += [job.job_dir for job in EvalJob.objects.filter(project=locked).only("id")]
+        record_action(
+            team=locked.team,
+            actor=user,
+            action=Action.PROJECT_DELETED,
+            target=locked,
+            details={"runs": Run.objects.filter(project=locked).count(), "team": locked.team.name},
+        )
+        locked.delete()
+        transaction.on_commit(lambda: [_remove_dir(path) for path in folders])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -7,14 +8,14 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods
 
 from webapp.accounts.models import Role
-from webapp.accounts.permissions import has_role
+from webapp.accounts.permissions import has_role, require_role
 from webapp.annotations.selectors import project_tags
-from webapp.input_errors import InputError, input_errors_as_json
+from webapp.input_errors import INPUT_ERRORS, InputError, input_errors_as_json
 from webapp.projects.forms import ProjectForm
 from webapp.projects.selectors import project_for, project_list
-from webapp.projects.services import create_project
+from webapp.projects.services import create_project, delete_project
 from webapp.runs.filters import RunsQuery, column_choices, parse_runs_query, runs_page
-from webapp.runs.models import RunStatus
+from webapp.runs.models import ACTIVE_STATUSES, RunStatus
 
 
 @login_required
@@ -72,6 +73,7 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
             "column_choices": column_choices(project),
             "can_launch": can_edit,
             "can_edit": can_edit,
+            "can_delete": has_role(request.user, project.team_id, Role.ADMIN),
         },
         status=400 if errors else 200,
     )
@@ -108,3 +110,26 @@ def project_runs_json(request: HttpRequest, project_id: int) -> JsonResponse:
             "next_query": page.next_query,
         }
     )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_delete(request: HttpRequest, project_id: int) -> HttpResponse:
+    """A confirmation page (GET), then the delete (POST); refused while a run is active."""
+    project = project_for(request.user, project_id)
+    require_role(request.user, project.team_id, Role.ADMIN)
+    context = {
+        "project": project,
+        "run_count": project.runs.count(),
+        "active_runs": project.runs.filter(status__in=ACTIVE_STATUSES).order_by("id"),
+    }
+    if request.method == "GET":
+        return render(request, "projects/delete.html", context)
+    try:
+        delete_project(user=request.user, project=project)
+    except INPUT_ERRORS as exc:
+        return render(
+            request, "projects/delete.html", {**context, "errors": list(exc.errors.values())}, status=400
+        )
+    messages.success(request, f"Project {project.name} and its runs were deleted.")
+    return redirect("projects:list")

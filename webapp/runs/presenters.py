@@ -30,6 +30,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "preset": run.preset,
         "source": run.source,
         "is_final": run.status in FINAL_STATUSES,
+        "archived": run.archived,
         "max_steps": (run.config.get("train") or {}).get("max_steps"),
         "duration_s": duration_s(run),
         "created_at": run.created_at.isoformat() if run.created_at else None,
@@ -52,7 +53,6 @@ def run_detail(run: Run) -> dict[str, Any]:
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None,
         "attempt": run.attempt,
-        "archived": run.archived,
         "attempts": [attempt_json(a) for a in run.attempts.all()],
     }
 
