@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -38,13 +38,18 @@ async def job_events(
     poll_seconds: float = POLL_SECONDS,
     idle_seconds: float = 5.0,
     keepalive_seconds: float = 15.0,
+    channel: str | None = None,
+    read_job: Callable[[int], dict[str, Any] | None] = read_state,
 ) -> AsyncIterator[str]:
-    """The SSE body: an ``update`` per change of the job's state, then one ``end`` once it is over."""
-    read = sync_to_async(read_state, thread_sensitive=False)
+    """The SSE body: an ``update`` per change of the job's state, then one ``end`` once it is over.
+
+    Any kind of job whose state is a dict with ``id`` and ``is_active``: ``channel`` (an eval
+    job's by default) is where its writes announce it, ``read_job`` reads it from the database.
+    """
+    read = sync_to_async(read_job, thread_sensitive=False)
     yield "retry: 3000\n\n"
-    messages = (
-        live.listen_to(live.eval_channel(job_id), keepalive_seconds=idle_seconds) if live.enabled() else None
-    )
+    channel = channel or live.eval_channel(job_id)
+    messages = live.listen_to(channel, keepalive_seconds=idle_seconds) if live.enabled() else None
     try:
         last: dict[str, Any] | None = None
         state = await read(job_id)

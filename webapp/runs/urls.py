@@ -2,6 +2,7 @@ from django.urls import path
 
 from webapp.runs import actions as run_actions
 from webapp.runs import downloads, views
+from webapp.samples import views as samples
 
 app_name = "runs"
 
@@ -27,6 +28,13 @@ urlpatterns = [
         downloads.checkpoint_download,
         name="checkpoint_download",
     ),
+    # Sampling from and exporting a checkpoint (webapp.samples): worker jobs kept in the run's history.
+    path("runs/<int:run_id>/sample", samples.start_sample, name="sample_start"),
+    path("runs/<int:run_id>/sample-jobs", samples.run_sample_jobs, name="sample_jobs"),
+    path("runs/<int:run_id>/checkpoints/<int:step>/export", samples.start_export, name="checkpoint_export"),
+    path("sample-jobs/<int:job_id>/", samples.job_status, name="sample_status"),
+    path("sample-jobs/<int:job_id>/stream", samples.job_stream, name="sample_stream"),
+    path("sample-jobs/<int:job_id>/archive", samples.export_archive, name="sample_archive"),
     path(
         "projects/<int:project_id>/compare/series.csv",
         downloads.compare_series_csv,

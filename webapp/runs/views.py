@@ -34,6 +34,8 @@ from webapp.runs.selectors import checkpoints_panel, log_tail, run_files, run_fo
 from webapp.runs.services import create_run, request_cancel
 from webapp.runs.stream import poll_updates, run_events
 from webapp.runs.updates import StreamCursor, cursor_from_event_id, latest_log_id
+from webapp.samples.presenters import job_state
+from webapp.samples.selectors import latest_exports
 from webapp.whole_numbers import parse_whole_number
 
 CHART_KEYS = ("train/loss", "val/loss")
@@ -144,8 +146,12 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 def _checkpoints_context(request: HttpRequest, run: Run) -> dict[str, Any]:
+    checkpoints = checkpoints_panel(run)
+    exports = latest_exports(run)
+    for row in checkpoints:  # the newest export of each checkpoint (webapp.samples): its state, its archive
+        row["export"] = job_state(exports[row["step"]]) if row["step"] in exports else None
     return {
-        "checkpoints": checkpoints_panel(run),
+        "checkpoints": checkpoints,
         "files": run_files(run),
         "can_evaluate": has_role(request.user, run.project.team_id, Role.MEMBER),
     }

@@ -19,7 +19,7 @@ def job_state(job: SampleJob) -> dict[str, Any]:
         "text": job.text,
         "error": job.error,
         "is_active": job.is_active,
-        "archive_url": reverse("samples:archive", args=[job.id]) if done_export else "",
+        "archive_url": reverse("runs:sample_archive", args=[job.id]) if done_export else "",
     }
 
 
