@@ -12,9 +12,11 @@ from webapp.evals.models import EVAL_STATES, EvalJob, EvalStatus, ModelSource
 from webapp.lifecycle import IllegalTransition, JobStateMachine
 from webapp.runs import transitions as run_transitions
 from webapp.runs.models import RUN_STATES, Run, RunStatus
+from webapp.samples.models import SAMPLE_STATES, SampleJob, SampleStatus
 
 R = RunStatus
 E = EvalStatus
+S = SampleStatus
 
 # The tables as a reader should find them: a change to a model's table must change this too.
 RUN_TABLE = {
@@ -34,6 +36,14 @@ EVAL_TABLE = {
     E.CANCELLED: set(),
 }
 
+SAMPLE_TABLE = {
+    S.QUEUED: {S.RUNNING, S.FAILED, S.CANCELLED},
+    S.RUNNING: {S.COMPLETED, S.FAILED, S.CANCELLED},
+    S.COMPLETED: set(),
+    S.FAILED: set(),
+    S.CANCELLED: set(),
+}
+
 
 def _make_run(project, status: str) -> Run:
     return Run.objects.create(project=project, name=f"r-{status}", config={}, status=status, attempt=1)
@@ -45,9 +55,15 @@ def _make_job(project, status: str) -> EvalJob:
     )
 
 
+def _make_sample_job(project, status: str) -> SampleJob:
+    run = Run.objects.create(project=project, name=f"s-{status}", config={}, status=R.COMPLETED)
+    return SampleJob.objects.create(run=run, checkpoint_step=1, prompt="p", status=status)
+
+
 MACHINES = {
     "run": (RUN_STATES, RUN_TABLE, Run, _make_run),
     "eval": (EVAL_STATES, EVAL_TABLE, EvalJob, _make_job),
+    "sample": (SAMPLE_STATES, SAMPLE_TABLE, SampleJob, _make_sample_job),
 }
 
 
@@ -63,6 +79,8 @@ def test_the_tables_are_the_declared_ones():
     )
     assert set(RUN_STATES.final) == {R.COMPLETED}  # failed, cancelled and lost runs can be resumed
     assert RUN_STATES.initial == {R.QUEUED, R.RUNNING} and EVAL_STATES.initial == {E.QUEUED, E.COMPLETED}
+    assert {s: set(t) for s, t in SAMPLE_STATES.moves.items()} == SAMPLE_TABLE
+    assert set(SAMPLE_STATES.states) == set(SampleStatus.values) and SAMPLE_STATES.initial == {S.QUEUED}
 
 
 @pytest.mark.parametrize("kind", MACHINES)
