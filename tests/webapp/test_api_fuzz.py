@@ -16,7 +16,7 @@ from urllib.parse import quote_from_bytes
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from modelcore.config import field_schema
@@ -26,6 +26,7 @@ from webapp.alerts.models import AlertRule
 from webapp.evals.models import EvalJob, Report
 from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Run
+from webapp.sweeps.models import Sweep
 
 
 def _api_routes() -> list[tuple[str, str, tuple[str, ...]]]:
@@ -54,12 +55,14 @@ OBJECT_PARAMS |= {
     "<int:token_id>": "api_token",
     "<str:token>": "invite_secret",
     "<int:rule_id>": "rule",
+    "<int:sweep_id>": "sweep",
 }
 
 SECTIONS = {s["name"]: [f["name"] for f in s["fields"]] for s in field_schema()}
 BODY_FIELDS = ["name", "team", "description", "preset", "config", "models", "tasks", "num_fewshot", "limit"]
 BODY_FIELDS += ["report_name", "role", "expires_in_days", "read_only"]
 BODY_FIELDS += ["kind", "key", "threshold", "after_step", "webhook_url"]
+BODY_FIELDS += ["method", "parameters", "budget", "concurrency", "seed", "metric", "goal", "halving_step"]
 
 odd_strings = st.one_of(
     st.text(max_size=30),
@@ -181,7 +184,7 @@ query_strings = st.dictionaries(
 
 def _snapshot() -> dict[str, list[dict]]:
     """Every row a write through the API could touch, to compare before and after a refused request."""
-    models = (Team, Membership, Invite, Project, Run, Checkpoint, EvalJob, Report, AlertRule)
+    models = (Team, Membership, Invite, Project, Run, Checkpoint, EvalJob, Report, AlertRule, Sweep)
     return {m.__name__: sorted(m.objects.values(), key=lambda row: row["id"]) for m in models}
 
 
@@ -206,6 +209,16 @@ def world(alice, bob, charlie, project, run):
         "member": bob,
         "api_token": spare,
         "rule": AlertRule.objects.create(project=project, kind="failed"),
+        "sweep": Sweep.objects.create(
+            project=project,
+            name="sweep",
+            method="grid",
+            parameters={"optim.lr": {"values": [0.001]}},
+            trials=[{"optim.lr": 0.001}],
+            concurrency=1,
+            metric="val/loss",
+            goal="min",
+        ),
     }
 
 
@@ -221,6 +234,7 @@ def test_every_api_route_is_fuzzed():
     # A new API route is found by the resolver walk; this keeps the walk honest.
     names = {name for name, _, _ in API_ROUTES}
     assert {"projects", "project_runs", "run_cancel", "project_evals", "eval_job_cancel"} <= names
+    assert {"project_sweeps", "sweep", "sweep_cancel"} <= names
     assert all(methods for _, _, methods in API_ROUTES)
 
 
@@ -325,3 +339,69 @@ def test_nul_in_a_query_parameter_is_400_naming_it(api, alice, run):
     response = api(alice, "GET", f"/api/v1/runs/{run.id}/metrics?key=train%00loss&max_points=5")
     assert response.status_code == 400
     assert response.json()["errors"] == {"key": "must not contain NUL characters (%00)"}
+
+
+config_paths = st.sampled_from(
+    [f"{section}.{name}" for section, names in SECTIONS.items() for name in names] + ["optim.bogus", "x", ""]
+)
+parameter_specs = st.one_of(
+    st.fixed_dictionaries({"values": st.one_of(st.lists(scalars, max_size=4), json_values)}),
+    st.fixed_dictionaries(
+        {"min": numbers, "max": numbers},
+        optional={"scale": st.one_of(st.sampled_from(["log", "linear"]), odd_strings)},
+    ),
+    json_values,
+)
+sweep_specs = st.fixed_dictionaries(
+    {
+        "method": st.one_of(st.sampled_from(["grid", "random"]), odd_strings),
+        "parameters": st.one_of(st.dictionaries(config_paths, parameter_specs, max_size=3), json_values),
+    },
+    optional={
+        "preset": st.one_of(st.just("tiny-cpu"), odd_strings),
+        "config": config_overrides,
+        "budget": st.one_of(st.integers(min_value=-2, max_value=6), numbers, odd_strings),
+        "concurrency": st.one_of(st.integers(min_value=0, max_value=3), numbers),
+        "seed": numbers,
+        "metric": odd_strings,
+        "goal": st.one_of(st.sampled_from(["min", "max"]), odd_strings),
+        "halving_step": st.one_of(st.integers(min_value=0, max_value=50), numbers),
+        "halving_eta": st.one_of(st.integers(min_value=1, max_value=4), numbers),
+    },
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(spec=sweep_specs)
+@example(
+    spec={
+        "preset": "tiny-cpu",
+        "method": "random",
+        "parameters": {"optim.lr": {"min": 1e-4, "max": 1e-2, "scale": "log"}},
+        "budget": 3,
+        "concurrency": 2,
+    }
+)
+def test_generated_sweep_specs_are_a_201_or_a_400_naming_a_field(client, world, spec):
+    # Shaped like a sweep so the body gets past the field check into the search and the config schema.
+    before = _snapshot()
+    response = client.generic(
+        "POST",
+        f"/api/v1/projects/{world['project'].id}/sweeps",
+        _encode(spec),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {world['token']}",
+    )
+    assert response.status_code in (201, 400), (spec, response.content[:300])
+    if response.status_code == 400:
+        assert response.json()["errors"], response.content
+        assert _snapshot() == before
+    else:
+        sweep = Sweep.objects.get(pk=response.json()["id"])
+        assert 1 <= len(sweep.trials) <= 500
+        assert Run.objects.filter(sweep=sweep).count() == min(sweep.concurrency, len(sweep.trials))
