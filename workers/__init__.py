@@ -47,6 +47,11 @@ app.conf.beat_schedule["sweep-stale-eval-jobs"] = {
     "schedule": 15.0,
     "options": {"expires": 14.0},
 }
+app.conf.beat_schedule["sweep-stale-sample-jobs"] = {
+    "task": "workers.sample_jobs.sweep_stale_sample_jobs",
+    "schedule": 15.0,
+    "options": {"expires": 14.0},
+}
 # Runs and eval jobs whose broker message was lost would stay queued forever (webapp.requeue).
 app.conf.beat_schedule["resend-queued-runs"] = {
     "task": "workers.tasks.resend_queued_runs",

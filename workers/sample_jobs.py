@@ -58,6 +58,14 @@ def run_sample_job(self, job_id: int) -> str | None:
     return SampleRunner(job).run_job()
 
 
+@shared_task(
+    name="workers.sample_jobs.sweep_stale_sample_jobs", ignore_result=True, soft_time_limit=30, time_limit=60
+)
+def sweep_stale_sample_jobs() -> list[int]:
+    """Fail running jobs whose worker stopped heartbeating (on the beat schedule)."""
+    return transitions.fail_stale_jobs(float(settings.LOST_AFTER_SECONDS))
+
+
 def sample_command(job: SampleJob) -> list[str]:
     """The engine's argument list (never a shell string); the prompt travels in a file."""
     run_dir, step = str(job.run.run_dir), str(job.checkpoint_step)

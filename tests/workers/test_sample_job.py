@@ -105,6 +105,20 @@ def test_export_job_makes_a_folder_transformers_loads_with_our_logits(checkpoint
         torch.testing.assert_close(hf(ids).logits, model(ids), atol=1e-5, rtol=1e-5)
 
 
+def test_sweep_fails_a_job_whose_worker_went_silent(checkpointed_run):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    run, _ = checkpointed_run
+    silent = _job(run, prompt="a", heartbeat_at=timezone.now() - dt.timedelta(minutes=10))
+    alive = _job(run, prompt="b", heartbeat_at=timezone.now())
+    assert sample_jobs.sweep_stale_sample_jobs() == [silent.id]
+    silent.refresh_from_db()
+    assert silent.status == SampleStatus.FAILED and "stopped responding" in silent.error
+    assert SampleJob.objects.get(pk=alive.pk).status == SampleStatus.RUNNING
+
+
 # --- a real Celery worker --------------------------------------------------------
 
 

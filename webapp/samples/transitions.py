@@ -8,9 +8,11 @@ job's live channel after it commits; the page's stream forwards it (``webapp.sam
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from django.db import transaction
+from django.db.models import DateTimeField, ExpressionWrapper, Value
 from django.db.models.functions import Now
 
 from webapp import live
@@ -87,3 +89,27 @@ def fail_queued(job_id: int, error: str) -> bool:
     if failed:
         announce(job_id)
     return failed
+
+
+def fail_stale_jobs(older_than_seconds: float) -> list[int]:
+    """Fail running jobs whose worker stopped heartbeating (killed or lost); the database's clock decides."""
+    cutoff = ExpressionWrapper(
+        Now() - Value(dt.timedelta(seconds=older_than_seconds)), output_field=DateTimeField()
+    )
+    stale = list(
+        SampleJob.objects.filter(status=SampleStatus.RUNNING, heartbeat_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    if stale:
+        SAMPLE_STATES.move(
+            SampleJob.objects.filter(pk__in=stale, heartbeat_at__lt=cutoff),
+            SampleStatus.FAILED,
+            sources=[SampleStatus.RUNNING],
+            error="The worker running this job stopped responding (killed or lost). Start the job again.",
+            finished_at=Now(),
+            pid=None,
+        )
+        for job_id in stale:
+            announce(job_id)
+    return stale
