@@ -160,7 +160,7 @@ def _dispatch(
     return _ReduceFromRegion.apply(out, group)
 
 
-def is_local_expert(name: str) -> bool:
+def _is_expert(name: str) -> bool:
     return ".mlp.experts." in name
 
 
@@ -174,7 +174,7 @@ def clip_grad_norm(model: nn.Module, max_norm: float, group: dist.ProcessGroup) 
             continue
         grads.append(p.grad)
         square = p.grad.detach().float().pow(2).sum().cpu()
-        if is_local_expert(name):
+        if _is_expert(name):
             expert += square
         else:
             shared += square

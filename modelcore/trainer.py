@@ -32,6 +32,7 @@ from accelerate.utils import InitProcessGroupKwargs, set_seed
 from safetensors.torch import save_file
 
 from modelcore import checkpoint as ckpt
+from modelcore import expert_parallel
 from modelcore.config import RunConfig
 from modelcore.data import (
     TokenSplits,
@@ -43,7 +44,15 @@ from modelcore.data import (
 )
 from modelcore.events import EventWriter
 from modelcore.model import Transformer
-from modelcore.parallelize import apply_ac, apply_compile, apply_fsdp, apply_tp, build_mesh, clip_grad_norm
+from modelcore.parallelize import (
+    apply_ac,
+    apply_compile,
+    apply_ep,
+    apply_fsdp,
+    apply_tp,
+    build_mesh,
+    clip_grad_norm,
+)
 from modelcore.sampling import generate_samples, sample_due
 from modelcore.system_metrics import SystemMetrics
 
@@ -241,14 +250,17 @@ class Trainer:
                 "were launched; the global batch follows the launched count",
                 "warning",
             )
-        self.tp = p.tensor_parallel
-        if self.world % self.tp:
+        self.tp, self.ep = p.tensor_parallel, p.expert_parallel
+        if self.world % (self.tp * self.ep):
             raise ValueError(
-                f"parallel.tensor_parallel ({self.tp}) must divide the {self.world} processes launched"
+                f"parallel.tensor_parallel ({self.tp}) x parallel.expert_parallel ({self.ep}) must divide "
+                f"the {self.world} processes launched"
             )
-        # Ranks [d * tp, (d + 1) * tp) form tensor-parallel group d; data parallel runs across groups.
-        self.dp, self.dp_rank = self.world // self.tp, self.rank // self.tp
-        self.mesh = build_mesh(self.device.type, self.world, self.tp) if self.world > 1 else None
+        # Ranks [d * tp, (d + 1) * tp) form tensor-parallel group d (expert-parallel likewise);
+        # data parallel runs across groups.
+        group = self.tp * self.ep
+        self.dp, self.dp_rank = self.world // group, self.rank // group
+        self.mesh = build_mesh(self.device.type, self.world, self.tp, self.ep) if self.world > 1 else None
         # One data-parallel process has nothing to shard: FSDP then is plain training.
         self.fsdp = p.strategy == "fsdp" and self.dp > 1
         set_seed(t.seed)
@@ -311,13 +323,15 @@ class Trainer:
         p = self.cfg.parallel
         if self.tp > 1:
             apply_tp(model.to(self.device), self.mesh["tp"], p.sequence_parallel)
+        if self.ep > 1:
+            apply_ep(model.to(self.device), self.mesh["ep"])
         if p.activation_checkpointing:
             apply_ac(model)
         if p.compile:
             apply_compile(model, per_block=self.fsdp)
         if self.fsdp:
             return apply_fsdp(model.to(self.device), self.mesh["dp"], p.mixed_precision)
-        if self.tp > 1:
+        if self.tp > 1 or self.ep > 1:
             return model  # one data-parallel group: nothing to replicate
         return self.accelerator.prepare(model)  # DDP across processes, or the single process
 
@@ -355,12 +369,13 @@ class Trainer:
 
     @property
     def sharded(self) -> bool:
-        """Whether the parameters are DTensors (FSDP or tensor parallel) rather than Accelerate's."""
-        return self.fsdp or self.tp > 1
+        """Whether the parameters are split (FSDP, tensor or expert parallel) rather than Accelerate's."""
+        return self.fsdp or self.tp > 1 or self.ep > 1
 
     def forward_context(self) -> contextlib.AbstractContextManager:
         """Autocast for a tensor-parallel model (Accelerate's wrapper casts the others; FSDP casts itself)."""
-        return self.accelerator.autocast() if self.tp > 1 and not self.fsdp else nullcontext()
+        split = self.tp > 1 or self.ep > 1
+        return self.accelerator.autocast() if split and not self.fsdp else nullcontext()
 
     # --- setup helpers ---------------------------------------------------------
 
@@ -406,7 +421,7 @@ class Trainer:
             "resumed_from_step": self.step or None,
             "distributed": str(self.accelerator.distributed_type),
             "data_parallel": self.parallel_mode,
-            "mesh": {"dp": self.dp, "tp": self.tp},
+            "mesh": {"dp": self.dp, "tp": self.tp, **({"ep": self.ep} if self.ep > 1 else {})},
         }
 
     @property
@@ -430,7 +445,11 @@ class Trainer:
         if acc.is_main_process:
             tmp.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
-        if self.sharded:
+        if self.ep > 1:
+            group = self.mesh["ep"].get_group()
+            state = expert_parallel.full_model_state(self.model, group)
+            optim_state = expert_parallel.full_optimizer_state(self.model, self.optimizer, group)
+        elif self.sharded:
             from modelcore.parallel import full_model_state, full_optimizer_state
 
             # Collectives: every rank takes part, rank 0 receives the full tensors.
@@ -482,7 +501,12 @@ class Trainer:
         step, path = found[-1]
         meta = json.loads((path / "meta.json").read_text())
         optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
-        if self.sharded:
+        if self.ep > 1:
+            expert_parallel.load_full_model_state(
+                self.model, ckpt.read_model_state(path, self.cfg.model.tie_embeddings)
+            )
+            expert_parallel.load_full_optimizer_state(self.model, self.optimizer, optim_state)
+        elif self.sharded:
             from modelcore.parallel import load_full_model_state, load_full_optimizer_state
 
             load_full_model_state(self.model, ckpt.read_model_state(path, self.cfg.model.tie_embeddings))
@@ -540,6 +564,8 @@ class Trainer:
         """Clip the global gradient norm; returns the norm before clipping."""
         if not self.sharded:
             return float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
+        if self.ep > 1:
+            return expert_parallel.clip_grad_norm(self.model, max_norm, self.mesh["ep"].get_group())
         return clip_grad_norm(self.model.parameters(), max_norm)
 
     @torch.no_grad()

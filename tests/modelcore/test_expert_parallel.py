@@ -1,0 +1,269 @@
+"""Expert parallel on 2 CPU processes (gloo); on a GPU host the same code runs on NCCL.
+
+- one step of an EP model against the same model whole (``ep_worker.py`` under torchrun):
+  equal loss, logits and per-expert load, every parameter's gradient equal on the rank that
+  holds it (router, experts, the rest), dropless and with capacity routing;
+- the real trainer (``launch_command``, as a worker starts it): EP=2 on 2 processes trains
+  the same losses as 1 process, dropless and with capacity routing, and logs the same
+  per-expert load; a run saved under EP=2 resumes under EP=1 (and one saved on 1 process
+  resumes under EP=2) with the losses of the uninterrupted run;
+- the (dp, ep) mesh and config errors for every impossible expert layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_training import SMALL, _config, _events, _losses, _run, _statuses
+
+from modelcore.checkpoint import load_checkpoint
+from modelcore.config import ConfigError, resolve
+from modelcore.launch import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_MOE = {
+    "vocab_size": 260,
+    "d_model": 64,
+    "n_layers": 2,
+    "n_heads": 4,
+    "n_kv_heads": 2,
+    "max_seq_len": 64,
+    "n_experts": 4,
+    "moe_top_k": 2,
+    "d_ff": 128,
+}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("token-cache")
+
+
+# --- config ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides", "field", "fragment"),
+    [
+        ("tiny-cpu", {"parallel": {"expert_parallel": 2}}, "parallel.expert_parallel", "dense model"),
+        (
+            "tiny-moe-cpu",
+            {"parallel": {"expert_parallel": 3, "num_processes": 3}},
+            "parallel.expert_parallel",
+            "must divide model.n_experts (4)",
+        ),
+        (
+            "tiny-moe-cpu",
+            {"parallel": {"expert_parallel": 4, "num_processes": 2}},
+            "parallel.expert_parallel",
+            "must divide parallel.num_processes (2)",
+        ),
+        (
+            "tiny-moe-cpu",
+            {"parallel": {"expert_parallel": 2, "num_processes": 4}},
+            "parallel.expert_parallel",
+            "must equal parallel.num_processes (4)",
+        ),
+        (
+            "tiny-moe-cpu",
+            {"parallel": {"expert_parallel": 2, "tensor_parallel": 2, "num_processes": 4}},
+            "parallel.tensor_parallel",
+            "mixture-of-experts",
+        ),
+        (
+            "tiny-moe-cpu",
+            {"parallel": {"expert_parallel": 2, "mixed_precision": "fp16"}},
+            "parallel.mixed_precision",
+            "use bf16",
+        ),
+        (
+            "tiny-moe-cpu",
+            {"parallel": {"expert_parallel": 2}, "train": {"sample_every": 10}},
+            "train.sample_every",
+            "must be 0",
+        ),
+    ],
+)
+def test_impossible_expert_layouts_are_field_errors(
+    preset: str, overrides: dict[str, Any], field: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve(preset, overrides)
+    assert fragment in caught.value.errors[field], caught.value.errors
+
+
+def test_expert_parallel_processes_train_one_batch() -> None:
+    ep = resolve("tiny-moe-cpu", {"parallel": {"expert_parallel": 2}})
+    one = resolve("tiny-moe-cpu", {"parallel": {"num_processes": 1}})
+    assert ep.parallel.data_parallel == 1 and ep.tokens_per_step() == one.tokens_per_step()
+
+
+_MESH_SCRIPT = """
+import json
+import torch.distributed as dist
+from torch.testing._internal.distributed.fake_pg import FakeStore
+from modelcore.parallelize import build_mesh
+out = {}
+for rank in range(4):
+    dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=4)
+    mesh = build_mesh("cpu", 4, 1, 2)
+    out[rank] = {"names": list(mesh.mesh_dim_names), "ep": mesh["ep"].mesh.tolist()}
+    dist.destroy_process_group()
+print(json.dumps(out))
+"""
+
+
+def test_mesh_groups_neighbouring_ranks_for_expert_parallel() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _MESH_SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    meshes = {int(k): v for k, v in json.loads(done.stdout.splitlines()[-1]).items()}
+    assert all(m["names"] == ["dp", "ep"] for m in meshes.values())
+    assert [meshes[r]["ep"] for r in range(4)] == [[0, 1], [0, 1], [2, 3], [2, 3]]
+
+
+# --- one step against the whole model ----------------------------------------
+
+
+def _torchrun_step(tmp_path: Path, model: dict[str, Any]) -> dict[str, Any]:
+    out = tmp_path / "step.json"
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(REPO / "tests" / "modelcore" / "ep_worker.py"),
+        json.dumps(model),
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model",
+    [
+        TINY_MOE,
+        {**TINY_MOE, "moe_capacity_factor": 1.0},
+        {**TINY_MOE, "moe_top_k": 1, "tie_embeddings": False},
+    ],
+    ids=["dropless", "capacity", "top1-untied"],
+)
+def test_ep_step_gives_the_loss_and_every_gradient_of_the_whole_model(
+    tmp_path: Path, model: dict[str, Any]
+) -> None:
+    result = _torchrun_step(tmp_path, model)
+    whole, split = result["losses"]
+    assert split == pytest.approx(whole, abs=1e-6)
+    assert result["load"][0] == result["load"][1]
+    assert result["logits_diff"] < 1e-6
+    rank0, rank1 = (set(diffs) for diffs in result["grad_diffs"])
+    # Each rank holds half the experts, and everything else.
+    assert "layers.0.mlp.experts.0.down_proj.weight" in rank0 - rank1
+    assert "layers.1.mlp.experts.3.gate_proj.weight" in rank1 - rank0
+    assert {"layers.0.mlp.gate.weight", "embed_tokens.weight"} <= rank0 & rank1
+    for diffs in result["grad_diffs"]:
+        worst = max(diffs.items(), key=lambda kv: kv[1])
+        assert worst[1] < 1e-6, worst
+
+
+# --- the real trainer --------------------------------------------------------
+
+STEPS = {"train": {"max_steps": 12, "micro_batch_size": 4, "checkpoint_every": 0}}
+
+
+def _moe(parallel: dict[str, Any], capacity: float = 0.0) -> Any:
+    base = resolve("tiny-moe-cpu", SMALL).to_dict()
+    cfg = _config({**STEPS, "parallel": parallel, "model": {"moe_capacity_factor": capacity}}, base)
+    assert cfg.model.n_experts == 4
+    return cfg
+
+
+def _ep(capacity: float = 0.0) -> Any:
+    return _moe({"num_processes": 2, "expert_parallel": 2}, capacity)
+
+
+def _one(capacity: float = 0.0) -> Any:
+    return _moe({"num_processes": 1}, capacity)
+
+
+def _expert_loads(run_dir: Path) -> dict[int, dict[str, float]]:
+    return {
+        e["step"]: {k: v for k, v in e["values"].items() if k.startswith("moe/expert_util/")}
+        for e in _events(run_dir)
+        if e["type"] == "metric" and "train/loss" in e["values"]
+    }
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    run_dir = tmp_path_factory.mktemp("one")
+    code, out = _run(_one(), run_dir, cache_dir)
+    assert code == 0, out
+    return run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capacity", [0.0, 1.0], ids=["dropless", "capacity"])
+def test_ep_2_trains_the_same_losses_as_one_process(
+    tmp_path: Path, cache_dir: Path, one_process_run: Path, capacity: float
+) -> None:
+    if capacity:
+        reference = tmp_path / "one"
+        code, out = _run(_one(capacity), reference, cache_dir)
+        assert code == 0, out
+    else:
+        reference = one_process_run
+    code, out = _run(_ep(capacity), tmp_path / "ep", cache_dir)
+    assert code == 0, out
+    info = _statuses(tmp_path / "ep")[0]["info"]
+    assert info["mesh"] == {"dp": 1, "tp": 1, "ep": 2}
+    assert info["tokens_per_step"] == _one().tokens_per_step()
+    expected, losses = _losses(reference), _losses(tmp_path / "ep")
+    assert sorted(losses) == sorted(expected) == list(range(1, 13))
+    for step, loss in losses.items():
+        assert loss == pytest.approx(expected[step], abs=1e-4), step
+    # Per-expert load is logged as one process logs it.
+    loads, expected_loads = _expert_loads(tmp_path / "ep"), _expert_loads(reference)
+    assert len(loads[1]) == 2 * 4
+    for step, values in loads.items():
+        assert values == pytest.approx(expected_loads[step], abs=1e-6), step
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["ep-then-one", "one-then-ep"])
+def test_a_run_moved_between_ep_2_and_one_process_keeps_its_losses(
+    tmp_path: Path, cache_dir: Path, one_process_run: Path, order: str
+) -> None:
+    run_dir = tmp_path / "moved"
+    # Steps 1-6 in one layout (stopped as a cancel does, with a checkpoint), 7-12 in the other.
+    parts = ((_ep(), "6"), (_one(), "")) if order == "ep-then-one" else ((_one(), "6"), (_ep(), ""))
+    for cfg, stop_at in parts:
+        code, out = _run(cfg, run_dir, cache_dir, {"RUNWRIGHT_STOP_AT_STEP": stop_at})
+        assert code in (0, 1), out  # the launcher itself may exit 1 after its ranks were cancelled
+    assert [s["status"] for s in _statuses(run_dir)] == ["running", "cancelled", "running", "completed"]
+    resumed = [s["info"]["resumed_from_step"] for s in _statuses(run_dir) if s["status"] == "running"]
+    assert resumed == [None, 6]
+    expected, losses = _losses(one_process_run), _losses(run_dir)
+    assert sorted(losses) == list(range(1, 13))
+    for step, loss in losses.items():
+        assert loss == pytest.approx(expected[step], abs=1e-4), step
+    # The final checkpoint loads whole (every expert) as a plain model.
+    model, loaded_cfg, _ = load_checkpoint(run_dir)
+    assert loaded_cfg.model.n_experts == 4
+    assert len(model.layers[0].mlp.experts) == 4
