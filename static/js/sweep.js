@@ -31,15 +31,16 @@
 
   function shown(value) {
     if (value === null || value === undefined) return "–";
-    if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toPrecision(4);
+    if (typeof value === "number") return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(4)));
     return String(value);
   }
 
-  function compare(a, b) {
+  // Blanks (a run with no value yet, a trial not launched) go last in either direction.
+  function compare(a, b, descending) {
     const missingA = a === null || a === undefined, missingB = b === null || b === undefined;
-    if (missingA || missingB) return missingA === missingB ? 0 : missingA ? 1 : -1;  // blanks last
-    if (typeof a === "number" && typeof b === "number") return a - b;
-    return String(a).localeCompare(String(b));
+    if (missingA || missingB) return missingA === missingB ? 0 : missingA ? 1 : -1;
+    const order = typeof a === "number" && typeof b === "number" ? a - b : String(a).localeCompare(String(b));
+    return descending ? -order : order;
   }
 
   function renderTable() {
@@ -67,10 +68,7 @@
       head.appendChild(th);
     }
     const by = cols.find((c) => c.key === sort.key) || cols[0];
-    const trials = state.trials.slice().sort(function (a, b) {
-      const order = compare(by.get(a), by.get(b));
-      return sort.descending ? -order : order;
-    });
+    const trials = state.trials.slice().sort((a, b) => compare(by.get(a), by.get(b), sort.descending));
     const body = table.tBodies[0];
     body.replaceChildren();
     for (const trial of trials) {
@@ -103,10 +101,13 @@
     const spec = state.parameters[path];
     const values = trials.map((t) => t.values[path]);
     if (values.every((v) => typeof v === "number")) {
-      if (spec.scale === "log") {
-        return { label: "log10 " + path, values: values.map((v) => Math.log10(v)) };
-      }
-      return { label: path, values: values };
+      // The axis spans the whole search, so it stays put as runs report.
+      const bounds = "values" in spec ? [Math.min(...spec.values), Math.max(...spec.values)] : [spec.min, spec.max];
+      const log = spec.scale === "log";
+      const range = log ? bounds.map(Math.log10) : bounds;
+      const dim = { label: (log ? "log10 " : "") + path, values: log ? values.map(Math.log10) : values };
+      if (range.every(Number.isFinite) && range[0] < range[1]) dim.range = range;
+      return dim;
     }
     const names = Array.from(new Set(values.map(String)));  // strings and booleans: one tick each
     return {
