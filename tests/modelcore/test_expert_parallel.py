@@ -25,6 +25,7 @@ from test_training import SMALL, _config, _events, _losses, _run, _statuses
 from modelcore.checkpoint import load_checkpoint
 from modelcore.config import ConfigError, resolve
 from modelcore.launch import free_port
+from webapp.runs.estimates import estimate
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MOE = {
@@ -102,6 +103,17 @@ def test_expert_parallel_processes_train_one_batch() -> None:
     ep = resolve("tiny-moe-cpu", {"parallel": {"expert_parallel": 2}})
     one = resolve("tiny-moe-cpu", {"parallel": {"num_processes": 1}})
     assert ep.parallel.data_parallel == 1 and ep.tokens_per_step() == one.tokens_per_step()
+
+
+def test_estimate_shows_the_expert_mesh_and_splits_the_experts_weights() -> None:
+    ep = resolve("tiny-moe-cpu", {"parallel": {"expert_parallel": 2}})
+    one = resolve("tiny-moe-cpu", {"parallel": {"num_processes": 1}})
+    est = estimate(ep)
+    assert est["display"]["mesh"] == "1 DP × 2 EP" and est["mesh"]["expert_parallel"] == 2
+    m = ep.model
+    experts = m.n_layers * m.n_experts * 3 * m.d_model * m.ffn_hidden
+    assert est["memory_per_gpu"]["weights"] == round(4 * (m.num_params() - experts / 2))
+    assert estimate(one)["memory_per_gpu"]["weights"] == 4 * m.num_params()
 
 
 _MESH_SCRIPT = """

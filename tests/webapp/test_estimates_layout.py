@@ -35,6 +35,7 @@ def test_estimate_shows_the_mesh_and_the_memory(client_for, alice) -> None:
     assert est["mesh"] == {
         "data_parallel": 2,
         "tensor_parallel": 2,
+        "expert_parallel": 1,
         "sequence_parallel": True,
         "strategy": "fsdp",
     }

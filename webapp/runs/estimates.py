@@ -35,20 +35,24 @@ def estimate(config: RunConfig) -> dict[str, Any]:
 
 
 def mesh(config: RunConfig) -> dict[str, Any]:
-    """How the processes split the work: data-parallel groups of tensor-parallel ranks."""
+    """How the processes split the work: data-parallel groups of tensor- (or expert-) parallel ranks."""
     p = config.parallel
     return {
         "data_parallel": p.data_parallel,
         "tensor_parallel": p.tensor_parallel,
+        "expert_parallel": p.expert_parallel,
         "sequence_parallel": p.tensor_parallel > 1 and p.sequence_parallel,
         "strategy": p.strategy if p.data_parallel > 1 else "single",
     }
 
 
 def describe_mesh(config: RunConfig) -> str:
-    """``2 DP (FSDP) × 2 TP + SP``: data-parallel groups, then the tensor-parallel degree."""
+    """``2 DP (FSDP) × 2 TP + SP``: data-parallel groups, then the tensor-parallel degree
+    (``1 DP × 2 EP`` for expert parallel)."""
     m = mesh(config)
     data = f"{m['data_parallel']} DP" + (f" ({m['strategy'].upper()})" if m["data_parallel"] > 1 else "")
+    if m["expert_parallel"] > 1:
+        return f"{data} × {m['expert_parallel']} EP"
     if m["tensor_parallel"] == 1:
         return data
     return f"{data} × {m['tensor_parallel']} TP" + (" + SP" if m["sequence_parallel"] else "")
@@ -64,11 +68,14 @@ def memory_per_gpu(config: RunConfig) -> dict[str, int]:
     (``24 + 5*a*s/h``) and sequence parallel the rest; with checkpointing only each block's
     input is kept (``2*s*b*h``, split by sequence parallel) plus one block recomputed.
     Norm gains are counted as split too (they are a rounding error); the fused loss keeps no logits.
+    Expert parallel splits the experts' weights only; its activations are counted as one
+    process's (the EP group runs the same batch; the experts' share is not taken off).
     """
     m, p, t = config.model, config.parallel, config.train
     tp = p.tensor_parallel
     shards = tp * (p.data_parallel if p.strategy == "fsdp" else 1)
-    params = m.num_params() / shards
+    experts = m.n_layers * m.n_experts * 3 * m.d_model * m.ffn_hidden
+    params = (m.num_params() - experts * (1 - 1 / p.expert_parallel)) / shards
     s, b, h, a = config.data.seq_len, t.micro_batch_size, m.d_model, m.n_heads
     scale = 1.0 if p.mixed_precision in ("bf16", "fp16") else 2.0  # fp32 activations take twice the bytes
     sp = tp if tp > 1 and p.sequence_parallel else 1
