@@ -384,3 +384,12 @@ def test_a_range_too_wide_is_refused():
     with pytest.raises(ConfigError) as caught:
         search.parse_spec("random", {"optim.lr": {"min": 1e-4, "max": 1e300, "scale": "log"}}, 3)
     assert "parameters.optim.lr" in caught.value.errors
+
+
+def test_a_sweeps_run_names_its_sweep_on_its_page_and_in_the_api(api, client_for, alice, project, sent_tasks):
+    sweep = create_sweep(user=alice, project=project, spec=spec(name="depth", concurrency=1))
+    run = sweep_runs(sweep)[0]
+    page = client_for(alice).get(f"/runs/{run.id}/")
+    assert page.status_code == 200
+    assert f'href="/sweeps/{sweep.id}/" id="run-sweep">depth</a>'.encode() in page.content
+    assert api(alice, "GET", f"/api/v1/runs/{run.id}").json()["sweep"] == sweep.id

@@ -47,6 +47,7 @@ def run_detail(run: Run) -> dict[str, Any]:
     return {
         **run_summary(run),
         "project": run.project_id,
+        "sweep": run.sweep_id,
         "config": run.config,
         "error": run.error,  # also while it runs (a lost run's reason)
         "started_at": run.started_at.isoformat() if run.started_at else None,

@@ -9,6 +9,7 @@ from django import forms
 
 from modelcore.config import PRESETS
 from webapp.input_errors import FormInputErrors
+from webapp.runs.forms import DEFAULT_PRESET
 from webapp.sweeps.search import GOALS, METHODS
 
 EXAMPLE = '{"optim.lr": {"min": 0.0001, "max": 0.01, "scale": "log"}, "model.n_layers": {"values": [2, 4]}}'
@@ -30,7 +31,9 @@ def _json_object(text: str, field: str) -> dict[str, Any]:
 
 class SweepForm(FormInputErrors, forms.Form):
     name = forms.CharField(max_length=200, required=False)
-    preset = forms.ChoiceField(choices=[("", "(defaults)")] + [(p, p) for p in PRESETS], required=False)
+    preset = forms.ChoiceField(
+        choices=[("", "(defaults)")] + [(p, p) for p in PRESETS], required=False, initial=DEFAULT_PRESET
+    )
     config = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}),
         required=False,
