@@ -5,9 +5,11 @@ halving, and who may do what."""
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 
 from modelcore.config import ConfigError, resolve
 from webapp.metrics.services import Point, upsert_points
@@ -393,3 +395,43 @@ def test_a_sweeps_run_names_its_sweep_on_its_page_and_in_the_api(api, client_for
     assert page.status_code == 200
     assert f'href="/sweeps/{sweep.id}/" id="run-sweep">depth</a>'.encode() in page.content
     assert api(alice, "GET", f"/api/v1/runs/{run.id}").json()["sweep"] == sweep.id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runs_ending_at_the_same_moment_launch_each_trial_once_within_the_limit(
+    team, alice, project, sent_tasks
+):
+    """Threads on their own connections (PostgreSQL in CI pass 2): the sweep's row lock serialises advances."""
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite serialises writers; the race is exercised on PostgreSQL")
+    grid = spec(parameters={"model.n_layers": {"values": [1, 2, 3, 4, 5, 6]}}, concurrency=3)
+    sweep = create_sweep(user=alice, project=project, spec=grid)
+    running = sweep_runs(sweep)
+    attempts = [start(run) for run in running]
+    barrier = threading.Barrier(len(running) + 3)
+
+    def end_one(run: Run, attempt: int) -> None:
+        try:
+            barrier.wait()
+            transitions.finish(run.id, attempt, RunStatus.COMPLETED)  # advances after its commit
+        finally:
+            connection.close()
+
+    def advance() -> None:
+        try:
+            barrier.wait()
+            advance_sweep(sweep.id)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=end_one, args=pair) for pair in zip(running, attempts, strict=True)]
+    threads += [threading.Thread(target=advance) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sweep.refresh_from_db()
+    runs = sweep_runs(sweep)
+    assert len(runs) == 6 and sweep.launched == 6 and sorted(sweep.run_ids) == [r.id for r in runs]
+    assert sorted(r.config["model"]["n_layers"] for r in runs) == [1, 2, 3, 4, 5, 6]
+    assert Run.objects.filter(sweep=sweep, status=RunStatus.QUEUED).count() == 3
