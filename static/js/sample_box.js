@@ -66,13 +66,14 @@
     return body;
   }
 
-  function follow(id, onEnd) {
+  // Follows job ``id``: each state to ``onUpdate``, the last one to ``onEnd`` as well.
+  function follow(id, onUpdate, onEnd) {
     rw.live({
       stream: jobUrl(box.dataset.streamUrl, id),
       poll: () => jobUrl(box.dataset.statusUrl, id),
       every: 1000,
-      onUpdate: showState,
-      onEnd: (s) => { if (s && s.status) showState(s); onEnd(s); },
+      onUpdate: onUpdate,
+      onEnd: (s) => { if (s && s.status) onUpdate(s); onEnd(s); },
       unpack: (s) => ({ updates: [{ data: s }], end: s.is_active ? null : s }),
     });
   }
@@ -114,7 +115,7 @@
       promptEl.textContent = body.prompt;
       showState(body);
       loadHistory();
-      follow(body.id, () => { button.disabled = false; loadHistory(); });
+      follow(body.id, showState, () => { button.disabled = false; loadHistory(); });
     });
   }
 
@@ -138,7 +139,7 @@
     note.className = "muted";
     note.textContent = "exporting…";
     exporter.replaceWith(note);
-    follow(body.id, (s) => {
+    follow(body.id, () => {}, (s) => {
       if (s && s.archive_url) {
         const a = document.createElement("a");
         a.href = s.archive_url;
@@ -154,6 +155,6 @@
   // A sample still running (started elsewhere, or before a reload) is followed too.
   loadHistory().then((body) => {
     const active = body.samples.find((j) => j.is_active);
-    if (active) { promptEl.textContent = active.prompt; showState(active); follow(active.id, loadHistory); }
+    if (active) { promptEl.textContent = active.prompt; showState(active); follow(active.id, showState, loadHistory); }
   });
 })();
