@@ -435,3 +435,21 @@ def test_runs_ending_at_the_same_moment_launch_each_trial_once_within_the_limit(
     assert len(runs) == 6 and sweep.launched == 6 and sorted(sweep.run_ids) == [r.id for r in runs]
     assert sorted(r.config["model"]["n_layers"] for r in runs) == [1, 2, 3, 4, 5, 6]
     assert Run.objects.filter(sweep=sweep, status=RunStatus.QUEUED).count() == 3
+
+
+def test_a_sweep_whose_creator_lost_the_member_role_fails_with_the_reason(
+    alice, bob, project, sent_tasks, django_capture_on_commit_callbacks
+):
+    from webapp.accounts.models import Membership, Role
+
+    Membership.objects.filter(user=bob, team=project.team).update(role=Role.MEMBER)
+    with django_capture_on_commit_callbacks(execute=True):
+        sweep = create_sweep(user=bob, project=project, spec=spec(concurrency=1))
+        attempt = start(sweep_runs(sweep)[0])
+    Membership.objects.filter(user=bob, team=project.team).update(role=Role.VIEWER)
+    with django_capture_on_commit_callbacks(execute=True):
+        transitions.finish(sweep_runs(sweep)[0].id, attempt, RunStatus.COMPLETED)
+    sweep.refresh_from_db()
+    assert sweep.status == SweepStatus.FAILED and "Trial 2 could not start" in sweep.error
+    assert "member role" in sweep.error
+    assert len(sweep_runs(sweep)) == 1
