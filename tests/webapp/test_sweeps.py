@@ -453,3 +453,14 @@ def test_a_sweep_whose_creator_lost_the_member_role_fails_with_the_reason(
     assert sweep.status == SweepStatus.FAILED and "Trial 2 could not start" in sweep.error
     assert "member role" in sweep.error
     assert len(sweep_runs(sweep)) == 1
+
+
+def test_rung_value_is_the_last_at_the_step_or_else_the_first_after(run):
+    from webapp.sweeps.services import rung_value
+
+    assert rung_value(run, "val/loss", 10) is None
+    upsert_points(run.id, [Point("val/loss", 15, 2.0, 0.0), Point("val/loss", 30, 1.0, 0.0)])
+    assert rung_value(run, "val/loss", 10) == 2.0  # logged less often than the rung
+    upsert_points(run.id, [Point("val/loss", 5, 3.0, 0.0), Point("val/loss", 10, 2.5, 0.0)])
+    assert rung_value(run, "val/loss", 10) == 2.5
+    assert rung_value(run, "val/loss", 20) == 2.0

@@ -172,13 +172,13 @@ def advance_sweep(sweep_id: int) -> list[int]:
 
 
 def rung_value(run: Run, key: str, step: int) -> float | None:
-    """The run's metric at the rung: its last value logged at or before ``step``."""
-    return (
-        MetricPoint.objects.filter(run=run, key=key, step__lte=step, value__isnull=False)
-        .order_by("-step")
-        .values_list("value", flat=True)
-        .first()
-    )
+    """The run's metric at the rung: its last value logged at or before ``step``, else (a metric
+    logged less often than the rung, ``val/loss`` every ``eval_every`` steps) its first one after."""
+    points = MetricPoint.objects.filter(run=run, key=key, value__isnull=False)
+    before = points.filter(step__lte=step).order_by("-step").values_list("value", flat=True).first()
+    if before is not None:
+        return before
+    return points.filter(step__gt=step).order_by("step").values_list("value", flat=True).first()
 
 
 def kept_at_rung(values: list[float], value: float, eta: int, goal: str) -> bool:
