@@ -621,10 +621,10 @@ def _check_expert_layout(cfg: RunConfig) -> dict[str, str]:
         return {"parallel.tensor_parallel": "must be 1 for a mixture-of-experts model (model.n_experts > 0)"}
     if p.num_processes % ep:
         return {key: f"must divide parallel.num_processes ({p.num_processes}): data parallel is the rest"}
-    if p.num_processes != ep:
+    if p.strategy == "fsdp" and p.data_parallel > 1:
         return {
-            key: f"must equal parallel.num_processes ({p.num_processes}): expert parallel beside "
-            "data parallel is not supported yet"
+            "parallel.strategy": "must be ddp with expert parallel beside data parallel "
+            f"(parallel.expert_parallel {ep} on {p.num_processes} processes): FSDP with EP is not supported yet"
         }
     if p.mixed_precision == "fp16":
         return {"parallel.mixed_precision": "fp16 needs a loss scaler expert parallel has not; use bf16"}

@@ -17,6 +17,10 @@ all-to-all is the reverse all-to-all; the backward of the all-reduce is the iden
 Megatron's ``f`` (identity forward, gradients summed over the group), since each rank's
 dispatch reads only its share of them. Expert gradients are then whole on their owner.
 
+Beside data parallel (``num_processes`` > EP, strategy ddp), the ranks at one EP
+coordinate of every data-parallel group hold the same experts, and ``average_gradients``
+averages all gradients over the ``dp`` dimension after the backward, as DDP would.
+
 Checkpoints stay in the one-process layout (full model state, optimizer state numbered as
 one process numbers it), so a run saved under EP=2 resumes under EP=1 and back, and
 exports and ``load_checkpoint`` read it as any other.
@@ -158,6 +162,21 @@ def _dispatch(
     y = all_to_all(back, recv, send, group) * weights[token, slot, None]  # (n_own, D)
     out = torch.zeros_like(flat).index_add(0, token, y)  # this rank's share of the tokens
     return _ReduceFromRegion.apply(out, group)
+
+
+def average_gradients(model: nn.Module, dp_group: dist.ProcessGroup) -> None:
+    """Average every gradient over the data-parallel group (expert parallel beside data
+    parallel: the ranks of ``dp_group`` sit at one EP coordinate and hold the same experts)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, group=dp_group)
+    flat /= dist.get_world_size(dp_group)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def _is_expert(name: str) -> bool:

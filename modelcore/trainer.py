@@ -547,6 +547,10 @@ class Trainer:
             )
             if out.expert_load is not None:
                 load_sum = out.expert_load if load_sum is None else load_sum + out.expert_load
+        if self.ep > 1 and self.dp > 1:
+            # Expert parallel beside data parallel: DDP's averaging, done by hand (ranks at
+            # one EP coordinate hold the same experts).
+            expert_parallel.average_gradients(self.model, self.mesh["dp"].get_group())
         stop = self.stop.requested or self.faults.stops_after(self.step + 1)
         flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
         parts = [totals / accum, flag]

@@ -5,7 +5,7 @@
   holds it (router, experts, the rest), dropless and with capacity routing;
 - the real trainer (``launch_command``, as a worker starts it): EP=2 on 2 processes trains
   the same losses as 1 process, dropless and with capacity routing, and logs the same
-  per-expert load; a run saved under EP=2 resumes under EP=1 (and one saved on 1 process
+  per-expert load; EP=2 beside DDP=2 on 4 processes trains the losses of DDP=2; a run saved under EP=2 resumes under EP=1 (and one saved on 1 process
   resumes under EP=2) with the losses of the uninterrupted run;
 - the (dp, ep) mesh and config errors for every impossible expert layout.
 """
@@ -67,9 +67,9 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
         (
             "tiny-moe-cpu",
-            {"parallel": {"expert_parallel": 2, "num_processes": 4}},
-            "parallel.expert_parallel",
-            "must equal parallel.num_processes (4)",
+            {"parallel": {"expert_parallel": 2, "num_processes": 4, "strategy": "fsdp"}},
+            "parallel.strategy",
+            "must be ddp",
         ),
         (
             "tiny-moe-cpu",
@@ -103,6 +103,8 @@ def test_expert_parallel_processes_train_one_batch() -> None:
     ep = resolve("tiny-moe-cpu", {"parallel": {"expert_parallel": 2}})
     one = resolve("tiny-moe-cpu", {"parallel": {"num_processes": 1}})
     assert ep.parallel.data_parallel == 1 and ep.tokens_per_step() == one.tokens_per_step()
+    beside = resolve("tiny-moe-cpu", {"parallel": {"expert_parallel": 2, "num_processes": 4}})
+    assert beside.parallel.data_parallel == 2 and beside.tokens_per_step() == 2 * one.tokens_per_step()
 
 
 def test_estimate_shows_the_expert_mesh_and_splits_the_experts_weights() -> None:
@@ -279,3 +281,23 @@ def test_a_run_moved_between_ep_2_and_one_process_keeps_its_losses(
     model, loaded_cfg, _ = load_checkpoint(run_dir)
     assert loaded_cfg.model.n_experts == 4
     assert len(model.layers[0].mlp.experts) == 4
+
+
+@pytest.mark.slow
+def test_ep_2_beside_ddp_2_on_four_processes_trains_the_same_losses_as_ddp(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    # (dp 2, ep 2): each data-parallel group of two EP ranks draws what one DDP rank draws.
+    # Both stopped after step 6, as a cancel does (4 ranks share 2 cores here).
+    ddp = _moe({"num_processes": 2})
+    beside = _moe({"num_processes": 4, "expert_parallel": 2})
+    assert beside.tokens_per_step() == ddp.tokens_per_step()
+    for cfg, name in ((ddp, "ddp"), (beside, "ep-dp")):
+        code, out = _run(cfg, tmp_path / name, cache_dir, {"RUNWRIGHT_STOP_AT_STEP": "6"})
+        assert code in (0, 1), out  # the launcher itself may exit 1 after its ranks were cancelled
+    info = _statuses(tmp_path / "ep-dp")[0]["info"]
+    assert info["mesh"] == {"dp": 2, "tp": 1, "ep": 2}
+    expected, losses = _losses(tmp_path / "ddp"), _losses(tmp_path / "ep-dp")
+    assert sorted(losses) == sorted(expected) == list(range(1, 7))
+    for step, loss in losses.items():
+        assert loss == pytest.approx(expected[step], abs=1e-4), step
