@@ -17,8 +17,13 @@
   const empty = document.getElementById("sample-history-empty");
   const jobUrl = (base, id) => base.replace(/\/0\/(\w*)$/, "/" + id + "/$1");
 
+  const cancel = document.getElementById("sample-cancel");
+  let shown = null;  // the id of the sample in the output
+
   function showState(s) {
     output.hidden = false;
+    shown = s.id;
+    if (cancel) cancel.hidden = !s.is_active;
     badge.className = "badge status-" + s.status;
     badge.textContent = s.status;
     newText.textContent = s.text || "";
@@ -116,6 +121,15 @@
       showState(body);
       loadHistory();
       follow(body.id, showState, () => { button.disabled = false; loadHistory(); });
+    });
+  }
+
+  if (cancel) {
+    cancel.addEventListener("click", async () => {
+      cancel.disabled = true;
+      const { ok, body } = await post(box.dataset.cancelUrl.replace(/\/0\/cancel$/, "/" + shown + "/cancel"), {});
+      cancel.disabled = false;
+      if (ok) showState(body);
     });
   }
 

@@ -183,6 +183,8 @@ MATRIX: dict[str, Route] = {
     "runs:sample_stream": Route(
         lambda w: {"job_id": w["sample_job"].id}, {"GET": Access(200, 200, 404, 401)}
     ),
+    # The world's sample job has ended: Alice's cancel is refused with a field error.
+    "runs:sample_cancel": Route(lambda w: {"job_id": w["sample_job"].id}, {"POST": web_write(400)}),
     "runs:sample_archive": Route(
         lambda w: {"job_id": w["sample_job"].id}, {"GET": Access(404, 404, 404, LOGIN)}
     ),

@@ -173,3 +173,18 @@ def _drain(response):
         return [chunk async for chunk in response.streaming_content]
 
     return asyncio.run(collect())
+
+
+def test_member_cancels_a_queued_job_and_a_running_one_is_asked_to_stop(client_for, alice, bob, ckpt_run):
+    queued = SampleJob.objects.create(run=ckpt_run, checkpoint_step=STEP, prompt="p")
+    running = SampleJob.objects.create(
+        run=ckpt_run, checkpoint_step=STEP, prompt="p", status=SampleStatus.RUNNING
+    )
+    assert client_for(bob).post(f"/sample-jobs/{queued.id}/cancel").status_code == 403
+    client = client_for(alice)
+    assert client.post(f"/sample-jobs/{queued.id}/cancel").json()["status"] == SampleStatus.CANCELLED
+    assert client.post(f"/sample-jobs/{running.id}/cancel").status_code == 200
+    running.refresh_from_db()
+    assert running.status == SampleStatus.RUNNING and running.cancel_requested  # its runner stops it
+    response = client.post(f"/sample-jobs/{queued.id}/cancel")
+    assert response.status_code == 400 and "job" in response.json()["errors"]

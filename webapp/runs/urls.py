@@ -35,6 +35,7 @@ urlpatterns = [
     path("sample-jobs/<int:job_id>/", samples.job_status, name="sample_status"),
     path("sample-jobs/<int:job_id>/stream", samples.job_stream, name="sample_stream"),
     path("sample-jobs/<int:job_id>/archive", samples.export_archive, name="sample_archive"),
+    path("sample-jobs/<int:job_id>/cancel", samples.cancel_job, name="sample_cancel"),
     path(
         "projects/<int:project_id>/compare/series.csv",
         downloads.compare_series_csv,

@@ -94,6 +94,15 @@ def create_export_job(*, user: AbstractBaseUser, run: Run, step: Any) -> SampleJ
     return _create(user, run, _kept_step(run, step), SampleKind.EXPORT)
 
 
+def request_cancel(*, user: AbstractBaseUser, job: SampleJob) -> SampleJob:
+    """Stop a queued or running job (its runner stops the engine). Raises InputError once it has ended."""
+    require_role(user, job.run.project.team_id, Role.MEMBER)
+    if not transitions.request_cancel(job.id):
+        raise InputError({"job": f"has already ended ({job.status})"})
+    job.refresh_from_db()
+    return job
+
+
 def _create(user: AbstractBaseUser, run: Run, step: int, kind: str, **fields: Any) -> SampleJob:
     with transaction.atomic():
         job = SAMPLE_STATES.create(

@@ -91,6 +91,16 @@ def fail_queued(job_id: int, error: str) -> bool:
     return failed
 
 
+def request_cancel(job_id: int) -> bool:
+    """Cancel a queued job at once, or ask a running one's runner to stop it; False once it has ended."""
+    if SAMPLE_STATES.cancel_queued(SampleJob.objects.filter(pk=job_id)):
+        announce(job_id)
+        return True
+    return bool(
+        SampleJob.objects.filter(pk=job_id, status=SampleStatus.RUNNING).update(cancel_requested=True)
+    )
+
+
 def fail_stale_jobs(older_than_seconds: float) -> list[int]:
     """Fail running jobs whose worker stopped heartbeating (killed or lost); the database's clock decides."""
     cutoff = ExpressionWrapper(

@@ -73,6 +73,15 @@ def start_export(request: HttpRequest, run_id: int, step: int) -> JsonResponse:
 
 
 @login_required
+@require_POST
+@input_errors_as_json
+def cancel_job(request: HttpRequest, job_id: int) -> JsonResponse:
+    """Stop a sampling or export job that has not ended."""
+    job = services.request_cancel(user=request.user, job=selectors.sample_job_for(request.user, job_id))
+    return JsonResponse(job_row(job))
+
+
+@login_required
 @require_GET
 def run_sample_jobs(request: HttpRequest, run_id: int) -> JsonResponse:
     """The run's sampling history, newest first (and its newest export of each checkpoint)."""
