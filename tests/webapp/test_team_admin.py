@@ -102,3 +102,14 @@ def test_login_page_links_to_sign_up_only_when_the_operator_opened_it(client, se
     settings.OPEN_SIGNUP = True
     page = client.get("/login/").content.decode()
     assert 'id="signup-link"' in page and 'href="/signup/"' in page
+
+
+def test_audit_log_names_an_unnamed_token_by_its_prefix_and_shows_no_python_none(client_for, alice, team):
+    from webapp.accounts.services import issue_api_token
+
+    token, _ = issue_api_token(alice)
+    event = AuditEvent.objects.get(team=team, action=Action.TOKEN_CREATED)
+    assert event.target_label == token.prefix
+    page = client_for(alice).get(f"/teams/{team.id}/audit/").content.decode()
+    assert "expires_in_days=—" in page and "read_only=no" in page
+    assert "None" not in page and "object (" not in page

@@ -52,6 +52,10 @@ class ApiToken(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     read_only = models.BooleanField(default=False)  # GET/HEAD only; any write is a 403
 
+    def __str__(self) -> str:
+        # What lists and the audit log call a token: its name, else the prefix a person sees.
+        return self.name or self.prefix
+
     @staticmethod
     def hash(secret: str) -> str:
         return hashlib.sha256(secret.encode()).hexdigest()
