@@ -63,6 +63,11 @@ app.conf.beat_schedule["resend-queued-eval-jobs"] = {
     "schedule": 60.0,
     "options": {"expires": 59.0},
 }
+app.conf.beat_schedule["resend-queued-sample-jobs"] = {
+    "task": "workers.sample_jobs.resend_queued_sample_jobs",
+    "schedule": 60.0,
+    "options": {"expires": 59.0},
+}
 # The fleet's scheduling pass (RUNWRIGHT_FLEET): hosts that went silent, runs that ended, the queue.
 app.conf.beat_schedule["schedule-runs"] = {
     "task": "workers.scheduler.schedule_runs",

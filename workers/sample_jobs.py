@@ -16,6 +16,7 @@ Both check the cancel flag every round and have a time limit.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import socket
@@ -26,6 +27,7 @@ from django.conf import settings
 
 from webapp.samples import transitions
 from webapp.samples.models import SampleJob, SampleKind, SampleStatus
+from webapp.samples.services import enqueue_sample_job
 from workers import job_processes
 from workers.jobs import JobRunner, Launch, log_tail
 
@@ -64,6 +66,21 @@ def run_sample_job(self, job_id: int) -> str | None:
 def sweep_stale_sample_jobs() -> list[int]:
     """Fail running jobs whose worker stopped heartbeating (on the beat schedule)."""
     return transitions.fail_stale_jobs(float(settings.LOST_AFTER_SECONDS))
+
+
+@shared_task(
+    name="workers.sample_jobs.resend_queued_sample_jobs",
+    ignore_result=True,
+    soft_time_limit=30,
+    time_limit=60,
+)
+def resend_queued_sample_jobs() -> list[int]:
+    """Send the task of jobs queued for longer than ``REQUEUE_AFTER_SECONDS`` again."""
+    due = transitions.jobs_to_resend(dt.timedelta(seconds=settings.REQUEUE_AFTER_SECONDS))
+    for job_id in due:
+        log.warning("sample job %s is still queued; sending it again (the message may be lost)", job_id)
+        enqueue_sample_job(job_id)
+    return due
 
 
 def sample_command(job: SampleJob) -> list[str]:

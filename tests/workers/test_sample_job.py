@@ -119,6 +119,24 @@ def test_sweep_fails_a_job_whose_worker_went_silent(checkpointed_run):
     assert SampleJob.objects.get(pk=alive.pk).status == SampleStatus.RUNNING
 
 
+def test_a_job_queued_too_long_is_sent_again_once(checkpointed_run, monkeypatch, settings):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from webapp import enqueue
+
+    run, _ = checkpointed_run
+    old = _job(run, status=SampleStatus.QUEUED, prompt="a")
+    SampleJob.objects.filter(pk=old.pk).update(created_at=timezone.now() - dt.timedelta(hours=1))
+    fresh = _job(run, status=SampleStatus.QUEUED, prompt="b")
+    sent = []
+    monkeypatch.setattr(enqueue.app, "send_task", lambda name, args, **kw: sent.append((name, args)))
+    assert sample_jobs.resend_queued_sample_jobs() == [old.id]
+    assert sent == [(enqueue.RUN_SAMPLE_JOB, (old.id,))] and fresh.id not in sent[0][1]
+    assert sample_jobs.resend_queued_sample_jobs() == []  # just sent: the next send waits
+
+
 # --- a real Celery worker --------------------------------------------------------
 
 

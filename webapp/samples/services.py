@@ -118,5 +118,10 @@ def _create(user: AbstractBaseUser, run: Run, step: int, kind: str, **fields: An
     return job
 
 
+def enqueue_sample_job(job_id: int) -> None:
+    """Send the job's task now (beat re-sends lost ones); a broker failure marks the job failed."""
+    enqueue.send(enqueue.RUN_SAMPLE_JOB, job_id, on_failure=_job_not_sent)
+
+
 def _job_not_sent(job_id: int, reason: str) -> None:
     transitions.fail_queued(job_id, f"Could not queue the job: {reason}")

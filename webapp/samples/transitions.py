@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Value
 from django.db.models.functions import Now
 
-from webapp import live
+from webapp import live, requeue
 from webapp.samples.models import SAMPLE_STATES, SampleJob, SampleStatus
 from webapp.samples.presenters import job_state
 
@@ -123,3 +123,8 @@ def fail_stale_jobs(older_than_seconds: float) -> list[int]:
         for job_id in stale:
             announce(job_id)
     return stale
+
+
+def jobs_to_resend(after: dt.timedelta) -> list[int]:
+    """Queued jobs whose task message may be lost (see ``webapp.requeue``); marks them re-sent."""
+    return requeue.due_for_resend(SampleJob.objects.filter(status=SampleStatus.QUEUED), after)
