@@ -170,12 +170,13 @@ class Supervisor(JobRunner):
     def _set_aside_stale_dir(self) -> None:
         """A first attempt starts without an event history.
 
-        An events file there belongs to another run with the same id (a database that was
-        reset, a restored backup); ingesting it would mix its history into this run.
+        An events file or checkpoints there belong to another run with the same id (a
+        database that was reset, a restored backup): ingesting the one would mix its history
+        into this run, and the trainer would resume from the other's weights.
         """
         if self.run.attempt != 1 or self.run.events_offset:
             return
-        if (self.run_dir / EVENTS_FILE).exists():
+        if (self.run_dir / EVENTS_FILE).exists() or (self.run_dir / CHECKPOINTS_DIR).exists():
             stale = self.run_dir.with_name(f"{self.run_dir.name}.stale-{int(time.time())}")
             self.run_dir.rename(stale)
             log.warning(

@@ -250,6 +250,16 @@ def test_files_of_an_earlier_run_with_the_same_id_are_set_aside(make_run, fake_c
     assert len(list(run.run_dir.parent.glob(f"{run.id}.stale-*"))) == 1
 
 
+def test_checkpoints_of_an_earlier_run_with_the_same_id_are_set_aside(make_run, fake_command):
+    """Checkpoints without an events file (a half-written folder) are never resumed from."""
+    run = make_run()
+    (run.run_dir / "checkpoints" / "step_000020").mkdir(parents=True)
+    run = claim(run)
+    assert supervise(run, command=fake_command("complete", steps=3), poll_seconds=0.1) == "completed"
+    assert not (run.run_dir / "checkpoints" / "step_000020").exists()
+    assert len(list(run.run_dir.parent.glob(f"{run.id}.stale-*"))) == 1
+
+
 def test_a_database_outage_does_not_stop_training_or_lose_events(make_run, fake_command, monkeypatch):
     from django.db import OperationalError
 
