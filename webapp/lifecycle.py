@@ -17,13 +17,15 @@ are written here once. Every kind names those states alike: ``queued``, ``failed
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.db.models import Manager, Model, QuerySet
+from django.db.models import DateTimeField, ExpressionWrapper, Manager, Model, QuerySet, Value
 from django.db.models.functions import Now
 
-QUEUED, FAILED, CANCELLED = "queued", "failed", "cancelled"
+QUEUED, RUNNING, FAILED, CANCELLED = "queued", "running", "failed", "cancelled"
+SILENT_WORKER_ERROR = "The worker running this job stopped responding (killed or lost). Start the job again."
 
 
 class IllegalTransition(ValueError):
@@ -75,6 +77,27 @@ class JobStateMachine:
         """Cancel a job no worker has claimed yet; False once one has (its runner stops it)."""
         fields = {"cancel_requested": True, "finished_at": Now()}
         return self.move(queryset, CANCELLED, sources=[QUEUED], **fields) == 1
+
+    def fail_silent(self, queryset: QuerySet, older_than_seconds: float) -> list[int]:
+        """Fail the running jobs of ``queryset`` whose worker stopped heartbeating; returns their ids.
+
+        The database's clock decides, so hosts whose clocks disagree agree on who is silent.
+        """
+        cutoff = ExpressionWrapper(
+            Now() - Value(dt.timedelta(seconds=older_than_seconds)), output_field=DateTimeField()
+        )
+        silent = queryset.filter(**{self.field: RUNNING}, heartbeat_at__lt=cutoff)
+        stale = list(silent.values_list("pk", flat=True))
+        if stale:
+            self.move(
+                silent.filter(pk__in=stale),
+                FAILED,
+                sources=[RUNNING],
+                error=SILENT_WORKER_ERROR,
+                finished_at=Now(),
+                pid=None,
+            )
+        return stale
 
     def move(
         self, queryset: QuerySet, target: str, *, sources: Iterable[str] | None = None, **fields: Any

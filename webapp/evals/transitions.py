@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 from django.db import transaction
-from django.db.models import DateTimeField, ExpressionWrapper, Value
 from django.db.models.functions import Now
 
 from webapp import live, requeue
@@ -115,25 +114,9 @@ def eval_points(results: dict[str, Any], step: int) -> list[Point]:
 
 def fail_stale_jobs(older_than_seconds: float) -> list[int]:
     """Mark running jobs whose worker stopped heartbeating as failed (the worker was killed or lost)."""
-    cutoff = ExpressionWrapper(
-        Now() - Value(dt.timedelta(seconds=older_than_seconds)), output_field=DateTimeField()
-    )
-    stale = list(
-        EvalJob.objects.filter(status=EvalStatus.RUNNING, heartbeat_at__lt=cutoff).values_list(
-            "pk", flat=True
-        )
-    )
-    if stale:
-        EVAL_STATES.move(
-            EvalJob.objects.filter(pk__in=stale, heartbeat_at__lt=cutoff),
-            EvalStatus.FAILED,
-            sources=[EvalStatus.RUNNING],
-            error="The worker running this job stopped responding (killed or lost). Start the job again.",
-            finished_at=Now(),
-            pid=None,
-        )
-        for job_id in stale:
-            announce(job_id)
+    stale = EVAL_STATES.fail_silent(EvalJob.objects.all(), older_than_seconds)
+    for job_id in stale:
+        announce(job_id)
     return stale
 
 

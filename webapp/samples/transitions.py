@@ -12,7 +12,6 @@ import datetime as dt
 import logging
 
 from django.db import transaction
-from django.db.models import DateTimeField, ExpressionWrapper, Value
 from django.db.models.functions import Now
 
 from webapp import live, requeue
@@ -103,25 +102,9 @@ def request_cancel(job_id: int) -> bool:
 
 def fail_stale_jobs(older_than_seconds: float) -> list[int]:
     """Fail running jobs whose worker stopped heartbeating (killed or lost); the database's clock decides."""
-    cutoff = ExpressionWrapper(
-        Now() - Value(dt.timedelta(seconds=older_than_seconds)), output_field=DateTimeField()
-    )
-    stale = list(
-        SampleJob.objects.filter(status=SampleStatus.RUNNING, heartbeat_at__lt=cutoff).values_list(
-            "pk", flat=True
-        )
-    )
-    if stale:
-        SAMPLE_STATES.move(
-            SampleJob.objects.filter(pk__in=stale, heartbeat_at__lt=cutoff),
-            SampleStatus.FAILED,
-            sources=[SampleStatus.RUNNING],
-            error="The worker running this job stopped responding (killed or lost). Start the job again.",
-            finished_at=Now(),
-            pid=None,
-        )
-        for job_id in stale:
-            announce(job_id)
+    stale = SAMPLE_STATES.fail_silent(SampleJob.objects.all(), older_than_seconds)
+    for job_id in stale:
+        announce(job_id)
     return stale
 
 
