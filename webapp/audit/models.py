@@ -28,6 +28,9 @@ class Action(models.TextChoices):
     TEAM_CREATED = "team.created", "Team created"
     TEAM_RENAMED = "team.renamed", "Team renamed"
     TEAM_DELETED = "team.deleted", "Team deleted"
+    SWEEP_CREATED = "sweep.created", "Sweep created"
+    SWEEP_CANCELLED = "sweep.cancelled", "Sweep cancelled"
+    SWEEP_COMPLETED = "sweep.completed", "Sweep completed"
 
 
 class AuditEvent(models.Model):
