@@ -18,7 +18,8 @@ class Host(models.Model):
 
     name = models.CharField(max_length=200, unique=True)
     queue = models.CharField(max_length=200)
-    address = models.CharField(max_length=200, blank=True)  # the machine's hostname (rendezvous, later)
+    # Where other hosts reach this one: the rendezvous of a multi-node run whose first node it is.
+    address = models.CharField(max_length=200, blank=True)
     cpu_slots = models.PositiveIntegerField(default=0)  # CPU processes it runs where it has no GPU
     reserved = models.PositiveIntegerField(default=0)  # GPUs (or CPU slots) the scheduler has placed
     registered_at = models.DateTimeField(auto_now_add=True)
@@ -70,6 +71,11 @@ class Placement(models.Model):
     ``host`` is None while it waits (``reason`` says why; its position is read from the queue
     order, ``webapp.fleet.selectors.queue_position``, not stored: one placement would move them all);
     ``released_at`` is set once the run ended and its GPUs went back to the host.
+
+    A multi-node run (``launcher.nodes`` > 1) asks for ``count`` on each of ``nodes`` hosts:
+    ``host`` is its first node (node rank 0, whose worker supervises the run), the others
+    are its ``shares`` (``NodeShare``), all reserved in one transaction. ``master_addr`` and
+    ``master_port`` are the rendezvous the first node's supervisor chose for the attempt.
     """
 
     run = models.OneToOneField(Run, on_delete=models.CASCADE, primary_key=True, related_name="placement")
@@ -86,12 +92,56 @@ class Placement(models.Model):
     placed_at = models.DateTimeField(null=True, blank=True)
     released_at = models.DateTimeField(null=True, blank=True)
     reason = models.CharField(max_length=300, blank=True)
+    nodes = models.PositiveIntegerField(default=1)  # hosts; count is per host
+    master_addr = models.CharField(max_length=200, blank=True)
+    master_port = models.PositiveIntegerField(null=True, blank=True)
+
+    @property
+    def total(self) -> int:
+        """GPUs (or CPU slots) over all its nodes: what the team's quota counts."""
+        return self.count * self.nodes
 
     class Meta:
         indexes = [
             models.Index(fields=["-priority", "submitted_at", "run"], name="fleet_queue_order"),
             models.Index(fields=["host", "released_at"], name="fleet_placed_on_host"),
         ]
+
+
+class ShareState(models.TextChoices):
+    PLACED = "placed", "placed"  # reserved; its launch not sent yet
+    SENT = "sent", "sent"  # the first node sent its launch for ``attempt``
+    RUNNING = "running", "running"
+    COMPLETED = "completed", "completed"  # its ranks exited 0
+    FAILED = "failed", "failed"  # its ranks failed, or it could not start (``error`` says why)
+
+
+SHARE_ENDED = (ShareState.COMPLETED, ShareState.FAILED)
+
+
+class NodeShare(models.Model):
+    """One more host's share of a multi-node run (node ranks 1..N-1; rank 0 is ``Placement.host``).
+
+    The scheduler writes the row with its host when it places the run; the first node's
+    supervisor sends the share's launch for its attempt; that host's share supervisor
+    (``workers.nodes``) beats ``heartbeat_at`` while its ranks run, stops them on
+    ``stop_requested`` or when the attempt is no longer live, and writes how they ended.
+    """
+
+    placement = models.ForeignKey(Placement, on_delete=models.CASCADE, related_name="shares")
+    node_rank = models.PositiveSmallIntegerField()
+    host = models.ForeignKey(Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="shares")
+    attempt = models.PositiveIntegerField(default=0)  # the run's attempt it was sent for; 0: not yet
+    state = models.CharField(max_length=10, choices=ShareState.choices, default=ShareState.PLACED)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    stop_requested = models.BooleanField(default=False)  # the first node's trainer ended: stop ours
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["placement", "node_rank"]
+        constraints = [models.UniqueConstraint(fields=["placement", "node_rank"], name="unique_share_rank")]
 
 
 class TeamQuota(models.Model):
