@@ -68,6 +68,12 @@ app.conf.beat_schedule["resend-queued-sample-jobs"] = {
     "schedule": 60.0,
     "options": {"expires": 59.0},
 }
+# Sweeps whose run_changed trigger was lost with a dying worker advance anyway (idempotent).
+app.conf.beat_schedule["advance-sweeps"] = {
+    "task": "workers.tasks.advance_sweeps",
+    "schedule": 30.0,
+    "options": {"expires": 29.0},
+}
 # The fleet's scheduling pass (RUNWRIGHT_FLEET): hosts that went silent, runs that ended, the queue.
 app.conf.beat_schedule["schedule-runs"] = {
     "task": "workers.scheduler.schedule_runs",

@@ -40,6 +40,7 @@ from django.conf import settings
 from modelcore.config import ConfigError, RunConfig
 from webapp.runs import transitions
 from webapp.runs.services import enqueue_launch
+from webapp.sweeps.services import advance_running_sweeps
 from workers import gpus, job_processes, scheduler, supervisor, sweep
 
 log = logging.getLogger(__name__)
@@ -134,3 +135,14 @@ def resend_queued_runs() -> list[int]:
         log.warning("run %s is still queued; sending its launch again (the message may be lost)", run_id)
         enqueue_launch(run_id)
     return due
+
+
+@shared_task(
+    name="workers.tasks.advance_sweeps",
+    ignore_result=True,
+    soft_time_limit=SWEEP_TIME_LIMIT_SECONDS // 2,
+    time_limit=SWEEP_TIME_LIMIT_SECONDS,
+)
+def advance_sweeps() -> list[int]:
+    """Advance every running sweep: the catch-up for a ``run_changed`` lost with its worker."""
+    return advance_running_sweeps()

@@ -24,6 +24,8 @@ from django.db.models.functions import Now
 from modelcore.config import ConfigError, RunConfig, resolve
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
+from webapp.audit.models import Action
+from webapp.audit.services import record_action
 from webapp.metrics.models import MetricPoint
 from webapp.projects.models import Project
 from webapp.runs import config_paths
@@ -121,6 +123,13 @@ def create_sweep(*, user: AbstractBaseUser, project: Project, spec: Mapping[str,
             halving_step=halving_step,
             halving_eta=halving_eta,
         )
+        record_action(
+            team=project.team_id,
+            actor=user,
+            action=Action.SWEEP_CREATED,
+            target=sweep,
+            details={"project": project.name, "method": sweep.method, "budget": sweep.budget},
+        )
         advance_sweep(sweep.pk)
     sweep.refresh_from_db()
     return sweep
@@ -165,9 +174,18 @@ def advance_sweep(sweep_id: int) -> list[int]:
             launched.append(run.pk)
             active += 1
         if sweep.launched >= sweep.budget and active == 0:
-            Sweep.objects.filter(pk=sweep.pk, status=SweepStatus.RUNNING).update(
+            completed = Sweep.objects.filter(pk=sweep.pk, status=SweepStatus.RUNNING).update(
                 status=SweepStatus.COMPLETED, finished_at=Now()
             )
+            if completed:
+                # No one completes a sweep: its last run ending does (the actor is left blank).
+                record_action(
+                    team=sweep.project.team_id,
+                    actor=None,
+                    action=Action.SWEEP_COMPLETED,
+                    target=sweep,
+                    details={"project": sweep.project.name, "runs": sweep.launched},
+                )
     return launched
 
 
@@ -219,6 +237,13 @@ def cancel_sweep(*, user: AbstractBaseUser, sweep: Sweep) -> Sweep:
             status=SweepStatus.CANCELLED, finished_at=Now()
         )
         if stopped:
+            record_action(
+                team=sweep.project.team_id,
+                actor=user,
+                action=Action.SWEEP_CANCELLED,
+                target=sweep,
+                details={"project": sweep.project.name, "launched": sweep.launched, "budget": sweep.budget},
+            )
             for run in Run.objects.filter(sweep=sweep, status__in=ACTIVE_STATUSES).select_related("project"):
                 run_services.request_cancel(user=user, run=run)
     sweep.refresh_from_db()
@@ -235,3 +260,21 @@ def on_run_changed(sender: Any, run_id: int, **kwargs: Any) -> None:
     except Exception:
         log.exception("sweep %s: advancing after a change of run %s failed", sweep_id, run_id)
         raise
+
+
+def advance_running_sweeps() -> list[int]:
+    """Advance every running sweep once; returns the ids of the runs launched.
+
+    The catch-up beat runs (``workers.tasks.advance_sweeps``): ``run_changed`` is sent after
+    commit by the process that wrote the change, so a worker that dies between its commit and
+    the signal leaves a sweep waiting for a trigger that never comes. ``advance_sweep`` is
+    idempotent, so advancing a sweep that needed nothing does nothing.
+    """
+    launched: list[int] = []
+    for sweep_id in Sweep.objects.filter(status=SweepStatus.RUNNING).values_list("pk", flat=True):
+        try:
+            launched += advance_sweep(sweep_id)
+        except Exception:
+            # One broken sweep must not hold the others back; the next beat tries it again.
+            log.exception("sweep %s: catch-up advance failed", sweep_id)
+    return launched
