@@ -178,10 +178,13 @@ class RunLog(models.Model):
 
 
 class KeptCheckpoints(models.Manager):
-    """Checkpoints still on disk: what can be evaluated, resumed from or downloaded."""
+    """Checkpoints still on disk: what can be evaluated, resumed from or downloaded.
+
+    An external run's checkpoints are not among them: their files are on its client's machine.
+    """
 
     def get_queryset(self) -> models.QuerySet:
-        return super().get_queryset().filter(pruned_at__isnull=True)
+        return super().get_queryset().filter(pruned_at__isnull=True, external=False)
 
 
 class Checkpoint(models.Model):
@@ -193,6 +196,9 @@ class Checkpoint(models.Model):
     # page's checkpoints panel can say it was pruned, but the default manager (and with it
     # ``run.checkpoints``) no longer returns it. ``every`` includes them.
     pruned_at = models.DateTimeField(null=True, blank=True)
+    # Reported by an external run's client: ``path`` is where it is on that machine, shown and
+    # never read; listed on the run page, never downloaded, evaluated or resumed from.
+    external = models.BooleanField(default=False)
 
     objects = KeptCheckpoints()
     every = models.Manager()
