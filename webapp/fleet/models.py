@@ -114,9 +114,10 @@ class ShareState(models.TextChoices):
     RUNNING = "running", "running"
     COMPLETED = "completed", "completed"  # its ranks exited 0
     FAILED = "failed", "failed"  # its ranks failed, or it could not start (``error`` says why)
+    LOST = "lost", "lost"  # its worker shut down or was interrupted: the run is lost, not failed
 
 
-SHARE_ENDED = (ShareState.COMPLETED, ShareState.FAILED)
+SHARE_ENDED = (ShareState.COMPLETED, ShareState.FAILED, ShareState.LOST)
 
 
 class NodeShare(models.Model):
