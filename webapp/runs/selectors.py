@@ -144,7 +144,8 @@ def checkpoint_dir(run: Run, step: int) -> Path | None:
 
 def checkpoints_panel(run: Run) -> list[dict[str, Any]]:
     """Every checkpoint the run saved, newest first: step, time, size on disk, the validation
-    loss logged at that step, and whether keep_last has pruned it."""
+    loss logged at that step, and whether keep_last has pruned it. An external run's are listed
+    with the path its client gave, which is on another machine: never looked up here."""
     rows = list(Checkpoint.every.filter(run=run).order_by("-step"))
     val = dict(
         MetricPoint.objects.filter(run=run, key=VAL_LOSS_KEY, step__in=[c.step for c in rows]).values_list(
@@ -153,7 +154,7 @@ def checkpoints_panel(run: Run) -> list[dict[str, Any]]:
     )
     out = []
     for ckpt in rows:
-        folder = None if ckpt.pruned_at else contained(run, ckpt.path)
+        folder = None if ckpt.pruned_at or ckpt.external else contained(run, ckpt.path)
         size = _folder_bytes(folder) if folder is not None and folder.is_dir() else None
         out.append(
             {
@@ -163,6 +164,8 @@ def checkpoints_panel(run: Run) -> list[dict[str, Any]]:
                 "val_loss": val.get(ckpt.step),
                 "pruned": ckpt.pruned_at is not None,
                 "on_disk": size is not None,
+                "external": ckpt.external,
+                "external_path": ckpt.path if ckpt.external else "",
             }
         )
     return out

@@ -379,11 +379,18 @@ def record_logs(run_id: int, logs: Iterable[dict]) -> int:
     return len(rows)
 
 
-def record_checkpoints(run_id: int, checkpoints: Iterable[dict]) -> int:
-    """Upsert checkpoints keyed by step (a resumed attempt that saves the same step replaces it)."""
+def record_checkpoints(run_id: int, checkpoints: Iterable[dict], *, external: bool = False) -> int:
+    """Upsert checkpoints keyed by step (a resumed attempt that saves the same step replaces it).
+
+    ``external``: reported by an external run's client; the path is on its machine (only shown).
+    """
     rows = {
         int(e["step"]): Checkpoint(
-            run_id=run_id, step=int(e["step"]), path=str(e.get("path", ""))[:500], pruned_at=None
+            run_id=run_id,
+            step=int(e["step"]),
+            path=str(e.get("path", ""))[:500],
+            pruned_at=None,
+            external=external,
         )
         for e in checkpoints
     }
@@ -394,7 +401,7 @@ def record_checkpoints(run_id: int, checkpoints: Iterable[dict]) -> int:
         list(rows.values()),
         update_conflicts=True,
         unique_fields=["run", "step"],
-        update_fields=["path", "pruned_at"],
+        update_fields=["path", "pruned_at", "external"],
     )
     return len(rows)
 
