@@ -3,7 +3,7 @@ from django.urls import include, path
 
 from webapp.accounts import views as account_views
 from webapp.home import views as home_views
-from webapp.runs.assets import plotly_js
+from webapp.runs.assets import plotly_basic_js, plotly_js
 
 urlpatterns = [
     # A signed-in person's home: their teams' runs now and since their last visit.
@@ -23,6 +23,7 @@ urlpatterns = [
     path("api/2.0/mlflow/", include("webapp.mlflow_api.urls", namespace="mlflow")),
     path("ajax-api/2.0/mlflow/", include("webapp.mlflow_api.urls", namespace="mlflow_ajax")),
     path("vendor/plotly.min.js", plotly_js, name="plotly_js"),
+    path("vendor/plotly-basic.min.js", plotly_basic_js, name="plotly_basic_js"),
 ]
 
 handler400 = "webapp.errors.bad_request"

@@ -218,7 +218,7 @@ def test_report_table_marks_best_and_runs_paired_tests(client_for, bob, report):
     assert pair["rw_arith"].mcnemar.p_value < 1e-5
     assert pair["rw_arith"].bootstrap.difference == pytest.approx(0.5)
     assert "per-sample records are missing" in pair["rw_heldout_ppl"].note
-    assert 'id="report-data"' in html and "report.js" in html and "/vendor/plotly.min.js" in html
+    assert 'id="report-data"' in html and "report.js" in html and "/vendor/plotly-basic.min.js" in html
     payload = json.loads(html.split('id="report-data" type="application/json">')[1].split("</script>")[0])
     assert payload["steps"][0]["steps"] == [20, 40] and payload["steps"][0]["values"] == [0.75, 0.25]
 

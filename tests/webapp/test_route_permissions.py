@@ -145,6 +145,7 @@ MATRIX: dict[str, Route] = {
     # Logging out ends on the login page, for everyone.
     ":logout": Route(none, {"POST": Access(LOGIN, LOGIN, LOGIN, LOGIN)}, public=True),
     ":plotly_js": Route(none, {"GET": Access(200, 200, 200, 200)}, public=True),
+    ":plotly_basic_js": Route(none, {"GET": Access(200, 200, 200, 200)}, public=True),
     # --- projects ----------------------------------------------------------------
     "projects:list": Route(
         none,

@@ -1,6 +1,6 @@
 """A report as files: CSV and JSON of every score, and a self-contained HTML page.
 
-The HTML export inlines Plotly.js (the plotly package's bundled copy), the
+The HTML export inlines Plotly.js (the basic bundle: its charts are bars and lines), the
 stylesheet and the chart script, so it opens offline and can be mailed or archived.
 """
 
@@ -140,7 +140,7 @@ def report_html(context: dict[str, Any]) -> str:
             **context,
             "export": True,
             "inline_css": _inline("\n".join(_static(p) for p in STATIC_ROOTS), "style"),
-            "inline_plotly": _inline(plotly_js_path().read_text(encoding="utf-8"), "script"),
+            "inline_plotly": _inline(plotly_js_path("basic").read_text(encoding="utf-8"), "script"),
             "inline_script": _inline("\n".join(_static(p) for p in CHART_SCRIPTS), "script"),
         },
     )

@@ -64,7 +64,7 @@ def detail(request: HttpRequest, sweep_id: int) -> HttpResponse:
             "state": sweep_detail(sweep),
             "can_cancel": sweep.status == "running"
             and has_role(request.user, sweep.project.team_id, Role.MEMBER),
-            "plotly_url": plotly_js_url(),
+            "plotly_url": plotly_js_url("full"),  # parallel coordinates: not in the basic bundle
         },
     )
 
