@@ -1,5 +1,6 @@
 // The sweep page: a parallel-coordinates plot of each trial's config against the sweep's metric
-// and a sortable table of the trials, kept current by polling the sweep's JSON with rw.live.
+// and a sortable table of the trials, kept current with rw.live: the sweep's SSE stream (its whole
+// state each time one of its runs changes), or polling the sweep's JSON where a stream cannot be held.
 "use strict";
 (function () {
   const script = document.getElementById("sweep-script");
@@ -153,10 +154,12 @@
   render();
   if (state.status === "running") {
     rw.live({
+      stream: script.dataset.streamUrl,
       poll: () => script.dataset.pollUrl,
       every: 3000,
       unpack: (body) => ({ updates: [{ data: body }], end: body.status === "running" ? null : body }),
       onUpdate: function (data) { state = data; render(); },
+      onEnd: function (data) { if (data && data.trials) { state = data; render(); } },
     });
   }
 })();

@@ -70,7 +70,7 @@ def test_completion_is_audited_once_without_a_person_and_shows_in_the_team_log(
     assert sweep.status == SweepStatus.COMPLETED
     advance_sweeps()  # a later catch-up finds it over: no second entry
     assert events(sweep) == [(Action.SWEEP_CREATED, "alice"), (Action.SWEEP_COMPLETED, "")]
-    page = client_for(alice).get(reverse("team_audit", args=[project.team_id]))
+    page = client_for(alice).get(reverse("accounts:team_audit", args=[project.team_id]))
     assert page.status_code == 200
     html = page.content.decode()
     assert "Sweep created" in html and "Sweep completed" in html and "to the end" in html

@@ -34,6 +34,7 @@ from webapp.runs.limits import compute_errors
 from webapp.runs.models import ACTIVE_STATUSES, Run
 from webapp.sweeps import search
 from webapp.sweeps.models import RungResult, Sweep, SweepStatus
+from webapp.sweeps.stream import announce_sweep_change
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,8 @@ def advance_sweep(sweep_id: int) -> list[int]:
         sweep = Sweep.objects.select_for_update().filter(pk=sweep_id, status=SweepStatus.RUNNING).first()
         if sweep is None:
             return launched
-        if sweep.halving_step:
-            _judge_rung(sweep)
+        if sweep.halving_step and _judge_rung(sweep):
+            announce_sweep_change(sweep.pk, sweep.project_id)
         active = Run.objects.filter(sweep=sweep, status__in=ACTIVE_STATUSES).count()
         while sweep.launched < sweep.budget and active < sweep.concurrency:
             index = sweep.launched
@@ -166,6 +167,7 @@ def advance_sweep(sweep_id: int) -> list[int]:
                     error=f"Trial {index + 1} could not start: {reason}",
                     finished_at=Now(),
                 )
+                announce_sweep_change(sweep.pk, sweep.project_id)
                 return launched
             Run.objects.filter(pk=run.pk).update(sweep=sweep)
             sweep.launched = index + 1
@@ -173,11 +175,14 @@ def advance_sweep(sweep_id: int) -> list[int]:
             Sweep.objects.filter(pk=sweep.pk).update(launched=sweep.launched, run_ids=sweep.run_ids)
             launched.append(run.pk)
             active += 1
+        if launched:
+            announce_sweep_change(sweep.pk, sweep.project_id)
         if sweep.launched >= sweep.budget and active == 0:
             completed = Sweep.objects.filter(pk=sweep.pk, status=SweepStatus.RUNNING).update(
                 status=SweepStatus.COMPLETED, finished_at=Now()
             )
             if completed:
+                announce_sweep_change(sweep.pk, sweep.project_id)
                 # No one completes a sweep: its last run ending does (the actor is left blank).
                 record_action(
                     team=sweep.project.team_id,
@@ -210,8 +215,12 @@ def kept_at_rung(values: list[float], value: float, eta: int, goal: str) -> bool
     return ordered.index(value) < keep
 
 
-def _judge_rung(sweep: Sweep) -> None:
-    """Record each run that passed the halving step once; cancel those outside the top 1/eta."""
+def _judge_rung(sweep: Sweep) -> int:
+    """Record each run that passed the halving step once; cancel those outside the top 1/eta.
+
+    Returns how many runs were judged now.
+    """
+    judged = 0
     waiting = Run.objects.filter(
         sweep=sweep, status__in=ACTIVE_STATUSES, step__gte=sweep.halving_step, rung_result__isnull=True
     )
@@ -222,11 +231,13 @@ def _judge_rung(sweep: Sweep) -> None:
         values = [*RungResult.objects.filter(sweep=sweep).values_list("value", flat=True), value]
         kept = kept_at_rung(values, value, sweep.halving_eta, sweep.goal)
         RungResult.objects.create(sweep=sweep, run=run, value=value, kept=kept)
+        judged += 1
         if not kept:
             try:
                 run_services.request_cancel(user=sweep.created_by, run=run)
             except PermissionDenied:
                 log.warning("sweep %s: cannot cancel run %s (its creator lost the right)", sweep.pk, run.pk)
+    return judged
 
 
 def cancel_sweep(*, user: AbstractBaseUser, sweep: Sweep) -> Sweep:
@@ -237,6 +248,7 @@ def cancel_sweep(*, user: AbstractBaseUser, sweep: Sweep) -> Sweep:
             status=SweepStatus.CANCELLED, finished_at=Now()
         )
         if stopped:
+            announce_sweep_change(sweep.pk, sweep.project_id)
             record_action(
                 team=sweep.project.team_id,
                 actor=user,
