@@ -28,6 +28,7 @@ MAX_LOGS = 1_000
 KEY_MAX_LENGTH = 200  # MetricPoint.key
 MESSAGE_MAX_LENGTH = 100_000
 MAX_PARAMS = 1_000
+CHECKPOINT_PATH_MAX_LENGTH = 500  # Checkpoint.path
 PARAM_KEY_MAX_LENGTH = 250
 PARAM_VALUE_MAX_LENGTH = 6_000
 # The keys a run's ``last_loss`` (lists, summaries) is read from: the trainer's, then the usual.
@@ -42,6 +43,8 @@ class Report:
 
     points: list[Point] = field(default_factory=list)
     logs: list[dict[str, Any]] = field(default_factory=list)  # {"seq"?, "time", "level", "message"}
+    # {"step", "path"}: saved on the client's machine; listed on the run page, never read.
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
     final: tuple[str, str] | None = None  # (status, error) the client ended the run with
 
     def progress(self) -> tuple[int | None, float | None]:
@@ -186,8 +189,9 @@ def read_events(items: list[Any], current_step: int, name: str = "events") -> Re
     uploaded later holds what it would have held live. Unlike the supervisor's reader,
     which skips a bad line so training goes on, a request with a bad event is refused
     whole: its client is there to hear it. System stats are placed at the latest step seen,
-    as the ingester places them. Checkpoint events are accepted and not stored: their files
-    are on the client's machine, where Runwright cannot resume from them.
+    as the ingester places them. Checkpoint events are stored as the run's external
+    checkpoints: listed with their path, which is on the client's machine (Runwright neither
+    reads nor resumes from it).
     """
     if len(items) > MAX_EVENTS:
         raise too_many(name, len(items), MAX_EVENTS)
@@ -218,6 +222,10 @@ def read_events(items: list[Any], current_step: int, name: str = "events") -> Re
             report.logs.append(
                 {"seq": item["seq"], "time": stamp, "level": level, "message": item["message"]}
             )
+        elif kind == "checkpoint":
+            if len(item["path"]) > CHECKPOINT_PATH_MAX_LENGTH:
+                errors.add(f"{at}.path", f"must be at most {CHECKPOINT_PATH_MAX_LENGTH} characters")
+            report.checkpoints.append({"step": item["step"], "path": item["path"]})
         elif kind == "status" and item["status"] != "running":
             if item["status"] not in ("completed", "failed", "cancelled"):
                 errors.add(f"{at}.status", "must be running, completed, failed or cancelled")

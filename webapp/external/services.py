@@ -99,9 +99,10 @@ def require_external(run: Run) -> None:
 
 
 def record(*, user: AbstractBaseUser, run: Run, report: Report) -> int:
-    """Store one request's points and logs (then its final status, if any); returns the points written.
+    """Store one request's points, logs and checkpoints (then its final status, if any); returns
+    the points written.
 
-    Idempotent per (key, step) for points and per seq for logs, so a client that resends a
+    Idempotent per (key, step) for points, per seq for logs and per step for checkpoints, so a client that resends a
     batch it did not hear back about changes nothing. A run the sweep marked ``lost`` is
     taken back; an ended run refuses with ``RunEnded``.
     """
@@ -115,6 +116,7 @@ def record(*, user: AbstractBaseUser, run: Run, report: Report) -> int:
         # external_alive's update holds the run's row: the points need not lock it again.
         written = write_points(run.id, report.points, run_locked=True)
         transitions.record_logs(run.id, _numbered(run.id, report.logs))
+        transitions.record_checkpoints(run.id, report.checkpoints, external=True)
         rows = live.rows_written(run.id, written, logs_after)
         if report.final is not None:
             transitions.finish_external(run.id, *report.final)
@@ -151,16 +153,38 @@ def finish(*, user: AbstractBaseUser, run: Run, status: str, error: str = "") ->
 
 
 def update_params(
-    *, user: AbstractBaseUser, run: Run, config: Mapping[str, Any], tags: list[str] | None = None
+    *,
+    user: AbstractBaseUser,
+    run: Run,
+    config: Mapping[str, Any],
+    tags: list[str] | None = None,
+    immutable: bool = False,
 ) -> Run:
-    """Add or replace params of the run's config (a later value of a name wins), and add tags."""
+    """Add or replace params of the run's config (a later value of a name wins), and add tags.
+
+    ``immutable`` (MLflow's rule): a param may be logged again with the same value, never
+    another; a change is refused whole with a ``params.<name>`` error, under the run's lock.
+    """
     require_writer(user, run)
     params = read_params(config)
     with transaction.atomic():
-        merge_config_section(run, PARAMS_SECTION, params, limit=MAX_PARAMS)
+        merge_config_section(run, PARAMS_SECTION, params, limit=MAX_PARAMS, immutable=immutable)
         if tags:
             add_tags(user=user, run=run, names=tags)
     run.refresh_from_db()
+    return run
+
+
+def rename(*, user: AbstractBaseUser, run: Run, name: str) -> Run:
+    """Give an external run another name (an MLflow client's ``mlflow.runName`` tag or update)."""
+    require_writer(user, run)
+    name = (name or "").strip()
+    if not name:
+        raise InputError({"name": "must not be empty"})
+    if len(name) > NAME_MAX_LENGTH:
+        raise InputError({"name": f"must be at most {NAME_MAX_LENGTH} characters"})
+    Run.objects.filter(pk=run.pk).update(name=name)
+    run.name = name
     return run
 
 
@@ -180,15 +204,57 @@ def set_labels(*, user: AbstractBaseUser, run: Run, labels: Mapping[str, str]) -
     return run
 
 
-def merge_config_section(run: Run, section: str, values: Mapping[str, Any], *, limit: int) -> None:
-    """Merge ``values`` into one section of an external run's config, under the run's row lock."""
+def delete_label(*, user: AbstractBaseUser, run: Run, key: str) -> bool:
+    """Remove one key-value tag (MLflow's ``delete_tag``); False when the run has no such tag."""
+    require_writer(user, run)
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        config = dict(locked.config or {})
+        labels = dict(config.get(LABELS_SECTION) or {})
+        if key not in labels:
+            return False
+        del labels[key]
+        config[LABELS_SECTION] = labels
+        Run.objects.filter(pk=run.pk).update(config=config)
+    run.refresh_from_db()
+    return True
+
+
+def merge_config_section(
+    run: Run, section: str, values: Mapping[str, Any], *, limit: int, immutable: bool = False
+) -> None:
+    """Merge ``values`` into one section of an external run's config, under the run's row lock.
+
+    ``immutable``: a value already there may only be sent again as it is (compared as text, the
+    way MLflow keeps params), else the whole merge is refused naming the first changed one.
+    """
     locked = Run.objects.select_for_update().get(pk=run.pk)
     config = dict(locked.config or {})
-    merged = {**config.get(section, {}), **values}
+    before = config.get(section, {})
+    if immutable:
+        for key, value in values.items():
+            if key in before and param_text(before[key]) != param_text(value):
+                raise InputError(
+                    {
+                        f"{section}.{key}": f"Changing param values is not allowed. Param with key='{key}' was "
+                        f"already logged with value='{param_text(before[key])}' for run ID='{run.pk}'. "
+                        f"Attempted logging new value '{param_text(value)}'."
+                    }
+                )
+    merged = {**before, **values}
     if len(merged) > limit:
         raise InputError({section: f"a run has at most {limit} {section}"})
     config[section] = merged
     Run.objects.filter(pk=run.pk).update(config=config)
+
+
+def param_text(value: Any) -> str:
+    """A param's value as MLflow stores it: text (``True``, ``None``, ``0.001``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return "None" if value is None else str(value)
 
 
 def run_tags(run: Run) -> list[str]:
