@@ -10,8 +10,12 @@ project id, a run id a run id, both as strings.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
+from django.db.models import OuterRef, Subquery
+
+from webapp.external.services import param_text
 from webapp.metrics.models import MetricKey, MetricPoint
 from webapp.projects.models import Project
 from webapp.runs.models import Run, RunStatus
@@ -90,8 +94,9 @@ def double(value: Any, field: str) -> float | None:
     raise invalid(field, 'must be a number (or "NaN")')
 
 
-def key_values(items: Any, field: str) -> dict[str, str]:
-    """``[{"key", "value"}, ...]`` (params, tags) as a dict; the last value of a key wins."""
+def key_values(items: Any, field: str, *, unique: bool = False) -> dict[str, str]:
+    """``[{"key", "value"}, ...]`` (params, tags) as a dict; the last value of a key wins, or with
+    ``unique`` (params, as MLflow has them) a key sent twice with two values is refused."""
     if items is None:
         return {}
     if not isinstance(items, list):
@@ -103,6 +108,12 @@ def key_values(items: Any, field: str) -> dict[str, str]:
         value = item.get("value", "")
         if not isinstance(value, str):
             value = str(value)
+        if unique and out.get(item["key"], value) != value:
+            raise invalid(
+                f"{field}[{i}]",
+                f"Duplicate parameter keys have been submitted: {item['key']!r} with values "
+                f"{out[item['key']]!r} and {value!r}",
+            )
         out[item["key"]] = value
     return out
 
@@ -131,24 +142,53 @@ def run_info(run: Run) -> dict[str, Any]:
         "experiment_id": str(run.project_id),
         "user_id": run.created_by.get_username() if run.created_by else "",
         "status": STATUS_TO_MLFLOW[run.status],
-        "start_time": _millis(run.started_at or run.created_at),
+        "start_time": start_millis(run),
         "artifact_uri": "",
-        "lifecycle_stage": "active",
+        # MLflow's deleted runs (hidden, restorable) are Runwright's archived runs.
+        "lifecycle_stage": "deleted" if run.archived else "active",
     }
     if run.finished_at is not None:
         info["end_time"] = _millis(run.finished_at)
     return info
 
 
+def start_millis(run: Run) -> int:
+    return int((run.started_at or run.created_at).timestamp() * 1000)
+
+
+def end_millis(run: Run) -> int | None:
+    return _millis(run.finished_at)
+
+
+def latest_points(run_ids: list[int], keys: Collection[str] | None = None) -> dict[int, list[dict[str, Any]]]:
+    """Each run's point at the highest step of every key it logged (or of ``keys``), per run id.
+
+    One query for them all: the run's keys (``MetricKey``), each with its top step's point read
+    through the (run, key, step) unique index, never a scan of a run's points.
+    """
+    if not run_ids:
+        return {}
+    top = MetricPoint.objects.filter(run=OuterRef("run"), key=OuterRef("key")).order_by("-step")
+    rows = MetricKey.objects.filter(run_id__in=run_ids)
+    if keys is not None:
+        rows = rows.filter(key__in=list(keys))
+    rows = rows.annotate(
+        step=Subquery(top.values("step")[:1]),
+        value=Subquery(top.values("value")[:1]),
+        time=Subquery(top.values("time")[:1]),
+    ).order_by("run_id", "key")
+    found: dict[int, list[dict[str, Any]]] = {}
+    for run_id, key, step, value, stamp in rows.values_list("run_id", "key", "step", "value", "time"):
+        if step is None or len(found.get(run_id, ())) >= MAX_KEYS_SHOWN:
+            continue
+        point = {"key": key, "value": value if value is not None else "NaN", "timestamp": int(stamp * 1000)}
+        found.setdefault(run_id, []).append({**point, "step": step})
+    return found
+
+
 def latest_metrics(run: Run) -> list[dict[str, Any]]:
     """Each key's point at its highest step (MLflow's "latest" value of a metric)."""
-    rows = []
-    keys = MetricKey.objects.filter(run=run).order_by("key").values_list("key", flat=True)[:MAX_KEYS_SHOWN]
-    for key in keys:
-        point = MetricPoint.objects.filter(run=run, key=key).order_by("-step").first()
-        if point is not None:
-            rows.append(metric_json(point))
-    return rows
+    return latest_points([run.id]).get(run.id, [])
 
 
 def metric_json(point: MetricPoint) -> dict[str, Any]:
@@ -160,25 +200,30 @@ def metric_json(point: MetricPoint) -> dict[str, Any]:
     }
 
 
-def run_json(run: Run) -> dict[str, Any]:
-    config = run.config or {}
-    params = [{"key": k, "value": _as_text(v)} for k, v in (config.get("params") or {}).items()]
-    labels = dict(config.get("tags") or {})
-    labels.setdefault(RUN_NAME_TAG, run.name)
+def run_params(run: Run) -> dict[str, str]:
+    return {k: param_text(v) for k, v in ((run.config or {}).get("params") or {}).items()}
+
+
+def run_tags(run: Run) -> dict[str, str]:
+    """The run's MLflow tags; ``mlflow.runName`` is always the run's name (a rename changes both)."""
+    labels = {k: param_text(v) for k, v in ((run.config or {}).get("tags") or {}).items()}
+    labels[RUN_NAME_TAG] = run.name
+    return labels
+
+
+def run_json(run: Run, metrics: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A run as MLflow shows it; ``metrics`` when already read for many runs (``latest_points``)."""
     return {
         "info": run_info(run),
         "data": {
-            "metrics": latest_metrics(run),
-            "params": params,
-            "tags": [{"key": k, "value": _as_text(v)} for k, v in labels.items()],
+            "metrics": latest_metrics(run) if metrics is None else metrics,
+            "params": [{"key": k, "value": v} for k, v in run_params(run).items()],
+            "tags": [{"key": k, "value": v} for k, v in run_tags(run).items()],
         },
         "inputs": {},
     }
 
 
-def _as_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    return "None" if value is None else str(value)
+def runs_json(runs: list[Run]) -> list[dict[str, Any]]:
+    metrics = latest_points([run.id for run in runs])
+    return [run_json(run, metrics.get(run.id, [])) for run in runs]

@@ -1,99 +1,366 @@
-"""The basic part of MLflow's ``search_runs`` filter language, evaluated over runs in Python.
+"""MLflow's ``search_runs`` language: the filter and ``order_by`` a client sends, parsed and applied.
 
-Supported: clauses joined by ``AND``, each ``<entity>.<name> <op> <value>`` with entity
-``metrics`` (the latest value; ``= != < <= > >=`` against a number), ``params`` and
-``tags`` (``= != LIKE ILIKE`` against a quoted string) and ``attributes`` (``status``,
-``run_name``, ``run_id``; strings, as ``params``). A name may be quoted with backticks or
-double quotes. Anything else is refused with a message, never guessed.
+The grammar is MLflow's (its "Search Runs" docs): clauses joined by ``AND`` (no ``OR``), each
+``<identifier> <comparator> <value>``. An identifier is ``<entity>.<name>`` with entity
+``metrics``, ``params``, ``tags`` or ``attributes`` (and MLflow's other spellings: ``metric``,
+``param``, ``parameter(s)``, ``tag``, ``attribute``, ``attr``, ``run``), or a bare attribute
+name; a name with special characters is quoted with backticks or double quotes
+(``metrics.`train/loss```). What each entity compares, as MLflow does:
+
+- metrics (the value at the highest step): ``= != < <= > >=`` against a number;
+- params and tags: ``= != LIKE ILIKE`` against a quoted string, ``IS NULL`` / ``IS NOT NULL``;
+- string attributes ``run_id``, ``run_name``, ``status``, ``user_id``, ``artifact_uri``:
+  ``= != LIKE ILIKE`` and ``IN`` / ``NOT IN`` a list of quoted strings;
+- time attributes ``start_time``, ``end_time`` (``created`` is ``start_time``): milliseconds
+  since 1970, compared as metrics are.
+
+A run without the metric, param, tag or end time a clause names does not match it (``!=``
+included), as in MLflow's stores. ``order_by`` items are ``<identifier> [ASC|DESC]`` over the
+same identifiers; runs missing the value (or whose metric is NaN) come last either way, and
+ties keep MLflow's natural order, newest start first. The text is read by a small
+recursive-descent reader; anything outside the grammar is an ``INVALID_PARAMETER_VALUE``
+naming the place and what was expected, never a guess and never a 500.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from webapp.mlflow_api.protocol import RUN_NAME_TAG, STATUS_TO_MLFLOW, MlflowError
-from webapp.runs.models import Run
+from webapp.mlflow_api.protocol import MlflowError
 
-_CLAUSE = re.compile(
-    r"""\s*(?P<entity>metrics?|params?|tags?|attributes?|attr)\.
-        (?:`(?P<q1>[^`]+)`|"(?P<q2>[^"]+)"|(?P<name>[\w./:-]+))
-        \s*(?P<op>!=|>=|<=|=|>|<|\bILIKE\b|\bLIKE\b)\s*
-        (?:'(?P<s1>[^']*)'|"(?P<s2>[^"]*)"|(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?))\s*""",
-    re.IGNORECASE | re.VERBOSE,
-)
-_AND = re.compile(r"\s+AND\s+", re.IGNORECASE)
 MAX_FILTER_LENGTH = 2000
+MAX_ORDER_BY = 10
+MAX_IN_VALUES = 1000
+
+METRIC, PARAM, TAG, ATTRIBUTE = "metric", "param", "tag", "attribute"
+ENTITIES = {
+    "metric": METRIC,
+    "metrics": METRIC,
+    "param": PARAM,
+    "params": PARAM,
+    "parameter": PARAM,
+    "parameters": PARAM,
+    "tag": TAG,
+    "tags": TAG,
+    "attribute": ATTRIBUTE,
+    "attributes": ATTRIBUTE,
+    "attr": ATTRIBUTE,
+    "run": ATTRIBUTE,
+}
+STRING_ATTRIBUTES = ("run_id", "run_name", "status", "user_id", "artifact_uri")
+TIME_ATTRIBUTES = ("start_time", "end_time")
+ATTRIBUTE_ALIASES = {"created": "start_time", "Created": "start_time", "run name": "run_name"}
+ATTRIBUTE_ALIASES.update({"Run name": "run_name", "Run Name": "run_name"})
+NUMBER_COMPARATORS = ("=", "!=", "<", "<=", ">", ">=")
+TEXT_COMPARATORS = ("=", "!=", "LIKE", "ILIKE")
+NULL_COMPARATORS = ("IS NULL", "IS NOT NULL")
+LIST_COMPARATORS = ("IN", "NOT IN")
+
+_SPACE = re.compile(r"\s*")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A bare entity name after the dot: up to white space, a comparator, a quote or a bracket.
+_BARE_NAME = re.compile(r"[^\s=!<>()'\"`,]+")
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+_SYMBOL_COMPARATOR = re.compile(r"!=|<>|==|>=|<=|=|<|>")
 
 
 @dataclass(frozen=True)
 class Clause:
     entity: str  # metric, param, tag, attribute
+    name: str  # an attribute's canonical name (start_time for "created")
+    op: str  # =, !=, <, <=, >, >=, LIKE, ILIKE, IN, NOT IN, IS NULL, IS NOT NULL
+    value: Any = None  # float, str, tuple of str, or None for IS [NOT] NULL
+
+
+@dataclass(frozen=True)
+class OrderKey:
+    entity: str
     name: str
-    op: str
-    value: str | float
+    ascending: bool = True
 
 
-def parse(text: str) -> list[Clause]:
-    if len(text) > MAX_FILTER_LENGTH:
-        raise _bad(f"the filter is longer than {MAX_FILTER_LENGTH} characters")
-    if not text.strip():
-        return []
-    clauses = []
-    for part in _AND.split(text.strip()):
-        match = _CLAUSE.fullmatch(part)
-        if match is None:
-            raise _bad(
-                f"cannot read {part[:80]!r}: supported are clauses like metrics.loss < 1, params.lr = '0.1', "
-                "tags.team = 'x', attributes.status = 'FINISHED', joined by AND"
-            )
-        entity = match["entity"].lower().rstrip("s")
-        entity = "attribute" if entity in ("attribute", "attr") else entity
-        name = match["q1"] or match["q2"] or match["name"]
-        op = match["op"].upper()
-        number = match["num"]
-        value: str | float = float(number) if number is not None else (match["s1"] or match["s2"] or "")
-        if entity == "metric" and (op in ("LIKE", "ILIKE") or isinstance(value, str)):
-            raise _bad(f"metrics.{name}: compare a metric with a number, e.g. metrics.{name} < 0.5")
-        if entity != "metric" and op not in ("=", "!=", "LIKE", "ILIKE"):
-            raise _bad(f"{entity}s.{name}: only =, !=, LIKE and ILIKE compare strings")
-        if entity == "attribute" and name not in ("status", "run_name", "run_id"):
-            raise _bad(f"attributes.{name}: supported attributes are status, run_name and run_id")
-        clauses.append(Clause(entity, name, op, value if entity == "metric" else str(value)))
-    return clauses
+@dataclass
+class RunRow:
+    """What a filter or an order can read of one run; ``metrics`` holds None for a NaN value."""
+
+    id: int
+    run_name: str
+    status: str
+    user_id: str
+    start_time: int
+    end_time: int | None
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+
+    def value(self, entity: str, name: str) -> tuple[bool, Any]:
+        """(present, value): a metric present with NaN is (True, None); absent is (False, None)."""
+        if entity == METRIC:
+            return name in self.metrics, self.metrics.get(name)
+        if entity == PARAM:
+            return name in self.params, self.params.get(name)
+        if entity == TAG:
+            return name in self.tags, self.tags.get(name)
+        if name == "run_id":
+            return True, str(self.id)
+        if name == "artifact_uri":
+            return True, ""
+        found = getattr(self, name)
+        return found is not None, found
 
 
-def matches(run: Run, clauses: list[Clause], latest: Callable[[Run], dict[str, float | None]]) -> bool:
-    if not clauses:
+def bad(message: str) -> MlflowError:
+    return MlflowError("INVALID_PARAMETER_VALUE", message)
+
+
+class _Reader:
+    """One pass over a filter or an order_by item; ``fail`` says where and what was expected."""
+
+    def __init__(self, text: str, what: str) -> None:
+        self.text, self.pos, self.what = text, 0, what
+
+    def fail(self, expected: str) -> MlflowError:
+        rest = self.text[self.pos : self.pos + 30]
+        found = f"found {rest!r}" if rest else "found the end"
+        return bad(
+            f"{self.what}: at character {self.pos + 1}, expected {expected}; {found} (in {self.text[:200]!r})"
+        )
+
+    def space(self) -> None:
+        self.pos = _SPACE.match(self.text, self.pos).end()
+
+    def at_end(self) -> bool:
+        self.space()
+        return self.pos >= len(self.text)
+
+    def keyword(self, *words: str) -> bool:
+        """Consume the keywords (case-insensitive, each a whole word) if they come next."""
+        start = self.pos
+        for word in words:
+            self.space()
+            match = _WORD.match(self.text, self.pos)
+            if match is None or match.group().upper() != word:
+                self.pos = start
+                return False
+            self.pos = match.end()
         return True
-    metrics = latest(run) if any(c.entity == "metric" for c in clauses) else {}
-    config = run.config or {}
-    for clause in clauses:
-        if clause.entity == "metric":
-            actual: Any = metrics.get(clause.name)
-        elif clause.entity == "param":
-            actual = _text((config.get("params") or {}).get(clause.name))
-        elif clause.entity == "tag":
-            labels = {RUN_NAME_TAG: run.name, **(config.get("tags") or {})}
-            actual = _text(labels.get(clause.name))
+
+    def quoted(self, quotes: str) -> str | None:
+        self.space()
+        if self.pos >= len(self.text) or self.text[self.pos] not in quotes:
+            return None
+        quote = self.text[self.pos]
+        end = self.text.find(quote, self.pos + 1)
+        if end < 0:
+            raise self.fail(f"a closing {quote}")
+        value = self.text[self.pos + 1 : end]
+        self.pos = end + 1
+        return value
+
+    def identifier(self) -> tuple[str, str]:
+        """``entity.name`` or a bare attribute; returns (entity, name) with the attribute resolved."""
+        self.space()
+        quoted = self.quoted('`"')
+        if quoted is not None:  # `run name` alone: an attribute
+            return ATTRIBUTE, _attribute(quoted, self.what)
+        word = _WORD.match(self.text, self.pos)
+        if word is None:
+            raise self.fail("an identifier such as metrics.loss, params.lr, tags.team or attributes.status")
+        self.pos = word.end()
+        if self.pos < len(self.text) and self.text[self.pos] == ".":
+            entity = ENTITIES.get(word.group().lower())
+            if entity is None:
+                if word.group().lower() in ("dataset", "datasets"):
+                    raise bad(
+                        f"{self.what}: datasets are not recorded by Runwright; filter on metrics, params, tags or attributes"
+                    )
+                raise bad(
+                    f"{self.what}: unknown entity {word.group()!r}; use metrics., params., tags. or attributes."
+                )
+            self.pos += 1
+            name = self.quoted('`"')
+            if name is None:
+                bare = _BARE_NAME.match(self.text, self.pos)
+                if bare is None:
+                    raise self.fail(f"a name after {word.group()}.")
+                name = bare.group()
+                self.pos = bare.end()
+            if not name:
+                raise self.fail(f"a name after {word.group()}.")
+            return entity, (_attribute(name, self.what) if entity == ATTRIBUTE else name)
+        return ATTRIBUTE, _attribute(word.group(), self.what)
+
+    def comparator(self) -> str:
+        self.space()
+        symbol = _SYMBOL_COMPARATOR.match(self.text, self.pos)
+        if symbol is not None:
+            if symbol.group() in ("<>", "=="):
+                raise self.fail("a comparator (=, !=, <, <=, >, >=); '<>' and '==' are not MLflow's")
+            self.pos = symbol.end()
+            return symbol.group()
+        for words in (("LIKE",), ("ILIKE",), ("IN",), ("NOT", "IN"), ("IS", "NOT", "NULL"), ("IS", "NULL")):
+            if self.keyword(*words):
+                return " ".join(words)
+        if self.keyword("NOT"):
+            raise self.fail("IN after NOT (NOT LIKE is not part of MLflow's filter)")
+        raise self.fail("a comparator: =, !=, <, <=, >, >=, LIKE, ILIKE, IN, NOT IN, IS NULL, IS NOT NULL")
+
+    def value(self) -> Any:
+        """A quoted string (str), a number (float) or a parenthesised list of strings (tuple)."""
+        text = self.quoted("'\"")
+        if text is not None:
+            return text
+        self.space()
+        if self.text.startswith("(", self.pos):
+            self.pos += 1
+            items: list[str] = []
+            while True:
+                item = self.quoted("'\"")
+                if item is None:
+                    raise self.fail("a quoted string in the list, e.g. ('a', 'b')")
+                items.append(item)
+                if len(items) > MAX_IN_VALUES:
+                    raise bad(f"{self.what}: a list holds at most {MAX_IN_VALUES} values")
+                self.space()
+                if self.text.startswith(",", self.pos):
+                    self.pos += 1
+                    continue
+                if self.text.startswith(")", self.pos):
+                    self.pos += 1
+                    return tuple(items)
+                raise self.fail("',' or ')'")
+        number = _NUMBER.match(self.text, self.pos)
+        if number is not None:
+            self.pos = number.end()
+            return float(number.group())
+        raise self.fail("a value: a number, a 'quoted string' or a list ('a', 'b')")
+
+
+def _attribute(name: str, what: str) -> str:
+    name = ATTRIBUTE_ALIASES.get(name, name)
+    if name not in STRING_ATTRIBUTES + TIME_ATTRIBUTES:
+        known = ", ".join(STRING_ATTRIBUTES + TIME_ATTRIBUTES)
+        raise bad(
+            f"{what}: unknown attribute {name!r}; runs have {known} (prefix metrics., params. or tags. for the others)"
+        )
+    return name
+
+
+def _checked(entity: str, name: str, op: str, value: Any) -> Clause:
+    """A clause whose comparator and value fit its entity, or MLflow's kind of refusal."""
+    shown = f"{'attributes' if entity == ATTRIBUTE else entity + 's'}.{name}"
+    numeric = entity == METRIC or name in TIME_ATTRIBUTES
+    if numeric:
+        allowed = NUMBER_COMPARATORS
+    elif entity == ATTRIBUTE:
+        allowed = TEXT_COMPARATORS + LIST_COMPARATORS
+    else:
+        allowed = TEXT_COMPARATORS + NULL_COMPARATORS
+    if op not in allowed:
+        raise bad(f"filter: {shown} cannot be compared with {op}; it takes {', '.join(allowed)}")
+    if op in NULL_COMPARATORS:
+        return Clause(entity, name, op)
+    if op in LIST_COMPARATORS:
+        if not isinstance(value, tuple):
+            raise bad(f"filter: {shown} {op} takes a list of quoted strings, e.g. ('a', 'b')")
+        return Clause(entity, name, op, value)
+    if isinstance(value, tuple):
+        raise bad(f"filter: only IN and NOT IN take a list; {shown} {op} takes one value")
+    if numeric and not isinstance(value, float):
+        unit = " (milliseconds since 1970)" if entity == ATTRIBUTE else ""
+        raise bad(f"filter: {shown} is a number{unit}; compare it with a number, not {value!r}")
+    if not numeric and not isinstance(value, str):
+        raise bad(
+            f"filter: {shown} is a string; quote the value with single or double quotes, e.g. {shown} = '{_shown(value)}'"
+        )
+    return Clause(entity, name, op, value)
+
+
+def _shown(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def parse_filter(text: str) -> list[Clause]:
+    """The clauses of a filter string (empty: every run)."""
+    if len(text) > MAX_FILTER_LENGTH:
+        raise bad(f"filter: longer than {MAX_FILTER_LENGTH} characters")
+    reader = _Reader(text, "filter")
+    clauses: list[Clause] = []
+    if reader.at_end():
+        return clauses
+    while True:
+        entity, name = reader.identifier()
+        op = reader.comparator()
+        value = None if op in NULL_COMPARATORS else reader.value()
+        clauses.append(_checked(entity, name, op, value))
+        if reader.at_end():
+            return clauses
+        if reader.keyword("OR"):
+            raise bad("filter: OR is not supported (MLflow's filter joins clauses with AND only)")
+        if not reader.keyword("AND"):
+            raise reader.fail("AND or the end of the filter")
+
+
+def parse_order_by(items: Any) -> list[OrderKey]:
+    """``["metrics.loss", "params.lr DESC", "attributes.start_time ASC"]`` as order keys."""
+    if items is None or items == "":
+        return []
+    if isinstance(items, str):
+        items = [items]
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise bad('order_by: a list of strings such as "metrics.loss ASC"')
+    if len(items) > MAX_ORDER_BY:
+        raise bad(f"order_by: at most {MAX_ORDER_BY} keys")
+    keys = []
+    for item in items:
+        if len(item) > 500:
+            raise bad("order_by: an item is longer than 500 characters")
+        reader = _Reader(item, "order_by")
+        entity, name = reader.identifier()
+        ascending = True
+        if reader.keyword("DESC"):
+            ascending = False
         else:
-            actual = {"status": STATUS_TO_MLFLOW[run.status], "run_name": run.name, "run_id": str(run.id)}[
-                clause.name
-            ]
-        if not compare(actual, clause.op, clause.value):
-            return False
-    return True
+            reader.keyword("ASC")
+        if not reader.at_end():
+            raise reader.fail("ASC, DESC or the end of the item")
+        if entity == ATTRIBUTE and name == "artifact_uri":
+            raise bad("order_by: attributes.artifact_uri is not orderable")
+        keys.append(OrderKey(entity, name, ascending))
+    return keys
+
+
+def metric_keys(clauses: Sequence[Clause], order: Sequence[OrderKey]) -> set[str]:
+    """The metric names a search must read each run's latest value of."""
+    return {c.name for c in clauses if c.entity == METRIC} | {o.name for o in order if o.entity == METRIC}
+
+
+def matches(row: RunRow, clauses: Sequence[Clause]) -> bool:
+    return all(_holds(row, clause) for clause in clauses)
+
+
+def _holds(row: RunRow, clause: Clause) -> bool:
+    present, actual = row.value(clause.entity, clause.name)
+    if clause.op == "IS NULL":
+        return not present
+    if clause.op == "IS NOT NULL":
+        return present
+    if actual is None:  # missing, a NaN metric or an unfinished run's end_time
+        return False
+    return compare(actual, clause.op, clause.value)
 
 
 def compare(actual: Any, op: str, expected: Any) -> bool:
-    if actual is None:
-        return False
     if op in ("LIKE", "ILIKE"):
-        flags = re.IGNORECASE if op == "ILIKE" else 0
-        pattern = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in expected)
-        return re.fullmatch(pattern, actual, flags | re.DOTALL) is not None
+        return like(actual, expected, insensitive=op == "ILIKE")
+    if op == "IN":
+        return actual in expected
+    if op == "NOT IN":
+        return actual not in expected
     return {
         "=": actual == expected,
         "!=": actual != expected,
@@ -104,11 +371,31 @@ def compare(actual: Any, op: str, expected: Any) -> bool:
     }[op]
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
+def like(actual: str, pattern: str, *, insensitive: bool = False) -> bool:
+    """SQL's LIKE: ``%`` any run of characters, ``_`` one character, the rest literal."""
+    regex = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern)
+    return re.fullmatch(regex, actual, (re.IGNORECASE if insensitive else 0) | re.DOTALL) is not None
 
 
-def _bad(message: str) -> MlflowError:
-    return MlflowError("INVALID_PARAMETER_VALUE", f"filter: {message}")
+def ordered(rows: list[RunRow], order: Sequence[OrderKey]) -> list[RunRow]:
+    """MLflow's order: newest start first (then the newest id), re-sorted stably by each key from
+    the last to the first; per key, the values in order, then NaN metrics, then runs without it."""
+    rows = sorted(rows, key=lambda r: (-r.start_time, -r.id))
+    for key in reversed(order):
+        valued, nan, missing = [], [], []
+        for row in rows:
+            present, value = row.value(key.entity, key.name)
+            (valued if value is not None else nan if present and key.entity == METRIC else missing).append(
+                row
+            )
+        valued.sort(key=_sort_value(key), reverse=not key.ascending)
+        rows = valued + nan + missing
+    return rows
+
+
+def _sort_value(key: OrderKey) -> Callable[[RunRow], Any]:
+    def value(row: RunRow) -> Any:
+        found = row.value(key.entity, key.name)[1]
+        return found if not isinstance(found, float) or not math.isnan(found) else 0.0
+
+    return value

@@ -22,6 +22,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Case, IntegerField, Value, When
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -37,7 +38,7 @@ from webapp.external.services import RunEnded
 from webapp.input_errors import InputError
 from webapp.metrics.models import MetricPoint
 from webapp.metrics.services import Point
-from webapp.mlflow_api import search
+from webapp.mlflow_api import search, selectors
 from webapp.mlflow_api.protocol import (
     MLFLOW_TO_STATUS,
     RUN_NAME_TAG,
@@ -47,23 +48,25 @@ from webapp.mlflow_api.protocol import (
     int64,
     invalid,
     key_values,
-    latest_metrics,
     metric_json,
     not_found,
     run_info,
     run_json,
+    runs_json,
     text,
 )
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_for, projects_visible_to
 from webapp.projects.services import create_project
 from webapp.runs.models import Run, RunStatus
-from webapp.runs.selectors import run_for, runs_visible_to
+from webapp.runs.selectors import run_for
+from webapp.runs.services import set_archived
 
 _EXPERIMENT_FILTER = re.compile(r"(?:attributes\.)?name\s*(?P<op>!=|=|\bI?LIKE\b)\s*'(?P<value>[^']*)'", re.I)
 DEFAULT_EXPERIMENT_ID = "0"  # MLflow's "Default" experiment, used when none was set
 DEFAULT_EXPERIMENT_NAME = "Default"
-MAX_SEARCH_RESULTS = 1000
+MAX_SEARCH_RESULTS = 1000  # experiments/search's default and most
+MAX_RUNS_RESULTS = 50_000  # runs/search: MLflow's default is 1000, its most 50,000
 MAX_HISTORY_RESULTS = 25_000
 
 Handler = Callable[[AbstractBaseUser, dict[str, Any]], dict[str, Any]]
@@ -90,9 +93,13 @@ def _project_named(user: AbstractBaseUser, name: str) -> Project | None:
     )
 
 
-def _experiment(user: AbstractBaseUser, experiment_id: Any) -> Project:
+def _experiment(user: AbstractBaseUser, experiment_id: Any, *, create: bool = True) -> Project:
+    """The project an experiment id names; "0" is the Default experiment, created on first use
+    by a write (``create``) and a 404 for a read before then."""
     if experiment_id == DEFAULT_EXPERIMENT_ID:
         found = _project_named(user, DEFAULT_EXPERIMENT_NAME)
+        if found is None and not create:
+            raise not_found("No Default experiment yet: nothing has been logged to it")
         return found or create_project(user=user, name=DEFAULT_EXPERIMENT_NAME, team=_home_team(user))
     if not isinstance(experiment_id, str | int):
         raise invalid("experiment_id", "is required")
@@ -111,7 +118,7 @@ def get_experiment_by_name(user: AbstractBaseUser, data: dict[str, Any]) -> dict
 
 
 def get_experiment(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
-    return {"experiment": experiment_json(_experiment(user, data.get("experiment_id")))}
+    return {"experiment": experiment_json(_experiment(user, data.get("experiment_id"), create=False))}
 
 
 def create_experiment(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
@@ -152,10 +159,22 @@ def _run(user: AbstractBaseUser, data: dict[str, Any]) -> Run:
         raise not_found(f"Run {str(run_id)[:40]!r} not found among your runs") from None
 
 
+def _active_run(user: AbstractBaseUser, data: dict[str, Any]) -> Run:
+    """A run to log to: MLflow refuses writes to a deleted (here: archived) run until it is restored."""
+    run = _run(user, data)
+    if run.archived:
+        raise MlflowError(
+            "INVALID_PARAMETER_VALUE",
+            f"The run {run.id} must be in 'active' lifecycle_stage (it is archived; restore it first).",
+        )
+    return run
+
+
 def create_run(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
     project = _experiment(user, data.get("experiment_id", DEFAULT_EXPERIMENT_ID))
     labels = key_values(data.get("tags"), "tags")
-    name = text(data, "run_name", required=False) or labels.get(RUN_NAME_TAG, "")
+    name = text(data, "run_name", required=False) or labels.pop(RUN_NAME_TAG, "")
+    labels.pop(RUN_NAME_TAG, None)  # the run's name is the tag's value: kept once, as the name
     run = services.create_external_run(user=user, project=project, name=name)
     if labels:
         run = services.set_labels(user=user, run=run, labels=labels)
@@ -167,16 +186,30 @@ def get_run(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_run(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
-    run = _run(user, data)
+    """A new status, a new name, or both (``MlflowClient.update_run``, ``end_run``)."""
+    run = _active_run(user, data)
     status = text(data, "status", required=False)
+    if status not in ("", "RUNNING", "SCHEDULED", *MLFLOW_TO_STATUS):
+        raise invalid("status", "must be RUNNING, SCHEDULED, FINISHED, FAILED or KILLED")
+    name = text(data, "run_name", required=False)
+    if name and name != run.name:
+        run = services.rename(user=user, run=run, name=name)
     if status in MLFLOW_TO_STATUS:
         run = services.finish(user=user, run=run, status=MLFLOW_TO_STATUS[status])
-    elif status in ("", "RUNNING", "SCHEDULED"):
-        if status == "RUNNING" and run.status in (RunStatus.RUNNING, RunStatus.LOST):
-            run = services.heartbeat(user=user, run=run)
-    else:
-        raise invalid("status", "must be RUNNING, SCHEDULED, FINISHED, FAILED or KILLED")
+    elif status == "RUNNING" and run.status in (RunStatus.RUNNING, RunStatus.LOST):
+        run = services.heartbeat(user=user, run=run)
     return {"run_info": run_info(run)}
+
+
+def delete_run(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
+    """MLflow's delete is soft (restorable): the run is archived, hidden from searches and lists."""
+    set_archived(user=user, run=_run(user, data), archived=True)
+    return {}
+
+
+def restore_run(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
+    set_archived(user=user, run=_run(user, data), archived=False)
+    return {}
 
 
 def _points(items: Any, field: str = "metrics") -> list[Point]:
@@ -205,66 +238,92 @@ def _points(items: Any, field: str = "metrics") -> list[Point]:
 def _log(
     user: AbstractBaseUser, run: Run, points: list[Point], params: dict[str, str], labels: dict[str, str]
 ) -> None:
-    if points:
-        services.record(user=user, run=run, report=Report(points=points))
-    if params:
-        services.update_params(user=user, run=run, config=params)
-    if labels:
-        services.set_labels(user=user, run=run, labels=labels)
+    """One request's writes, all or none: a refused param leaves the batch's points unwritten."""
+    name = labels.pop(RUN_NAME_TAG, None)
+    with transaction.atomic():
+        if params:
+            services.update_params(user=user, run=run, config=params, immutable=True)
+        if name is not None and name != run.name:
+            services.rename(user=user, run=run, name=name)
+        if labels:
+            services.set_labels(user=user, run=run, labels=labels)
+        if points:
+            services.record(user=user, run=run, report=Report(points=points))
 
 
 def log_batch(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
-    run = _run(user, data)
+    run = _active_run(user, data)
     _log(
         user,
         run,
         _points(data.get("metrics")),
-        key_values(data.get("params"), "params"),
+        key_values(data.get("params"), "params", unique=True),
         key_values(data.get("tags"), "tags"),
     )
     return {}
 
 
 def log_metric(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
-    run = _run(user, data)
+    run = _active_run(user, data)
     item = {k: data.get(k) for k in ("key", "value", "timestamp", "step")}
     _log(user, run, _points([item], "metric"), {}, {})
     return {}
 
 
 def log_param(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
-    run = _run(user, data)
+    run = _active_run(user, data)
     _log(user, run, [], {text(data, "key"): text(data, "value", required=False)}, {})
     return {}
 
 
 def set_tag(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
-    run = _run(user, data)
+    run = _active_run(user, data)
     _log(user, run, [], {}, {text(data, "key"): text(data, "value", required=False)})
+    return {}
+
+
+def delete_tag(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
+    run = _active_run(user, data)
+    key = text(data, "key")
+    if key == RUN_NAME_TAG:
+        raise invalid("key", f"{RUN_NAME_TAG} is the run's name; rename the run instead")
+    if not services.delete_label(user=user, run=run, key=key):
+        raise not_found(f"No tag with key={key!r} for run {run.id}")
     return {}
 
 
 def search_runs(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
     ids = data.get("experiment_ids")
+    if isinstance(ids, str | int) and not isinstance(ids, bool):
+        ids = [ids]
     if not isinstance(ids, list) or not ids:
         raise invalid("experiment_ids", "a non-empty list of experiment ids")
-    projects = [_experiment(user, str(i)) for i in ids[:100]]
-    clauses = search.parse(text(data, "filter", required=False))
-    limit = min(
-        int64(data.get("max_results"), "max_results", MAX_SEARCH_RESULTS, minimum=1), MAX_SEARCH_RESULTS
+    if len(ids) > 100:
+        raise invalid("experiment_ids", "at most 100 experiments in one search")
+    # The Default experiment before anything was logged to it has no runs (and is not created by a read).
+    projects = [
+        _experiment(user, str(i), create=False)
+        for i in ids
+        if str(i) != DEFAULT_EXPERIMENT_ID or _project_named(user, DEFAULT_EXPERIMENT_NAME) is not None
+    ]
+    clauses = search.parse_filter(text(data, "filter", required=False))
+    order = search.parse_order_by(data.get("order_by"))
+    limit = int64(data.get("max_results"), "max_results", 1000, minimum=1)
+    if limit > MAX_RUNS_RESULTS:
+        raise invalid("max_results", f"must be at most {MAX_RUNS_RESULTS}, got {limit}")
+    page = selectors.search_runs(
+        user,
+        projects,
+        clauses,
+        order,
+        archived=selectors.view_type(data.get("run_view_type")),
+        offset=selectors.page_offset(data.get("page_token")),
+        limit=limit,
     )
-    offset = int64(data.get("page_token") or "0", "page_token", 0)
-    runs = runs_visible_to(user).filter(project__in=projects).order_by("-created_at", "-id")
-    chosen = [run for run in runs[:10_000] if search.matches(run, clauses, _latest_values)]
-    page = chosen[offset : offset + limit]
-    answer: dict[str, Any] = {"runs": [run_json(run) for run in page]}
-    if offset + limit < len(chosen):
-        answer["next_page_token"] = str(offset + limit)
+    answer: dict[str, Any] = {"runs": runs_json(page.runs)}
+    if page.next_offset is not None:
+        answer["next_page_token"] = selectors.page_token(page.next_offset)
     return answer
-
-
-def _latest_values(run: Run) -> dict[str, float | None]:
-    return {m["key"]: (m["value"] if m["value"] != "NaN" else None) for m in latest_metrics(run)}
 
 
 def get_metric_history(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
@@ -292,10 +351,13 @@ ENDPOINTS: dict[str, tuple[str, Handler, bool]] = {
     "runs/create": ("POST", create_run, True),
     "runs/get": ("GET", get_run, False),
     "runs/update": ("POST", update_run, True),
+    "runs/delete": ("POST", delete_run, True),
+    "runs/restore": ("POST", restore_run, True),
     "runs/log-batch": ("POST", log_batch, True),
     "runs/log-metric": ("POST", log_metric, True),
     "runs/log-parameter": ("POST", log_param, True),
     "runs/set-tag": ("POST", set_tag, True),
+    "runs/delete-tag": ("POST", delete_tag, True),
     "runs/search": ("POST", search_runs, False),
     "metrics/get-history": ("GET", get_metric_history, False),
 }
