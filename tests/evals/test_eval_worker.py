@@ -80,7 +80,7 @@ def test_cancel_stops_the_evaluator_process_group(hf_job):
     EvalJob.objects.filter(pk=job.pk).update(cancel_requested=True)
     job.refresh_from_db()
     runner = EvalRunner(job)
-    assert runner.run() == EvalStatus.CANCELLED
+    assert runner.run_job() == EvalStatus.CANCELLED
     assert not psutil.pid_exists(runner.proc.pid) or psutil.Process(runner.proc.pid).status() == "zombie"
     job.refresh_from_db()
     assert job.status == EvalStatus.CANCELLED and job.finished_at is not None
@@ -90,7 +90,7 @@ def test_time_limit_stops_and_fails_the_job(hf_job):
     job = hf_job()
     EvalJob.objects.filter(pk=job.pk).update(status=EvalStatus.RUNNING)
     job.refresh_from_db()
-    assert EvalRunner(job, time_limit=0.5).run() == EvalStatus.FAILED
+    assert EvalRunner(job, time_limit=0.5).run_job() == EvalStatus.FAILED
     job.refresh_from_db()
     assert "time limit" in job.error
 

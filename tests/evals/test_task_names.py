@@ -117,7 +117,7 @@ def test_worker_refuses_a_job_row_holding_a_path_before_starting_anything(
     )
     with pytest.raises(TaskConfigError, match="tasks: .* is not a task name"):
         evaluate_command(job)
-    assert EvalRunner(job).run() == EvalStatus.FAILED
+    assert EvalRunner(job).run_job() == EvalStatus.FAILED
     job.refresh_from_db()
     assert "Could not start the evaluator" in job.error and "is not a task name" in job.error
     assert job.pid is None

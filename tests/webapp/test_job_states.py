@@ -1,4 +1,4 @@
-"""The state machines of runs and eval jobs: the tables, every illegal move refused, every legal one made."""
+"""The state machines of runs, eval, sampling and export jobs: the tables, every illegal move refused, every legal one made."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from webapp.evals.models import EVAL_STATES, EvalJob, EvalStatus, ModelSource
 from webapp.lifecycle import IllegalTransition, JobStateMachine
 from webapp.runs import transitions as run_transitions
 from webapp.runs.models import RUN_STATES, Run, RunStatus
-from webapp.samples.models import SAMPLE_STATES, SampleJob, SampleStatus
+from webapp.samples import transitions as sample_transitions
+from webapp.samples.models import SAMPLE_STATES, SampleJob, SampleKind, SampleStatus
 
 R = RunStatus
 E = EvalStatus
@@ -55,15 +56,20 @@ def _make_job(project, status: str) -> EvalJob:
     )
 
 
-def _make_sample_job(project, status: str) -> SampleJob:
+def _make_sample_job(project, status: str, kind: str = SampleKind.SAMPLE) -> SampleJob:
     run = Run.objects.create(project=project, name=f"s-{status}", config={}, status=R.COMPLETED)
-    return SampleJob.objects.create(run=run, checkpoint_step=1, prompt="p", status=status)
+    return SampleJob.objects.create(run=run, checkpoint_step=1, prompt="p", status=status, kind=kind)
+
+
+def _make_export_job(project, status: str) -> SampleJob:
+    return _make_sample_job(project, status, SampleKind.EXPORT)
 
 
 MACHINES = {
     "run": (RUN_STATES, RUN_TABLE, Run, _make_run),
     "eval": (EVAL_STATES, EVAL_TABLE, EvalJob, _make_job),
     "sample": (SAMPLE_STATES, SAMPLE_TABLE, SampleJob, _make_sample_job),
+    "export": (SAMPLE_STATES, SAMPLE_TABLE, SampleJob, _make_export_job),
 }
 
 
@@ -164,3 +170,45 @@ def test_an_eval_claim_is_idempotent_and_a_finished_job_stays_finished(project):
     assert EvalJob.objects.get(pk=job.id).status == E.CANCELLED
     with pytest.raises(IllegalTransition):
         eval_transitions.finish(job.id, E.QUEUED)
+
+
+# The process jobs that are not runs share their writes (webapp.process_jobs): each kind's
+# named writes keep the same guarantees.
+PROCESS_JOBS = {
+    "eval": (eval_transitions, _make_job, EvalJob),
+    "sample": (sample_transitions, _make_sample_job, SampleJob),
+    "export": (sample_transitions, _make_export_job, SampleJob),
+}
+
+
+@pytest.mark.parametrize("kind", PROCESS_JOBS)
+def test_a_process_job_claim_is_idempotent_and_a_finished_job_stays_finished(kind, project):
+    transitions, make, model = PROCESS_JOBS[kind]
+    job = make(project, E.QUEUED)
+    claimed = transitions.claim(job.id, "w1")
+    assert claimed is not None and claimed.status == E.RUNNING and claimed.worker == "w1"
+    assert transitions.claim(job.id, "w2") is None
+    assert not transitions.fail_queued(job.id, "x")  # claimed: only its runner ends it
+    assert transitions.request_cancel(job.id)  # flagged for its runner, still running
+    row = model.objects.get(pk=job.id)
+    assert row.status == E.RUNNING and row.cancel_requested
+    assert transitions.finish(job.id, E.CANCELLED)
+    assert not transitions.finish(job.id, E.COMPLETED)
+    assert not transitions.request_cancel(job.id)  # ended
+    row = model.objects.get(pk=job.id)
+    assert row.status == E.CANCELLED and row.finished_at is not None and row.pid is None
+    with pytest.raises(IllegalTransition):
+        transitions.finish(job.id, E.QUEUED)
+
+
+@pytest.mark.parametrize("kind", PROCESS_JOBS)
+def test_a_cancelled_queued_process_job_is_never_claimed(kind, project):
+    transitions, make, model = PROCESS_JOBS[kind]
+    job = make(project, E.QUEUED)
+    assert transitions.request_cancel(job.id)
+    assert model.objects.get(pk=job.id).status == E.CANCELLED
+    assert transitions.claim(job.id, "w") is None
+    other = make(project, E.QUEUED)
+    assert transitions.fail_queued(other.id, "no broker")
+    row = model.objects.get(pk=other.id)
+    assert (row.status, row.error) == (E.FAILED, "no broker")

@@ -23,7 +23,7 @@ from webapp import enqueue
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
 from webapp.evals import transitions
-from webapp.evals.models import ACTIVE_EVAL_STATUSES, EVAL_STATES, EvalJob, EvalStatus, ModelSource, Report
+from webapp.evals.models import EVAL_STATES, EvalJob, EvalStatus, ModelSource, Report
 from webapp.evals.sources import available_tasks, resolve_hf_dir
 from webapp.input_errors import InputError
 from webapp.projects.models import Project
@@ -178,10 +178,7 @@ def _job_not_sent(job_id: int, reason: str) -> None:
 def request_eval_cancel(*, user: AbstractBaseUser, job: EvalJob) -> EvalJob:
     """A queued job is cancelled at once; a running one by its worker within seconds."""
     require_role(user, job.project.team_id, Role.MEMBER)
-    with transaction.atomic():
-        if not transitions.cancel_queued(job.pk):
-            EvalJob.objects.filter(pk=job.pk, status__in=ACTIVE_EVAL_STATUSES).update(cancel_requested=True)
-            transitions.announce(job.pk)
+    transitions.request_cancel(job.pk)
     job.refresh_from_db()
     return job
 
