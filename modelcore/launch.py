@@ -12,6 +12,11 @@ signalled, and adds nothing else. Several processes go through
 ``accelerate launch --multi_gpu`` (torch elastic), which waits for its ranks.
 Without CUDA, ``ACCELERATE_USE_CPU=1`` makes those ranks CPU processes on gloo
 (``accelerate launch --cpu`` would start only one process).
+
+A share of a multi-node run (``launcher.nodes`` hosts of a fleet, ``node_command``) is one
+``torchrun`` per host with the static rendezvous: ``--node-rank`` fixes which host holds
+global rank 0 (the one that writes the events), and the first host's address and a port
+it chose are the rendezvous every node dials.
 """
 
 from __future__ import annotations
@@ -83,15 +88,8 @@ def launch_command(
             f"parallel.num_processes: {n} CPU processes asked for but this worker allows at most "
             f"{max_cpu_processes} (RUNWRIGHT_MAX_CPU_PROCESSES)"
         )
-    run_dir = Path(run_dir).resolve()
-    train = ["-m", "modelcore.train", "--run-dir", str(run_dir)]
-    env = {"PYTHONUNBUFFERED": "1"}
-    if gpus == 0:
-        env["ACCELERATE_USE_CPU"] = "1"
-        if device == "cpu":
-            env["CUDA_VISIBLE_DEVICES"] = ""  # keep torch off the GPUs this host may have
-        # One intra-op thread per rank: N ranks on N cores is faster than N * cores threads.
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    train = _train_args(run_dir)
+    env = _rank_env(config, gpus, n)
     if n == 1:
         return [sys.executable, *train], env
     argv = [
@@ -114,3 +112,72 @@ def launch_command(
         *train,
     ]
     return argv, env
+
+
+def _train_args(run_dir: Path) -> list[str]:
+    return ["-m", "modelcore.train", "--run-dir", str(Path(run_dir).resolve())]
+
+
+def _rank_env(config: RunConfig, gpus: int, local_processes: int) -> dict[str, str]:
+    env = {"PYTHONUNBUFFERED": "1"}
+    if gpus == 0:
+        env["ACCELERATE_USE_CPU"] = "1"
+        if config.parallel.device == "cpu":
+            env["CUDA_VISIBLE_DEVICES"] = ""  # keep torch off the GPUs this host may have
+        # One intra-op thread per rank: N ranks on N cores is faster than N * cores threads.
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // local_processes))
+    return env
+
+
+def processes_per_node(config: RunConfig) -> int:
+    """Ranks each host of a multi-node run starts: ``parallel.num_processes / launcher.nodes``."""
+    return config.parallel.num_processes // config.launcher.nodes
+
+
+def node_command(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    node_rank: int,
+    master_addr: str,
+    master_port: int,
+    gpus_available: int = 0,
+    max_cpu_processes: int | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of one host's share of a multi-node run (``launcher.nodes`` torchruns).
+
+    Every node runs ``processes_per_node`` ranks, ``node_rank`` ``* processes_per_node`` the first
+    of them; node 0 hosts the rendezvous at ``master_addr:master_port`` (its own address).
+    """
+    nodes, device = config.launcher.nodes, config.parallel.device
+    per_node = processes_per_node(config)
+    if not 0 <= node_rank < nodes:
+        raise ValueError(f"node rank {node_rank} is outside the run's {nodes} nodes")
+    gpus = 0 if device == "cpu" else gpus_available
+    if device == "cuda" and gpus == 0:
+        raise ValueError("parallel.device: cuda asked for but this worker has no GPU; use auto or cpu")
+    if gpus and per_node > gpus:
+        raise ValueError(
+            f"parallel.num_processes: {per_node} processes per node asked for but only {gpus} GPU(s) are available"
+        )
+    if not gpus and max_cpu_processes is not None and per_node > max_cpu_processes:
+        raise ValueError(
+            f"parallel.num_processes: {per_node} CPU processes per node asked for but this worker allows "
+            f"at most {max_cpu_processes} (RUNWRIGHT_MAX_CPU_PROCESSES)"
+        )
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={nodes}",
+        f"--nproc-per-node={per_node}",
+        f"--node-rank={node_rank}",
+        "--rdzv-backend=static",
+        f"--master-addr={master_addr}",
+        f"--master-port={int(master_port)}",
+        "--max-restarts=0",
+        # A failed rank is noticed within a second, so the other nodes are stopped soon after.
+        "--monitor-interval=1",
+        *_train_args(run_dir),
+    ]
+    return argv, _rank_env(config, gpus, per_node)

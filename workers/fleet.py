@@ -12,6 +12,10 @@ utilisation and power come from NVML (the ``nvidia-ml-py`` package) when it is i
 and sees them; otherwise from the declared inventory ``RUNWRIGHT_GPU_MODEL`` and
 ``RUNWRIGHT_GPU_MEMORY_MB`` (what tests and hosts without NVML use), with no utilisation.
 CPU slots are ``RUNWRIGHT_CPU_SLOTS``, else the settings' ``MAX_CPU_PROCESSES``.
+
+The address it registers is where the other hosts of a multi-node run reach this one when
+it is their first node (the rendezvous): ``RUNWRIGHT_FLEET_ADDRESS``, else the machine's
+fully qualified name.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from django.db import close_old_connections
 
 from webapp.fleet import services
 from webapp.fleet.services import GpuInfo
+from webapp.fleet.stream import announce_fleet_change
 from workers import gpus, job_processes
 
 log = logging.getLogger(__name__)
@@ -111,9 +116,8 @@ def cpu_slots() -> int:
 def register(name: str, queue: str) -> list[str]:
     """Register this host; returns the GPU ids it declared."""
     found = inventory()
-    services.register_host(
-        name=name, queue=queue, address=socket.getfqdn(), cpu_slots=cpu_slots(), gpus=found
-    )
+    address = os.environ.get("RUNWRIGHT_FLEET_ADDRESS") or socket.getfqdn()
+    services.register_host(name=name, queue=queue, address=address, cpu_slots=cpu_slots(), gpus=found)
     return [g.index for g in found]
 
 
@@ -122,6 +126,7 @@ def _beat_forever(name: str, gpu_ids: list[str], every: float) -> None:
         try:
             close_old_connections()
             services.beat_host(name, utilisation(gpu_ids), lease_holders(gpu_ids))
+            announce_fleet_change(name)  # the Fleet page's stream reads the new beat and leases
         except Exception:
             log.exception("fleet heartbeat of %s failed; trying again in %s s", name, every)
 
@@ -135,6 +140,7 @@ def join_fleet(sender: Any = None, **kwargs: Any) -> None:
     if queue not in {q.name for q in sender.task_consumer.queues}:
         sender.add_task_queue(queue)
     gpu_ids = register(name, queue)
+    announce_fleet_change(name)
     _state["name"] = name
     _stop.clear()
     thread = threading.Thread(
@@ -153,3 +159,4 @@ def leave_fleet(**kwargs: Any) -> None:
     with contextlib.suppress(Exception):
         close_old_connections()
         services.host_gone(name)
+        announce_fleet_change(name)

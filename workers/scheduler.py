@@ -13,6 +13,12 @@ One pass (``schedule``):
 4. a placed run's launch goes to its host's queue, where ``workers.tasks.launch_run``
    leases the GPUs (the flock stays the host-level guarantee) and claims it.
 
+A multi-node run (``launcher.nodes`` = N) needs ``count`` free on N distinct hosts: the N
+best-fitting ones are reserved in one transaction (all or nothing, ``services.place``); the
+first is its node rank 0, whose worker claims and supervises it and sends the other
+nodes' launches (``workers.nodes``). It waits, holding its candidate hosts like any run
+waiting for capacity, until N hosts have room at once.
+
 Each placement is three conditional UPDATEs in one transaction (``webapp.fleet.services``),
 so passes may run at once on several workers: a pass that loses a race moves on.
 Passes run on every launch (the web sends ``schedule_runs`` instead of the launch), after
@@ -31,7 +37,7 @@ from django.db import transaction
 
 from webapp import enqueue
 from webapp.fleet import services
-from webapp.fleet.models import Host, Kind, Placement, TeamQuota
+from webapp.fleet.models import Host, Kind, NodeShare, Placement, TeamQuota
 from webapp.runs.models import RunStatus
 
 log = logging.getLogger(__name__)
@@ -61,9 +67,12 @@ class HostState:
     def free(self) -> int:
         return self.capacity - self.reserved
 
-    def accepts(self, entry: Placement) -> bool:
-        """Whether this host could ever hold the run (kind, model, name, size)."""
-        if entry.host_name and entry.host_name != self.name:
+    def accepts(self, entry: Placement, *, pinned: bool = True) -> bool:
+        """Whether this host could ever hold the run (kind, model, name, size).
+
+        ``pinned``: whether ``resources.host`` applies; it names a multi-node run's first node only.
+        """
+        if pinned and entry.host_name and entry.host_name != self.name:
             return False
         if entry.kind == Kind.GPU and self.gpus:
             if entry.gpu_model and not all(entry.gpu_model.lower() in m.lower() for m in self.gpu_models):
@@ -103,13 +112,17 @@ def alive_hosts() -> list[HostState]:
 
 
 def _requeue_from_silent_hosts(alive: list[HostState]) -> list[int]:
-    """Placed runs still queued on hosts that stopped beating: back into the queue."""
-    stranded = Placement.objects.filter(
+    """Placed runs still queued on a host that stopped beating (any of a multi-node run's): back into the queue."""
+    alive_ids = [h.pk for h in alive]
+    placed = Placement.objects.filter(
         host__isnull=False, released_at__isnull=True, run__status=RunStatus.QUEUED
-    ).exclude(host_id__in=[h.pk for h in alive])
+    )
+    stranded = placed.exclude(host_id__in=alive_ids) | placed.filter(
+        pk__in=NodeShare.objects.exclude(host_id__in=alive_ids).values("placement_id")
+    )
     return [
         run_id
-        for run_id, host_id in stranded.values_list("pk", "host_id")
+        for run_id, host_id in stranded.distinct().values_list("pk", "host_id")
         if services.unplace(run_id, host_id)
     ]
 
@@ -117,6 +130,16 @@ def _requeue_from_silent_hosts(alive: list[HostState]) -> list[int]:
 def _wait_reason(entry: Placement, candidates: list[HostState], blocked: set[int]) -> str:
     what = f"{entry.count} × {entry.gpu_model or ('GPU' if entry.kind == Kind.GPU else 'CPU slot')}"
     where = f" on {entry.host_name}" if entry.host_name else ""
+    if entry.nodes > 1:
+        what = f"{what} on each of {entry.nodes} hosts"
+        where = f" (the first on {entry.host_name})" if entry.host_name else ""
+        if len(candidates) < entry.nodes:
+            return f"needs {what}{where}: {len(candidates)} alive host(s) could hold a share"
+        open_hosts = [h for h in candidates if h.pk not in blocked]
+        if not open_hosts:
+            return f"needs {what}{where}: waiting behind runs higher in the queue"
+        room = sum(1 for h in open_hosts if h.free >= entry.count)
+        return f"needs {what}{where}, {room} host(s) have room"
     if not candidates:
         return f"needs {what}{where}: no alive host has that many"
     open_hosts = [h for h in candidates if h.pk not in blocked]
@@ -124,6 +147,24 @@ def _wait_reason(entry: Placement, candidates: list[HostState], blocked: set[int
         return f"needs {what}{where}: waiting behind runs higher in the queue"
     most = max(h.free for h in open_hosts)
     return f"needs {what}{where}, {max(most, 0)} free"
+
+
+def _choose_hosts(entry: Placement, hosts: list[HostState], blocked: set[int]) -> list[HostState] | None:
+    """The run's hosts, best fit first, node rank 0 first (``resources.host`` when it names one); None: no room now."""
+    fits = sorted(
+        (
+            h
+            for h in hosts
+            if h.pk not in blocked and h.free >= entry.count and h.accepts(entry, pinned=False)
+        ),
+        key=lambda h: (h.free, h.name),
+    )
+    firsts = [h for h in fits if h.accepts(entry)]
+    if not firsts:
+        return None
+    first = firsts[0]
+    rest = [h for h in fits if h.pk != first.pk][: entry.nodes - 1]
+    return [first, *rest] if len(rest) == entry.nodes - 1 else None
 
 
 def schedule(limit: int = 5000) -> PassResult:
@@ -136,43 +177,54 @@ def schedule(limit: int = 5000) -> PassResult:
     waiting = list(
         Placement.objects.filter(host__isnull=True, released_at__isnull=True, run__status=RunStatus.QUEUED)
         .order_by("-priority", "submitted_at", "run_id")
-        .only("run_id", "team_id", "kind", "count", "gpu_model", "host_name", "priority")[:limit]
+        .only("run_id", "team_id", "kind", "count", "gpu_model", "host_name", "priority", "nodes")[:limit]
     )
     blocked: set[int] = set()  # hosts held for a run higher in the queue
     placed: list[tuple[int, str]] = []
     notes: list[tuple[int, str]] = []
     for entry in waiting:
-        candidates = [h for h in hosts if h.accepts(entry)]
+        candidates = [h for h in hosts if h.accepts(entry, pinned=entry.nodes == 1)]
         quota = quotas.get(entry.team_id)
-        if quota is not None and quota.max_gpus is not None and quota.in_use + entry.count > quota.max_gpus:
+        total = entry.count * entry.nodes
+        if quota is not None and quota.max_gpus is not None and quota.in_use + total > quota.max_gpus:
             reason = (
-                f"team quota: {quota.in_use} of {quota.max_gpus} in use, needs {entry.count} more"
-                if entry.count <= quota.max_gpus
-                else f"asks for {entry.count}, more than the team's quota of {quota.max_gpus}"
+                f"team quota: {quota.in_use} of {quota.max_gpus} in use, needs {total} more"
+                if total <= quota.max_gpus
+                else f"asks for {total}, more than the team's quota of {quota.max_gpus}"
             )
             notes.append((entry.run_id, reason))
             continue
-        fits = sorted(
-            (h for h in candidates if h.pk not in blocked and h.free >= entry.count),
-            key=lambda h: (h.free, h.name),
-        )
-        outcome, host = services.Outcome.HOST_FULL, None
-        for host in fits:
-            outcome = services.place(entry.run_id, host.pk, host.capacity, entry.team_id, entry.count)
+        outcome, chosen = services.Outcome.HOST_FULL, None
+        # A host filled by another scheduler meanwhile: re-read it and choose again (a few times).
+        for _ in range(3):
+            chosen = _choose_hosts(entry, candidates, blocked)
+            if chosen is None:
+                break
+            first, *more = chosen
+            outcome = services.place(
+                entry.run_id,
+                first.pk,
+                first.capacity,
+                entry.team_id,
+                entry.count,
+                [(h.pk, h.capacity) for h in more],
+            )
             if outcome != services.Outcome.HOST_FULL:
                 break
-            host.reserved = Host.objects.filter(pk=host.pk).values_list("reserved", flat=True).first() or 0
+            for h in chosen:
+                h.reserved = Host.objects.filter(pk=h.pk).values_list("reserved", flat=True).first() or 0
         if outcome == services.Outcome.TAKEN:
             continue  # another scheduler decided about it
-        if outcome != services.Outcome.PLACED:
+        if outcome != services.Outcome.PLACED or chosen is None:
             notes.append((entry.run_id, _wait_reason(entry, candidates, blocked)))
             blocked.update(h.pk for h in candidates)
             continue
-        _send_after_commit(entry.run_id, host.queue)
-        host.reserved += entry.count
+        _send_after_commit(entry.run_id, chosen[0].queue)
+        for h in chosen:
+            h.reserved += entry.count
         if quota is not None:
-            quota.in_use += entry.count
-        placed.append((entry.run_id, host.name))
+            quota.in_use += total
+        placed.append((entry.run_id, chosen[0].name))
     services.note_waiting(notes)
     return PassResult(placed=placed, waiting=len(notes), released=released, requeued=requeued)
 

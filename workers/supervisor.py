@@ -33,7 +33,7 @@ from modelcore.launch import launch_command
 from webapp.runs import config_paths, transitions
 from webapp.runs.models import SUPERVISED_STATUSES, Run, RunStatus
 from webapp.runs.services import recover_lost_run
-from workers import ingest, job_processes, slurm, sweep
+from workers import first_node, ingest, job_processes, slurm, sweep
 from workers.jobs import JobRunner, Launch, log_tail, retry_db
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ class Supervisor(JobRunner):
         self.trainer_status: dict | None = None  # the trainer's last final status event
         self._last_sweep = float("-inf")
         self._events_watch: ingest.EventsWatch | None = None
+        # A multi-node run's other nodes, as this first node's supervisor sees them (workers.first_node).
+        self.first_node: first_node.FirstNode | None = None
 
     @property
     def process_tag(self) -> str:
@@ -133,6 +135,8 @@ class Supervisor(JobRunner):
             return self.finish(RunStatus.FAILED, f"The stored config does not validate: {exc}")
         if self.kill_after is None:
             self.kill_after = cancel_grace_seconds(self.config)
+        if first_node.multi_node(self.config):
+            self.first_node = first_node.FirstNode(self.run.id, self.run.attempt)
         if settings.LAUNCHER == "slurm":
             try:
                 spec = slurm.job_spec(
@@ -166,6 +170,8 @@ class Supervisor(JobRunner):
             transitions.heartbeat(self.run.id, self.run.attempt)
         else:
             transitions.record_process(self.run.id, self.run.attempt, pid)
+        if self.first_node is not None:
+            first_node.send_shares(self.run.id, self.run.attempt)
 
     def _set_aside_stale_dir(self) -> None:
         """A first attempt starts without an event history.
@@ -244,6 +250,10 @@ class Supervisor(JobRunner):
             self.request_stop("not-owner")
         if row["cancel_requested"]:
             self.request_stop("cancel")
+        if self.first_node is not None and not self.stop.reason:
+            reason = self.first_node.stop_reason()  # a node that failed or went silent stops them all
+            if reason:
+                self.request_stop(reason)
         changed = self.process.scheduler_state()
         if changed is not None and slurm.record_state(run.id, run.attempt, *changed):
             ingest.announce_status(run)
@@ -286,6 +296,13 @@ class Supervisor(JobRunner):
                 slurm.record_state(self.run.id, self.run.attempt, *changed)
 
         retry_db(store_the_rest, f"{self.description}: storing the last events")
+        if self.first_node is not None:
+            # Final only once no node trains on: the others stop now (ours are gone) and are waited for.
+            node = self.first_node
+            retry_db(
+                lambda: node.stop_and_wait(self.kill_after or 0.0),
+                f"{self.description}: stopping the other nodes",
+            )
 
     def decide(self, code: int) -> tuple[str, str]:
         reported = (self.trainer_status or {}).get("status")
@@ -307,6 +324,12 @@ class Supervisor(JobRunner):
                     "more: raise train.cancel_grace_s."
                 )
             return RunStatus.CANCELLED, ""
+        if self.first_node is not None:
+            decided = self.first_node.decide(reported)
+            if decided is not None:
+                return decided
+            if self.stop.reason == "node-lost":
+                return RunStatus.LOST, "A node of the run was lost; every node's share was stopped."
         lost = self.process.lost_reason(reported=reported, stopped=bool(self.stop.reason))
         if lost:
             return RunStatus.LOST, lost  # write_final resumes it with train.max_restarts

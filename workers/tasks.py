@@ -41,7 +41,7 @@ from modelcore.config import ConfigError, RunConfig
 from webapp.runs import transitions
 from webapp.runs.services import enqueue_launch
 from webapp.sweeps.services import advance_running_sweeps
-from workers import gpus, job_processes, scheduler, supervisor, sweep
+from workers import first_node, gpus, job_processes, node_share, scheduler, supervisor, sweep
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,10 @@ def launch_run(self, run_id: int) -> str | None:
                 log.info("run %s was claimed or cancelled meanwhile; nothing to do", run_id)
                 return None
             command = functools.partial(supervisor.default_command, gpu_ids=gpu_ids)
+            if _multi_node(queued):  # node rank 0 of a multi-node run (workers.first_node)
+                command = functools.partial(
+                    first_node.command, run_id=run.id, attempt=run.attempt, gpu_ids=gpu_ids
+                )
             try:
                 return supervisor.supervise(run, command=command, process_tag=tag)
             finally:
@@ -98,6 +102,13 @@ def _schedule_after_run(run_id: int) -> None:
         log.exception("scheduling pass after run %s failed; beat runs the next one", run_id)
 
 
+def _multi_node(config: dict) -> bool:
+    try:
+        return first_node.multi_node(RunConfig.from_dict(config))
+    except ConfigError:
+        return False
+
+
 def _gpus_to_lease(config: dict) -> int:
     """GPUs to lease for a stored config; 0 where the launcher will refuse it with a clear error."""
     if settings.LAUNCHER == "slurm":
@@ -108,6 +119,8 @@ def _gpus_to_lease(config: dict) -> int:
         return 0  # the supervisor fails the run, naming the field
     available = gpus.host_gpus()
     needed = gpus.gpus_needed(parsed, available)
+    if needed and first_node.multi_node(parsed):
+        needed = node_share.processes_per_node(parsed)  # this host's share of the ranks
     return needed if needed <= len(available) else 0
 
 

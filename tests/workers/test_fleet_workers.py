@@ -5,171 +5,29 @@ Each worker has its own queue, lock folder and a declared fake GPU inventory
 runs are real tiny-CPU trainings of one process each (``device auto`` with a leased fake GPU
 trains on CPU here). Launches take the web's path: ``create_run``'s send goes to the
 scheduler task on its queue, which places the run and sends its launch to the host's queue.
+The workers and helpers are ``fleet_harness``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
+import fleet_harness
 import pytest
-import service_processes
-from django.conf import settings
-from django.contrib.auth import get_user_model
+from fleet_harness import final, fleet_worker, launch, lock_holders, wait_until
 
-from webapp.accounts.models import Role, Team
-from webapp.accounts.services import add_member
 from webapp.fleet.models import Host, Placement
-from webapp.projects.models import Project
-from webapp.runs.models import FINAL_STATUSES, AttemptKind, Run, RunAttempt, RunStatus
-from webapp.runs.services import create_run
+from webapp.runs.models import AttemptKind, Run, RunAttempt, RunStatus
 from workers import sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-TIMEOUT_S = 240
-
-
-@pytest.fixture(scope="module")
-def corpus_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("fleet-corpus-cache")
-
-
-@pytest.fixture
-def scheduler_queue(settings) -> str:
-    """The web's launches go to the scheduler task on a queue of this test's own."""
-    queue = f"sched-{uuid.uuid4().hex[:8]}"
-    settings.FLEET_ENABLED = True
-    settings.SCHEDULER_QUEUE = queue
-    settings.FLEET_HOST_LOST_SECONDS = 4
-    return queue
-
-
-@pytest.fixture
-def runs_dir():
-    return settings.RUNS_DIR  # shared with the workers
-
-
-@contextlib.contextmanager
-def fleet_worker(
-    tmp_path: Path, name: str, gpus: str, model: str, scheduler_queue: str, cache: Path
-) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A worker playing one GPU host; yields (its registered name, its process)."""
-    node = f"{name}-{uuid.uuid4().hex[:6]}"
-    hostname = f"{node}@fleet"
-    host_queue = f"host-{node}"
-    log_path = tmp_path / f"{node}.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers",
-        "worker",
-        "-Q",
-        f"{host_queue},{scheduler_queue}",
-    ]
-    argv += [
-        "--concurrency",
-        "2",
-        "--loglevel",
-        "info",
-        "--hostname",
-        hostname,
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    env = service_processes.service_env(
-        RUNWRIGHT_FLEET="1",
-        RUNWRIGHT_FLEET_QUEUE=host_queue,
-        RUNWRIGHT_SCHEDULER_QUEUE=scheduler_queue,
-        RUNWRIGHT_FLEET_HEARTBEAT_SECONDS="1",
-        RUNWRIGHT_FLEET_HOST_LOST_SECONDS="4",
-        RUNWRIGHT_HEARTBEAT_SECONDS="1",
-        RUNWRIGHT_GPUS=gpus,
-        RUNWRIGHT_GPU_MODEL=model,
-        RUNWRIGHT_GPU_LOCK_DIR=str(tmp_path / f"locks-{node}"),
-        RUNWRIGHT_CACHE_DIR=str(cache),
-    )
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            argv,
-            cwd=service_processes.ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        service_processes.wait_for_text(log_path, "joined the fleet", proc, f"worker {node}")
-        yield hostname, proc
-    finally:
-        service_processes.stop_group(proc)
-        print(log_path.read_text(errors="replace")[-3000:])
-
-
-@pytest.fixture
-def member():
-    team = Team.objects.create(name=f"fleet-{uuid.uuid4().hex[:6]}")
-    user = get_user_model().objects.create_user(f"erin-{uuid.uuid4().hex[:6]}", password="x" * 12)
-    add_member(team, user, Role.MEMBER)
-    return user, Project.objects.create(team=team, name="fleet")
-
-
-def launch(member, name: str, *, steps: int = 12, max_restarts: int = 0, **resources) -> Run:
-    user, project = member
-    train = {
-        "max_steps": steps,
-        "log_every": 2,
-        "eval_every": 0,
-        "checkpoint_every": 4,
-        "max_restarts": max_restarts,
-    }
-    overrides = {
-        "parallel": {"num_processes": 1, "device": "auto"},
-        "optim": {"warmup_steps": 2},
-        "train": train,
-        "resources": resources,
-    }
-    return create_run(user=user, project=project, name=name, preset="tiny-cpu", overrides=overrides)
-
-
-def wait_until(what: str, predicate, timeout: float = TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-
-
-def final(run: Run, attempt: int = 1) -> Run:
-    def done():
-        run.refresh_from_db()
-        return run.attempt >= attempt and run.status in FINAL_STATUSES
-
-    try:
-        wait_until(f"run {run.name} to end", done)
-    except AssertionError:
-        log = run.run_dir / "launcher.log"
-        raise AssertionError(
-            f"run {run.name} still {run.status}: " + (log.read_text()[-3000:] if log.exists() else "no log")
-        ) from None
-    return run
-
-
-def lock_holders(tmp_path: Path, hostname: str) -> dict[str, str]:
-    node = hostname.split("@")[0]
-    folder = tmp_path / f"locks-{node}"
-    return {p.name: p.read_text() for p in folder.glob("gpu-*.lock") if p.read_text()}
+# The harness's fixtures, used here by name.
+corpus_cache = fleet_harness.corpus_cache
+scheduler_queue = fleet_harness.scheduler_queue
+runs_dir = fleet_harness.runs_dir
+member = fleet_harness.member
 
 
 def test_runs_are_placed_by_model_then_priority_and_never_share_a_gpu(

@@ -25,7 +25,15 @@ from django.db.models.functions import Now
 
 from modelcore.config import ConfigError, RunConfig
 from webapp.accounts.models import Team
-from webapp.fleet.models import Gpu, Host, HostSample, Kind, Placement, TeamQuota
+from webapp.fleet.models import (
+    Gpu,
+    Host,
+    HostSample,
+    Kind,
+    NodeShare,
+    Placement,
+    TeamQuota,
+)
 from webapp.input_errors import InputError
 from webapp.runs.models import Run, RunSource, RunStatus
 from webapp.whole_numbers import parse_whole_number
@@ -94,20 +102,33 @@ def alive_hosts_filter(lost_after: dt.timedelta) -> Q:
 # --- the queue -----------------------------------------------------------------------
 
 
-def demand(config: dict) -> tuple[str, int, str, str, int]:
-    """(kind, count, gpu_model, host, priority) a stored config asks for.
+@dataclass(frozen=True)
+class Demand:
+    """What a stored config asks the fleet for: ``count`` on each of ``nodes`` hosts."""
+
+    kind: str
+    count: int
+    gpu_model: str = ""
+    host: str = ""
+    priority: int = 0
+    nodes: int = 1
+
+
+def demand(config: dict) -> Demand:
+    """What a stored config asks for.
 
     A run on ``parallel.device`` cpu takes CPU slots; any other run takes GPUs (``auto`` on a
-    fleet without GPUs falls back to slots: the scheduler decides per host). A config that
-    no longer validates asks for one slot: its launch fails it with the field named.
+    fleet without GPUs falls back to slots: the scheduler decides per host). ``launcher.nodes``
+    splits ``parallel.num_processes`` evenly over that many hosts. A config that no longer
+    validates asks for one slot: its launch fails it with the field named.
     """
     try:
         parsed = RunConfig.from_dict(config)
     except ConfigError:
-        return Kind.SLOT, 1, "", "", 0
+        return Demand(Kind.SLOT, 1)
     kind = Kind.SLOT if parsed.parallel.device == "cpu" else Kind.GPU
-    r = parsed.resources
-    return kind, parsed.parallel.num_processes, r.gpu_model, r.host, r.priority
+    r, nodes = parsed.resources, parsed.launcher.nodes
+    return Demand(kind, parsed.parallel.num_processes // nodes, r.gpu_model, r.host, r.priority, nodes)
 
 
 def enter_queue(limit: int = 5000) -> int:
@@ -123,34 +144,45 @@ def enter_queue(limit: int = 5000) -> int:
     ).values_list("pk", "project__team_id", "created_at", "config")[:limit]
     entries = []
     for run_id, team_id, created_at, config in rows:
-        kind, count, gpu_model, host, priority = demand(config)
+        asked = demand(config)
         entries.append(
             Placement(
                 run_id=run_id,
                 team_id=team_id,
-                priority=priority,
+                priority=asked.priority,
                 submitted_at=created_at,
-                kind=kind,
-                count=count,
-                gpu_model=gpu_model,
-                host_name=host,
+                kind=asked.kind,
+                count=asked.count,
+                gpu_model=asked.gpu_model,
+                host_name=asked.host,
+                nodes=asked.nodes,
             )
         )
     Placement.objects.bulk_create(entries, ignore_conflicts=True)
     return len(entries)
 
 
+def _give_back(run_id: int, host_id: int, team_id: int, count: int, nodes: int) -> None:
+    """Return a placed run's reservation: ``count`` on its first host and on each share's, the total to the team."""
+    Host.objects.filter(pk=host_id).update(reserved=F("reserved") - count)
+    share_hosts = NodeShare.objects.filter(placement_id=run_id, host__isnull=False).values_list(
+        "host_id", flat=True
+    )
+    for share_host in list(share_hosts):
+        Host.objects.filter(pk=share_host).update(reserved=F("reserved") - count)
+    TeamQuota.objects.filter(pk=team_id).update(in_use=F("in_use") - count * nodes)
+
+
 def release(run_id: int) -> bool:
-    """Give the run's GPUs back to its host and its team; False when they already went back."""
+    """Give the run's GPUs back to its hosts and its team; False when they already went back."""
     with transaction.atomic():
-        entry = Placement.objects.filter(pk=run_id).values("host_id", "team_id", "count").first()
+        entry = Placement.objects.filter(pk=run_id).values("host_id", "team_id", "count", "nodes").first()
         if entry is None:
             return False
         if Placement.objects.filter(pk=run_id, released_at__isnull=True).update(released_at=Now()) != 1:
             return False
         if entry["host_id"] is not None:
-            Host.objects.filter(pk=entry["host_id"]).update(reserved=F("reserved") - entry["count"])
-            TeamQuota.objects.filter(pk=entry["team_id"]).update(in_use=F("in_use") - entry["count"])
+            _give_back(run_id, entry["host_id"], entry["team_id"], entry["count"], entry["nodes"])
     return True
 
 
@@ -168,14 +200,15 @@ def unplace(run_id: int, host_id: int) -> bool:
         if not Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).exists():
             return False  # started meanwhile: its supervisor's heartbeat decides (lost, then released)
         entry = Placement.objects.filter(pk=run_id, host_id=host_id, released_at__isnull=True)
-        count = entry.values_list("count", flat=True).first()
+        row = entry.values("count", "nodes", "team_id").first()
         # The row's own columns only (see ``place``): of two passes, one moves it.
-        moved = entry.update(host=None, placed_at=None, reason="its host stopped beating; placing it again")
-        if moved != 1:
+        moved = entry.update(
+            host=None, placed_at=None, reason="a host it was placed on stopped beating; placing it again"
+        )
+        if moved != 1 or row is None:
             return False
-        Host.objects.filter(pk=host_id).update(reserved=F("reserved") - count)
-        team_id = Placement.objects.filter(pk=run_id).values_list("team_id", flat=True).first()
-        TeamQuota.objects.filter(pk=team_id).update(in_use=F("in_use") - count)
+        _give_back(run_id, host_id, row["team_id"], row["count"], row["nodes"])
+        NodeShare.objects.filter(placement_id=run_id).delete()
     return True
 
 
@@ -188,12 +221,22 @@ class Outcome:
     TAKEN = "taken"  # the run was placed by another scheduler, cancelled or started
 
 
-def place(run_id: int, host_id: int, capacity: int, team_id: int, count: int) -> str:
+def place(
+    run_id: int,
+    host_id: int,
+    capacity: int,
+    team_id: int,
+    count: int,
+    more_hosts: Sequence[tuple[int, int]] = (),
+) -> str:
     """Reserve ``count`` on the host and the team's quota and place the run (an ``Outcome``).
 
-    Nothing is written unless all three conditional UPDATEs hold.
+    ``more_hosts``: (host id, capacity) of a multi-node run's further nodes, in node-rank
+    order; each reserves ``count`` too and gets its ``NodeShare``. Nothing is written unless
+    every conditional UPDATE holds: a multi-node run is placed on all its hosts or on none.
     """
     TeamQuota.objects.get_or_create(team_id=team_id)
+    total = count * (1 + len(more_hosts))
     with transaction.atomic():
         # Only the row's own columns in the WHERE: a condition on the run (a join) becomes a
         # subquery that PostgreSQL does not re-check after waiting for the row's lock, so two
@@ -201,14 +244,20 @@ def place(run_id: int, host_id: int, capacity: int, team_id: int, count: int) ->
         waiting = Placement.objects.filter(pk=run_id, host__isnull=True, released_at__isnull=True)
         if waiting.update(host_id=host_id, placed_at=Now(), reason="") != 1:
             return Outcome.TAKEN
-        fits = Host.objects.filter(pk=host_id, reserved__lte=capacity - count)
-        if fits.update(reserved=F("reserved") + count) != 1:
-            transaction.set_rollback(True)
-            return Outcome.HOST_FULL
-        within = Q(max_gpus__isnull=True) | Q(in_use__lte=F("max_gpus") - count)
-        if TeamQuota.objects.filter(within, pk=team_id).update(in_use=F("in_use") + count) != 1:
+        for pk, cap in [(host_id, capacity), *more_hosts]:
+            fits = Host.objects.filter(pk=pk, reserved__lte=cap - count)
+            if fits.update(reserved=F("reserved") + count) != 1:
+                transaction.set_rollback(True)
+                return Outcome.HOST_FULL
+        within = Q(max_gpus__isnull=True) | Q(in_use__lte=F("max_gpus") - total)
+        if TeamQuota.objects.filter(within, pk=team_id).update(in_use=F("in_use") + total) != 1:
             transaction.set_rollback(True)
             return Outcome.OVER_QUOTA
+        NodeShare.objects.filter(placement_id=run_id).delete()  # a placement taken back earlier
+        NodeShare.objects.bulk_create(
+            NodeShare(placement_id=run_id, node_rank=rank, host_id=pk)
+            for rank, (pk, _) in enumerate(more_hosts, start=1)
+        )
     return Outcome.PLACED
 
 

@@ -1,0 +1,108 @@
+"""Multi-node runs on the fleet's own workers, with several hosts simulated on this machine.
+
+Each host is a real Celery worker (``fleet_harness.fleet_worker``) with its own queue and one
+declared fake GPU; the ranks are CPU processes on gloo that meet at 127.0.0.1 (each worker
+registers that address). A run of ``launcher.nodes`` 2 × 1 process is placed on two hosts
+at once; the first starts node rank 0 and sends node rank 1 to the other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import fleet_harness
+import psutil
+import pytest
+from fleet_harness import final, fleet_worker, launch, wait_until
+
+from modelcore.config import RunConfig
+from modelcore.launch import launch_command
+from webapp.fleet.models import Host, NodeShare, Placement, ShareState
+from webapp.runs.models import Run, RunAttempt, RunStatus
+from workers import job_processes, sweep
+from workers.jobs import engine_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+# The harness's fixtures, used here by name.
+corpus_cache = fleet_harness.corpus_cache
+scheduler_queue = fleet_harness.scheduler_queue
+runs_dir = fleet_harness.runs_dir
+member = fleet_harness.member
+
+STEPS = 8
+# This machine's torch has no CUDA: the fake GPUs' ranks are told to run on CPU (gloo), one thread each.
+CPU_RANKS = {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+TWO_NODES = {"parallel": {"num_processes": 2}, "launcher": {"nodes": 2}, "train": {"log_every": 1}}
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    """step → train/loss from a run directory's events (rank 0's)."""
+    found = {}
+    for line in (run_dir / "events.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event.get("type") == "metric" and "train/loss" in event.get("values", {}):
+            found[event["step"]] = event["values"]["train/loss"]
+    return found
+
+
+def one_node_losses(config: dict, run_dir: Path, cache: Path) -> dict[int, float]:
+    """The same config trained by one host's two CPU processes (no fleet, the plain local launcher)."""
+    parsed = RunConfig.from_dict({**config, "launcher": {**config["launcher"], "nodes": 1}})
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(parsed.to_json())
+    argv, env = launch_command(parsed, run_dir, gpus_available=0)
+    env = engine_env({**env, **CPU_RANKS, "RUNWRIGHT_CACHE_DIR": str(cache)})
+    done = subprocess.run(argv, cwd=run_dir, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return losses(run_dir)
+
+
+def tagged_alive(run: Run) -> list[psutil.Process]:
+    """Processes of any of the run's trainers (any host, any attempt) still alive on this machine."""
+    prefix = f"run-{run.pk}-"
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            tag = proc.environ().get(job_processes.TAG_ENV, "")
+        except (psutil.Error, OSError):
+            continue
+        if tag.startswith(prefix):
+            found.append(proc)
+    return found
+
+
+def test_two_nodes_of_one_process_train_as_one_node_of_two(scheduler_queue, member, tmp_path, corpus_cache):
+    with (
+        fleet_worker(tmp_path, "node-a", "0", "NVIDIA H100", scheduler_queue, corpus_cache, **CPU_RANKS) as (
+            a,
+            _,
+        ),
+        fleet_worker(tmp_path, "node-b", "0", "NVIDIA H100", scheduler_queue, corpus_cache, **CPU_RANKS) as (
+            b,
+            _,
+        ),
+    ):
+        run = launch(member, "two-nodes", steps=STEPS, overrides=TWO_NODES)
+        run = final(run)
+        assert run.status == RunStatus.COMPLETED, run.error
+        placement = Placement.objects.get(pk=run.pk)
+        share = NodeShare.objects.get(placement=placement)
+        # Node 0 on one host, node 1 on the other, both reserved and given back.
+        assert {placement.host.name, share.host.name} == {a, b}
+        assert (share.node_rank, share.attempt, share.state) == (1, 1, ShareState.COMPLETED), share.error
+        assert RunAttempt.objects.get(run=run, number=1).worker == placement.host.name
+        wait_until(
+            "the hosts' GPUs to go back", lambda: not Host.objects.filter(name__in=[a, b], reserved__gt=0)
+        )
+        assert (run.run_dir / "launcher-node1.log").exists()
+    two_nodes = losses(run.run_dir)
+    one_node = one_node_losses(run.config, tmp_path / "one-node", corpus_cache)
+    print("2 nodes x 1:", two_nodes, "\n1 node x 2:", one_node)
+    assert sorted(two_nodes) == sorted(one_node) == list(range(1, STEPS + 1))
+    for step, loss in one_node.items():
+        assert abs(two_nodes[step] - loss) <= 1e-4, (step, two_nodes[step], loss)
