@@ -20,6 +20,25 @@ rw.chartLayout = function (yTitle, showLegend, emptyText) {
   };
 };
 
+// The y range for series whose finite values are all one value v (a fixed learning rate),
+// else null (Plotly's autorange). Plotly pads a flat line by ±1 whatever v is: a learning
+// rate of 3e-4 then sat on what looked like the zero line of a −1..1 axis. Here: ±10% of v
+// (±1 for 0); on a log axis (in decades) a tenth of a decade each way.
+rw.constantRange = function (ys, logY) {
+  let value = null;
+  for (const list of ys) {
+    for (const v of list) {
+      if (v === null || !Number.isFinite(v)) continue;
+      if (value === null) value = v;
+      else if (v !== value) return null;
+    }
+  }
+  if (value === null) return null;
+  if (logY) return value > 0 ? [Math.log10(value) - 0.1, Math.log10(value) + 0.1] : null;
+  const pad = value === 0 ? 1 : Math.abs(value) * 0.1;
+  return [value - pad, value + pad];
+};
+
 // TensorBoard's scalar smoothing: an exponential moving average started at 0 and divided by
 // the weight it has gathered (1 - w^n), so the first points are not pulled towards 0. A
 // non-finite value is passed through and does not enter the average; a constant series
@@ -212,6 +231,8 @@ rw.seriesChart = function (div, load, traces, layout, options) {
     const mode = rw.xModes[view.x];
     l.xaxis = { ...baseLayout.xaxis, title: { text: mode.title }, type: view.x === "wall" ? "date" : "linear" };
     l.yaxis = { ...baseLayout.yaxis, type: view.logY ? "log" : "linear" };
+    const range = rw.constantRange(base.map((t) => t.y), view.logY);
+    if (range) Object.assign(l.yaxis, { range: range, autorange: false });
     return l;
   }
 

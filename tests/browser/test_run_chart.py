@@ -89,3 +89,40 @@ def test_a_running_run_follows_live_over_the_stream_or_the_polling_fallback(
     )
     assert (polls > 0) == (mode == "poll")
     assert js_errors == []
+
+
+@pytest.fixture
+def flat_run(alice_project) -> Run:
+    run = tiny_run(alice_project, "flat run", RunStatus.COMPLETED, 40)
+    points = [Point(key, s, value, s) for key, value in FLAT.items() for s in range(1, 41)]
+    upsert_points(run.id, points)
+    return run
+
+
+FLAT = {"train/loss": 0.5, "train/lr": 3e-4}  # all values equal; Plotly's own range was v ± 1
+FLAT_DRAWN = """(id) => { const div = document.getElementById(id);
+  const axis = div._fullLayout.yaxis;
+  const path = div.querySelector('.scatterlayer .trace path.js-line').getAttribute('d');
+  const ys = (path.match(/[ML][^ML]+/g) || []).map((s) => Number(s.slice(1).split(',')[1]));
+  return {y: div.data[0].y, range: axis.range, pixel: axis.l2p(div.data[0].y[0]), zero: axis.l2p(0), ys: ys}; }"""
+
+
+def test_a_constant_metric_is_drawn_at_its_value_with_a_range_around_it(flat_run, start_servers, chromium):
+    """A flat line sits at its value, in a y range of that value's scale (not v ± 1, where 3e-4 looks like 0)."""
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    page.goto(f"{base}/runs/{flat_run.id}/")
+    for key, value in FLAT.items():
+        chart = "chart-" + key.replace("/", "-")
+        page.wait_for_function(f"() => document.getElementById('{chart}').data?.[0]?.x?.length === 40")
+        drawn = page.evaluate(FLAT_DRAWN, chart)
+        assert set(drawn["y"]) == {value}
+        low, high = drawn["range"]
+        assert low < value < high and high - low <= value, (key, drawn["range"])
+        assert drawn["ys"] and all(
+            abs(y - drawn["pixel"]) < 1 for y in drawn["ys"]
+        )  # the line is at the value
+        assert abs(drawn["pixel"] - drawn["zero"]) > 50  # and visibly not at 0
+    page.screenshot(path="/tmp/runwright-runpage-constant.png")
+    assert js_errors == []
