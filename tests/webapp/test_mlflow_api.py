@@ -176,6 +176,67 @@ def test_search_runs_with_basic_filters_and_pages(mlflow, alice):
     assert bad.status_code == 400 and bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"
 
 
+@pytest.mark.django_db
+def test_a_param_logged_again_must_keep_its_value(mlflow, alice):
+    run_id = started(mlflow, alice)
+    first = {"run_id": run_id, "params": [{"key": "lr", "value": "0.1"}]}
+    assert mlflow(alice, "POST", "runs/log-batch", first).status_code == 200
+    assert (
+        mlflow(
+            alice, "POST", "runs/log-parameter", {"run_id": run_id, "key": "lr", "value": "0.1"}
+        ).status_code
+        == 200
+    )
+    changed = mlflow(alice, "POST", "runs/log-parameter", {"run_id": run_id, "key": "lr", "value": "0.2"})
+    assert changed.status_code == 400 and changed.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "Changing param values is not allowed" in changed.json()["message"]
+    assert "value='0.1'" in changed.json()["message"] and "'0.2'" in changed.json()["message"]
+    # A batch with a changed param is refused whole: its points are not written either.
+    batch = {
+        "run_id": run_id,
+        "metrics": [{"key": "loss", "value": 1.0, "step": 1}],
+        "params": [{"key": "bs", "value": "8"}, {"key": "lr", "value": "0.3"}],
+    }
+    assert mlflow(alice, "POST", "runs/log-batch", batch).status_code == 400
+    twice = {"run_id": run_id, "params": [{"key": "wd", "value": "0"}, {"key": "wd", "value": "1"}]}
+    doubled = mlflow(alice, "POST", "runs/log-batch", twice)
+    assert doubled.status_code == 400 and "Duplicate parameter keys" in doubled.json()["message"]
+    run = Run.objects.get(pk=run_id)
+    assert run.config["params"] == {"lr": "0.1"} and not MetricPoint.objects.filter(run=run).exists()
+
+
+@pytest.mark.django_db
+def test_a_run_is_renamed_by_update_or_by_its_run_name_tag(mlflow, alice):
+    run_id = started(mlflow, alice)
+    renamed = mlflow(alice, "POST", "runs/update", {"run_id": run_id, "run_name": "second"})
+    assert renamed.status_code == 200 and renamed.json()["run_info"]["run_name"] == "second"
+    tag = {"run_id": run_id, "key": "mlflow.runName", "value": "third"}
+    assert mlflow(alice, "POST", "runs/set-tag", tag).status_code == 200
+    run = Run.objects.get(pk=run_id)
+    assert run.name == "third" and "mlflow.runName" not in run.config.get("tags", {})
+    got = mlflow(alice, "GET", "runs/get", {"run_id": run_id}).json()["run"]
+    assert got["info"]["run_name"] == "third"
+    assert {"key": "mlflow.runName", "value": "third"} in got["data"]["tags"]
+    empty = mlflow(alice, "POST", "runs/update", {"run_id": run_id, "run_name": " "})
+    assert empty.status_code == 400 and "name" in empty.json()["message"]
+
+
+@pytest.mark.django_db
+def test_tags_are_deleted_and_a_viewer_can_neither_delete_runs_nor_tags(mlflow, alice, bob):
+    run_id = started(mlflow, alice)
+    mlflow(alice, "POST", "runs/set-tag", {"run_id": run_id, "key": "stage", "value": "x"})
+    for path, body in (
+        ("runs/delete", {"run_id": run_id}),
+        ("runs/delete-tag", {"run_id": run_id, "key": "stage"}),
+    ):
+        refused = mlflow(bob, "POST", path, body)
+        assert refused.status_code == 403 and refused.json()["error_code"] == "PERMISSION_DENIED"
+    assert mlflow(alice, "POST", "runs/delete-tag", {"run_id": run_id, "key": "stage"}).status_code == 200
+    assert "stage" not in Run.objects.get(pk=run_id).config["tags"]
+    again = mlflow(alice, "POST", "runs/delete-tag", {"run_id": run_id, "key": "stage"})
+    assert again.status_code == 404 and again.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+
+
 MLFLOW_SCRIPT = textwrap.dedent(
     """
     import json, mlflow
@@ -244,3 +305,76 @@ def test_a_member_of_no_team_gets_a_personal_team_for_the_default_experiment(tra
     response = mlflow(loner, "POST", "runs/create", {"experiment_id": "0"})
     assert response.status_code == 200, response.json()
     assert Run.objects.get().project.name == "Default"
+
+
+SEARCH_SCRIPT = textwrap.dedent(
+    """
+    import json, mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    experiment = mlflow.set_experiment("searched")
+    ids = {}
+    for name, loss, lr in (("a", 0.9, "0.1"), ("b", 0.2, "0.01"), ("c", 0.5, "0.1")):
+        with mlflow.start_run(run_name=name) as run:
+            mlflow.log_param("lr", lr)
+            mlflow.log_metric("loss", loss, step=1)
+            ids[name] = run.info.run_id
+    client = MlflowClient()
+    out = {"ids": ids}
+    frame = mlflow.search_runs(filter_string="params.lr = '0.1' AND metrics.loss > 0.1", order_by=["metrics.loss DESC"])
+    out["frame"] = list(frame["tags.mlflow.runName"])
+    listed = mlflow.search_runs(order_by=["params.lr ASC", "attributes.run_name DESC"], output_format="list")
+    out["ordered"] = [r.info.run_name for r in listed]
+    pages, token = [], None
+    while True:
+        page = client.search_runs([experiment.experiment_id], max_results=2, order_by=["metrics.loss"], page_token=token)
+        pages.append([r.info.run_name for r in page])
+        token = page.token
+        if not token:
+            break
+    out["pages"] = pages
+    try:
+        mlflow.search_runs(filter_string="metrics.loss ~ 1")
+    except MlflowException as exc:
+        out["bad_filter"] = [exc.error_code, exc.message]
+    with mlflow.start_run(run_id=ids["a"]):
+        mlflow.log_param("lr", "0.1")  # the same value again: fine
+        try:
+            mlflow.log_param("lr", "0.5")
+        except MlflowException as exc:
+            out["relog"] = [exc.error_code, exc.message]
+        mlflow.set_tag("mlflow.runName", "a-renamed")
+    client.update_run(ids["b"], name="b-renamed")
+    client.delete_run(ids["c"])
+    out["after_delete"] = sorted(r.info.run_name for r in client.search_runs([experiment.experiment_id]))
+    out["deleted_stage"] = client.get_run(ids["c"]).info.lifecycle_stage
+    client.restore_run(ids["c"])
+    out["after_restore"] = sorted(r.info.run_name for r in client.search_runs([experiment.experiment_id]))
+    print(json.dumps(out))
+    """
+)
+
+
+def test_the_real_mlflow_client_searches_renames_and_deletes(transactional_db, alice, tmp_path):
+    pytest.importorskip("mlflow")
+    with web_server(tmp_path / "web.log") as base:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+            "MLFLOW_TRACKING_URI": base,
+            "MLFLOW_TRACKING_TOKEN": create_api_token(alice),
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", SEARCH_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+        )
+    assert done.returncode == 0, done.stderr[-4000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["frame"] == ["a", "c"]
+    assert seen["ordered"] == ["b", "c", "a"]  # "0.01" < "0.1" as text, then names descending
+    assert seen["pages"] == [["b", "c"], ["a"]]
+    assert seen["bad_filter"][0] == "INVALID_PARAMETER_VALUE" and "comparator" in seen["bad_filter"][1]
+    assert seen["relog"][0] == "INVALID_PARAMETER_VALUE" and "Changing param values" in seen["relog"][1]
+    assert seen["after_delete"] == ["a-renamed", "b-renamed"] and seen["deleted_stage"] == "deleted"
+    assert seen["after_restore"] == ["a-renamed", "b-renamed", "c"]
+    assert Run.objects.get(pk=seen["ids"]["c"]).archived is False
