@@ -293,3 +293,41 @@ def test_the_run_page_shows_an_external_runs_params_not_the_trainers_defaults(cl
     html = page.content.decode()
     assert "params.optim.lr" in html and "params.bs" in html
     assert "model.d_model" not in html
+
+
+def test_checkpoint_events_are_listed_as_external_never_read_downloaded_or_evaluated(
+    api, client_for, dave, external
+):
+    from django.urls import reverse
+
+    from webapp.evals.selectors import checkpoints_of_project
+    from webapp.runs.models import Checkpoint
+
+    # A folder at the reported path under the run directory is still never offered: the path
+    # names a place on the client's machine, and Runwright never resolves a client's path.
+    (external.run_dir / "checkpoints" / "step_000010").mkdir(parents=True)
+    (external.run_dir / "checkpoints" / "step_000010" / "model.pt").write_bytes(b"x" * 100)
+    events = [
+        {"seq": 1, "type": "checkpoint", "step": 10, "path": "checkpoints/step_000010"},
+        {"seq": 2, "type": "checkpoint", "step": 20, "path": "/home/ana/../../etc/passwd"},
+    ]
+    for _ in range(2):  # a resend: the same two rows
+        response = api(dave, "POST", f"/api/v1/runs/{external.id}/events", {"events": events})
+        assert response.status_code == 200, response.json()
+    rows = list(Checkpoint.every.filter(run=external).values_list("step", "path", "external"))
+    assert rows == [(10, "checkpoints/step_000010", True), (20, "/home/ana/../../etc/passwd", True)]
+    assert not Checkpoint.objects.filter(run=external).exists()  # nothing to evaluate, resume or sample
+    assert checkpoints_of_project(dave, external.project) == []
+
+    client = client_for(dave)
+    panel = client.get(reverse("runs:checkpoints", args=[external.id])).content.decode()
+    assert panel.count("external, not downloadable") == 2 and "/home/ana/../../etc/passwd" in panel
+    assert "Download" not in panel and "Evaluate" not in panel and "Export to HF" not in panel
+    for step in (10, 20):
+        assert client.get(reverse("runs:checkpoint_download", args=[external.id, step])).status_code == 404
+
+
+def test_a_checkpoint_path_too_long_is_a_400_naming_it(api, dave, external):
+    events = [{"seq": 1, "type": "checkpoint", "step": 1, "path": "c" * 501}]
+    response = api(dave, "POST", f"/api/v1/runs/{external.id}/events", {"events": events})
+    assert response.status_code == 400 and "500 characters" in response.json()["errors"]["events[0].path"]
