@@ -1,4 +1,5 @@
-"""The Fleet page in a browser: hosts and GPUs listed, one utilisation chart per host drawn."""
+"""The Fleet page in a browser: hosts and GPUs listed, one utilisation chart per host drawn, and the
+page following its stream as hosts beat (new samples, a lease moved) and register."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ def test_fleet_page_lists_hosts_and_draws_utilisation(alice_project, start_serve
     )
     base = start_servers()
     page, js_errors = chromium
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
     log_in(page, base)
     page.goto(f"{base}/fleet/")
     page.wait_for_function("() => document.querySelectorAll('#fleet-charts .js-plotly-plot').length === 1")
@@ -46,5 +49,20 @@ def test_fleet_page_lists_hosts_and_draws_utilisation(alice_project, start_serve
     assert traces == ["gpu0 util", "gpu1 util"]
     assert page.locator("[data-host='gpu-a@rack1'] [data-gpu='0'] a").inner_text() == "placed run"
     assert "needs 16 × GPU: no alive host has that many" in page.locator("#fleet-queue").inner_text()
-    page.screenshot(path="/tmp/runwright-fleet.png", full_page=True)
+    page.screenshot(path="/tmp/runwright-fleetui-fleet.png", full_page=True)
+
+    # A beat with a new sample and the lease moved to GPU 1, then a new host: the page follows.
+    points = page.evaluate("() => document.querySelector('#fleet-charts .js-plotly-plot').data[0].x.length")
+    services.beat_host(big.name, {"util": [0.05, 0.99]}, {"0": None, "1": run.pk})
+    services.register_host(name="gpu-c@rack2", queue="host.gpu-c", gpus=gpus[:1])
+    page.wait_for_selector("[data-host='gpu-a@rack1'] [data-gpu='1'] a", timeout=15_000)
+    page.wait_for_selector("#fleet-hosts [data-host='gpu-c@rack2']", timeout=15_000)
+    assert page.locator("[data-host='gpu-a@rack1'] [data-gpu='0']").inner_text().endswith("free")
+    page.wait_for_function(
+        f"() => document.querySelector('#fleet-charts .js-plotly-plot').data[0].x.length > {points}",
+        timeout=15_000,
+    )
+    assert any(url.endswith("/fleet/stream?hours=6") for url in asked)
+    assert not any("/fleet/data" in url for url in asked)  # followed, not polled
+    page.screenshot(path="/tmp/runwright-fleetui-fleet-live.png", full_page=True)
     assert js_errors == []

@@ -5,25 +5,21 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.accounts.models import Team
 from webapp.fleet import selectors, services
-from webapp.input_errors import InputError
+from webapp.fleet.stream import CHART_HOURS, chart_hours, fleet_state
+from webapp.input_errors import InputError, input_errors_as_json
 from webapp.runs.assets import plotly_js_url
-from webapp.whole_numbers import parse_whole_number
-
-CHART_HOURS = (1, 6, 24)
 
 
 @login_required
 @require_GET
 def fleet(request: HttpRequest) -> HttpResponse:
-    hours = parse_whole_number(request.GET.get("hours", "6"))
-    if hours is None or not 1 <= hours <= 24:
-        raise InputError({"hours": "must be a whole number of hours from 1 to 24"})
+    hours = chart_hours(request.GET.get("hours"))
     return render(
         request,
         "fleet/fleet.html",
@@ -37,6 +33,14 @@ def fleet(request: HttpRequest) -> HttpResponse:
             "plotly_url": plotly_js_url(),
         },
     )
+
+
+@login_required
+@require_GET
+@input_errors_as_json
+def data(request: HttpRequest) -> JsonResponse:
+    """What the Fleet page polls where its stream cannot be held: the state the stream sends."""
+    return JsonResponse(fleet_state(request.user, chart_hours(request.GET.get("hours"))))
 
 
 @login_required

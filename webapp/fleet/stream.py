@@ -1,0 +1,80 @@
+"""The Fleet page's live updates: hosts, GPUs, the queue and utilisation as a person sees them.
+
+Each heartbeat of a host (``workers.fleet``, which also reads who holds each GPU's lease) and
+each registration or clean shutdown announce on the ``fleet`` channel (``announce_fleet_change``);
+the page's stream (``webapp.state_stream``) reads the fleet again then, and every
+``IDLE_SECONDS`` besides (placements the scheduler writes between beats). The state is the
+page's own sections rendered by their templates, and the charts' data, so the page swaps them
+in as they are; it polls ``fleet:data`` (the same state) where a stream cannot be held.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET
+
+from webapp import live
+from webapp.fleet import selectors
+from webapp.input_errors import InputError
+from webapp.state_stream import state_events
+from webapp.whole_numbers import parse_whole_number
+
+log = logging.getLogger(__name__)
+
+FLEET_CHANNEL = "fleet"
+CHART_HOURS = (1, 6, 24)
+# Placements and releases announce nothing of their own: the stream looks this often anyway.
+IDLE_SECONDS = 5.0
+
+
+def announce_fleet_change(host: str) -> None:
+    """Say on the ``fleet`` channel that ``host`` beat, registered or left (committed already).
+
+    A Redis outage is logged only: the page's stream also reads the fleet when idle.
+    """
+    if not live.enabled():
+        return
+    try:
+        live.publish_to(FLEET_CHANNEL, {"host": host})
+    except Exception:
+        log.warning("could not announce a change of host %s", host, exc_info=True)
+
+
+def chart_hours(raw: str | None) -> int:
+    """The utilisation window asked for (``?hours=``), 6 by default; a field error otherwise."""
+    hours = parse_whole_number(raw if raw is not None else "6")
+    if hours is None or not 1 <= hours <= 24:
+        raise InputError({"hours": "must be a whole number of hours from 1 to 24"})
+    return hours
+
+
+def fleet_state(user: AbstractBaseUser, hours: int) -> dict[str, Any]:
+    """What the page shows that changes: the hosts and queue sections, rendered, and the charts."""
+    return {
+        "hosts_html": render_to_string("fleet/_hosts.html", {"hosts": selectors.fleet_for(user)}),
+        "queue_html": render_to_string("fleet/_queue.html", {"queue": selectors.queue_for(user)}),
+        "charts": selectors.utilisation_for(hours),
+        "hours": hours,
+    }
+
+
+@require_GET
+async def fleet_stream(request: HttpRequest) -> HttpResponse:
+    """SSE: the fleet's state as it changes (the page polls ``fleet_data`` where a stream cannot be held).
+
+    A visitor not logged in gets a 401: an EventSource cannot follow a redirect to the login page.
+    """
+    user = await request.auser()
+    if not user.is_authenticated:
+        return JsonResponse({"error": "log in first"}, status=401)
+    hours = chart_hours(request.GET.get("hours"))
+    body = state_events(FLEET_CHANNEL, lambda: fleet_state(user, hours), idle_seconds=IDLE_SECONDS)
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
+    return response
