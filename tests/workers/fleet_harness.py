@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,13 +52,20 @@ def runs_dir():
     return settings.RUNS_DIR  # shared with the workers
 
 
-@contextlib.contextmanager
-def fleet_worker(
+@dataclass
+class Worker:
+    """One started worker playing a host: the name it registers under, its process and log."""
+
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+
+
+def start_worker(
     tmp_path: Path, name: str, gpus: str, model: str, scheduler_queue: str, cache: Path, **extra_env: str
-) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A worker playing one GPU host; yields (its registered name, its process)."""
+) -> Worker:
+    """Start a worker playing one GPU host (without waiting for it to join the fleet)."""
     node = f"{name}-{uuid.uuid4().hex[:6]}"
-    hostname = f"{node}@fleet"
     host_queue = f"host-{node}"
     log_path = tmp_path / f"{node}.log"
     argv = [
@@ -76,7 +84,7 @@ def fleet_worker(
         "--loglevel",
         "info",
         "--hostname",
-        hostname,
+        f"{node}@fleet",
         "--without-gossip",
         "--without-mingle",
     ]
@@ -103,12 +111,41 @@ def fleet_worker(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    return Worker(f"{node}@fleet", proc, log_path)
+
+
+@contextlib.contextmanager
+def fleet_workers(
+    tmp_path: Path,
+    names: list[str],
+    gpus: str,
+    model: str,
+    scheduler_queue: str,
+    cache: Path,
+    **extra_env: str,
+) -> Iterator[list[Worker]]:
+    """Workers playing one GPU host each, started at once; yields them once all joined the fleet."""
+    workers: list[Worker] = []
     try:
-        service_processes.wait_for_text(log_path, "joined the fleet", proc, f"worker {node}")
-        yield hostname, proc
+        for name in names:
+            workers.append(start_worker(tmp_path, name, gpus, model, scheduler_queue, cache, **extra_env))
+        for w in workers:
+            service_processes.wait_for_text(w.log_path, "joined the fleet", w.proc, f"worker {w.name}")
+        yield workers
     finally:
-        service_processes.stop_group(proc)
-        print(log_path.read_text(errors="replace")[-3000:])
+        for w in workers:
+            service_processes.stop_group(w.proc)
+        for w in workers:
+            print(w.log_path.read_text(errors="replace")[-3000:])
+
+
+@contextlib.contextmanager
+def fleet_worker(
+    tmp_path: Path, name: str, gpus: str, model: str, scheduler_queue: str, cache: Path, **extra_env: str
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A worker playing one GPU host; yields (its registered name, its process)."""
+    with fleet_workers(tmp_path, [name], gpus, model, scheduler_queue, cache, **extra_env) as (worker,):
+        yield worker.name, worker.proc
 
 
 @pytest.fixture

@@ -17,13 +17,13 @@ from pathlib import Path
 import fleet_harness
 import psutil
 import pytest
-from fleet_harness import final, fleet_worker, launch, wait_until
+from fleet_harness import final, fleet_workers, launch, wait_until
 
 from modelcore.config import RunConfig
 from modelcore.launch import launch_command
 from webapp.fleet.models import Host, NodeShare, Placement, ShareState
 from webapp.runs.models import Run, RunAttempt, RunStatus
-from workers import job_processes, sweep
+from workers import job_processes
 from workers.jobs import engine_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -77,16 +77,11 @@ def tagged_alive(run: Run) -> list[psutil.Process]:
 
 
 def test_two_nodes_of_one_process_train_as_one_node_of_two(scheduler_queue, member, tmp_path, corpus_cache):
-    with (
-        fleet_worker(tmp_path, "node-a", "0", "NVIDIA H100", scheduler_queue, corpus_cache, **CPU_RANKS) as (
-            a,
-            _,
-        ),
-        fleet_worker(tmp_path, "node-b", "0", "NVIDIA H100", scheduler_queue, corpus_cache, **CPU_RANKS) as (
-            b,
-            _,
-        ),
-    ):
+    names = ["node-a", "node-b"]
+    with fleet_workers(
+        tmp_path, names, "0", "NVIDIA H100", scheduler_queue, corpus_cache, **CPU_RANKS
+    ) as hosts:
+        a, b = (w.name for w in hosts)
         run = launch(member, "two-nodes", steps=STEPS, overrides=TWO_NODES)
         run = final(run)
         assert run.status == RunStatus.COMPLETED, run.error
@@ -106,3 +101,49 @@ def test_two_nodes_of_one_process_train_as_one_node_of_two(scheduler_queue, memb
     assert sorted(two_nodes) == sorted(one_node) == list(range(1, STEPS + 1))
     for step, loss in one_node.items():
         assert abs(two_nodes[step] - loss) <= 1e-4, (step, two_nodes[step], loss)
+
+
+def test_a_node_whose_worker_is_killed_makes_the_run_lost_and_it_resumes_on_other_hosts(
+    scheduler_queue, member, tmp_path, corpus_cache
+):
+    names = ["node-a", "node-b", "spare"]
+    with fleet_workers(
+        tmp_path, names, "0", "NVIDIA H100", scheduler_queue, corpus_cache, **CPU_RANKS
+    ) as hosts:
+        by_name = {w.name: w for w in hosts}
+        overrides = {**TWO_NODES, "train": {"checkpoint_every": 3, "cancel_grace_s": 5}}
+        run = launch(member, "node-lost", steps=40, max_restarts=1, overrides=overrides)
+
+        def checkpointed():
+            run.refresh_from_db()
+            return run.status == RunStatus.RUNNING and run.checkpoints.filter(step__gte=3).exists()
+
+        wait_until("a checkpoint of the two-node run", checkpointed)
+        share = NodeShare.objects.select_related("host", "placement__host").get(placement_id=run.pk)
+        first, second = share.placement.host.name, share.host.name
+        assert share.state == ShareState.RUNNING
+        first_attempt = tagged_alive(run)  # both nodes' launchers and ranks
+        assert len(first_attempt) >= 4, first_attempt
+        os.killpg(by_name[second].proc.pid, signal.SIGKILL)  # node 1's host is gone: no goodbye
+        by_name[second].proc.wait(timeout=20)
+
+        def first_ended():
+            return RunAttempt.objects.filter(run=run, number=1).exclude(status="").first()
+
+        attempt = wait_until("the first attempt to end", first_ended, timeout=60)
+        assert attempt.status == RunStatus.LOST and "node 1" in attempt.reason, attempt.reason
+        # Node 0's supervisor stopped its ranks, node 1's died with their worker: none is left.
+        _, alive = psutil.wait_procs(first_attempt, timeout=10)
+        assert not alive, alive
+        # train.max_restarts resumes it (the supervisor that wrote lost queued it again); node 1's
+        # host is silent, so the second attempt spans the two others.
+        run = final(run, attempt=2)
+        assert run.status == RunStatus.COMPLETED and run.attempt == 2, run.error
+        placement = Placement.objects.get(pk=run.pk)
+        share = NodeShare.objects.get(placement=placement)
+        # The second attempt spans the two hosts still alive and starts from the checkpoint.
+        assert {placement.host.name, share.host.name} == set(by_name) - {second}
+        assert (share.attempt, share.state) == (2, ShareState.COMPLETED), share.error
+        assert RunAttempt.objects.get(run=run, number=2).from_step >= 3
+        assert first in {placement.host.name, share.host.name}
+    assert not tagged_alive(run)
