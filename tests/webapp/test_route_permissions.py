@@ -385,6 +385,21 @@ MATRIX: dict[str, Route] = {
         api=True,
     ),
     "api:token": Route(alice_token, {"DELETE": Access(204, 404, 404, 401)}, api=True),
+    # --- the API's schema and docs page: public, they describe the API and hold no data ---
+    "api:openapi_json": Route(none, {"GET": Access(200, 200, 200, 200)}, public=True, api=True),
+    "api:docs": Route(none, {"GET": Access(200, 200, 200, 200)}, public=True, api=True),
+    # --- fleet (read-only): hosts are seen by everyone signed in, other teams' runs unnamed ---
+    "api:fleet_hosts": Route(none, {"GET": Access(200, 200, 200, 401)}, api=True),
+    # --- sampling and export over the API: the world's checkpoint is not on disk (400 naming
+    # the step, after the role); the world's export job has ended (a cancel is a 400) ---
+    "api:run_samples": Route(
+        run, {"GET": api_read(), "POST": api_write(400)}, body=lambda w: {"step": 20, "prompt": "Hi"}, api=True
+    ),
+    "api:run_exports": Route(run, {"POST": api_write(400)}, body=lambda w: {"step": 20}, api=True),
+    "api:sample_job": Route(lambda w: {"job_id": w["sample_job"].id}, {"GET": api_read()}, api=True),
+    "api:sample_job_cancel": Route(
+        lambda w: {"job_id": w["sample_job"].id}, {"POST": api_write(400)}, api=True
+    ),
 }
 
 

@@ -1,24 +1,33 @@
-"""Bearer-token authentication and JSON error handling for the API views.
+"""Who calls the API: a bearer token (or, for a few read-only helpers, the logged-in browser).
 
-Refused input (``webapp.input_errors.InputError``, the config's ``ConfigError``) is a 400
-naming the fields, answered by ``input_errors_as_json`` like the pages' JSON endpoints.
+``ApiAuth`` is the ninja auth of every operation. After the caller is known it runs the
+operation's ``guard`` (the object lookup, and the role a write needs) before ninja reads a
+query parameter or the body, so another team's object is a 404 and a viewer's write a 403
+whatever the request carries: a malformed body tells Charlie nothing.
+
+CSRF does not apply: a bearer token is not sent by a browser on its own, unlike a cookie,
+and the session is accepted only where nothing changes (the new-run form's estimate).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
+from django.http import HttpRequest
+from ninja.security import HttpBearer
 
 from webapp.accounts.services import token_for_secret
-from webapp.input_errors import input_errors_as_json
 
 # What a read-only token may send; every other method writes.
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
+
+# Looks up what the path names (raising Http404 or PermissionDenied); the path's converted kwargs.
+Guard = Callable[..., Any]
+
+
+class ReadOnlyToken(Exception):
+    """A write sent with a read-only token: a 403 that says so."""
 
 
 def bearer_secret(request: HttpRequest) -> str:
@@ -26,56 +35,32 @@ def bearer_secret(request: HttpRequest) -> str:
     return secret.strip() if scheme.lower() == "bearer" else ""
 
 
-def api_view(methods: tuple[str, ...], *, allow_session: bool = False) -> Callable:
-    """Token-authenticated JSON view: 401/403/404/405/400 always come back as JSON, never as a page.
+class ApiAuth(HttpBearer):
+    """A usable token's user (an expired or revoked token is refused like an unknown one)."""
 
-    CSRF does not apply: a bearer token is not sent by a browser on its own, unlike a
-    cookie. ``allow_session`` also accepts the logged-in browser, only for views that
-    change nothing (the new-run form's estimate).
-    """
+    def __init__(self, *, allow_session: bool = False, guard: Guard | None = None) -> None:
+        self.allow_session = allow_session
+        self.guard = guard
+        super().__init__()
 
-    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        answer = input_errors_as_json(view)
+    def __call__(self, request: HttpRequest) -> Any:
+        secret = bearer_secret(request)
+        token = token_for_secret(secret)
+        user = token.user if token else None
+        if user is None and not secret and self.allow_session and request.user.is_authenticated:
+            user = request.user
+        if user is None:
+            return None  # ninja answers AuthenticationError: a 401 (webapp.api.errors)
+        if token is not None and token.read_only and request.method not in READ_METHODS:
+            raise ReadOnlyToken(f"this token is read-only: {request.method} needs a token with write access")
+        request.user = user
+        if self.guard is not None:
+            match = request.resolver_match
+            self.guard(request, **(match.kwargs if match else {}))
+        return user
 
-        @csrf_exempt
-        @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method not in methods:
-                response = JsonResponse({"error": f"method {request.method} not allowed"}, status=405)
-                response["Allow"] = ", ".join(methods)
-                return response
-            secret = bearer_secret(request)
-            token = token_for_secret(secret)
-            user = token.user if token else None
-            if user is None and not secret and allow_session and request.user.is_authenticated:
-                user = request.user
-            if user is None:
-                # An expired or revoked token is refused like an unknown one, at once.
-                response = JsonResponse(
-                    {
-                        "error": "authentication required: send 'Authorization: Bearer <token>' with a "
-                        "valid token (create one on your account's tokens page, or with "
-                        "`python manage.py create_token USERNAME`)"
-                    },
-                    status=401,
-                )
-                response["WWW-Authenticate"] = 'Bearer realm="runwright"'
-                return response
-            if token is not None and token.read_only and request.method not in READ_METHODS:
-                return JsonResponse(
-                    {"error": f"this token is read-only: {request.method} needs a token with write access"},
-                    status=403,
-                )
-            request.user = user
-            try:
-                return answer(request, *args, **kwargs)
-            except Http404:
-                return JsonResponse({"error": "not found"}, status=404)
-            except PermissionDenied as exc:
-                return JsonResponse({"error": str(exc) or "permission denied"}, status=403)
+    def authenticate(self, request: HttpRequest, token: str) -> Any:  # pragma: no cover - __call__ decides
+        raise NotImplementedError
 
-        # What the route accepts, for the tests that walk every API route with every method.
-        wrapper.api_methods = methods  # type: ignore[attr-defined]
-        return wrapper
 
-    return decorate
+TOKEN = ApiAuth()

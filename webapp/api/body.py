@@ -15,6 +15,7 @@ from collections.abc import Collection
 from typing import Any
 
 from django.http import HttpRequest
+from ninja.parser import Parser
 
 from webapp.input_errors import InputError
 from webapp.whole_numbers import BIGINT_MAX, BIGINT_MIN
@@ -66,6 +67,23 @@ def json_list(
     if errors:
         raise InputError(dict(list(errors.items())[:MAX_ERRORS]))
     return data[field], data
+
+
+class StrictJsonParser(Parser):
+    """ninja's body parser: a JSON object checked whole (``json_object`` less the field names).
+
+    The typed request model then names unknown fields and wrong types; what it cannot see
+    (NaN, NUL, lone surrogates, BIGINT overflow, absurd depth) is refused here.
+    """
+
+    def parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        data = _parse(request)
+        if not isinstance(data, dict):
+            raise body_error('the body must be a JSON object, e.g. {"name": "..."}')
+        errors = _value_problems(data)
+        if errors:
+            raise InputError(errors)
+        return data
 
 
 def _parse(request: HttpRequest) -> Any:
