@@ -393,7 +393,10 @@ MATRIX: dict[str, Route] = {
     # --- sampling and export over the API: the world's checkpoint is not on disk (400 naming
     # the step, after the role); the world's export job has ended (a cancel is a 400) ---
     "api:run_samples": Route(
-        run, {"GET": api_read(), "POST": api_write(400)}, body=lambda w: {"step": 20, "prompt": "Hi"}, api=True
+        run,
+        {"GET": api_read(), "POST": api_write(400)},
+        body=lambda w: {"step": 20, "prompt": "Hi"},
+        api=True,
     ),
     "api:run_exports": Route(run, {"POST": api_write(400)}, body=lambda w: {"step": 20}, api=True),
     "api:sample_job": Route(lambda w: {"job_id": w["sample_job"].id}, {"GET": api_read()}, api=True),
