@@ -39,10 +39,22 @@ def create_project(
         if len(teams) > 1:
             raise InputError({"team": "you are in several teams; choose one"})
         team = teams[0] if teams else ensure_personal_team(user)
-    require_role(user, team.id, Role.MEMBER)
-    if Project.objects.filter(team=team, name=name).exists():
-        raise InputError({"name": f"team {team.name} already has a project named {name!r}"})
-    return Project.objects.create(team=team, name=name, description=description.strip(), created_by=user)
+    # The team's row is locked as delete_team locks it: a delete at the same moment either
+    # ends first (the team is gone: a field error, not the foreign key's IntegrityError) or
+    # waits and then finds this project and refuses. Two creates of one name queue here too.
+    locked = lock_team(team)
+    require_role(user, locked.id, Role.MEMBER)
+    if Project.objects.filter(team=locked, name=name).exists():
+        raise InputError({"name": f"team {locked.name} already has a project named {name!r}"})
+    return Project.objects.create(team=locked, name=name, description=description.strip(), created_by=user)
+
+
+def lock_team(team: Team, field: str = "team") -> Team:
+    """``team``'s row, locked until the caller's transaction ends; gone is a field error."""
+    locked = Team.objects.select_for_update().filter(pk=team.pk).first()
+    if locked is None:
+        raise InputError({field: f"team {team.name} no longer exists (it was just deleted)"})
+    return locked
 
 
 @transaction.atomic
@@ -53,6 +65,7 @@ def move_project(*, user: AbstractBaseUser, project: Project, team: Team) -> Pro
         raise InputError({"team": "you can move a project only to a team you administer"})
     if team.id == project.team_id:
         raise InputError({"team": f"the project is already in {team.name}"})
+    team = lock_team(team)  # as in create_project: a team deleted meanwhile is a field error
     if Project.objects.filter(team=team, name=project.name).exists():
         raise InputError({"team": f"team {team.name} already has a project named {project.name!r}"})
     source = project.team
