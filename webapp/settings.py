@@ -153,6 +153,10 @@ OPEN_SIGNUP = env_bool("RUNWRIGHT_OPEN_SIGNUP", False)
 # Alert webhooks may go to loopback/private/link-local addresses only when the operator says so
 # (a receiver on the same network); otherwise public addresses only (webapp.alerts.egress).
 WEBHOOK_ALLOW_PRIVATE = env_bool("RUNWRIGHT_WEBHOOK_ALLOW_PRIVATE", False)
+# A PEM file of certificate authorities an HTTPS webhook receiver may also be signed by (an
+# internal CA, or a receiver's own self-signed certificate), trusted beside the system's; the
+# certificate and its host name are verified either way. Read by the worker when it sends.
+WEBHOOK_CA_BUNDLE = env_str("RUNWRIGHT_WEBHOOK_CA_BUNDLE")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
