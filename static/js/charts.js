@@ -152,6 +152,14 @@ rw.upsertPoints = function (div, index, pairs) {
   Plotly.restyle(div, { x: [merged.x], y: [merged.y] }, [index]);
 };
 
+// How many points a chart of ``div`` can show: a min and a max per pixel column, within the
+// server's 100..2000. Asking for no more than that lets a long series be read from coarser
+// summaries (a 600-pixel panel: 1,200 points, a few times less work for the server than 2,000).
+rw.chartPoints = function (div) {
+  const width = div.clientWidth || 1000;
+  return Math.max(100, Math.min(2000, 2 * Math.ceil(width)));
+};
+
 // Reads series JSON from ``url`` with query ``params`` ([[name, value], ...]) and a step
 // ``window`` ({} or {since, until}); throws on an HTTP error.
 rw.fetchSeries = async function (url, params, window) {
@@ -172,7 +180,8 @@ function hexToRgba(color, alpha) {
 // One chart of server-side series, the same on the run page and the comparison page:
 // ``load(window, need)`` answers {series: [...]} for a step window ({} for the whole run;
 // ``need.times``: each series with its points' unix times), ``traces(data)`` makes the
-// chart's traces (x: steps, y: raw values) and ``layout(data)`` its layout. ``draw`` reads
+// chart's traces (x: steps, y: raw values) and ``layout(data)`` its layout; ``need.points``
+// is how many points the chart can show (rw.chartPoints), which ``load`` passes on. ``draw`` reads
 // and plots (a newer draw or zoom wins over a slower answer), a zoom re-reads the finer
 // points of the visible range (rw.spliceZoom), and ``append`` merges live points by step.
 //
@@ -192,7 +201,8 @@ rw.seriesChart = function (div, load, traces, layout, options) {
   let pending = [];  // live points that came while the first read was under way: [traceKey, pairs]
   let tokens = null;  // the tokens-seen curve(s), read once when the axis first needs them
   const view = { smoothing: 0, logY: false, x: "step" };
-  const need = () => ({ times: rw.xModes[view.x].needs === "times" });
+  let drawnPoints = 0;  // the points the last whole-range read asked for
+  const need = () => ({ times: rw.xModes[view.x].needs === "times", points: rw.chartPoints(div) });
 
   function contextOf(i) {
     const curve = Array.isArray(tokens) ? tokens[i] : tokens;
@@ -278,7 +288,9 @@ rw.seriesChart = function (div, load, traces, layout, options) {
     draw: async function () {
       const mine = ++draws;
       await ensureTokens();
-      const data = await load({}, need());
+      const asked = need();
+      const data = await load({}, asked);
+      drawnPoints = asked.points;
       if (mine !== draws) return null;
       base = traces(data).map((t, i) => ({ ...t, times: (data.series[i] || {}).times }));
       baseLayout = layout(data);
@@ -314,6 +326,12 @@ rw.seriesChart = function (div, load, traces, layout, options) {
       if (need().times && !timesBefore && base.some((t) => t.x.length && !t.times)) { await chart.draw(); return; }
       await ensureTokens();
       render();
+    },
+    // Read again when the chart has grown wider than its points (full screen), unless zoomed.
+    sharpen: function () {
+      if (base && rw.chartPoints(div) > drawnPoints && !Object.keys(chart.visibleWindow()).length) {
+        chart.draw().catch(() => {});
+      }
     },
     // The visible step range ({since, until} as the series endpoints take them), {} for all.
     visibleWindow: function () {
@@ -376,7 +394,11 @@ rw.panelControls = function (bar, chart, name, csvUrl, onChange, initial) {
     if (document.fullscreenElement) document.exitFullscreen();
     else if (panel.requestFullscreen) panel.requestFullscreen();
   });
-  panel.addEventListener("fullscreenchange", () => setTimeout(() => chart.div.data && Plotly.Plots.resize(chart.div), 50));
+  panel.addEventListener("fullscreenchange", () => setTimeout(function () {
+    if (!chart.div.data) return;
+    Plotly.Plots.resize(chart.div);
+    chart.sharpen();
+  }, 50));
 };
 
 // A step window as query parameters of a download URL.

@@ -44,7 +44,8 @@
   try { views = JSON.parse(localStorage.getItem(storeKey)) || {}; } catch (err) { views = {}; }
   function chartOf(div, name) {
     const load = (window, need) => rw.fetchSeries(div.dataset.seriesUrl,
-      [...runParams, ["key", div.dataset.key], ...(need && need.times ? [["times", "1"]] : [])], window);
+      [...runParams, ["key", div.dataset.key], ...(need ? [["points", need.points]] : []),
+       ...(need && need.times ? [["times", "1"]] : [])], window);
     const layout = (data) => {
       const empty = !data.series.some((s) => s.steps.length);
       return rw.chartLayout(div.dataset.key, true, empty ? "no points for " + div.dataset.key : "");

@@ -128,7 +128,7 @@
     panel.node = node;
     panel.chart = rw.seriesChart(
       div,
-      (window, need) => rw.fetchSeries(seriesUrl, [...panel.keys.map((k) => ["key", k]), ...(need.times ? [["times", "1"]] : [])], window),
+      (window, need) => rw.fetchSeries(seriesUrl, [...panel.keys.map((k) => ["key", k]), ["points", need.points], ...(need.times ? [["times", "1"]] : [])], window),
       (data) => data.series.map((s, i) => ({
         x: s.steps, y: s.values, name: s.key, mode: "lines", connectgaps: false,
         line: { width: 2, color: palette[i % palette.length] },

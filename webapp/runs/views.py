@@ -14,7 +14,14 @@ from webapp.accounts.models import Role
 from webapp.accounts.permissions import has_role, require_role
 from webapp.fleet.selectors import placement_of
 from webapp.input_errors import InputError, input_errors_as_json
-from webapp.metrics.selectors import keys_for_run, latest_point_seq, latest_values, point_times, series
+from webapp.metrics.selectors import (
+    DEFAULT_MAX_POINTS,
+    keys_for_run,
+    latest_point_seq,
+    latest_values,
+    point_times,
+    series,
+)
 from webapp.projects.selectors import project_for
 from webapp.runs.actions import available_actions
 from webapp.runs.assets import plotly_js_url
@@ -41,6 +48,7 @@ from webapp.whole_numbers import parse_whole_number
 CHART_KEYS = ("train/loss", "val/loss")
 # A panel draws one line per key of its group (experts of a layer, ranks of a machine).
 MAX_KEYS_PER_CHART = 32
+MIN_CHART_POINTS = 100  # the fewest points a chart may ask for (?points=)
 # The run header's figures, from each key's latest point.
 HEADER_KEYS = ("perf/tokens_per_s", "perf/mfu", "perf/tokens_seen", "perf/step_time_s", "train/lr")
 
@@ -292,10 +300,17 @@ async def run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 def _step_window(request: HttpRequest) -> dict[str, int | None]:
-    """``since`` (exclusive) and ``until`` (inclusive) steps of a zoomed chart, as series() takes them."""
+    """``since`` (exclusive) and ``until`` (inclusive) steps of a zoomed chart, and ``points``, as series() takes them.
+
+    ``points``: how many points the chart can show (two a pixel column: its min and max),
+    kept within 100..2000. A 600-pixel panel asks for 1,200, which lets a million-step series
+    be read from summary buckets 8 times coarser than 2,000 would (metrics.selectors).
+    """
+    points = _int_param(request, "points", DEFAULT_MAX_POINTS)
     return {
         "since_step": _int_param(request, "since", None),
         "until_step": _int_param(request, "until", None),
+        "max_points": min(DEFAULT_MAX_POINTS, max(MIN_CHART_POINTS, points)),
     }
 
 
