@@ -113,3 +113,71 @@ def test_the_writer_shortens_a_huge_traceback_to_fit_a_line(tmp_path: Path) -> N
         w.status("failed", error="frame\n" * 400_000 + "RuntimeError: the end")
     [event] = read_events(tmp_path / EVENTS_FILE).events
     assert event["error"].startswith("[…] ") and event["error"].endswith("RuntimeError: the end")
+
+
+# Lines the fast parser (orjson) and json read differently, or refuse differently: each must
+# come out of read_events as json alone would read it.
+TRICKY_LINES = [
+    b'{"seq": 1, "time": 1.5, "type": "metric", "step": 3, "values": {"a": 1.0, "b": null, "c": 2}}',
+    b'{"seq": 2, "type": "metric", "step": 3, "values": {"a": NaN, "b": Infinity, "c": -Infinity}}',
+    b'{"seq": 3, "type": "metric", "step": 3, "values": {"a": 1e999, "b": -1e400}}',
+    b'{"seq": 4, "type": "metric", "step": 3, "values": {"a": 123456789012345678901234567890}}',
+    b'{"seq": 123456789012345678901234567890, "type": "log", "message": "m"}',
+    b'{"seq": 6, "type": "metric", "step": 123456789012345678901234567890, "values": {}}',
+    b'{"seq": 7, "type": "metric", "step": -9223372036854775809, "values": {}}',
+    b'{"seq": 8, "type": "metric", "step": 9223372036854775808, "values": {}}',
+    b'{"seq": 9, "type": "metric", "step": 1000000000000000000, "values": {"a": 1e19}}',
+    b'{"seq": 10, "type": "status", "status": "completed", "tokens": 99999999999999999999999}',
+    b'{"seq": 11, "type": "log", "message": "\\ud800 and \\udc00", "level": "info"}',
+    b'{"seq": 12, "type": "log", "message": "\xed\xa0\x80"}',
+    b'{"seq": 13, "type": "metric", "step": 1, "values": {"\\ud800": 1.0, "a\\u0000b": 2.0, "\xc3\xa9": 3.0}}',
+    b'\xef\xbb\xbf{"seq": 14, "type": "log", "message": "after a byte order mark"}',
+    b'{"seq": 15, "type": "log", "message": "m", "seq": 16}',
+    b'{"seq": 17, "type": "metric", "step": 2.0, "values": {"a": true}}',
+    b'{"seq": 18, "type": "system", "values": {"a": 1, "b": -0.0, "c": 5e-324, "d": 2.5e-400}}',
+    b'{"seq": 19, "time": 1e999, "type": "log", "message": "m"}',
+    b'{"seq": 20, "time": 99999999999999999999999, "type": "log", "message": "m"}',
+    b'{"seq": 21, "type": "eval", "step": 4, "values": {"eval/x": 0.1000000000000000055511151231257827}}',
+    b'{"seq": 22, "type": "log", "message": "m"}\x00',
+    b'{"seq": 23, "type": "log", "message": "tab\there"}',
+    b'{"seq": 24, "type": "checkpoint", "step": 5, "path": "c", "extra": ' + b"[" * 300 + b"]" * 300 + b"}",
+    b'{"seq": 25, "type": "log", "message": "m", "x": ' + b"[" * 1010 + b"]" * 1010 + b"}",
+    b"[" * 5000 + b"]" * 5000,
+    b'{"seq": 26, "type": "sample", "step": 1, "samples": [{"prompt": "p", "text": "\\u0000t", "n": 1}]}',
+    b"null",
+    b'"a string"',
+    b"12",
+    b'  {"seq": 27, "type": "log", "message": "spaces around"}  \r',
+]
+
+
+def _read_all(path: Path) -> tuple[list[str], list[str]]:
+    """The events and bad lines of a file, by repr: an int and a float of one value differ, NaN equals itself."""
+    batch = read_events(path)
+    return [repr(e) for e in batch.events], [repr(b) for b in batch.bad_lines]
+
+
+def test_the_fast_parser_reads_every_line_as_json_does(tmp_path: Path, monkeypatch) -> None:
+    from modelcore import events
+
+    path = tmp_path / EVENTS_FILE
+    path.write_bytes(b"\n".join(TRICKY_LINES) + b"\n")
+    fast = _read_all(path)
+    monkeypatch.setattr(events, "orjson", None)
+    assert fast == _read_all(path)
+    assert len(fast[0]) > 10 and len(fast[1]) > 10  # both kinds are compared
+
+
+def test_a_long_integer_in_one_line_sends_only_that_line_to_json(tmp_path: Path, monkeypatch) -> None:
+    from modelcore import events
+
+    slow: list[bytes] = []
+    parse_slowly = events._parse_slowly
+    monkeypatch.setattr(events, "_parse_slowly", lambda line: slow.append(line) or parse_slowly(line))
+    with EventWriter(tmp_path) as w:
+        w.metric(1, {"a": 1.0})
+        w.status("running", tokens=10**25)
+        w.metric(2, {"a": 2.0})
+    batch = read_events(tmp_path / EVENTS_FILE)
+    assert [e["seq"] for e in batch.events] == [1, 2, 3] and batch.events[1]["tokens"] == 10**25
+    assert [json.loads(line)["seq"] for line in slow] == [2]
