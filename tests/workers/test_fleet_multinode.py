@@ -17,12 +17,14 @@ from pathlib import Path
 import fleet_harness
 import psutil
 import pytest
+from django.conf import settings
 from fleet_harness import final, fleet_workers, launch, wait_until
 
 from modelcore.config import RunConfig
 from modelcore.launch import launch_command
 from webapp.fleet.models import Host, NodeShare, Placement, ShareState
 from webapp.runs.models import Run, RunAttempt, RunStatus
+from webapp.runs.services import request_cancel
 from workers import job_processes
 from workers.jobs import engine_env
 
@@ -63,15 +65,19 @@ def one_node_losses(config: dict, run_dir: Path, cache: Path) -> dict[int, float
 
 
 def tagged_alive(run: Run) -> list[psutil.Process]:
-    """Processes of any of the run's trainers (any host, any attempt) still alive on this machine."""
+    """Processes of any of the run's trainers (any host, any attempt) still alive on this machine.
+
+    Only this test's (its workers share our data directory): other test sessions have runs of the same id.
+    """
     prefix = f"run-{run.pk}-"
     found = []
     for proc in psutil.process_iter():
         try:
-            tag = proc.environ().get(job_processes.TAG_ENV, "")
+            env = proc.environ()
         except (psutil.Error, OSError):
             continue
-        if tag.startswith(prefix):
+        ours = env.get("RUNWRIGHT_DATA_DIR") == str(settings.DATA_DIR)
+        if ours and env.get(job_processes.TAG_ENV, "").startswith(prefix):
             found.append(proc)
     return found
 
@@ -103,7 +109,7 @@ def test_two_nodes_of_one_process_train_as_one_node_of_two(scheduler_queue, memb
         assert abs(two_nodes[step] - loss) <= 1e-4, (step, two_nodes[step], loss)
 
 
-def test_a_node_whose_worker_is_killed_makes_the_run_lost_and_it_resumes_on_other_hosts(
+def test_a_killed_node_makes_the_run_lost_it_resumes_on_other_hosts_and_a_cancel_stops_both(
     scheduler_queue, member, tmp_path, corpus_cache
 ):
     names = ["node-a", "node-b", "spare"]
@@ -112,7 +118,7 @@ def test_a_node_whose_worker_is_killed_makes_the_run_lost_and_it_resumes_on_othe
     ) as hosts:
         by_name = {w.name: w for w in hosts}
         overrides = {**TWO_NODES, "train": {"checkpoint_every": 3, "cancel_grace_s": 5}}
-        run = launch(member, "node-lost", steps=40, max_restarts=1, overrides=overrides)
+        run = launch(member, "node-lost", steps=400, max_restarts=1, overrides=overrides)
 
         def checkpointed():
             run.refresh_from_db()
@@ -135,15 +141,28 @@ def test_a_node_whose_worker_is_killed_makes_the_run_lost_and_it_resumes_on_othe
         # Node 0's supervisor stopped its ranks, node 1's died with their worker: none is left.
         _, alive = psutil.wait_procs(first_attempt, timeout=10)
         assert not alive, alive
+
         # train.max_restarts resumes it (the supervisor that wrote lost queued it again); node 1's
-        # host is silent, so the second attempt spans the two others.
-        run = final(run, attempt=2)
-        assert run.status == RunStatus.COMPLETED and run.attempt == 2, run.error
+        # host is silent, so the second attempt spans the two others, from the checkpoint.
+        def resumed_and_training():
+            run.refresh_from_db()
+            return run.attempt == 2 and run.status == RunStatus.RUNNING
+
+        wait_until("the second attempt to train", resumed_and_training)
         placement = Placement.objects.get(pk=run.pk)
-        share = NodeShare.objects.get(placement=placement)
-        # The second attempt spans the two hosts still alive and starts from the checkpoint.
+        share = NodeShare.objects.select_related("host").get(placement=placement)
         assert {placement.host.name, share.host.name} == set(by_name) - {second}
-        assert (share.attempt, share.state) == (2, ShareState.COMPLETED), share.error
-        assert RunAttempt.objects.get(run=run, number=2).from_step >= 3
         assert first in {placement.host.name, share.host.name}
-    assert not tagged_alive(run)
+        assert RunAttempt.objects.get(run=run, number=2).from_step >= 3
+        second_attempt = tagged_alive(run)
+        assert len(second_attempt) >= 4, second_attempt
+
+        # A cancel stops both nodes' shares: they checkpoint together and exit.
+        request_cancel(user=member[0], run=run)
+        run = final(run, attempt=2)
+        assert run.status == RunStatus.CANCELLED, run.error
+        share.refresh_from_db()
+        assert (share.attempt, share.state) == (2, ShareState.COMPLETED), share.error
+        _, alive = psutil.wait_procs(second_attempt, timeout=10)
+        assert not alive, alive
+        assert not tagged_alive(run)
