@@ -15,6 +15,11 @@ metadata (169.254.169.254) and the like. So a webhook host must be a public addr
 
 The operator may allow private addresses (a receiver on the same network) with
 ``RUNWRIGHT_WEBHOOK_ALLOW_PRIVATE=1`` (``settings.WEBHOOK_ALLOW_PRIVATE``).
+
+HTTPS receivers are always verified: the certificate chain against the system's authorities
+and the host name of the URL. A receiver signed by an internal CA (or with a self-signed
+certificate) is trusted when the operator names that CA's PEM file in
+``RUNWRIGHT_WEBHOOK_CA_BUNDLE`` (``settings.WEBHOOK_CA_BUNDLE``), added to the system's.
 """
 
 from __future__ import annotations
@@ -136,14 +141,32 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def tls_context() -> ssl.SSLContext:
+    """Verification on (chain and host name): the system's authorities and the operator's bundle."""
+    context = ssl.create_default_context()
+    bundle = getattr(settings, "WEBHOOK_CA_BUNDLE", "")
+    if bundle:
+        try:
+            context.load_verify_locations(cafile=bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise WebhookFailed(f"RUNWRIGHT_WEBHOOK_CA_BUNDLE ({bundle}) could not be loaded: {exc}") from exc
+    return context
+
+
 class _PinnedHTTPSConnection(_PinnedHTTPConnection):
     def __init__(self, host: str, port: int, address: IPAddress, timeout: float) -> None:
         super().__init__(host, port, address, timeout)
-        self._context = ssl.create_default_context()
+        self._context = tls_context()
 
     def connect(self) -> None:
         super().connect()
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
+        try:
+            self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
+        except ssl.SSLCertVerificationError as exc:
+            raise WebhookFailed(
+                f"the TLS certificate of {self.host} is not trusted ({exc.verify_message}); a receiver "
+                "signed by your own CA needs its certificate in RUNWRIGHT_WEBHOOK_CA_BUNDLE"
+            ) from exc
 
 
 def post_json(url: str, body: bytes) -> int:
@@ -171,6 +194,8 @@ def post_json(url: str, body: bytes) -> int:
         response = connection.getresponse()
         response.read(BODY_CAP)  # no more than this of whatever it answers
         status = response.status
+    except WebhookFailed:
+        raise
     except (OSError, http.client.HTTPException) as exc:
         raise WebhookFailed(f"{host}: {exc}") from exc
     finally:
