@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +41,8 @@ import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
+
+from benchmarks.http_server import WebServer, cpu_seconds, server_env, web_server
 
 ROOT = Path(__file__).resolve().parent.parent
 GO_FILE = "go"  # the stand-in trainer writes points once this appears in its run directory
@@ -204,30 +204,6 @@ def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[94] if len(values) > 1 else values[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cpu_seconds(pid: int) -> float:
-    import psutil
-
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the web server exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError("the web server did not start listening")
-
-
 def _child(*role: str) -> list[str]:
     return [sys.executable, "-m", "benchmarks.live_latency", "--role", *role]
 
@@ -240,19 +216,25 @@ async def _measure(args: argparse.Namespace, env: dict[str, str], data_dir: Path
         raise RuntimeError(f"setup failed:\n{setup.stderr[-3000:]}")
     made = json.loads(setup.stdout.strip().splitlines()[-1])
     run_id, session = made["run_id"], made["session"]
-    port = _free_port()
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--port", str(port), "--no-access-log"],
-        env=env,
-        cwd=ROOT,
-        stdout=(logs / "server.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    with web_server(env, log=logs / "server.log") as server:
+        return await _follow(args, env, data_dir, server, run_id, session)
+
+
+async def _follow(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    data_dir: Path,
+    server: WebServer,
+    run_id: int,
+    session: str,
+) -> dict[str, Any]:
+    """Start the supervisor, let the viewers follow the run, and time each point's arrival."""
+    logs = data_dir / "logs"
+    port = server.port
     worker = None
     try:
-        _wait_for_port(port, server)
         points = int(args.rate * args.seconds)
         worker = subprocess.Popen(
             _child("supervise", "--run-id", str(run_id), "--rate", str(args.rate), "--points", str(points)),
@@ -273,23 +255,22 @@ async def _measure(args: argparse.Namespace, env: dict[str, str], data_dir: Path
         deadline = time.monotonic() + 120
         while not (run_dir / "events.jsonl").exists() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        cpu_before, started = _cpu_seconds(server.pid), time.monotonic()
+        cpu_before, started = cpu_seconds(server.pid), time.monotonic()
         (run_dir / GO_FILE).touch()
         done, pending = await asyncio.wait(tasks, timeout=args.seconds + 60)
-        cpu = _cpu_seconds(server.pid) - cpu_before
+        cpu = cpu_seconds(server.pid) - cpu_before
         elapsed = time.monotonic() - started
         for task in [*pending, *([listener] if listener else [])]:
             task.cancel()
         failed = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
         landed = {int(k): v for k, v in json.loads((run_dir / LANDED_FILE).read_text()).items()}
     finally:
-        for proc in (worker, server):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
     latencies = [(v.arrived[s] - t) * 1000 for v in viewers for s, t in landed.items() if s in v.arrived]
     lost = sum(1 for s in landed if any(s not in v.arrived for v in viewers))
     to_redis = [(published[s] - t) * 1000 for s, t in landed.items() if s in published]
@@ -311,19 +292,9 @@ async def _measure(args: argparse.Namespace, env: dict[str, str], data_dir: Path
     }
 
 
-def _base_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNWRIGHT_")}
-    return {
-        **env,
-        "DJANGO_SETTINGS_MODULE": "webapp.settings",
-        "PYTHONPATH": str(ROOT),
-        "RUNWRIGHT_DATA_DIR": str(data_dir),
-    }
-
-
 def embedded(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rw-live-") as tmp:
-        return asyncio.run(_measure(args, _base_env(Path(tmp)), Path(tmp)))
+        return asyncio.run(_measure(args, server_env(tmp), Path(tmp)))
 
 
 def with_redis(args: argparse.Namespace) -> dict[str, Any]:
@@ -336,11 +307,7 @@ def with_redis(args: argparse.Namespace) -> dict[str, Any]:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
         with tempfile.TemporaryDirectory(prefix="rw-live-") as tmp:
-            env = {
-                **_base_env(Path(tmp)),
-                "RUNWRIGHT_DATABASE_URL": url,
-                "RUNWRIGHT_REDIS_URL": args.redis_url,
-            }
+            env = server_env(tmp, url, RUNWRIGHT_REDIS_URL=args.redis_url)
             return asyncio.run(_measure(args, env, Path(tmp)))
     finally:
         with psycopg.connect(args.database_url, autocommit=True) as admin:

@@ -26,12 +26,10 @@ The machine's load average is printed beside them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +40,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
+from benchmarks.http_server import cpu_seconds, server_env, web_server
 
 ROOT = Path(__file__).resolve().parent.parent
 TAGS = [f"sweep-{i}" for i in range(20)]
@@ -130,28 +128,6 @@ def setup_role(runs: int) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the web server exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError("the web server did not start listening")
-
-
-def _cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
-
-
 def _time(port: int, path: str, headers: dict[str, str], requests: int, server_pid: int) -> dict[str, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     times: list[float] = []
@@ -166,12 +142,12 @@ def _time(port: int, path: str, headers: dict[str, str], requests: int, server_p
             if response.status != 200:
                 raise RuntimeError(f"GET {path}: {response.status} {body[:300]!r}")
             if i == 2:
-                cpu_start = _cpu_seconds(server_pid)
+                cpu_start = cpu_seconds(server_pid)
             if i >= 3:
                 times.append(elapsed)
             if matched is None and (path.startswith("/api/") or "runs.json" in path):
                 matched = json.loads(body).get("total")
-        cpu_ms = (_cpu_seconds(server_pid) - cpu_start) * 1000 / requests
+        cpu_ms = (cpu_seconds(server_pid) - cpu_start) * 1000 / requests
     finally:
         conn.close()
     times.sort()
@@ -189,15 +165,7 @@ def _time(port: int, path: str, headers: dict[str, str], requests: int, server_p
 
 def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rw-runs-table-") as tmp:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNWRIGHT_")}
-        env.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "webapp.settings",
-                "PYTHONPATH": str(ROOT),
-                "RUNWRIGHT_DATA_DIR": tmp,
-                "RUNWRIGHT_DATABASE_URL": database_url,
-            }
-        )
+        env = server_env(tmp, database_url)
         started = time.monotonic()
         setup = subprocess.run(
             [sys.executable, "-m", "benchmarks.runs_table", "--role", "setup", "--runs", str(args.runs)],
@@ -212,24 +180,7 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
             raise RuntimeError(f"setup failed:\n{setup.stderr[-3000:]}")
         made = json.loads(setup.stdout.strip().splitlines()[-1])
         fill_s = time.monotonic() - started
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "webapp.asgi:application",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            _wait_for_port(port, server)
+        with web_server(env) as server:
             page = {"Cookie": f"sessionid={made['session']}"}
             api = {"Authorization": f"Bearer {made['token']}"}
             p = made["project"]
@@ -243,12 +194,9 @@ def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
                 "api_all_sorted_by_metric": (f"/api/v1/projects/{p}/runs?{SORTED_ALL}", api),
             }
             results = {
-                name: _time(port, path, headers, args.requests, server.pid)
+                name: _time(server.port, path, headers, args.requests, server.pid)
                 for name, (path, headers) in views.items()
             }
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
         return {
             "runs": args.runs,
             "fill_seconds": round(fill_s, 1),
