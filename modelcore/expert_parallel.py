@@ -21,9 +21,11 @@ Beside data parallel (``num_processes`` > EP, strategy ddp), the ranks at one EP
 coordinate of every data-parallel group hold the same experts, and ``average_gradients``
 averages all gradients over the ``dp`` dimension after the backward, as DDP would.
 
-Checkpoints stay in the one-process layout (full model state, optimizer state numbered as
-one process numbers it), so a run saved under EP=2 resumes under EP=1 and back, and
-exports and ``load_checkpoint`` read it as any other.
+Checkpoints (``modelcore.checkpoint``, torch.distributed.checkpoint) hold each expert once,
+written by the rank that owns it and named by its global index (``layers.i.mlp.experts.e``:
+``apply_ep`` keeps every expert at its global place, another rank's as a ``RemoteExpert``),
+so a run saved under EP=2 resumes under EP=1 and back, and exports and
+``load_checkpoint`` read it as any other.
 """
 
 from __future__ import annotations
@@ -207,30 +209,10 @@ def clip_grad_norm(model: nn.Module, max_norm: float, group: dist.ProcessGroup) 
     return total
 
 
-# --- checkpoints in the one-process layout -----------------------------------------
-
-
-def _gathered(local: dict[str, Any], group: dist.ProcessGroup) -> dict[str, Any]:
-    """The union over the group of every rank's name-keyed entries (expert entries differ)."""
-    parts: list[Any] = [None] * dist.get_world_size(group)
-    dist.all_gather_object(parts, local, group=group)
-    merged: dict[str, Any] = {}
-    for part in parts:
-        merged.update(part)
-    return merged
-
-
-def _to_cpu(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    return value
-
-
-def full_model_state(model: nn.Module, group: dist.ProcessGroup) -> dict[str, torch.Tensor]:
-    """Every weight of the model, experts of all ranks included, on every rank of the group."""
-    return _gathered(_to_cpu(model.state_dict()), group)
+# --- checkpoints from before the sharded format ------------------------------------
+# Checkpoints are now written with torch.distributed.checkpoint (``modelcore.checkpoint``):
+# each rank writes its own experts under their global names. Older ones hold the whole model
+# and the optimizer state as one process numbers it; these functions resume from them.
 
 
 def load_full_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -263,33 +245,6 @@ def _group_for_dim(dim: int) -> int:
 def _local_groups(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
     names = {id(p): name for name, p in model.named_parameters()}
     return [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
-
-
-def full_optimizer_state(
-    model: Transformer, optimizer: torch.optim.Optimizer, group: dist.ProcessGroup
-) -> dict[str, Any]:
-    """The optimizer state as one process's ``optimizer.state_dict()`` numbers it."""
-    local = _local_groups(model, optimizer)
-    params = dict(model.named_parameters())
-    by_name = _gathered(
-        {
-            name: _to_cpu(optimizer.state[params[name]])
-            for g in local
-            for name in g
-            if params[name] in optimizer.state
-        },
-        group,
-    )
-    full = _full_order(model, local)
-    index = {name: i for i, name in enumerate(n for g in full for n in g)}
-    saved = optimizer.state_dict()["param_groups"]
-    return {
-        "state": {index[name]: value for name, value in by_name.items()},
-        "param_groups": [
-            {**hyper, "params": [index[name] for name in names]}
-            for hyper, names in zip(saved, full, strict=True)
-        ],
-    }
 
 
 def load_full_optimizer_state(

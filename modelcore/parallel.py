@@ -1,9 +1,8 @@
-"""Full (unsharded) state dicts of a sharded model: FSDP2, tensor parallel, or both.
+"""Full (unsharded) state dicts loaded into a sharded model: FSDP2, tensor parallel, or both.
 
-Checkpoints of a model whose parameters are DTensors are written as full state dicts,
-so they load into a plain model (export, ``load_checkpoint``) and resume under any
-layout: another number of processes, another tensor-parallel degree, or none. The
-sharding itself is applied in ``modelcore.parallelize``.
+Checkpoints are written sharded (``modelcore.checkpoint``, torch.distributed.checkpoint);
+the ones from before that hold the full state, and a run resumes from them under any
+layout through these functions. The sharding itself is applied in ``modelcore.parallelize``.
 """
 
 from __future__ import annotations
@@ -13,22 +12,9 @@ from typing import Any
 import torch
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-
-_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
-
-
-def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The unsharded weights on rank 0 (empty elsewhere); every rank must call it."""
-    return get_model_state_dict(model, options=_FULL)
-
-
-def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    return get_optimizer_state_dict(model, optimizer, options=_FULL)
 
 
 def load_full_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -29,7 +29,6 @@ from typing import Any, Protocol
 import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, set_seed
-from safetensors.torch import save_file
 
 from modelcore import checkpoint as ckpt
 from modelcore import expert_parallel
@@ -445,29 +444,13 @@ class Trainer:
         if acc.is_main_process:
             tmp.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
-        if self.ep > 1:
-            group = self.mesh["ep"].get_group()
-            state = expert_parallel.full_model_state(self.model, group)
-            optim_state = expert_parallel.full_optimizer_state(self.model, self.optimizer, group)
-        elif self.sharded:
-            from modelcore.parallel import full_model_state, full_optimizer_state
-
-            # Collectives: every rank takes part, rank 0 receives the full tensors.
-            state = full_model_state(self.model)
-            optim_state = full_optimizer_state(self.model, self.optimizer)
-        else:
-            state = acc.get_state_dict(self.model)
-            optim_state = self.optimizer.state_dict()
+        # Model and optimizer: every rank writes its own shard (a collective).
+        ckpt.save_state(tmp, self.accelerator.unwrap_model(self.model), self.optimizer)
         if acc.is_main_process:
-            save_file(
-                ckpt.model_state_for_save(state, self.cfg.model.tie_embeddings),
-                str(tmp / "model.safetensors"),
-            )
             torch.save({"scheduler": self.scheduler.state_dict(), "step": self.step}, tmp / "trainer.pt")
             ckpt.write_json(tmp / "sampler.json", self.sampler.state_dict())
             (tmp / "config.json").write_text(self.cfg.to_json())
             self.tokenizer.save(tmp / "tokenizer")
-            torch.save(optim_state, tmp / "optimizer.pt")
         torch.save(ckpt.rng_state(), tmp / f"rng_rank{self.rank}.pt")
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -477,6 +460,7 @@ class Trainer:
                     "step": self.step,
                     "tokens_seen": self.tokens_seen,
                     "world_size": self.world,
+                    "format": "dcp",
                     "time": time.time(),
                 },
             )
@@ -500,20 +484,10 @@ class Trainer:
             return
         step, path = found[-1]
         meta = json.loads((path / "meta.json").read_text())
-        optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
-        if self.ep > 1:
-            expert_parallel.load_full_model_state(
-                self.model, ckpt.read_model_state(path, self.cfg.model.tie_embeddings)
-            )
-            expert_parallel.load_full_optimizer_state(self.model, self.optimizer, optim_state)
-        elif self.sharded:
-            from modelcore.parallel import load_full_model_state, load_full_optimizer_state
-
-            load_full_model_state(self.model, ckpt.read_model_state(path, self.cfg.model.tie_embeddings))
-            load_full_optimizer_state(self.model, self.optimizer, optim_state)
+        if ckpt.is_sharded(path):
+            ckpt.load_state(path, self.accelerator.unwrap_model(self.model), self.optimizer)
         else:
-            ckpt.load_model_weights(self.accelerator.unwrap_model(self.model), path)
-            self.optimizer.load_state_dict(optim_state)
+            self._resume_full_state(path)
         trainer_state = torch.load(path / "trainer.pt", weights_only=False)
         self.scheduler.load_state_dict(trainer_state["scheduler"])
         self.sampler.load_state_dict(json.loads((path / "sampler.json").read_text()))
@@ -522,6 +496,22 @@ class Trainer:
             ckpt.set_rng_state(torch.load(rng_file, weights_only=False))
         self.step, self.tokens_seen = step, meta["tokens_seen"]
         self.log(f"resumed from {ckpt.CHECKPOINTS_DIR}/{path.name} (step {step})")
+
+    def _resume_full_state(self, path: Path) -> None:
+        """A checkpoint from before the sharded format: full weights and optimizer state."""
+        optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+        weights = ckpt.read_model_state(path, self.cfg.model.tie_embeddings)
+        if self.ep > 1:
+            expert_parallel.load_full_model_state(self.model, weights)
+            expert_parallel.load_full_optimizer_state(self.model, self.optimizer, optim_state)
+        elif self.sharded:
+            from modelcore.parallel import load_full_model_state, load_full_optimizer_state
+
+            load_full_model_state(self.model, weights)
+            load_full_optimizer_state(self.model, self.optimizer, optim_state)
+        else:
+            ckpt.load_model_weights(self.accelerator.unwrap_model(self.model), path)
+            self.optimizer.load_state_dict(optim_state)
 
     # --- the loop --------------------------------------------------------------
 

@@ -1,62 +1,57 @@
-"""Run by ``torchrun`` from test_expert_parallel.py: one step of an EP model against the plain one.
+"""Run by ``torchrun`` from test_expert_parallel.py: one step of an EP model against the plain one,
+for each case of one launch (a launch costs more than the steps).
 
-Every rank builds the same MoE model (same seed); one copy stays whole, the other is split
-with ``apply_ep``. Both take the same batch; each rank reports, per parameter it holds, the
-largest difference between its gradient and the plain model's; rank 0 writes them all with
-the losses, the logits' difference and the per-expert load of both.
+Per case, every rank builds the same MoE model (same seed); one copy stays whole, the other
+is split with ``apply_ep``. Both take the same batch; each rank reports, per parameter it
+holds, the largest difference between its gradient and the plain model's; rank 0 writes
+them all by case id, with the losses, the logits' difference and the per-expert load of both.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from distributed import gloo_group, grad_diffs, write_on_rank_0
 
 from modelcore.config import ModelConfig
 from modelcore.model import Transformer
 from modelcore.parallelize import apply_ep, build_mesh
 
 
+def one_step(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    cfg = ModelConfig(**model_cfg)
+    torch.manual_seed(0)
+    plain = Transformer(cfg)
+    split = Transformer(cfg)
+    split.load_state_dict(plain.state_dict())
+    world = dist.get_world_size()
+    apply_ep(split, build_mesh("cpu", world, 1, world)["ep"])
+    ids = torch.randint(0, cfg.vocab_size, (3, 17), generator=torch.Generator().manual_seed(1))
+    results = []
+    for model in (plain, split):
+        result = model(ids[:, :-1], ids[:, 1:])
+        result.loss.backward()
+        results.append(result)
+    every: list[dict[str, float]] = [{} for _ in range(world)]
+    dist.all_gather_object(every, grad_diffs(plain, split))
+    with torch.no_grad():
+        logits_diff = (split(ids) - plain(ids)).abs().max().item()
+    return {
+        "losses": [r.loss.item() for r in results],
+        "load": [r.expert_load.tolist() for r in results],
+        "grad_diffs": every,
+        "logits_diff": logits_diff,
+    }
+
+
 def main() -> None:
-    model_cfg, out = json.loads(sys.argv[1]), sys.argv[2]
-    dist.init_process_group("gloo")
-    try:
-        cfg = ModelConfig(**model_cfg)
-        torch.manual_seed(0)
-        plain = Transformer(cfg)
-        split = Transformer(cfg)
-        split.load_state_dict(plain.state_dict())
-        world = dist.get_world_size()
-        apply_ep(split, build_mesh("cpu", world, 1, world)["ep"])
-        ids = torch.randint(0, cfg.vocab_size, (3, 17), generator=torch.Generator().manual_seed(1))
-        results = []
-        for model in (plain, split):
-            result = model(ids[:, :-1], ids[:, 1:])
-            result.loss.backward()
-            results.append(result)
-        plain_grads = dict(plain.named_parameters())
-        diffs = {
-            name: (p.grad - plain_grads[name].grad).abs().max().item() for name, p in split.named_parameters()
-        }
-        every: list[dict[str, float]] = [{} for _ in range(world)]
-        dist.all_gather_object(every, diffs)
-        with torch.no_grad():
-            logits_diff = (split(ids) - plain(ids)).abs().max().item()
-        if dist.get_rank() == 0:
-            with open(out, "w") as f:
-                json.dump(
-                    {
-                        "losses": [r.loss.item() for r in results],
-                        "load": [r.expert_load.tolist() for r in results],
-                        "grad_diffs": every,
-                        "logits_diff": logits_diff,
-                    },
-                    f,
-                )
-    finally:
-        dist.destroy_process_group()
+    cases, out = json.loads(sys.argv[1]), sys.argv[2]
+    with gloo_group():
+        write_on_rank_0(out, {case["id"]: one_step(case["model"]) for case in cases})
 
 
 if __name__ == "__main__":

@@ -1,33 +1,34 @@
 """Expert parallel on 2 CPU processes (gloo); on a GPU host the same code runs on NCCL.
 
-- one step of an EP model against the same model whole (``ep_worker.py`` under torchrun):
-  equal loss, logits and per-expert load, every parameter's gradient equal on the rank that
-  holds it (router, experts, the rest), dropless and with capacity routing;
+- one step of an EP model against the same model whole (``ep_worker.py``, one torchrun
+  launch for every case): equal loss, logits and per-expert load, every parameter's gradient
+  equal on the rank that holds it (router, experts, the rest), dropless and with capacity routing;
 - the real trainer (``launch_command``, as a worker starts it): EP=2 on 2 processes trains
   the same losses as 1 process, dropless and with capacity routing, and logs the same
-  per-expert load; EP=2 beside DDP=2 on 4 processes trains the losses of DDP=2; a run saved under EP=2 resumes under EP=1 (and one saved on 1 process
-  resumes under EP=2) with the losses of the uninterrupted run;
+  per-expert load; each rank writes its own experts into the sharded checkpoint; EP=2 beside
+  DDP=2 on 4 processes trains the losses of DDP=2; a checkpoint saved under EP=2 resumes
+  under EP=1, and one saved on 1 process resumes under EP=2, with the losses of the
+  uninterrupted run, and loads whole (every expert) as a plain model;
 - the (dp, ep) mesh and config errors for every impossible expert layout.
+
+As in test_tensor_parallel.py, the 12-step runs are module fixtures and a resume starts from
+a copy of one of their checkpoints of step 6.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from distributed import assert_same_losses, copy_checkpoint, fake_meshes, torchrun, written_by_file
 from test_training import SMALL, _config, _events, _losses, _run, _statuses
 
 from modelcore.checkpoint import load_checkpoint
 from modelcore.config import ConfigError, resolve
-from modelcore.launch import free_port
 from webapp.runs.estimates import estimate
 
-REPO = Path(__file__).resolve().parents[2]
 TINY_MOE = {
     "vocab_size": 260,
     "d_model": 64,
@@ -118,70 +119,33 @@ def test_estimate_shows_the_expert_mesh_and_splits_the_experts_weights() -> None
     assert estimate(one)["memory_per_gpu"]["weights"] == 4 * m.num_params()
 
 
-_MESH_SCRIPT = """
-import json
-import torch.distributed as dist
-from torch.testing._internal.distributed.fake_pg import FakeStore
-from modelcore.parallelize import build_mesh
-out = {}
-for rank in range(4):
-    dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=4)
-    mesh = build_mesh("cpu", 4, 1, 2)
-    out[rank] = {"names": list(mesh.mesh_dim_names), "ep": mesh["ep"].mesh.tolist()}
-    dist.destroy_process_group()
-print(json.dumps(out))
-"""
-
-
 def test_mesh_groups_neighbouring_ranks_for_expert_parallel() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _MESH_SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    meshes = {int(k): v for k, v in json.loads(done.stdout.splitlines()[-1]).items()}
+    meshes = fake_meshes((1, 2))["1x2"]
     assert all(m["names"] == ["dp", "ep"] for m in meshes.values())
     assert [meshes[r]["ep"] for r in range(4)] == [[0, 1], [0, 1], [2, 3], [2, 3]]
 
 
 # --- one step against the whole model ----------------------------------------
 
+STEP_CASES = {
+    "dropless": TINY_MOE,
+    "capacity": {**TINY_MOE, "moe_capacity_factor": 1.0},
+    "top1-untied": {**TINY_MOE, "moe_top_k": 1, "tie_embeddings": False},
+}
 
-def _torchrun_step(tmp_path: Path, model: dict[str, Any]) -> dict[str, Any]:
-    out = tmp_path / "step.json"
-    argv = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(REPO / "tests" / "modelcore" / "ep_worker.py"),
-        json.dumps(model),
-        str(out),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(out.read_text())
+
+@pytest.fixture(scope="module")
+def ep_steps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    cases = [{"id": case, "model": model} for case, model in STEP_CASES.items()]
+    return torchrun("ep_worker.py", tmp_path_factory.mktemp("ep-step"), json.dumps(cases))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "model",
-    [
-        TINY_MOE,
-        {**TINY_MOE, "moe_capacity_factor": 1.0},
-        {**TINY_MOE, "moe_top_k": 1, "tie_embeddings": False},
-    ],
-    ids=["dropless", "capacity", "top1-untied"],
-)
+@pytest.mark.parametrize("case", list(STEP_CASES))
 def test_ep_step_gives_the_loss_and_every_gradient_of_the_whole_model(
-    tmp_path: Path, model: dict[str, Any]
+    ep_steps: dict[str, Any], case: str
 ) -> None:
-    result = _torchrun_step(tmp_path, model)
+    result = ep_steps[case]
     whole, split = result["losses"]
     assert split == pytest.approx(whole, abs=1e-6)
     assert result["load"][0] == result["load"][1]
@@ -198,7 +162,8 @@ def test_ep_step_gives_the_loss_and_every_gradient_of_the_whole_model(
 
 # --- the real trainer --------------------------------------------------------
 
-STEPS = {"train": {"max_steps": 12, "micro_batch_size": 4, "checkpoint_every": 0}}
+STEPS = {"train": {"max_steps": 12, "micro_batch_size": 4, "checkpoint_every": 6}}
+ALL_STEPS, SECOND_HALF = range(1, 13), range(7, 13)
 
 
 def _moe(parallel: dict[str, Any], capacity: float = 0.0) -> Any:
@@ -224,59 +189,87 @@ def _expert_loads(run_dir: Path) -> dict[int, dict[str, float]]:
     }
 
 
+def _resumed_from(run_dir: Path) -> list[int | None]:
+    return [s["info"]["resumed_from_step"] for s in _statuses(run_dir) if s["status"] == "running"]
+
+
 @pytest.fixture(scope="module")
 def one_process_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """12 steps on one process, dropless, checkpoints of steps 6 and 12."""
     run_dir = tmp_path_factory.mktemp("one")
     code, out = _run(_one(), run_dir, cache_dir)
     assert code == 0, out
     return run_dir
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("capacity", [0.0, 1.0], ids=["dropless", "capacity"])
-def test_ep_2_trains_the_same_losses_as_one_process(
-    tmp_path: Path, cache_dir: Path, one_process_run: Path, capacity: float
-) -> None:
-    if capacity:
-        reference = tmp_path / "one"
-        code, out = _run(_one(capacity), reference, cache_dir)
-        assert code == 0, out
-    else:
-        reference = one_process_run
-    code, out = _run(_ep(capacity), tmp_path / "ep", cache_dir)
+@pytest.fixture(scope="module")
+def ep_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """12 steps at EP=2, dropless, checkpoints of steps 6 and 12."""
+    run_dir = tmp_path_factory.mktemp("ep")
+    code, out = _run(_ep(), run_dir, cache_dir)
     assert code == 0, out
-    info = _statuses(tmp_path / "ep")[0]["info"]
-    assert info["mesh"] == {"dp": 1, "tp": 1, "ep": 2}
-    assert info["tokens_per_step"] == _one().tokens_per_step()
-    expected, losses = _losses(reference), _losses(tmp_path / "ep")
-    assert sorted(losses) == sorted(expected) == list(range(1, 13))
-    for step, loss in losses.items():
-        assert loss == pytest.approx(expected[step], abs=1e-4), step
+    return run_dir
+
+
+def _assert_same_run(run_dir: Path, reference: Path, steps: range) -> None:
+    assert_same_losses(_losses(run_dir), _losses(reference), steps)
     # Per-expert load is logged as one process logs it.
-    loads, expected_loads = _expert_loads(tmp_path / "ep"), _expert_loads(reference)
-    assert len(loads[1]) == 2 * 4
+    loads, expected_loads = _expert_loads(run_dir), _expert_loads(reference)
+    assert len(loads[steps[0]]) == 2 * 4
     for step, values in loads.items():
         assert values == pytest.approx(expected_loads[step], abs=1e-6), step
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("order", ["ep-then-one", "one-then-ep"])
-def test_a_run_moved_between_ep_2_and_one_process_keeps_its_losses(
-    tmp_path: Path, cache_dir: Path, one_process_run: Path, order: str
+def test_ep_2_trains_the_same_losses_as_one_process(ep_run: Path, one_process_run: Path) -> None:
+    info = _statuses(ep_run)[0]["info"]
+    assert info["mesh"] == {"dp": 1, "tp": 1, "ep": 2}
+    assert info["tokens_per_step"] == _one().tokens_per_step()
+    _assert_same_run(ep_run, one_process_run, ALL_STEPS)
+
+
+@pytest.mark.slow
+def test_ep_2_with_capacity_routing_trains_the_same_losses_as_one_process(
+    tmp_path: Path, cache_dir: Path
 ) -> None:
-    run_dir = tmp_path / "moved"
-    # Steps 1-6 in one layout (stopped as a cancel does, with a checkpoint), 7-12 in the other.
-    parts = ((_ep(), "6"), (_one(), "")) if order == "ep-then-one" else ((_one(), "6"), (_ep(), ""))
-    for cfg, stop_at in parts:
-        code, out = _run(cfg, run_dir, cache_dir, {"RUNWRIGHT_STOP_AT_STEP": stop_at})
+    # Dropped tokens are decided over all tokens, as one process does. Both stopped after
+    # step 6, as a cancel does: two more launches, so half the steps.
+    for cfg, name in ((_one(1.0), "one"), (_ep(1.0), "ep")):
+        code, out = _run(cfg, tmp_path / name, cache_dir, {"RUNWRIGHT_STOP_AT_STEP": "6"})
         assert code in (0, 1), out  # the launcher itself may exit 1 after its ranks were cancelled
-    assert [s["status"] for s in _statuses(run_dir)] == ["running", "cancelled", "running", "completed"]
-    resumed = [s["info"]["resumed_from_step"] for s in _statuses(run_dir) if s["status"] == "running"]
-    assert resumed == [None, 6]
-    expected, losses = _losses(one_process_run), _losses(run_dir)
-    assert sorted(losses) == list(range(1, 13))
-    for step, loss in losses.items():
-        assert loss == pytest.approx(expected[step], abs=1e-4), step
+    _assert_same_run(tmp_path / "ep", tmp_path / "one", range(1, 7))
+
+
+@pytest.mark.slow
+def test_each_ep_rank_writes_its_own_experts_into_the_checkpoint(ep_run: Path) -> None:
+    files = written_by_file(ep_run / "checkpoints" / "step_000012")
+    assert set(files) == {"__0_0.distcp", "__1_0.distcp"}
+    # Rank r holds experts [2r, 2r + 2) of every layer, named by their global index.
+    for rank, experts in ((0, (0, 1)), (1, (2, 3))):
+        mine, other = files[f"__{rank}_0.distcp"], files[f"__{1 - rank}_0.distcp"]
+        for e in experts:
+            for name in (
+                f"model.layers.1.mlp.experts.{e}.up_proj.weight",
+                f"optimizer.state.layers.1.mlp.experts.{e}.up_proj.weight.exp_avg_sq",
+            ):
+                assert name in mine and name not in other, name
+    # What both hold (the rest of the model) is written once.
+    assert sum("model.embed_tokens.weight" in names for names in files.values()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["ep-then-one", "one-then-ep"])
+def test_a_checkpoint_moved_between_ep_2_and_one_process_keeps_the_losses(
+    tmp_path: Path, cache_dir: Path, one_process_run: Path, ep_run: Path, order: str
+) -> None:
+    # Steps 1-6 in one layout (a fixture's run), 7-12 in the other.
+    saved, cfg = (ep_run, _one()) if order == "ep-then-one" else (one_process_run, _ep())
+    run_dir = tmp_path / "moved"
+    copy_checkpoint(saved, 6, run_dir)
+    code, out = _run(cfg, run_dir, cache_dir)
+    assert code == 0, out
+    assert _resumed_from(run_dir) == [6]
+    assert_same_losses(_losses(run_dir), _losses(one_process_run), SECOND_HALF)
     # The final checkpoint loads whole (every expert) as a plain model.
     model, loaded_cfg, _ = load_checkpoint(run_dir)
     assert loaded_cfg.model.n_experts == 4
@@ -297,7 +290,4 @@ def test_ep_2_beside_ddp_2_on_four_processes_trains_the_same_losses_as_ddp(
         assert code in (0, 1), out  # the launcher itself may exit 1 after its ranks were cancelled
     info = _statuses(tmp_path / "ep-dp")[0]["info"]
     assert info["mesh"] == {"dp": 2, "tp": 1, "ep": 2}
-    expected, losses = _losses(tmp_path / "ddp"), _losses(tmp_path / "ep-dp")
-    assert sorted(losses) == sorted(expected) == list(range(1, 7))
-    for step, loss in losses.items():
-        assert loss == pytest.approx(expected[step], abs=1e-4), step
+    assert_same_losses(_losses(tmp_path / "ep-dp"), _losses(tmp_path / "ddp"), range(1, 7))

@@ -1,4 +1,5 @@
-"""Export to Hugging Face: transformers loads the directory and gives our logits."""
+"""Export to Hugging Face: transformers loads the directory and gives our logits, from a
+checkpoint in either format (``model.safetensors``, or the trainer's sharded ``state/``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from modelcore.tokenizer import ByteTokenizer
 transformers = pytest.importorskip("transformers")
 
 
+@pytest.mark.parametrize("sharded", [False, True], ids=["safetensors", "dcp"])
 @pytest.mark.parametrize(
     ("overrides", "architecture"),
     [
@@ -25,7 +27,9 @@ transformers = pytest.importorskip("transformers")
     ],
     ids=["llama-gqa-tied", "llama-mha-untied", "mixtral"],
 )
-def test_exported_model_gives_the_same_logits(tmp_path: Path, overrides: dict, architecture: str) -> None:
+def test_exported_model_gives_the_same_logits(
+    tmp_path: Path, overrides: dict, architecture: str, sharded: bool
+) -> None:
     cfg = resolve("tiny-cpu", overrides)
     torch.manual_seed(0)
     model = Transformer(cfg.model).eval()
@@ -33,7 +37,8 @@ def test_exported_model_gives_the_same_logits(tmp_path: Path, overrides: dict, a
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.add_(0.1 * torch.randn_like(p))
-    save_weights_checkpoint(tmp_path / "run", 7, model, cfg, ByteTokenizer())
+    path = save_weights_checkpoint(tmp_path / "run", 7, model, cfg, ByteTokenizer(), sharded=sharded)
+    assert (path / "state" / ".metadata").is_file() == sharded
     out = export_checkpoint(tmp_path / "run", tmp_path / "hf")
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32).eval()
     assert type(hf).__name__ == architecture

@@ -1,37 +1,38 @@
 """Tensor and sequence parallel on 2 CPU processes (gloo); on a GPU host the same code runs on NCCL.
 
 - one step of a TP model against the same model whole: equal loss, every parameter's
-  gradient equal (``tp_worker.py`` under torchrun), with and without sequence parallel,
-  key/value heads split or replicated;
+  gradient equal (``tp_worker.py``, one torchrun launch for every case), with and without
+  sequence parallel, key/value heads split or replicated;
 - the real trainer (``launch_command``, as a worker starts it): TP=2 on 2 processes trains
-  the same 20 losses as 1 process; a run moved from TP=2 to 1 process and from 1 process to
-  TP=2 by resuming from its checkpoints continues the same losses; a TP checkpoint loads
-  whole and exports to transformers with the same logits;
-- TP=2 x FSDP=2 on 4 processes (with activation checkpointing) against 1 process, 10 steps;
+  the same 20 losses as 1 process, and each rank writes its own shard of the checkpoints
+  (torch.distributed.checkpoint); TP=2's checkpoint of step 10 resumes on 1 process, and 1
+  process's resumes at TP=2 (without sequence parallel) and at TP=2 x FSDP=2 on 4 processes
+  (with activation checkpointing), each for steps 11-20 with the losses of 1 process; the TP
+  checkpoint loads whole and exports to transformers with the same logits;
 - the (dp, tp) mesh of 4 ranks, on torch's fake process group;
 - config errors for every impossible layout.
+
+Launches are what cost here (the steps of these tiny models are cheap), so the runs are
+shared: the two 20-step runs are module fixtures, and a resume starts from a copy of one of
+their checkpoints of step 10 instead of training the first half again.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from distributed import assert_same_losses, copy_checkpoint, fake_meshes, torchrun, written_by_file
 from test_training import SMALL, _config, _losses, _run, _statuses
 from torch.distributed.tensor import DTensor
 
-from modelcore.checkpoint import load_checkpoint
+from modelcore.checkpoint import is_sharded, load_checkpoint
 from modelcore.config import ConfigError, resolve
 from modelcore.export import export_checkpoint
-from modelcore.launch import free_port
 
-REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL = {
     "vocab_size": 260,
     "d_model": 64,
@@ -120,33 +121,9 @@ def test_global_batch_counts_data_parallel_processes_only() -> None:
 
 # --- the mesh ----------------------------------------------------------------
 
-_MESH_SCRIPT = """
-import json, sys
-import torch.distributed as dist
-from torch.testing._internal.distributed.fake_pg import FakeStore
-from modelcore.parallelize import build_mesh
-out = {}
-for rank in range(4):
-    dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=4)
-    mesh = build_mesh("cpu", 4, 2)
-    out[rank] = {
-        "shape": list(mesh.shape),
-        "names": list(mesh.mesh_dim_names),
-        "tp": mesh["tp"].mesh.tolist(),
-        "dp": mesh["dp"].mesh.tolist(),
-        "coords": mesh.get_coordinate(),
-    }
-    dist.destroy_process_group()
-print(json.dumps(out))
-"""
-
 
 def test_mesh_of_tp_2_by_dp_2_groups_neighbouring_ranks_for_tensor_parallel() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _MESH_SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    meshes = {int(k): v for k, v in json.loads(done.stdout.splitlines()[-1]).items()}
+    meshes = fake_meshes((2, 1))["2x1"]
     assert all(m["shape"] == [2, 2] and m["names"] == ["dp", "tp"] for m in meshes.values())
     # Tensor-parallel groups are neighbours (one node's NVLink); data parallel runs across them.
     assert [meshes[r]["tp"] for r in range(4)] == [[0, 1], [0, 1], [2, 3], [2, 3]]
@@ -157,46 +134,31 @@ def test_mesh_of_tp_2_by_dp_2_groups_neighbouring_ranks_for_tensor_parallel() ->
 
 # --- one step against the whole model ----------------------------------------
 
+STEP_CASES = {
+    "tp": (TINY_MODEL, False),
+    "tp-sp": (TINY_MODEL, True),
+    # One key/value head for two ranks (replicated), an untied head, a vocabulary that
+    # does not split evenly.
+    "tp-sp-replicated-kv-untied": (
+        {**TINY_MODEL, "vocab_size": 261, "n_kv_heads": 1, "tie_embeddings": False},
+        True,
+    ),
+}
 
-def _torchrun_step(tmp_path: Path, model: dict[str, Any], sequence_parallel: bool) -> dict[str, Any]:
-    out = tmp_path / "step.json"
-    argv = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(REPO / "tests" / "modelcore" / "tp_worker.py"),
-        json.dumps(model),
-        "sp" if sequence_parallel else "no-sp",
-        str(out),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(out.read_text())
+
+@pytest.fixture(scope="module")
+def tp_steps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    cases = [{"id": case, "model": model, "sp": sp} for case, (model, sp) in STEP_CASES.items()]
+    return torchrun("tp_worker.py", tmp_path_factory.mktemp("tp-step"), json.dumps(cases))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("model", "sequence_parallel"),
-    [
-        (TINY_MODEL, False),
-        (TINY_MODEL, True),
-        # One key/value head for two ranks (replicated), an untied head, a vocabulary that
-        # does not split evenly.
-        ({**TINY_MODEL, "vocab_size": 261, "n_kv_heads": 1, "tie_embeddings": False}, True),
-    ],
-    ids=["tp", "tp-sp", "tp-sp-replicated-kv-untied"],
-)
+@pytest.mark.parametrize("case", list(STEP_CASES))
 def test_tp_step_gives_the_loss_and_every_gradient_of_the_whole_model(
-    tmp_path: Path, model: dict[str, Any], sequence_parallel: bool
+    tp_steps: dict[str, Any], case: str
 ) -> None:
-    result = _torchrun_step(tmp_path, model, sequence_parallel)
+    model, sequence_parallel = STEP_CASES[case]
+    result = tp_steps[case]
     whole, split = result["losses"]
     assert split == pytest.approx(whole, abs=1e-6)
     names = set(result["grad_diffs"])
@@ -215,7 +177,8 @@ def test_tp_step_gives_the_loss_and_every_gradient_of_the_whole_model(
 
 # --- the real trainer --------------------------------------------------------
 
-STEPS = {"train": {"max_steps": 20, "micro_batch_size": 4, "checkpoint_every": 0}}
+STEPS = {"train": {"max_steps": 20, "micro_batch_size": 4, "checkpoint_every": 10}}
+ALL_STEPS, SECOND_HALF = range(1, 21), range(11, 21)
 
 
 def _tp(sequence_parallel: bool = True) -> Any:
@@ -234,6 +197,7 @@ def _one() -> Any:
 
 @pytest.fixture(scope="module")
 def one_process_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """20 steps on one process, checkpoints of steps 10 and 20."""
     run_dir = tmp_path_factory.mktemp("one")
     code, out = _run(_one(), run_dir, cache_dir)
     assert code == 0, out
@@ -245,43 +209,51 @@ def one_process_losses(one_process_run: Path) -> dict[int, float]:
     return _losses(one_process_run)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sequence_parallel", [True, False], ids=["sp", "no-sp"])
-def test_tp_2_trains_the_same_losses_as_one_process(
-    tmp_path: Path, cache_dir: Path, one_process_losses: dict[int, float], sequence_parallel: bool
-) -> None:
-    code, out = _run(_tp(sequence_parallel), tmp_path / "tp", cache_dir)
+@pytest.fixture(scope="module")
+def tp_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """20 steps at TP=2 with sequence parallel, checkpoints of steps 10 and 20."""
+    run_dir = tmp_path_factory.mktemp("tp")
+    code, out = _run(_tp(), run_dir, cache_dir)
     assert code == 0, out
-    info = _statuses(tmp_path / "tp")[0]["info"]
+    return run_dir
+
+
+@pytest.mark.slow
+def test_tp_2_trains_the_same_losses_as_one_process(
+    tp_run: Path, one_process_losses: dict[int, float]
+) -> None:
+    info = _statuses(tp_run)[0]["info"]
     assert info["mesh"] == {"dp": 1, "tp": 2} and info["tokens_per_step"] == _one().tokens_per_step()
-    losses = _losses(tmp_path / "tp")
-    assert sorted(losses) == sorted(one_process_losses) == list(range(1, 21))
-    for step, loss in losses.items():
-        assert loss == pytest.approx(one_process_losses[step], abs=1e-4), step
+    losses = _losses(tp_run)
+    assert_same_losses(losses, one_process_losses, ALL_STEPS)
     assert losses[20] < losses[1] - 0.5  # it learns
 
 
 @pytest.mark.slow
-def test_a_one_process_run_resumes_at_tp_2_and_its_checkpoint_exports_to_transformers(
-    tmp_path: Path, cache_dir: Path, one_process_losses: dict[int, float]
-) -> None:
+def test_each_tp_rank_writes_its_own_shard_of_the_checkpoint(tp_run: Path) -> None:
+    path = tp_run / "checkpoints" / "step_000020"
+    assert is_sharded(path) and json.loads((path / "meta.json").read_text())["format"] == "dcp"
+    assert not (path / "model.safetensors").exists() and not (path / "optimizer.pt").exists()
+    files = written_by_file(path)
+    assert set(files) == {"__0_0.distcp", "__1_0.distcp"}
+    # A column-split weight and its AdamW moments: half in each rank's file.
+    for name in (
+        "model.layers.0.mlp.gate_proj.weight",
+        "optimizer.state.layers.0.mlp.gate_proj.weight.exp_avg",
+    ):
+        assert name in files["__0_0.distcp"] and name in files["__1_0.distcp"], name
+    sizes = [(path / "state" / f).stat().st_size for f in sorted(files)]
+    assert min(sizes) > max(sizes) / 3, sizes  # not everything on rank 0
+
+
+@pytest.mark.slow
+def test_a_tp_2_checkpoint_loads_whole_and_exports_to_transformers(tmp_path: Path, tp_run: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    run_dir = tmp_path / "run"
-    # Steps 1-3 on one process, 4-6 at TP=2; each part stopped as a cancel does (with a checkpoint).
-    for cfg, stop_at in ((_one(), "3"), (_tp(), "6")):
-        code, out = _run(cfg, run_dir, cache_dir, {"RUNWRIGHT_STOP_AT_STEP": stop_at})
-        assert code in (0, 1), out  # the launcher itself may exit 1 after its ranks were cancelled
-    assert [s["status"] for s in _statuses(run_dir)] == ["running", "cancelled"] * 2
-    losses = _losses(run_dir)
-    assert sorted(losses) == list(range(1, 7))
-    for step, loss in losses.items():
-        assert loss == pytest.approx(one_process_losses[step], abs=1e-4), step
-    # The TP=2 checkpoint loads as a plain model, and exports with the same logits.
-    model, loaded_cfg, _ = load_checkpoint(run_dir)
+    model, loaded_cfg, _ = load_checkpoint(tp_run)
     assert loaded_cfg.parallel.tensor_parallel == 2
     assert not any(isinstance(p, DTensor) for p in model.parameters())
     hf = transformers.AutoModelForCausalLM.from_pretrained(
-        export_checkpoint(run_dir, tmp_path / "hf"), torch_dtype=torch.float32
+        export_checkpoint(tp_run, tmp_path / "hf"), torch_dtype=torch.float32
     ).eval()
     ids = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -289,29 +261,42 @@ def test_a_one_process_run_resumes_at_tp_2_and_its_checkpoint_exports_to_transfo
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
 
 
+def _resumed_from(run_dir: Path) -> list[int | None]:
+    return [s["info"]["resumed_from_step"] for s in _statuses(run_dir) if s["status"] == "running"]
+
+
 @pytest.mark.slow
-def test_a_tp_2_run_resumes_on_one_process_with_the_same_losses(
-    tmp_path: Path, cache_dir: Path, one_process_losses: dict[int, float]
+def test_a_tp_2_checkpoint_resumes_on_one_process_with_the_same_losses(
+    tmp_path: Path, cache_dir: Path, tp_run: Path, one_process_losses: dict[int, float]
+) -> None:
+    # Steps 1-10 at TP=2 (the fixture's run), 11-20 on one process.
+    run_dir = tmp_path / "moved"
+    copy_checkpoint(tp_run, 10, run_dir)
+    code, out = _run(_one(), run_dir, cache_dir)
+    assert code == 0, out
+    assert _resumed_from(run_dir) == [10]
+    assert_same_losses(_losses(run_dir), one_process_losses, SECOND_HALF)
+
+
+@pytest.mark.slow
+def test_a_one_process_checkpoint_resumes_at_tp_2_without_sequence_parallel(
+    tmp_path: Path, cache_dir: Path, one_process_run: Path, one_process_losses: dict[int, float]
 ) -> None:
     run_dir = tmp_path / "moved"
-    # Steps 1-10 at TP=2 (stopped as a cancel does, with a checkpoint), 11-20 on one process.
-    for cfg, stop_at in ((_tp(), "10"), (_one(), "")):
-        code, out = _run(cfg, run_dir, cache_dir, {"RUNWRIGHT_STOP_AT_STEP": stop_at})
-        assert code in (0, 1), out  # the launcher itself may exit 1 after its ranks were cancelled
-    assert [s["status"] for s in _statuses(run_dir)] == ["running", "cancelled", "running", "completed"]
-    resumed = [s["info"]["resumed_from_step"] for s in _statuses(run_dir) if s["status"] == "running"]
-    assert resumed == [None, 10]
-    losses = _losses(run_dir)
-    assert sorted(losses) == list(range(1, 21))
-    for step, loss in losses.items():
-        assert loss == pytest.approx(one_process_losses[step], abs=1e-4), step
+    copy_checkpoint(one_process_run, 10, run_dir)
+    code, out = _run(_tp(sequence_parallel=False), run_dir, cache_dir)
+    assert code == 0, out
+    assert _resumed_from(run_dir) == [10]
+    assert _statuses(run_dir)[0]["info"]["mesh"] == {"dp": 1, "tp": 2}
+    assert_same_losses(_losses(run_dir), one_process_losses, SECOND_HALF)
 
 
 @pytest.mark.slow
-def test_tp_2_by_fsdp_2_on_four_processes_trains_the_same_losses_as_one_process(
-    tmp_path: Path, cache_dir: Path, one_process_losses: dict[int, float]
+def test_tp_2_by_fsdp_2_on_four_processes_resumes_one_process_with_the_same_losses(
+    tmp_path: Path, cache_dir: Path, one_process_run: Path, one_process_losses: dict[int, float]
 ) -> None:
-    # (dp 2, tp 2): each FSDP rank draws half the global batch, with activation checkpointing.
+    # (dp 2, tp 2): each FSDP rank draws half the global batch, with activation checkpointing;
+    # steps 11-20 from one process's checkpoint, each of its tensors split two ways.
     cfg = _config(
         {
             "train": {**STEPS["train"], "micro_batch_size": 2},
@@ -325,12 +310,14 @@ def test_tp_2_by_fsdp_2_on_four_processes_trains_the_same_losses_as_one_process(
         SMALL,
     )
     assert cfg.tokens_per_step() == _one().tokens_per_step()
-    # Half the run (4 ranks share 2 cores here): stopped as a cancel would, after step 10.
-    code, out = _run(cfg, tmp_path / "tp-fsdp", cache_dir, {"RUNWRIGHT_STOP_AT_STEP": "10"})
-    assert code in (0, 1), out
-    info = _statuses(tmp_path / "tp-fsdp")[0]["info"]
+    run_dir = tmp_path / "tp-fsdp"
+    copy_checkpoint(one_process_run, 10, run_dir)
+    code, out = _run(cfg, run_dir, cache_dir)
+    assert code == 0, out
+    info = _statuses(run_dir)[0]["info"]
     assert info["mesh"] == {"dp": 2, "tp": 2} and info["data_parallel"] == "fsdp"
-    losses = _losses(tmp_path / "tp-fsdp")
-    assert sorted(losses) == list(range(1, 11))
-    for step, loss in losses.items():
-        assert loss == pytest.approx(one_process_losses[step], abs=1e-4), step
+    assert _resumed_from(run_dir) == [10]
+    assert_same_losses(_losses(run_dir), one_process_losses, SECOND_HALF)
+    assert set(written_by_file(run_dir / "checkpoints" / "step_000020")) == {
+        f"__{r}_0.distcp" for r in range(4)
+    }

@@ -1,0 +1,155 @@
+"""What the tensor- and expert-parallel tests share: launching workers under torchrun, the
+fake-process-group mesh, comparing losses with a reference run, moving a checkpoint into
+another run, reading which rank wrote what into a sharded checkpoint; and, on the workers'
+side, the gloo process group and the gradient comparison.
+
+Imported by the tests and by the ``torchrun`` workers (``tp_worker.py``, ``ep_worker.py``),
+which run with this folder on ``sys.path``; so it imports no pytest and nothing from the web app.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+# --- test side ---------------------------------------------------------------
+
+
+def torchrun(worker: str, out_dir: Path, *args: str, nproc: int = 2, timeout: float = 240) -> Any:
+    """Run ``worker`` (a file of this folder) on ``nproc`` CPU processes; the JSON it wrote.
+
+    The worker gets ``args`` and then the path of its output file as arguments.
+    """
+    from modelcore.launch import free_port
+
+    out = out_dir / f"{Path(worker).stem}.json"
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(HERE / worker),
+        *args,
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+_MESH_SCRIPT = """
+import json, sys
+import torch.distributed as dist
+from torch.testing._internal.distributed.fake_pg import FakeStore
+from modelcore.parallelize import build_mesh
+out = {}
+for layout in json.loads(sys.argv[1]):
+    meshes = out.setdefault("x".join(map(str, layout)), {})
+    for rank in range(4):
+        dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=4)
+        mesh = build_mesh("cpu", 4, *layout)
+        meshes[rank] = {
+            "names": list(mesh.mesh_dim_names),
+            "shape": list(mesh.shape),
+            "coords": mesh.get_coordinate(),
+            **{name: mesh[name].mesh.tolist() for name in mesh.mesh_dim_names},
+        }
+        dist.destroy_process_group()
+print(json.dumps(out))
+"""
+
+
+def fake_meshes(*layouts: tuple[int, int]) -> dict[str, dict[int, dict[str, Any]]]:
+    """``build_mesh`` of 4 ranks on torch's fake process group, per ``(tp, ep)`` layout
+    (keyed ``"tpxep"``), per rank: dimension names, shape, coordinates and each dimension's ranks."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MESH_SCRIPT, json.dumps(layouts)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    raw = json.loads(done.stdout.splitlines()[-1])
+    return {layout: {int(rank): mesh for rank, mesh in meshes.items()} for layout, meshes in raw.items()}
+
+
+def assert_same_losses(
+    losses: dict[int, float], expected: dict[int, float], steps: range, abs_tol: float = 1e-4
+) -> None:
+    """``losses`` covers exactly ``steps``, each equal to the reference run's loss of that step."""
+    assert sorted(losses) == list(steps), sorted(losses)
+    worst = max(steps, key=lambda s: abs(losses[s] - expected[s]))
+    assert abs(losses[worst] - expected[worst]) <= abs_tol, (worst, losses[worst], expected[worst])
+
+
+def copy_checkpoint(src_run: Path, step: int, dst_run: Path) -> Path:
+    """Put ``src_run``'s checkpoint of ``step`` into ``dst_run``, which then resumes from it
+    (as the run would after a cancel at that step, under whatever layout starts it next)."""
+    from modelcore.checkpoint_layout import CHECKPOINTS_DIR, checkpoint_name
+
+    dst = dst_run / CHECKPOINTS_DIR / checkpoint_name(step)
+    shutil.copytree(src_run / CHECKPOINTS_DIR / checkpoint_name(step), dst)
+    return dst
+
+
+def written_by_file(checkpoint: Path) -> dict[str, set[str]]:
+    """Which tensors (``model.<name>``, ``optimizer.state.<name>.<key>``) each file of a sharded
+    checkpoint's ``state/`` holds a chunk of, by file name (``__<rank>_0.distcp``)."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    files: dict[str, set[str]] = {}
+    for index, info in FileSystemReader(checkpoint / "state").read_metadata().storage_data.items():
+        files.setdefault(info.relative_path, set()).add(index.fqn)
+    return files
+
+
+# --- worker side (under torchrun) ----------------------------------------------
+
+
+@contextlib.contextmanager
+def gloo_group() -> Iterator[None]:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def grad_diffs(plain: Any, split: Any) -> dict[str, float]:
+    """Per parameter that ``split`` holds, the largest difference between its gradient (a
+    DTensor's whole) and the plain model's gradient of the same name."""
+    from torch.distributed.tensor import DTensor
+
+    plain_params = dict(plain.named_parameters())
+    diffs = {}
+    for name, p in split.named_parameters():
+        grad = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+        diffs[name] = (grad - plain_params[name].grad).abs().max().item()
+    return diffs
+
+
+def write_on_rank_0(out: str, result: Any) -> None:
+    import torch.distributed as dist
+
+    if dist.get_rank() == 0:
+        Path(out).write_text(json.dumps(result))
