@@ -173,6 +173,8 @@ def schedule(limit: int = 5000) -> PassResult:
     released = services.release_ended()
     hosts = alive_hosts()
     requeued = _requeue_from_silent_hosts(hosts)
+    if requeued:
+        hosts = alive_hosts()  # what they held on alive hosts (a multi-node run's other nodes) is free again
     quotas = {q.pk: q for q in TeamQuota.objects.all()}
     waiting = list(
         Placement.objects.filter(host__isnull=True, released_at__isnull=True, run__status=RunStatus.QUEUED)
