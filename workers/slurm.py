@@ -19,6 +19,10 @@ it watches instead of a local process group:
   the trainer checkpoints; the run ends ``lost`` and, with ``train.max_restarts``, the lost-run
   recovery queues a new attempt, a new job that resumes from that checkpoint.
 - a node failure (``NODE_FAIL``), a failed boot or a preemption is ``lost`` too.
+- a restart: the job does not die with its supervisor (Slurm runs it, not the worker), so a
+  worker that starts again takes back its runs whose job Slurm still knows and watches that
+  job (``attach``) instead of letting the run be marked lost and submitted again
+  (``workers.slurm_reattach``).
 """
 
 from __future__ import annotations
@@ -234,7 +238,16 @@ class SlurmJob(JobHandle):
 
     # --- start ---------------------------------------------------------------------
 
+    def attach(self, job_id: str) -> None:
+        """Watch a job submitted before (a restarted worker taking its run back): ``start`` then submits nothing."""
+        if not job_id.isdigit():
+            raise SlurmError(f"{job_id!r} is not a Slurm job id")
+        self.job_id = job_id
+        self.refresh(force=True)
+
     def start(self, launch: Launch, description: str) -> int:
+        if self.job_id:
+            return int(self.job_id)  # attached: the job runs already, its script and folder with it
         script = launch.cwd / JOB_SCRIPT
         script.write_text(job_script(self.spec, launch.argv, header=f"{description}\n{launch.header}"))
         script.chmod(0o700)
