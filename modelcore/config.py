@@ -353,15 +353,18 @@ MAX_TIME_LIMIT_MIN = 366 * 24 * 60
 
 @dataclass(frozen=True)
 class LauncherConfig:
-    """How a cluster scheduler runs the job (``RUNWRIGHT_LAUNCHER=slurm``); a local worker ignores it.
+    """How a cluster scheduler runs the job (``RUNWRIGHT_LAUNCHER=slurm``); a lone local worker ignores it.
+
+    ``nodes`` also spreads a run over that many hosts of the fleet (``RUNWRIGHT_FLEET``).
 
     Empty names and a zero time limit take the operator's defaults (``RUNWRIGHT_SLURM_*``).
     """
 
     nodes: int = _f(
         1,
-        "Nodes the run spans under Slurm; parallel.num_processes is split evenly between them "
-        "(one torchrun per node, c10d rendezvous on the first).",
+        "Nodes the run spans: Slurm nodes, or hosts of the fleet (RUNWRIGHT_FLEET); "
+        "parallel.num_processes is split evenly between them (one torchrun per node, the "
+        "rendezvous on the first).",
         min=1,
         max=1024,
     )
