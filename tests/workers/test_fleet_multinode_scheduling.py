@@ -19,6 +19,7 @@ from webapp.fleet import services, shares
 from webapp.fleet.models import Host, NodeShare, Placement, ShareState, TeamQuota
 from webapp.fleet.services import GpuInfo
 from webapp.projects.models import Project
+from webapp.runs.limits import compute_errors
 from webapp.runs.models import Run, RunStatus
 from workers import first_node, scheduler
 
@@ -205,3 +206,19 @@ def test_place_writes_nothing_when_any_of_the_run_s_hosts_is_full(project):
     assert reserved() == {"a": 0, "b": 0, "c": 1}
     assert Placement.objects.get(pk=run.pk).host is None
     assert not NodeShare.objects.exists() and TeamQuota.objects.get(pk=project.team_id).in_use == 0
+
+
+def test_the_cpu_rank_cap_applies_to_each_host_s_share_on_the_fleet(settings):
+    settings.MAX_CPU_PROCESSES = 2
+    two_by_two = RunConfig.from_dict(
+        {"parallel": {"num_processes": 4, "device": "cpu"}, "launcher": {"nodes": 2}}
+    )
+    settings.FLEET_ENABLED = False  # a lone worker runs every rank itself
+    assert "parallel.num_processes" in compute_errors(two_by_two)
+    settings.FLEET_ENABLED = True
+    assert compute_errors(two_by_two) == {}
+    two_by_three = RunConfig.from_dict(
+        {"parallel": {"num_processes": 6, "device": "cpu"}, "launcher": {"nodes": 2}}
+    )
+    message = compute_errors(two_by_three)["parallel.num_processes"]
+    assert "at most 4" in message and "over 2 hosts" in message

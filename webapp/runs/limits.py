@@ -29,7 +29,19 @@ def compute_errors(config: RunConfig) -> dict[str, str]:
     """Field errors for a run that asks for more than one member may take."""
     limit = settings.MAX_CPU_PROCESSES
     n = config.parallel.num_processes
+    nodes = config.launcher.nodes if settings.FLEET_ENABLED else 1
+    if nodes > 1:
+        # The fleet spreads the ranks over launcher.nodes hosts: each host's share is what is capped.
+        limit *= nodes
     if runs_on_cpu(config) and n > limit:
+        if nodes > 1:
+            return {
+                "parallel.num_processes": (
+                    f"must be at most {limit} for a run on CPU processes over {nodes} hosts (each "
+                    f"host's RUNWRIGHT_MAX_CPU_PROCESSES, {limit // nodes}, per node; got {n}); "
+                    "lower it, or run on GPUs"
+                )
+            }
         return {
             "parallel.num_processes": (
                 f"must be at most {limit} for a run on CPU processes (this server's "
