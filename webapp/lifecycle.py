@@ -21,11 +21,37 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from django.conf import settings
+from django.db import models
 from django.db.models import DateTimeField, ExpressionWrapper, Manager, Model, QuerySet, Value
 from django.db.models.functions import Now
 
 QUEUED, RUNNING, FAILED, CANCELLED = "queued", "running", "failed", "cancelled"
 SILENT_WORKER_ERROR = "The worker running this job stopped responding (killed or lost). Start the job again."
+
+
+class ProcessJob(models.Model):
+    """The columns every process job that is not a run has (an eval job, a sampling or export job).
+
+    What the moves below and ``webapp.process_jobs`` write: who runs it and since when, its
+    heartbeat (the sweep of silent workers reads it on the database's clock), its cancel
+    flag, and its error. Each kind adds its ``status`` (with its choices) and its own columns.
+    """
+
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    worker = models.CharField(max_length=200, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # While queued: when its task message was last known sent (webapp.requeue re-sends lost ones).
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
 
 
 class IllegalTransition(ValueError):

@@ -1,7 +1,7 @@
 """The row writes of every process job that is not a run (an eval job, a sampling or export job).
 
-Such a job is a row with a status table (``webapp.lifecycle.JobStateMachine``), a worker that
-claims it, heartbeats it, stores what it has so far and finishes it, a cancel flag, the
+Such a job is a row with a status table (``webapp.lifecycle.JobStateMachine``), a task sent
+to a worker after commit, a worker that claims it, heartbeats it, stores what it has so far and finishes it, a cancel flag, the
 sweep of silent workers and the re-send of lost task messages. ``ProcessJobRows`` writes
 those once; each kind declares one (in its ``transitions.py``) with what differs: its model
 and table, its live channel and published state, and what a claim resets.
@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import Model
 from django.db.models.functions import Now
 
-from webapp import live, requeue
+from webapp import enqueue, live, requeue
 from webapp.lifecycle import QUEUED, RUNNING, JobStateMachine
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class ProcessJobRows:
         states: JobStateMachine,
         *,
         noun: str,
+        task: str,
         channel: Callable[[int], str],
         state: Callable[[Any], dict[str, Any]],
         claim_resets: Mapping[str, Any],
@@ -45,7 +46,8 @@ class ProcessJobRows:
     ):
         self.model = model
         self.states = states
-        self.noun = noun  # "eval job": log lines
+        self.noun = noun  # "eval job": log lines and errors
+        self.task = task  # the worker's task that runs one (``webapp.enqueue``)
         self.channel = channel  # the job's live channel name
         self.state = state  # what the job's page follows (its presenter's ``job_state``)
         self.claim_resets = dict(claim_resets)  # what a new start clears (progress, text)
@@ -54,6 +56,11 @@ class ProcessJobRows:
     def rows(self, job_id: int):
         return self.model.objects.filter(pk=job_id)
 
+    def read_state(self, job_id: int) -> dict[str, Any] | None:
+        """The job's state as its page follows it, from the database; None once it is deleted."""
+        job = self.rows(job_id).first()
+        return self.state(job) if job is not None else None
+
     def announce(self, job_id: int) -> None:
         """Publish the job's state once the current transaction commits (at once outside one)."""
         if live.enabled():
@@ -61,11 +68,22 @@ class ProcessJobRows:
 
     def _publish(self, job_id: int) -> None:
         try:
-            job = self.rows(job_id).first()
-            if job is not None:
-                live.publish_to(self.channel(job_id), self.state(job))
+            state = self.read_state(job_id)
+            if state is not None:
+                live.publish_to(self.channel(job_id), state)
         except Exception:  # a Redis outage only delays the page: its stream re-reads the database
             log.warning("%s %s: could not publish its state", self.noun, job_id, exc_info=True)
+
+    def send(self, job_id: int) -> None:
+        """Send the job's task now (beat re-sends lost ones); a broker failure marks the job failed."""
+        enqueue.send(self.task, job_id, on_failure=self._not_sent)
+
+    def send_on_commit(self, job_id: int) -> None:
+        """Send the job's task once the current transaction commits, so the worker finds the row."""
+        enqueue.send_on_commit(self.task, job_id, on_failure=self._not_sent)
+
+    def _not_sent(self, job_id: int, reason: str) -> None:
+        self.fail_queued(job_id, f"Could not queue the {self.noun}: {reason}")
 
     def claim(self, job_id: int, worker: str) -> Model | None:
         """Move a queued job to ``running`` for this worker; None when it was not queued."""

@@ -27,7 +27,7 @@ from django.conf import settings
 from modelcore.evaluation.taskconfig import check_task_name
 from webapp.evals import transitions
 from webapp.evals.models import EvalJob, EvalStatus, ModelSource
-from webapp.evals.services import enqueue_eval, schedule_periodic_eval
+from webapp.evals.services import schedule_periodic_eval
 from webapp.evals.sources import resolve_hf_dir, task_dirs
 from workers.jobs import Launch
 from workers.process_jobs import ProcessJobRunner, process_job_tasks
@@ -182,9 +182,7 @@ class EvalRunner(ProcessJobRunner):
 run_eval_job, sweep_stale_eval_jobs, resend_queued_eval_jobs = process_job_tasks(
     __name__,
     "eval",
-    rows=transitions.JOBS,
     runner=EvalRunner,
-    enqueue=enqueue_eval,
     time_limit=EVAL_TIME_LIMIT_SECONDS,
     stop_grace=STOP_GRACE_SECONDS,
 )

@@ -18,7 +18,6 @@ import json
 import logging
 import socket
 from abc import abstractmethod
-from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
@@ -116,9 +115,7 @@ def process_job_tasks(
     module: str,
     kind: str,
     *,
-    rows: ProcessJobRows,
-    runner: Callable[[Any], ProcessJobRunner],
-    enqueue: Callable[[int], None],
+    runner: type[ProcessJobRunner],
     time_limit: float,
     stop_grace: float,
 ) -> tuple[Any, Any, Any]:
@@ -128,6 +125,7 @@ def process_job_tasks(
     breaks queued messages.
     """
     log = logging.getLogger(module)
+    rows = runner.rows
 
     @shared_task(
         bind=True,
@@ -164,7 +162,7 @@ def process_job_tasks(
             log.warning(
                 "%s %s is still queued; sending it again (the message may be lost)", rows.noun, job_id
             )
-            enqueue(job_id)
+            rows.send(job_id)
         return due
 
     return run_job, sweep_stale_jobs, resend_queued_jobs

@@ -21,7 +21,6 @@ from django.conf import settings
 
 from webapp.samples import transitions
 from webapp.samples.models import SampleJob, SampleKind, SampleStatus
-from webapp.samples.services import enqueue_sample_job
 from workers.jobs import Launch
 from workers.process_jobs import ProcessJobRunner, process_job_tasks
 
@@ -120,9 +119,7 @@ class SampleRunner(ProcessJobRunner):
 run_sample_job, sweep_stale_sample_jobs, resend_queued_sample_jobs = process_job_tasks(
     __name__,
     "sample",
-    rows=transitions.JOBS,
     runner=SampleRunner,
-    enqueue=enqueue_sample_job,
     time_limit=SAMPLE_TIME_LIMIT_SECONDS,
     stop_grace=STOP_GRACE_SECONDS,
 )

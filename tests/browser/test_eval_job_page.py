@@ -27,7 +27,7 @@ def test_the_job_page_follows_the_job_over_the_stream_or_the_polling_fallback(
         hf_path="m",
         tasks=["rw_arith", "rw_facts"],
     )
-    transitions.claim(job.id, "test-worker")
+    transitions.JOBS.claim(job.id, "test-worker")
     transitions.record_progress(job.id, 0.1, "rw_arith")
     base = start_servers()
     page, js_errors = chromium

@@ -340,7 +340,7 @@ def test_running_jobs_without_a_heartbeat_are_failed_by_the_sweep(project, run):
 
     from django.utils import timezone
 
-    from webapp.evals.transitions import fail_stale_jobs
+    from webapp.evals.transitions import JOBS
 
     old = timezone.now() - dt.timedelta(minutes=10)
     stale = EvalJob.objects.create(
@@ -361,7 +361,7 @@ def test_running_jobs_without_a_heartbeat_are_failed_by_the_sweep(project, run):
         status=EvalStatus.RUNNING,
         heartbeat_at=timezone.now(),
     )
-    assert fail_stale_jobs(60) == [stale.id]
+    assert JOBS.fail_stale_jobs(60) == [stale.id]
     stale.refresh_from_db()
     fresh.refresh_from_db()
     assert stale.status == EvalStatus.FAILED and "stopped responding" in stale.error
@@ -424,6 +424,8 @@ def test_a_broker_failure_fails_the_job_instead_of_leaving_it_queued(alice, proj
 
     monkeypatch.setattr(enqueue.app, "send_task", unreachable)
     job = _queue_one(alice, project, run)
-    services.enqueue_eval(job.id)
+    from webapp.evals.transitions import JOBS
+
+    JOBS.send(job.id)
     job.refresh_from_db()
     assert job.status == EvalStatus.FAILED and "Could not queue the eval job: broker unreachable" in job.error

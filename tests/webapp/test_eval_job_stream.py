@@ -58,7 +58,7 @@ def _run_job_to_the_end(job: EvalJob, before_each=lambda: None):
             return  # the end: nothing more to change
         before_each()
         if updates == 1:
-            transitions.claim(job.id, "test-worker")
+            transitions.JOBS.claim(job.id, "test-worker")
         elif updates == 2:
             transitions.record_progress(job.id, 0.5, "hellaswag")
         elif updates == 3:

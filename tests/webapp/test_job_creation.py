@@ -37,18 +37,18 @@ def test_an_eval_job_cannot_be_created_running(project):
 def test_failing_a_queued_job_is_the_same_write_for_runs_and_eval_jobs(project):
     run, job = _run(project), _job(project)
     assert run_transitions.fail_queued(run.id, "broker down")
-    assert eval_transitions.fail_queued(job.id, "broker down")
+    assert eval_transitions.JOBS.fail_queued(job.id, "broker down")
     for row in (Run.objects.get(pk=run.pk), EvalJob.objects.get(pk=job.pk)):
         assert row.status == "failed" and row.error == "broker down" and row.finished_at is not None
     # Once claimed (or already ended) a job is no longer "queued": nothing is written.
     assert not run_transitions.fail_queued(run.id, "again")
-    assert not eval_transitions.cancel_queued(job.id)
+    assert not eval_transitions.JOBS.cancel_queued(job.id)
 
 
 def test_cancelling_a_queued_job_is_the_same_write_for_runs_and_eval_jobs(project):
     run, job = _run(project), _job(project)
     assert run_transitions.cancel_queued(run.id)
-    assert eval_transitions.cancel_queued(job.id)
+    assert eval_transitions.JOBS.cancel_queued(job.id)
     for row in (Run.objects.get(pk=run.pk), EvalJob.objects.get(pk=job.pk)):
         assert row.status == "cancelled" and row.cancel_requested and row.finished_at is not None
 

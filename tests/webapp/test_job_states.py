@@ -162,9 +162,9 @@ def test_queued_only_writes_leave_a_claimed_run_alone(project):
 
 def test_an_eval_claim_is_idempotent_and_a_finished_job_stays_finished(project):
     job = _make_job(project, E.QUEUED)
-    assert eval_transitions.claim(job.id, "w1") is not None
-    assert eval_transitions.claim(job.id, "w2") is None
-    assert not eval_transitions.cancel_queued(job.id)  # claimed: its runner stops it
+    assert eval_transitions.JOBS.claim(job.id, "w1") is not None
+    assert eval_transitions.JOBS.claim(job.id, "w2") is None
+    assert not eval_transitions.JOBS.cancel_queued(job.id)  # claimed: its runner stops it
     assert eval_transitions.finish(job.id, E.CANCELLED)
     assert not eval_transitions.finish(job.id, E.COMPLETED, results={"results": {}})
     assert EvalJob.objects.get(pk=job.id).status == E.CANCELLED
@@ -185,16 +185,16 @@ PROCESS_JOBS = {
 def test_a_process_job_claim_is_idempotent_and_a_finished_job_stays_finished(kind, project):
     transitions, make, model = PROCESS_JOBS[kind]
     job = make(project, E.QUEUED)
-    claimed = transitions.claim(job.id, "w1")
+    claimed = transitions.JOBS.claim(job.id, "w1")
     assert claimed is not None and claimed.status == E.RUNNING and claimed.worker == "w1"
-    assert transitions.claim(job.id, "w2") is None
-    assert not transitions.fail_queued(job.id, "x")  # claimed: only its runner ends it
-    assert transitions.request_cancel(job.id)  # flagged for its runner, still running
+    assert transitions.JOBS.claim(job.id, "w2") is None
+    assert not transitions.JOBS.fail_queued(job.id, "x")  # claimed: only its runner ends it
+    assert transitions.JOBS.request_cancel(job.id)  # flagged for its runner, still running
     row = model.objects.get(pk=job.id)
     assert row.status == E.RUNNING and row.cancel_requested
     assert transitions.finish(job.id, E.CANCELLED)
     assert not transitions.finish(job.id, E.COMPLETED)
-    assert not transitions.request_cancel(job.id)  # ended
+    assert not transitions.JOBS.request_cancel(job.id)  # ended
     row = model.objects.get(pk=job.id)
     assert row.status == E.CANCELLED and row.finished_at is not None and row.pid is None
     with pytest.raises(IllegalTransition):
@@ -205,10 +205,10 @@ def test_a_process_job_claim_is_idempotent_and_a_finished_job_stays_finished(kin
 def test_a_cancelled_queued_process_job_is_never_claimed(kind, project):
     transitions, make, model = PROCESS_JOBS[kind]
     job = make(project, E.QUEUED)
-    assert transitions.request_cancel(job.id)
+    assert transitions.JOBS.request_cancel(job.id)
     assert model.objects.get(pk=job.id).status == E.CANCELLED
-    assert transitions.claim(job.id, "w") is None
+    assert transitions.JOBS.claim(job.id, "w") is None
     other = make(project, E.QUEUED)
-    assert transitions.fail_queued(other.id, "no broker")
+    assert transitions.JOBS.fail_queued(other.id, "no broker")
     row = model.objects.get(pk=other.id)
     assert (row.status, row.error) == (E.FAILED, "no broker")

@@ -68,13 +68,13 @@ def test_the_sweep_measures_silence_on_the_database_clock(make_run, skewed_clock
 
 def test_an_eval_job_heartbeating_from_a_skewed_worker_is_not_failed(project, skewed_clock):
     job = EvalJob.objects.create(project=project, source=ModelSource.HF, hf_path="m", tasks=["t"])
-    job = eval_transitions.claim(job.id, "skewed-worker")
+    job = eval_transitions.JOBS.claim(job.id, "skewed-worker")
     assert job is not None
     assert eval_transitions.record_progress(job.id, 0.5, "t") is False
     job.refresh_from_db()
     assert abs(job.heartbeat_at - db_now()) < dt.timedelta(seconds=30)
-    assert eval_transitions.fail_stale_jobs(60) == []
+    assert eval_transitions.JOBS.fail_stale_jobs(60) == []
     EvalJob.objects.filter(pk=job.pk).update(heartbeat_at=db_now() - dt.timedelta(seconds=120))
-    assert eval_transitions.fail_stale_jobs(60) == [job.id]
+    assert eval_transitions.JOBS.fail_stale_jobs(60) == [job.id]
     job.refresh_from_db()
     assert job.status == EvalStatus.FAILED

@@ -12,7 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 
-from webapp.lifecycle import JobStateMachine
+from webapp.lifecycle import JobStateMachine, ProcessJob
 from webapp.projects.models import Project
 from webapp.runs.models import Run
 
@@ -53,7 +53,7 @@ def evals_dir() -> Path:
     return Path(settings.DATA_DIR) / "evals"
 
 
-class EvalJob(models.Model):
+class EvalJob(ProcessJob):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="eval_jobs")
     source = models.CharField(max_length=12, choices=ModelSource.choices)
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="eval_jobs")
@@ -70,17 +70,6 @@ class EvalJob(models.Model):
     current_task = models.CharField(max_length=200, blank=True)
     results = models.JSONField(null=True, blank=True)  # lm-eval schema, without per-sample records
     has_samples = models.BooleanField(default=False)
-    error = models.TextField(blank=True)
-    cancel_requested = models.BooleanField(default=False)
-    worker = models.CharField(max_length=200, blank=True)
-    pid = models.IntegerField(null=True, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    # While queued: when its task message was last known sent (webapp.requeue re-sends lost ones).
-    dispatched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -19,7 +19,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from modelcore.evaluation.taskconfig import TASK_NAME_RULE, is_task_name
-from webapp import enqueue
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
 from webapp.evals import transitions
@@ -162,23 +161,14 @@ def create_eval_jobs(
             report = Report.objects.create(project=project, name=report_name, created_by=user)
             report.jobs.set(jobs)
         for job in jobs:
-            enqueue.send_on_commit(enqueue.RUN_EVAL_JOB, job.id, on_failure=_job_not_sent)
+            transitions.JOBS.send_on_commit(job.id)
     return jobs
-
-
-def enqueue_eval(job_id: int) -> None:
-    """Send the job's task now (beat re-sends lost ones); a broker failure marks the job failed."""
-    enqueue.send(enqueue.RUN_EVAL_JOB, job_id, on_failure=_job_not_sent)
-
-
-def _job_not_sent(job_id: int, reason: str) -> None:
-    transitions.fail_queued(job_id, f"Could not queue the eval job: {reason}")
 
 
 def request_eval_cancel(*, user: AbstractBaseUser, job: EvalJob) -> EvalJob:
     """A queued job is cancelled at once; a running one by its worker within seconds."""
     require_role(user, job.project.team_id, Role.MEMBER)
-    transitions.request_cancel(job.pk)
+    transitions.JOBS.request_cancel(job.pk)
     job.refresh_from_db()
     return job
 
@@ -218,9 +208,9 @@ def schedule_periodic_eval(run_id: int, step: int) -> EvalJob | None:
             )
             if unknown:
                 # Visible on the run's eval list instead of a silent skip.
-                transitions.fail_queued(job.pk, f"eval.tasks: unknown task {unknown[0]!r}")
+                transitions.JOBS.fail_queued(job.pk, f"eval.tasks: unknown task {unknown[0]!r}")
             else:
-                enqueue.send_on_commit(enqueue.RUN_EVAL_JOB, job.id, on_failure=_job_not_sent)
+                transitions.JOBS.send_on_commit(job.id)
     except IntegrityError:
         return None  # already scheduled for this checkpoint
     job.refresh_from_db()

@@ -2,7 +2,7 @@
 
 The same live mechanism as a run page's (``static/js/live.js`` chooses the stream, or polls
 ``job_status`` where a stream cannot be held): with Redis, every change the job's writes
-announce (``webapp.evals.transitions.announce``) is forwarded as it is published; the
+announce (``webapp.evals.transitions.JOBS.announce``) is forwarded as it is published; the
 database is read at connect, when a message is not a job's state, and after
 ``idle_seconds`` without one (a change made while the stream subscribes, or a message lost
 in a Redis hiccup, is late by that much, never lost, and the end is never missed).
@@ -13,23 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
 
 from webapp import live
-from webapp.evals.models import EvalJob
-from webapp.evals.presenters import job_state
+from webapp.evals import transitions
+from webapp.process_jobs import ProcessJobRows
 from webapp.runs.stream import sse
 
 # Without Redis: how often a stream reads its job (progress moves every few seconds).
 POLL_SECONDS = 0.5
-
-
-def read_state(job_id: int) -> dict[str, Any] | None:
-    job = EvalJob.objects.filter(pk=job_id).first()
-    return job_state(job) if job is not None else None
 
 
 async def job_events(
@@ -38,17 +33,16 @@ async def job_events(
     poll_seconds: float = POLL_SECONDS,
     idle_seconds: float = 5.0,
     keepalive_seconds: float = 15.0,
-    channel: str | None = None,
-    read_job: Callable[[int], dict[str, Any] | None] = read_state,
+    rows: ProcessJobRows = transitions.JOBS,
 ) -> AsyncIterator[str]:
     """The SSE body: an ``update`` per change of the job's state, then one ``end`` once it is over.
 
-    Any kind of job whose state is a dict with ``id`` and ``is_active``: ``channel`` (an eval
-    job's by default) is where its writes announce it, ``read_job`` reads it from the database.
+    Any process job (``rows``: an eval job's by default) whose state is a dict with ``id`` and
+    ``is_active``: its writes announce it on its channel, ``rows.read_state`` reads it.
     """
-    read = sync_to_async(read_job, thread_sensitive=False)
+    read = sync_to_async(rows.read_state, thread_sensitive=False)
     yield "retry: 3000\n\n"
-    channel = channel or live.eval_channel(job_id)
+    channel = rows.channel(job_id)
     messages = live.listen_to(channel, keepalive_seconds=idle_seconds) if live.enabled() else None
     try:
         last: dict[str, Any] | None = None

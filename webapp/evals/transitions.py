@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import transaction
 
-from webapp import live
+from webapp import enqueue, live
 from webapp.evals.models import EVAL_STATES, EvalJob, EvalStatus
 from webapp.evals.presenters import job_state
 from webapp.metrics.services import Point, upsert_points
@@ -25,19 +25,12 @@ JOBS = ProcessJobRows(
     EvalJob,
     EVAL_STATES,
     noun="eval job",
+    task=enqueue.RUN_EVAL_JOB,
     channel=live.eval_channel,
     state=job_state,
     claim_resets={"progress": 0.0},
     related=("run", "project"),
 )
-announce = JOBS.announce
-claim = JOBS.claim
-record_process = JOBS.record_process
-fail_queued = JOBS.fail_queued
-cancel_queued = JOBS.cancel_queued
-request_cancel = JOBS.request_cancel
-fail_stale_jobs = JOBS.fail_stale_jobs
-jobs_to_resend = JOBS.jobs_to_resend
 
 
 def record_progress(job_id: int, progress: float, current_task: str) -> bool:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.conf import settings
 from django.db import models
 
-from webapp.lifecycle import JobStateMachine
+from webapp.lifecycle import JobStateMachine, ProcessJob
 from webapp.runs.models import Run
 
 
@@ -51,7 +50,7 @@ JOBS_DIR = "jobs"  # under the run directory
 EXPORT_DIR = "hf"  # under an export job's folder: the Hugging Face model directory
 
 
-class SampleJob(models.Model):
+class SampleJob(ProcessJob):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="sample_jobs")
     checkpoint_step = models.BigIntegerField()
     kind = models.CharField(max_length=8, choices=SampleKind.choices, default=SampleKind.SAMPLE)
@@ -62,17 +61,6 @@ class SampleJob(models.Model):
     max_tokens = models.PositiveIntegerField(default=100)
     text = models.TextField(blank=True)  # the continuation, growing while the job runs
     status = models.CharField(max_length=10, choices=SampleStatus.choices, default=SampleStatus.QUEUED)
-    error = models.TextField(blank=True)
-    cancel_requested = models.BooleanField(default=False)
-    worker = models.CharField(max_length=200, blank=True)
-    pid = models.IntegerField(null=True, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    # While queued: when its task message was last known sent (webapp.requeue re-sends lost ones).
-    dispatched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -13,7 +13,6 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from webapp import enqueue
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import require_role
 from webapp.input_errors import InputError
@@ -97,7 +96,7 @@ def create_export_job(*, user: AbstractBaseUser, run: Run, step: Any) -> SampleJ
 def request_cancel(*, user: AbstractBaseUser, job: SampleJob) -> SampleJob:
     """Stop a queued or running job (its runner stops the engine). Raises InputError once it has ended."""
     require_role(user, job.run.project.team_id, Role.MEMBER)
-    if not transitions.request_cancel(job.id):
+    if not transitions.JOBS.request_cancel(job.id):
         raise InputError({"job": f"has already ended ({job.status})"})
     job.refresh_from_db()
     return job
@@ -114,14 +113,5 @@ def _create(user: AbstractBaseUser, run: Run, step: int, kind: str, **fields: An
             created_by=user,
             **fields,
         )
-        enqueue.send_on_commit(enqueue.RUN_SAMPLE_JOB, job.id, on_failure=_job_not_sent)
+        transitions.JOBS.send_on_commit(job.id)
     return job
-
-
-def enqueue_sample_job(job_id: int) -> None:
-    """Send the job's task now (beat re-sends lost ones); a broker failure marks the job failed."""
-    enqueue.send(enqueue.RUN_SAMPLE_JOB, job_id, on_failure=_job_not_sent)
-
-
-def _job_not_sent(job_id: int, reason: str) -> None:
-    transitions.fail_queued(job_id, f"Could not queue the job: {reason}")

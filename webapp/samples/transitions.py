@@ -8,6 +8,7 @@ what each heartbeat stores (the run page's stream shows it as it grows).
 
 from __future__ import annotations
 
+from webapp import enqueue
 from webapp.process_jobs import ProcessJobRows
 from webapp.samples.models import SAMPLE_STATES, SampleJob
 from webapp.samples.presenters import job_state
@@ -21,18 +22,12 @@ JOBS = ProcessJobRows(
     SampleJob,
     SAMPLE_STATES,
     noun="sample job",
+    task=enqueue.RUN_SAMPLE_JOB,
     channel=channel,
     state=job_state,
     claim_resets={"text": ""},
     related=("run",),
 )
-announce = JOBS.announce
-claim = JOBS.claim
-record_process = JOBS.record_process
-fail_queued = JOBS.fail_queued
-request_cancel = JOBS.request_cancel
-fail_stale_jobs = JOBS.fail_stale_jobs
-jobs_to_resend = JOBS.jobs_to_resend
 
 
 def record_text(job_id: int, text: str) -> bool:

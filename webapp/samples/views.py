@@ -22,7 +22,7 @@ from webapp.input_errors import InputError, input_errors_as_json
 from webapp.runs.downloads import _attachment, _tar_chunks
 from webapp.runs.selectors import run_for
 from webapp.samples import selectors, services, transitions
-from webapp.samples.models import SampleJob, SampleKind
+from webapp.samples.models import SampleKind
 from webapp.samples.presenters import job_row, job_state
 
 MAX_BODY_CHARS = 64_000  # a JSON body several times the largest prompt
@@ -98,11 +98,6 @@ def job_status(request: HttpRequest, job_id: int) -> JsonResponse:
     return JsonResponse(job_row(selectors.sample_job_for(request.user, job_id)))
 
 
-def _read_state(job_id: int) -> dict[str, Any] | None:
-    job = SampleJob.objects.filter(pk=job_id).first()
-    return job_state(job) if job is not None else None
-
-
 @require_GET
 async def job_stream(request: HttpRequest, job_id: int) -> HttpResponse:
     """SSE: the job's state (its text as it grows) as it changes, then its end."""
@@ -110,7 +105,7 @@ async def job_stream(request: HttpRequest, job_id: int) -> HttpResponse:
     if not user.is_authenticated:
         return JsonResponse({"error": "log in first"}, status=401)
     job = await sync_to_async(selectors.sample_job_for)(user, job_id)  # 404 for another team's job
-    body = job_events(job.id, channel=transitions.channel(job.id), read_job=_read_state)
+    body = job_events(job.id, rows=transitions.JOBS)
     response = StreamingHttpResponse(body, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
