@@ -152,6 +152,18 @@ rw.upsertPoints = function (div, index, pairs) {
   Plotly.restyle(div, { x: [merged.x], y: [merged.y] }, [index]);
 };
 
+// Resolves once Plotly.js has run. The run page loads it deferred after its own scripts, so
+// the first panels' series are already being read (the server's work) while the browser
+// parses and runs Plotly (the client's): every deferred script has run by DOMContentLoaded.
+// (readyState is already "interactive" while deferred scripts run, so it cannot tell.)
+const domLoaded = new Promise(function (resolve) {
+  if (document.readyState === "complete") resolve();
+  else document.addEventListener("DOMContentLoaded", resolve, { once: true });
+});
+rw.plotlyReady = function () {
+  return window.Plotly ? Promise.resolve() : domLoaded;
+};
+
 // How many points a chart of ``div`` can show: a min and a max per pixel column, within the
 // server's 100..2000. Asking for no more than that lets a long series be read from coarser
 // summaries (a 600-pixel panel: 1,200 points, a few times less work for the server than 2,000).
@@ -290,6 +302,7 @@ rw.seriesChart = function (div, load, traces, layout, options) {
       await ensureTokens();
       const asked = need();
       const data = await load({}, asked);
+      await rw.plotlyReady();
       drawnPoints = asked.points;
       if (mine !== draws) return null;
       base = traces(data).map((t, i) => ({ ...t, times: (data.series[i] || {}).times }));
