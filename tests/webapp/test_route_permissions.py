@@ -223,11 +223,14 @@ MATRIX: dict[str, Route] = {
     # --- fleet: hosts are the operator's, seen by everyone signed in; quotas are staff's ---
     "fleet:fleet": Route(none, {"GET": Access(200, 200, 200, LOGIN)}),
     "fleet:set_quota": Route(team, {"POST": Access(403, 403, 403, LOGIN)}),
+    "fleet:data": Route(none, {"GET": Access(200, 200, 200, LOGIN)}),
+    "fleet:stream": Route(none, {"GET": Access(200, 200, 200, 401)}),
     # --- sweeps: the world's sweep has ended, so a cancel changes nothing; an empty form is a 400 ---
     "sweeps:project": Route(project, {"GET": web_read()}),
     "sweeps:new": Route(project, {"GET": web_write(200), "POST": web_write(400)}),
     "sweeps:detail": Route(sweep, {"GET": web_read()}),
     "sweeps:data": Route(sweep, {"GET": web_read()}),
+    "sweeps:stream": Route(sweep, {"GET": Access(200, 200, 404, 401)}),
     "sweeps:cancel": Route(sweep, {"POST": web_write(302)}),
     # --- evals -------------------------------------------------------------------
     "evals:project": Route(project, {"GET": web_read()}),
