@@ -2,7 +2,10 @@
 
 ``RUN_DIR/checkpoints/step_XXXXXX/``; a folder is complete once ``meta.json`` is in it
 (the trainer writes into ``step_XXXXXX.tmp`` and renames it). ``modelcore.checkpoint``
-owns what is inside a folder.
+owns what is inside a folder (the sharded ``state/`` subfolder, one file per rank, or the
+``model.safetensors`` of older checkpoints); everything outside the engine treats a folder
+whole: pruning deletes it, the checkpoints panel sums its files' sizes (subfolders
+included), a download tars all of it, an eval or sample job names it by step.
 """
 
 from __future__ import annotations
