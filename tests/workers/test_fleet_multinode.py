@@ -166,3 +166,32 @@ def test_a_killed_node_makes_the_run_lost_it_resumes_on_other_hosts_and_a_cancel
         _, alive = psutil.wait_procs(second_attempt, timeout=10)
         assert not alive, alive
         assert not tagged_alive(run)
+
+
+def test_a_node_whose_ranks_fail_fails_the_run_and_stops_the_other(
+    scheduler_queue, member, tmp_path, corpus_cache
+):
+    # Equal hosts are chosen by name: "node-z" is node 1, and only its ranks fail (at step 3).
+    with (
+        fleet_workers(
+            tmp_path, ["node-a"], "0", "NVIDIA H100", scheduler_queue, corpus_cache, **CPU_RANKS
+        ) as (a,),
+        fleet_workers(
+            tmp_path,
+            ["node-z"],
+            "0",
+            "NVIDIA H100",
+            scheduler_queue,
+            corpus_cache,
+            RUNWRIGHT_FAIL_AT_STEP="3",
+            **CPU_RANKS,
+        ) as (z,),
+    ):
+        run = launch(member, "node-fails", steps=40, overrides={**TWO_NODES, "train": {"cancel_grace_s": 5}})
+        run = final(run)
+        share = NodeShare.objects.select_related("host", "placement__host").get(placement_id=run.pk)
+        assert (share.placement.host.name, share.host.name) == (a.name, z.name)
+        assert run.status == RunStatus.FAILED
+        assert "Node 1's ranks failed" in run.error and "injected failure at step 3" in run.error, run.error
+        assert share.state == ShareState.FAILED
+        assert not tagged_alive(run)
