@@ -7,7 +7,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -49,6 +49,7 @@ from webapp.evals.taskupload import install_task_zip
 from webapp.projects.selectors import project_for
 from webapp.runs.assets import plotly_js_url
 from webapp.runs.selectors import run_for
+from webapp.runs.stream import sse_response
 from webapp.whole_numbers import parse_whole_number
 
 # --- jobs ----------------------------------------------------------------------
@@ -174,10 +175,7 @@ async def job_stream(request: HttpRequest, job_id: int) -> HttpResponse:
     if not user.is_authenticated:
         return JsonResponse({"error": "log in first"}, status=401)
     job = await sync_to_async(eval_job_for)(user, job_id)  # 404 for another team's job
-    response = StreamingHttpResponse(job_events(job.id), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
-    return response
+    return sse_response(job_events(job.id))
 
 
 @login_required

@@ -27,13 +27,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db.models import Count, Max, Q, Sum
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
 from webapp import live
 from webapp.projects.selectors import project_for
 from webapp.runs.models import Run, RunStatus
-from webapp.runs.stream import sse
+from webapp.runs.stream import sse, sse_response
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,4 @@ async def project_runs_stream(request: HttpRequest, project_id: int) -> HttpResp
     if not user.is_authenticated:
         return JsonResponse({"error": "log in first"}, status=401)
     project = await sync_to_async(project_for)(user, project_id)  # 404 for another team's project
-    response = StreamingHttpResponse(project_events(project.id), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
-    return response
+    return sse_response(project_events(project.id))

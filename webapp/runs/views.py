@@ -5,7 +5,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -39,7 +39,7 @@ from webapp.runs.models import FINAL_STATUSES, Run, RunSource, RunStatus
 from webapp.runs.presenters import run_summary
 from webapp.runs.selectors import checkpoints_panel, log_tail, run_files, run_for, samples_table, slurm_job
 from webapp.runs.services import create_run, request_cancel
-from webapp.runs.stream import poll_updates, run_events
+from webapp.runs.stream import poll_updates, run_events, sse_response
 from webapp.runs.updates import StreamCursor, cursor_from_event_id, latest_log_id
 from webapp.samples.presenters import job_state
 from webapp.samples.selectors import latest_exports
@@ -293,10 +293,7 @@ async def run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
     if request.GET.get("poll"):
         # The page's polling fallback (static/js/live.js): one catch-up read, as JSON.
         return JsonResponse(await sync_to_async(poll_updates, thread_sensitive=False)(run.id, cursor))
-    response = StreamingHttpResponse(run_events(run.id, cursor), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
-    return response
+    return sse_response(run_events(run.id, cursor))
 
 
 def _step_window(request: HttpRequest) -> dict[str, int | None]:

@@ -21,6 +21,7 @@ from webapp.input_errors import InputError, input_errors_as_json
 # The run downloads' own streaming tar and attachment: an export is served like a checkpoint.
 from webapp.runs.downloads import _attachment, _tar_chunks
 from webapp.runs.selectors import run_for
+from webapp.runs.stream import sse_response
 from webapp.samples import selectors, services, transitions
 from webapp.samples.models import SampleKind
 from webapp.samples.presenters import job_row, job_state
@@ -106,10 +107,7 @@ async def job_stream(request: HttpRequest, job_id: int) -> HttpResponse:
         return JsonResponse({"error": "log in first"}, status=401)
     job = await sync_to_async(selectors.sample_job_for)(user, job_id)  # 404 for another team's job
     body = job_events(job.id, rows=transitions.JOBS)
-    response = StreamingHttpResponse(body, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
-    return response
+    return sse_response(body)
 
 
 @login_required
