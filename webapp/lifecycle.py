@@ -31,7 +31,7 @@ SILENT_WORKER_ERROR = "The worker running this job stopped responding (killed or
 
 
 class ProcessJob(models.Model):
-    """The columns every process job that is not a run has (an eval job, a sampling or export job).
+    """The columns every kind of job has (a run, an eval job, a sampling or export job).
 
     What the moves below and ``webapp.process_jobs`` write: who runs it and since when, its
     heartbeat (the sweep of silent workers reads it on the database's clock), its cancel

@@ -11,7 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models
 
-from webapp.lifecycle import JobStateMachine
+from webapp.lifecycle import JobStateMachine, ProcessJob
 from webapp.projects.models import Project
 
 
@@ -82,27 +82,19 @@ class AttemptKind(models.TextChoices):
     RECOVERY = "recovery", "resumed automatically"
 
 
-class Run(models.Model):
+class Run(ProcessJob):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
     name = models.CharField(max_length=200)
     preset = models.CharField(max_length=50, blank=True)
     config = models.JSONField()  # the full, validated RunConfig.to_dict()
     status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
     source = models.CharField(max_length=10, choices=RunSource.choices, default=RunSource.MANAGED)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    # While queued: when its launch message was last known sent (webapp.requeue re-sends lost ones).
-    dispatched_at = models.DateTimeField(null=True, blank=True)
+    # The lifecycle's columns are ProcessJob's: for a run, ``error`` is the trainer's traceback
+    # or the supervisor's reason, ``worker`` the host that runs it, ``pid`` the launcher's
+    # process group, ``dispatched_at`` when its launch message was last known sent.
     step = models.BigIntegerField(default=0)
     last_loss = models.FloatField(null=True, blank=True)
-    cancel_requested = models.BooleanField(default=False)
-    error = models.TextField(blank=True)  # the trainer's traceback or the supervisor's reason
     attempt = models.PositiveIntegerField(default=0)  # incremented by every launch or resume
-    worker = models.CharField(max_length=200, blank=True)  # host that runs it
-    pid = models.IntegerField(null=True, blank=True)  # the launcher's process group
     # Under RUNWRIGHT_LAUNCHER=slurm: the current attempt's Slurm job, its state and Slurm's
     # reason while it waits (PENDING / Resources), as squeue last told its supervisor.
     slurm_job_id = models.CharField(max_length=32, blank=True)
