@@ -27,14 +27,6 @@ app.conf.update(
     # reserve queued runs that an idle worker elsewhere could start now (see workers.tasks).
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
-    beat_schedule={
-        "sweep-lost-runs": {
-            "task": "workers.tasks.sweep_lost_runs",
-            "schedule": 15.0,
-            # Sweeps that waited behind busy workers are stale: the next one is due anyway.
-            "options": {"expires": 14.0},
-        },
-    },
 )
 app.conf.imports = (
     "workers.eval_jobs",
@@ -42,43 +34,31 @@ app.conf.imports = (
     "workers.scheduler",
     "workers.sample_jobs",
 )  # task modules besides workers.tasks
-app.conf.beat_schedule["sweep-stale-eval-jobs"] = {
-    "task": "workers.eval_jobs.sweep_stale_eval_jobs",
-    "schedule": 15.0,
-    "options": {"expires": 14.0},
-}
-app.conf.beat_schedule["sweep-stale-sample-jobs"] = {
-    "task": "workers.sample_jobs.sweep_stale_sample_jobs",
-    "schedule": 15.0,
-    "options": {"expires": 14.0},
-}
-# Runs and eval jobs whose broker message was lost would stay queued forever (webapp.requeue).
-app.conf.beat_schedule["resend-queued-runs"] = {
-    "task": "workers.tasks.resend_queued_runs",
-    "schedule": 60.0,
-    "options": {"expires": 59.0},
-}
-app.conf.beat_schedule["resend-queued-eval-jobs"] = {
-    "task": "workers.eval_jobs.resend_queued_eval_jobs",
-    "schedule": 60.0,
-    "options": {"expires": 59.0},
-}
-app.conf.beat_schedule["resend-queued-sample-jobs"] = {
-    "task": "workers.sample_jobs.resend_queued_sample_jobs",
-    "schedule": 60.0,
-    "options": {"expires": 59.0},
-}
-# Sweeps whose run_changed trigger was lost with a dying worker advance anyway (idempotent).
-app.conf.beat_schedule["advance-sweeps"] = {
-    "task": "workers.tasks.advance_sweeps",
-    "schedule": 30.0,
-    "options": {"expires": 29.0},
-}
-# The fleet's scheduling pass (RUNWRIGHT_FLEET): hosts that went silent, runs that ended, the queue.
-app.conf.beat_schedule["schedule-runs"] = {
-    "task": "workers.scheduler.schedule_runs",
-    "schedule": 10.0,
-    "options": {"expires": 9.0, **({"queue": settings.SCHEDULER_QUEUE} if settings.SCHEDULER_QUEUE else {})},
+
+
+def _every(seconds: float, task: str, **options: object) -> dict[str, object]:
+    """A beat entry: ``task`` every ``seconds``. A send that waited behind busy workers until
+    the next one is due expires: the next does the same work, so they never pile up."""
+    return {"task": task, "schedule": seconds, "options": {"expires": seconds - 1.0, **options}}
+
+
+app.conf.beat_schedule = {
+    # Jobs whose worker went silent (killed or lost) are failed or marked lost.
+    "sweep-lost-runs": _every(15.0, "workers.tasks.sweep_lost_runs"),
+    "sweep-stale-eval-jobs": _every(15.0, "workers.eval_jobs.sweep_stale_eval_jobs"),
+    "sweep-stale-sample-jobs": _every(15.0, "workers.sample_jobs.sweep_stale_sample_jobs"),
+    # Jobs whose broker message was lost would stay queued forever (webapp.requeue).
+    "resend-queued-runs": _every(60.0, "workers.tasks.resend_queued_runs"),
+    "resend-queued-eval-jobs": _every(60.0, "workers.eval_jobs.resend_queued_eval_jobs"),
+    "resend-queued-sample-jobs": _every(60.0, "workers.sample_jobs.resend_queued_sample_jobs"),
+    # Sweeps whose run_changed trigger was lost with a dying worker advance anyway (idempotent).
+    "advance-sweeps": _every(30.0, "workers.tasks.advance_sweeps"),
+    # The fleet's scheduling pass (RUNWRIGHT_FLEET): hosts that went silent, runs that ended, the queue.
+    "schedule-runs": _every(
+        10.0,
+        "workers.scheduler.schedule_runs",
+        **({"queue": settings.SCHEDULER_QUEUE} if settings.SCHEDULER_QUEUE else {}),
+    ),
 }
 app.autodiscover_tasks(["workers"])
 
