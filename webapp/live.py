@@ -86,9 +86,10 @@ def rows_written(run_id: int, written: WrittenPoints, logs_after: int | None) ->
     """
     points: list[tuple[str, int, float | None]] | None = []
     after = through = None
-    if written.rows:
-        after, through = written.first_seq - 1, written.last_seq
-        points = written.rows if len(written.rows) <= MAX_LIVE_POINTS else None
+    count = written.count
+    if count:
+        after, through = written.first_seq - 1, written.first_seq + count - 1
+        points = written.rows if count <= MAX_LIVE_POINTS else None
     logs = []
     if logs_after is not None:
         logs = list(RunLog.objects.filter(run_id=run_id, id__gt=logs_after).order_by("id"))

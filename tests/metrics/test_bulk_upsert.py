@@ -9,7 +9,7 @@ import random
 from django.db import connection
 
 from webapp.metrics.models import MetricKey, MetricPoint, MetricSummary
-from webapp.metrics.services import Point, upsert_points, upsert_points_reference
+from webapp.metrics.services import LatestPoints, Point, upsert_points, upsert_points_reference, write_points
 from webapp.runs.models import Run
 
 _SUMMARY_FIELDS = ("count", "first_step", "last_step", "min_step", "min_value", "max_step", "max_value")
@@ -60,6 +60,24 @@ def test_the_bulk_and_the_reference_upsert_store_the_same_rows_and_summaries(run
     assert len(ours["points"]) > 500 and len(ours["summaries"]) > 1000  # the test did write
     for table in ("points", "keys", "summaries"):
         assert ours[table] == reference[table], table
+
+
+def test_points_gathered_by_event_are_written_as_the_same_points_one_by_one(run):
+    """Ingestion's ``LatestPoints`` (a step's values at a time, no Point apiece) stores what the
+    points themselves store: the last per key and step, in first-seen order, keys cut to 200."""
+    twin = Run.objects.create(project=run.project, name="twin", config=run.config)
+    long_key = "x" * 230
+    for batch in _random_batches(random.Random(4)):
+        batch += [Point(long_key, 7, 1.0, 0.5), Point(long_key[:200] + "y", 7, 2.0, 0.6)]
+        gathered = LatestPoints()
+        for p in batch:  # the reader's values: finite floats or None
+            value = p.value if p.value is not None and math.isfinite(p.value) else None
+            gathered.add(p.step, {p.key: None if value is None else float(value)}, p.time)
+        ours, theirs = write_points(run.id, gathered), write_points(twin.id, batch)
+        assert (ours.first_seq, ours.rows) == (theirs.first_seq, theirs.rows)
+        assert list(gathered) == [Point(k, s, v, t) for (k, s), (v, t) in gathered.latest.items()]
+    assert _rows(run) == _rows(twin)
+    assert MetricPoint.objects.get(run=run, key=long_key[:200]).value == 2.0
 
 
 def test_reingesting_the_same_batches_changes_nothing_but_the_seqs(run):

@@ -8,7 +8,7 @@ numbers the rows it writes (``MetricPoint.seq``) in the run's order of writes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -22,6 +22,11 @@ from webapp.metrics.summaries import LEVELS, SummaryStore
 from webapp.runs.models import Run
 
 BATCH_SIZE = 2000
+KEY_LENGTH = 200  # MetricPoint.key's max_length: longer keys are cut, as the database would
+
+# (key, step) -> (value, time): one write's points, the last per stored key and step, in
+# first-seen order (the order their seqs are handed out in).
+Latest = dict[tuple[str, int], tuple[float | None, float]]
 
 
 class Point(NamedTuple):
@@ -31,29 +36,71 @@ class Point(NamedTuple):
     time: float
 
 
+class LatestPoints:
+    """Points gathered for one ``write_points`` without a ``Point`` apiece (ingestion's batches).
+
+    Kept as ``write_points`` keys them (the last point per key and step wins, in first-seen
+    order, keys cut to the column), so the write skips that pass: at 100k points a read,
+    a Point per point and the pass over them cost as much as parsing the lines. Iterating
+    gives a ``Point`` each, so it goes wherever points do.
+    """
+
+    __slots__ = ("latest",)
+
+    def __init__(self, latest: Latest | None = None):
+        self.latest: Latest = {} if latest is None else latest
+
+    def add(self, step: int, values: Mapping[str, float | None], time: float) -> None:
+        """The points of one event: ``values`` maps keys to finite floats or None (NaN/inf), as
+        ``modelcore.events.check_event`` leaves a metric event's values."""
+        latest = self.latest
+        for key, value in values.items():
+            latest[key[:KEY_LENGTH], step] = (value, time)
+
+    def __add__(self, later: LatestPoints) -> LatestPoints:
+        return LatestPoints({**self.latest, **later.latest})
+
+    def __len__(self) -> int:
+        return len(self.latest)
+
+    def __iter__(self) -> Iterator[Point]:
+        for (key, step), (value, time) in self.latest.items():
+            yield Point(key, step, value, time)
+
+
 @dataclass(frozen=True)
 class WrittenPoints:
     """The rows one write stored, as stored: ``rows[i]`` is ``(key, step, value)`` with seq ``first_seq + i``.
 
     What live pages get is built from these (``webapp.live.rows_written``): reading the
-    same rows back from the table cost a fifth of an ingested batch's time.
+    same rows back from the table cost a fifth of an ingested batch's time. Held as the
+    writes' own mappings and listed only when asked: a big batch goes to live pages
+    without its points, so its rows are never listed.
     """
 
     first_seq: int
-    rows: list[tuple[str, int, float | None]]
+    parts: tuple[Latest, ...] = ()  # per write of the transaction, in order
+
+    @property
+    def count(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    @property
+    def rows(self) -> list[tuple[str, int, float | None]]:
+        return [(key, step, value) for part in self.parts for (key, step), (value, _) in part.items()]
 
     @property
     def last_seq(self) -> int:
-        return self.first_seq + len(self.rows) - 1
+        return self.first_seq + self.count - 1
 
     def then(self, later: WrittenPoints) -> WrittenPoints:
         """This write and ``later``, the next one of the same transaction (its seqs follow ours)."""
-        if not self.rows:
+        if not self.count:
             return later
-        if not later.rows:
+        if not later.count:
             return self
         assert later.first_seq == self.last_seq + 1, "writes of one transaction hold consecutive seqs"
-        return WrittenPoints(self.first_seq, self.rows + later.rows)
+        return WrittenPoints(self.first_seq, self.parts + later.parts)
 
 
 def upsert_points(run_id: int, points: Iterable[Point]) -> int:
@@ -80,22 +127,30 @@ def write_points(run_id: int, points: Iterable[Point], *, run_locked: bool = Fal
     Inside a caller's transaction no savepoint is made either: an error here leaves that
     transaction to be rolled back whole, which is what every caller does with one.
     """
-    latest = _latest(points)
+    latest = points.latest if isinstance(points, LatestPoints) else _latest(points)
     if not latest:
-        return WrittenPoints(0, [])
+        return WrittenPoints(0)
     written: dict[str, dict[int, float | None]] = {}
     for (key, step), (value, _) in latest.items():
-        written.setdefault(key, {})[step] = value
+        values = written.get(key)
+        if values is None:
+            values = written[key] = {}
+        values[step] = value
     store = SummaryStore(MetricPoint, MetricSummary)
     with transaction.atomic(savepoint=False):
         first = _next_seq(run_id, lock=not run_locked)  # from here on, no other writer of the run adds rows
         stored = store.stored_beside(run_id, written)
         summaries = store.recompute(run_id, written, stored)
-        new: list[tuple[object, ...]] = []
-        replaced: list[tuple[object, ...]] = []
-        for i, ((key, step), (value, t)) in enumerate(latest.items()):
-            row = (run_id, key, step, value, t, first + i)
-            (replaced if step in stored.get(key, ()) else new).append(row)
+        rows = [
+            (run_id, key, step, value, t, seq)
+            for seq, ((key, step), (value, t)) in enumerate(latest.items(), first)
+        ]
+        # Rows that replace a stored point are upserted, the rest copied in: an append has none.
+        again = {(key, step) for key, steps in stored.items() for step in steps if step in written[key]}
+        new, replaced = rows, []
+        if again:
+            new = [row for row in rows if (row[1], row[2]) not in again]
+            replaced = [row for row in rows if (row[1], row[2]) in again]
         fields = ("run", "key", "step", "value", "time", "seq")
         insert_rows(MetricPoint, fields, new)
         upsert_rows(
@@ -108,7 +163,7 @@ def write_points(run_id: int, points: Iterable[Point], *, run_locked: bool = Fal
         upsert_rows(MetricKey, ("run", "key"), keys, unique=("run", "key"))
         store.save(run_id, summaries)
         check_points(run_id, written)  # alert rules on metrics (NaN, bounds) see every stored point
-    return WrittenPoints(first, [(key, step, value) for (key, step), (value, _) in latest.items()])
+    return WrittenPoints(first, (latest,))
 
 
 def upsert_points_reference(run_id: int, points: Iterable[Point]) -> int:
@@ -141,15 +196,15 @@ def upsert_points_reference(run_id: int, points: Iterable[Point]) -> int:
     return len(latest)
 
 
-def _latest(points: Iterable[Point]) -> dict[tuple[str, int], tuple[float | None, float]]:
+def _latest(points: Iterable[Point]) -> Latest:
     """(key, step) -> (value, time) of the last point per stored key and step, in first-seen order.
 
     Keys are cut to the column's 200 characters first, so two keys that differ only past
     that are one row, as the database would have them."""
-    latest: dict[tuple[str, int], tuple[float | None, float]] = {}
+    latest: Latest = {}
     for p in points:
         value = None if p.value is None or not math.isfinite(p.value) else float(p.value)
-        latest[(p.key[:200], int(p.step))] = (value, float(p.time))
+        latest[(p.key[:KEY_LENGTH], int(p.step))] = (value, float(p.time))
     return latest
 
 
