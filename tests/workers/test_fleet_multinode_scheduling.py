@@ -11,12 +11,16 @@ import datetime as dt
 import sys
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from modelcore.config import ConfigError, RunConfig, preset
 from modelcore.launch import node_command
+from webapp.accounts.models import Role
+from webapp.accounts.services import add_member
 from webapp.fleet import services, shares
 from webapp.fleet.models import Host, NodeShare, Placement, ShareState, TeamQuota
+from webapp.fleet.selectors import fleet_for
 from webapp.fleet.services import GpuInfo
 from webapp.projects.models import Project
 from webapp.runs.limits import compute_errors
@@ -222,3 +226,17 @@ def test_the_cpu_rank_cap_applies_to_each_host_s_share_on_the_fleet(settings):
     )
     message = compute_errors(two_by_three)["parallel.num_processes"]
     assert "at most 4" in message and "over 2 hosts" in message
+
+
+def test_the_fleet_page_lists_a_multi_node_run_on_each_of_its_hosts(project):
+    host("a")
+    host("b")
+    host("c")
+    run = multi_node_run(project, "spread", nodes=2)
+    scheduler.schedule()
+    member = get_user_model().objects.create_user("mia", password="x" * 12)
+    add_member(project.team, member, Role.MEMBER)
+
+    placed = {view.host.name: [(r.pk if r else None, n) for r, n in view.runs] for view in fleet_for(member)}
+
+    assert placed == {"a": [(run.pk, 1)], "b": [(run.pk, 1)], "c": []}

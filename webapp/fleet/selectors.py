@@ -19,7 +19,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from webapp.accounts.models import Team
-from webapp.fleet.models import Host, HostSample, Placement, TeamQuota
+from webapp.fleet.models import Host, HostSample, NodeShare, Placement, TeamQuota
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.selectors import runs_visible_to
 
@@ -56,6 +56,10 @@ def fleet_for(user: AbstractBaseUser | AnonymousUser) -> list[HostView]:
             "host_id", "run_id", "count"
         )
     )
+    # A multi-node run is placed on its shares' hosts too, with the same count on each.
+    placements += NodeShare.objects.filter(
+        placement__host__isnull=False, placement__released_at__isnull=True, host__isnull=False
+    ).values_list("host_id", "placement_id", "placement__count")
     held = {g.run_id for h in hosts for g in h.gpus.all() if g.run_id}
     visible = _visible_ids(user, held | {run_id for _, run_id, _ in placements})
     cutoff = timezone.now() - dt.timedelta(seconds=settings.FLEET_HOST_LOST_SECONDS)
