@@ -24,9 +24,8 @@ naming the place and what was expected, never a guess and never a 500.
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -385,17 +384,12 @@ def ordered(rows: list[RunRow], order: Sequence[OrderKey]) -> list[RunRow]:
         valued, nan, missing = [], [], []
         for row in rows:
             present, value = row.value(key.entity, key.name)
-            (valued if value is not None else nan if present and key.entity == METRIC else missing).append(
-                row
-            )
-        valued.sort(key=_sort_value(key), reverse=not key.ascending)
+            if value is not None:
+                valued.append(row)
+            elif present and key.entity == METRIC:
+                nan.append(row)  # logged, but NaN
+            else:
+                missing.append(row)
+        valued.sort(key=lambda row, key=key: row.value(key.entity, key.name)[1], reverse=not key.ascending)
         rows = valued + nan + missing
     return rows
-
-
-def _sort_value(key: OrderKey) -> Callable[[RunRow], Any]:
-    def value(row: RunRow) -> Any:
-        found = row.value(key.entity, key.name)[1]
-        return found if not isinstance(found, float) or not math.isnan(found) else 0.0
-
-    return value
