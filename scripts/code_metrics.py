@@ -130,10 +130,12 @@ def measure(repo: Path, seconds: int) -> dict[str, object]:
             "loc": sum(lines_of_code(repo / path) for path in files),
         }
         dups = duplicate_pairs(repo, package, seconds) if files else None
-        row.update(dups or {"dup_pairs": None, "dup_pairs_exact": None, "dup_pairs_boilerplate": None})
+        row.update(
+            dups or dict.fromkeys(("dup_pairs", "dup_pairs_exact", "dup_pairs_boilerplate", "dup_lines"))
+        )
         packages[package] = row
     total = {
-        key: sum(int(row[key] or 0) for row in packages.values())
+        key: sum(int(row.get(key) or 0) for row in packages.values())
         for key in ("files", "loc", "dup_pairs", "dup_pairs_exact", "dup_pairs_boilerplate", "dup_lines")
     }
     return {"repo": str(repo), "head": head, "min_lines": MIN_LINES, "packages": packages, "total": total}
