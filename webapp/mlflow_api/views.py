@@ -95,7 +95,7 @@ def _project_named(user: AbstractBaseUser, name: str) -> Project | None:
 
 def _experiment(user: AbstractBaseUser, experiment_id: Any, *, create: bool = True) -> Project:
     """The project an experiment id names; "0" is the Default experiment, created on first use
-    by a write (``create``) and a 404 for a read before then."""
+    (unless ``create`` is off: then a 404 before anything made it)."""
     if experiment_id == DEFAULT_EXPERIMENT_ID:
         found = _project_named(user, DEFAULT_EXPERIMENT_NAME)
         if found is None and not create:
@@ -118,7 +118,8 @@ def get_experiment_by_name(user: AbstractBaseUser, data: dict[str, Any]) -> dict
 
 
 def get_experiment(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
-    return {"experiment": experiment_json(_experiment(user, data.get("experiment_id"), create=False))}
+    # "0" answers as MLflow's always-present Default experiment (created here on first use).
+    return {"experiment": experiment_json(_experiment(user, data.get("experiment_id")))}
 
 
 def create_experiment(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
