@@ -81,6 +81,14 @@ def stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
 
 
 @contextlib.contextmanager
+def training_worker(log_path: Path, cache_dir: Path):
+    """A worker on a queue of its own (other suites may share the broker), fast heartbeats, and
+    the tokenized corpus cached in ``cache_dir`` (tokenizing costs seconds a run)."""
+    return celery_worker(
+        log_path, own_queue=True, RUNWRIGHT_HEARTBEAT_SECONDS="1", RUNWRIGHT_CACHE_DIR=str(cache_dir)
+    )
+
+
 def celery_worker(
     log_path: Path, *, own_queue: bool = False, **extra_env: str
 ) -> Iterator[tuple[str, subprocess.Popen]]:

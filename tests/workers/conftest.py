@@ -1,4 +1,4 @@
-"""Fixtures for the worker tests: a project, runs in it, and the fake trainer."""
+"""Fixtures for the worker tests: a project, runs in it, the fake trainer, and a real worker's queue."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import service_processes
 
 from modelcore.config import RunConfig, preset
 from webapp.accounts.models import Team
@@ -64,3 +65,20 @@ def _fake_command(mode: str, steps: int = 20, *extra: str):
 def fake_command():
     """``fake_command(mode, steps, *extra_args)``: a command builder that starts the fake trainer in ``mode``."""
     return _fake_command
+
+
+# The modules that run a real Celery worker (test_celery_integration, test_resume_worker):
+# one worker for each module's tests, on a queue of its own.
+
+
+@pytest.fixture(scope="module")
+def corpus_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("corpus-cache")
+
+
+@pytest.fixture(scope="module")
+def worker_queue(django_db_setup, tmp_path_factory, corpus_cache):
+    """A real worker's queue, started once per module that asks for it."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with service_processes.training_worker(log, corpus_cache) as (queue, _):
+        yield queue

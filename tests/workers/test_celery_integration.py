@@ -12,7 +12,6 @@ import json
 import signal
 import time
 import uuid
-from pathlib import Path
 
 import psutil
 import pytest
@@ -29,25 +28,6 @@ from workers.tasks import launch_run
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 RUN_TIMEOUT_S = 150
-
-
-def celery_worker(log_path: Path, cache_dir: Path):
-    """A worker on a queue of its own (other suites may share the broker), fast heartbeats."""
-    return service_processes.celery_worker(
-        log_path, own_queue=True, RUNWRIGHT_HEARTBEAT_SECONDS="1", RUNWRIGHT_CACHE_DIR=str(cache_dir)
-    )
-
-
-@pytest.fixture(scope="module")
-def corpus_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("corpus-cache")
-
-
-@pytest.fixture(scope="module")
-def worker_queue(django_db_setup, tmp_path_factory, corpus_cache):
-    """One worker for the module's tests."""
-    with celery_worker(tmp_path_factory.mktemp("worker") / "worker.log", corpus_cache) as (queue, _):
-        yield queue
 
 
 @pytest.fixture
@@ -201,7 +181,7 @@ def test_launching_twice_starts_one_trainer(worker_queue, make_run):
 
 def test_stopping_the_worker_stops_its_trainer_and_marks_the_run_lost(make_run, tmp_path, corpus_cache):
     run = make_run("integration-worker-stop", {"train": {"max_steps": 100_000}})
-    with celery_worker(tmp_path / "worker.log", corpus_cache) as (queue, proc):
+    with service_processes.training_worker(tmp_path / "worker.log", corpus_cache) as (queue, proc):
         launch_run.apply_async((run.id,), queue=queue)
         run = wait_for(run, lambda r: r.status == RunStatus.RUNNING and r.step >= 2, RUN_TIMEOUT_S)
         proc.send_signal(signal.SIGTERM)  # what docker stop / systemctl stop send: the main process only

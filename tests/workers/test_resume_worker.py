@@ -13,7 +13,6 @@ import os
 import signal
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import service_processes
@@ -36,23 +35,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 TIMEOUT_S = 180
 MAX_STEPS = 30
 LOG_EVERY = 2
-
-
-def celery_worker(log_path: Path, cache_dir: Path):
-    return service_processes.celery_worker(
-        log_path, own_queue=True, RUNWRIGHT_HEARTBEAT_SECONDS="1", RUNWRIGHT_CACHE_DIR=str(cache_dir)
-    )
-
-
-@pytest.fixture(scope="module")
-def corpus_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("corpus-cache")
-
-
-@pytest.fixture(scope="module")
-def worker_queue(django_db_setup, tmp_path_factory, corpus_cache):
-    with celery_worker(tmp_path_factory.mktemp("worker") / "worker.log", corpus_cache) as (queue, _):
-        yield queue
 
 
 @pytest.fixture
@@ -156,7 +138,7 @@ def test_a_lost_run_is_resumed_on_its_own_by_another_worker(
 ):
     user, project = member
     run = make_run(project, "lost-then-recovered", checkpoint_every=4, max_restarts=1)
-    with celery_worker(tmp_path / "doomed.log", corpus_cache) as (doomed_queue, doomed):
+    with service_processes.training_worker(tmp_path / "doomed.log", corpus_cache) as (doomed_queue, doomed):
         launch_run.apply_async((run.id,), queue=doomed_queue)
         run = wait_for(
             run, lambda r: r.status == RunStatus.RUNNING and r.checkpoints.filter(step__gte=8).exists()
