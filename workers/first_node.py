@@ -126,8 +126,13 @@ class FirstNode:
                 return report
             time.sleep(SHARE_WAIT_POLL_SECONDS)
 
-    def decide(self, reported: str | None) -> tuple[str, str] | None:
-        """The run's end from its shares' (after ``stop_and_wait``): None when they change nothing."""
+    def decide(self, reported: str | None, own_error: str = "") -> tuple[str, str] | None:
+        """The run's end from its shares' (after ``stop_and_wait``): None when they change nothing.
+
+        ``own_error``: what node 0's trainer reported, shown beside the failed nodes' errors: when
+        ranks fail together, which node failed first is not known here (the others' collectives
+        fail with it), so the run's error shows every node's.
+        """
         report = self.report
         if report is None or reported == RunStatus.COMPLETED:
             return None
@@ -141,6 +146,11 @@ class FirstNode:
             rank, why = report.lost[0]
             return RunStatus.LOST, f"Node {rank}: {why} Every node's share was stopped; resume the run."
         if report.failed:
-            rank, error = report.failed[0]
-            return RunStatus.FAILED, f"Node {rank}'s ranks failed; every node's share was stopped.\n\n{error}"
+            nodes = ", ".join(str(rank) for rank, _ in report.failed)
+            parts = [f"--- node {rank} ---\n{error}" for rank, error in report.failed]
+            if own_error:
+                parts.append(f"--- node 0 (rank 0's report) ---\n{own_error}")
+            return RunStatus.FAILED, (
+                f"Node {nodes}'s ranks failed; every node's share was stopped.\n\n" + "\n\n".join(parts)
+            )
         return None

@@ -13,9 +13,9 @@ belong to the first node. Each round it
 - beats the share's heartbeat, which the first node watches: a share that goes silent (its
   worker died) makes the run lost.
 
-It writes how its ranks ended: completed (exit 0, or stopped on request), failed (with the
-end of its launcher log, which the first node puts in the run's error), lost (its worker shut
-down or was interrupted).
+It writes how its ranks ended: completed (exit 0: finished, or stopped on request after their
+checkpoint), failed (any other exit, with the end of its launcher log, which the first node
+puts in the run's error), lost (its worker shut down or was interrupted).
 """
 
 from __future__ import annotations
@@ -126,8 +126,10 @@ class ShareSupervisor(JobRunner):
     def decide(self, code: int) -> tuple[str, str]:
         if self.stop.reason in ("shutdown", "interrupted"):
             return ShareState.LOST, f"the worker of node {self.node_rank} shut down while the run trained."
-        if code == 0 or self.stop.reason in ("not-owner", "cancel", "stop"):
-            return ShareState.COMPLETED, ""  # stopped on request: the first node decides the run's end
+        if code == 0:
+            return ShareState.COMPLETED, ""  # finished, or stopped on request and checkpointed
+        # Non-zero even when stopped on request: its ranks may have failed first (node 0 asks its
+        # shares to stop as soon as its own trainer ended, which a failure here may have caused).
         how = f"were killed by signal {-code}" if code < 0 else f"exited with code {code}"
         tail = log_tail(
             self.run.run_dir / share_log_name(self.node_rank),

@@ -325,7 +325,8 @@ class Supervisor(JobRunner):
                 )
             return RunStatus.CANCELLED, ""
         if self.first_node is not None:
-            decided = self.first_node.decide(reported)
+            own_error = str((self.trainer_status or {}).get("error") or "")
+            decided = self.first_node.decide(reported, own_error)
             if decided is not None:
                 return decided
             if self.stop.reason == "node-lost":
