@@ -63,8 +63,9 @@ def _flag(value: Any) -> bool:
 
 Text = Annotated[str, BeforeValidator(_string)]
 WholeNumber = Annotated[int, BeforeValidator(_whole_number), Field(ge=BIGINT_MIN, le=BIGINT_MAX)]
+# The bounds go on the int alone: on ``int | None`` pydantic applies them to None too (a 500).
 OptionalWholeNumber = Annotated[
-    int | None, BeforeValidator(_optional_whole_number), Field(ge=BIGINT_MIN, le=BIGINT_MAX)
+    Annotated[int, Field(ge=BIGINT_MIN, le=BIGINT_MAX)] | None, BeforeValidator(_optional_whole_number)
 ]
 StringList = Annotated[list[str], BeforeValidator(_string_list)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
