@@ -80,7 +80,6 @@ def stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
         proc.wait()
 
 
-@contextlib.contextmanager
 def training_worker(log_path: Path, cache_dir: Path):
     """A worker on a queue of its own (other suites may share the broker), fast heartbeats, and
     the tokenized corpus cached in ``cache_dir`` (tokenizing costs seconds a run)."""
@@ -89,6 +88,7 @@ def training_worker(log_path: Path, cache_dir: Path):
     )
 
 
+@contextlib.contextmanager
 def celery_worker(
     log_path: Path, *, own_queue: bool = False, **extra_env: str
 ) -> Iterator[tuple[str, subprocess.Popen]]:
