@@ -48,9 +48,13 @@ from webapp.runs.models import (
 run_changed = Signal()
 
 
-def tell_run_changed(run_id: int) -> None:
-    """Send ``run_changed`` once the caller's transaction commits (at once outside one)."""
-    transaction.on_commit(lambda: run_changed.send_robust(sender=Run, run_id=run_id))
+def tell_run_changed(run_id: int, **facts: Any) -> None:
+    """Send ``run_changed`` once the caller's transaction commits (at once outside one).
+
+    ``facts`` go with it: what the sender knows of the run already (``sweep_id``), so that a
+    receiver need not read it.
+    """
+    transaction.on_commit(lambda: run_changed.send_robust(sender=Run, run_id=run_id, **facts))
 
 
 FINAL_FROM_SUPERVISOR = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST)
@@ -132,12 +136,22 @@ def heartbeat(run_id: int, attempt: int) -> bool:
     return _own(run_id, attempt).update(heartbeat_at=Now()) == 1
 
 
+class _NotGiven:
+    pass
+
+
+NOT_GIVEN = _NotGiven()
+
+
 @dataclass(frozen=True)
 class Progress:
     offset: int  # byte offset in events.jsonl up to which this write covers
     step: int | None = None
     last_loss: float | None = None
     running: bool = False  # the trainer reported that it started training
+    # The run's sweep (None: none), when the writer holds the run (a run's sweep is set as it
+    # is created): run_changed carries it, so a batch's signal costs no read of the run.
+    sweep_id: int | None | _NotGiven = NOT_GIVEN
 
 
 def record_progress(run_id: int, attempt: int, progress: Progress) -> bool:
@@ -154,7 +168,8 @@ def record_progress(run_id: int, attempt: int, progress: Progress) -> bool:
         fields["last_loss"] = progress.last_loss
     updated = _own(run_id, attempt).update(**fields) == 1
     if updated and progress.step is not None:
-        tell_run_changed(run_id)
+        facts = {} if progress.sweep_id is NOT_GIVEN else {"sweep_id": progress.sweep_id}
+        tell_run_changed(run_id, **facts)
     if updated and progress.running:
         RUN_STATES.move(
             Run.objects.filter(pk=run_id, attempt=attempt), RunStatus.RUNNING, sources=[RunStatus.STARTING]

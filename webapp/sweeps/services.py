@@ -263,8 +263,11 @@ def cancel_sweep(*, user: AbstractBaseUser, sweep: Sweep) -> Sweep:
 
 
 def on_run_changed(sender: Any, run_id: int, **kwargs: Any) -> None:
-    """``run_changed`` receiver: advance the run's sweep, if it has one."""
-    sweep_id = Run.objects.filter(pk=run_id).values_list("sweep_id", flat=True).first()
+    """``run_changed`` receiver: advance the run's sweep, if it has one (``sweep_id`` when the sender knew it)."""
+    if "sweep_id" in kwargs:
+        sweep_id = kwargs["sweep_id"]
+    else:
+        sweep_id = Run.objects.filter(pk=run_id).values_list("sweep_id", flat=True).first()
     if sweep_id is None:
         return
     try:
