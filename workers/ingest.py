@@ -218,7 +218,11 @@ def _commit(run: Run, batch: Batch) -> Batch:
     if batch.bad_lines:
         log.warning("run %s: skipped %d bad event line(s)", run.id, batch.skipped)
     progress = transitions.Progress(
-        offset=batch.offset, step=batch.step, last_loss=batch.last_loss, running=batch.running
+        offset=batch.offset,
+        step=batch.step,
+        last_loss=batch.last_loss,
+        running=batch.running,
+        sweep_id=run.sweep_id,
     )
     with transaction.atomic():
         if not transitions.record_progress(run.id, run.attempt, progress):
