@@ -102,7 +102,9 @@ def _types(model: type[Model], fields: Sequence[str]) -> list[str]:
 
 
 def _copy(cursor: Any, statement: str, types: list[str], rows: Sequence[Sequence[object]]) -> None:
-    with cursor.cursor.copy(statement + " (FORMAT BINARY)") as copy:  # psycopg's cursor under Django's
+    # psycopg's cursor under Django's: its errors are wrapped as Django's own are (a lost
+    # connection an OperationalError, which ingestion retries; a refused row an IntegrityError).
+    with connection.wrap_database_errors, cursor.cursor.copy(statement + " (FORMAT BINARY)") as copy:
         copy.set_types(types)
         for row in rows:
             copy.write_row(row)
