@@ -131,3 +131,6 @@ def docs_context() -> dict[str, Any]:
 @require_GET
 def docs(request: HttpRequest) -> HttpResponse:
     return render(request, "api/docs.html", docs_context())
+
+
+docs.api_methods = ("GET",)  # type: ignore[attr-defined]  # for the tests that walk every API route
