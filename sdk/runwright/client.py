@@ -6,7 +6,7 @@ import http.client
 import json
 import ssl
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 TIMEOUT_SECONDS = 10.0
 
@@ -94,9 +94,15 @@ class Client:
         """The id of the project named ``project`` among the token's, created when there is none."""
         if isinstance(project, int):
             return project
-        for found in self.call("GET", "projects").get("projects", []):
-            if found.get("name") == project and (team is None or found.get("team", {}).get("id") == team):
-                return int(found["id"])
+        cursor = ""
+        while True:  # the list is paged: follow next_cursor to its end
+            page = self.call("GET", f"projects?limit=200&cursor={quote(cursor)}")
+            for found in page.get("projects", []):
+                if found.get("name") == project and (team is None or found.get("team", {}).get("id") == team):
+                    return int(found["id"])
+            cursor = page.get("next_cursor") or ""
+            if not cursor:
+                break
         body: dict[str, Any] = {"name": project}
         if team is not None:
             body["team"] = team
