@@ -128,6 +128,13 @@ class ShareSupervisor(JobRunner):
             return ShareState.LOST, f"the worker of node {self.node_rank} shut down while the run trained."
         if code == 0:
             return ShareState.COMPLETED, ""  # finished, or stopped on request and checkpointed
+        if self.stop.reason in ("cancel", "stop", "not-owner") and self.stop.killed:
+            # Asked to stop and killed after its grace (a slow exit, as node 0's own ranks may be):
+            # what the run became is node 0's to say, not a failure of this node.
+            return (
+                ShareState.COMPLETED,
+                f"stopped ({self.stop.reason}); killed {self.kill_after:.0f} s after SIGTERM",
+            )
         # Non-zero even when stopped on request: its ranks may have failed first (node 0 asks its
         # shares to stop as soon as its own trainer ended, which a failure here may have caused).
         how = f"were killed by signal {-code}" if code < 0 else f"exited with code {code}"

@@ -117,7 +117,7 @@ def test_a_killed_node_makes_the_run_lost_it_resumes_on_other_hosts_and_a_cancel
         tmp_path, names, "0", "NVIDIA H100", scheduler_queue, corpus_cache, **CPU_RANKS
     ) as hosts:
         by_name = {w.name: w for w in hosts}
-        overrides = {**TWO_NODES, "train": {"checkpoint_every": 3, "cancel_grace_s": 5}}
+        overrides = {**TWO_NODES, "train": {"checkpoint_every": 3, "cancel_grace_s": 20}}
         run = launch(member, "node-lost", steps=400, max_restarts=1, overrides=overrides)
 
         def checkpointed():
@@ -187,7 +187,7 @@ def test_a_node_whose_ranks_fail_fails_the_run_and_stops_the_other(
             **CPU_RANKS,
         ) as (z,),
     ):
-        run = launch(member, "node-fails", steps=40, overrides={**TWO_NODES, "train": {"cancel_grace_s": 5}})
+        run = launch(member, "node-fails", steps=40, overrides={**TWO_NODES, "train": {"cancel_grace_s": 20}})
         run = final(run)
         share = NodeShare.objects.select_related("host", "placement__host").get(placement_id=run.pk)
         assert (share.placement.host.name, share.host.name) == (a.name, z.name)

@@ -26,6 +26,7 @@ from webapp.projects.models import Project
 from webapp.runs.limits import compute_errors
 from webapp.runs.models import Run, RunStatus
 from workers import first_node, scheduler
+from workers.node_share import ShareSupervisor
 
 
 def host(name: str, gpus: int = 1, address: str = "") -> Host:
@@ -240,3 +241,20 @@ def test_the_fleet_page_lists_a_multi_node_run_on_each_of_its_hosts(project):
     placed = {view.host.name: [(r.pk if r else None, n) for r, n in view.runs] for view in fleet_for(member)}
 
     assert placed == {"a": [(run.pk, 1)], "b": [(run.pk, 1)], "c": []}
+
+
+def test_a_share_s_end_failed_only_when_its_own_ranks_failed(project, tmp_path, settings):
+    settings.RUNS_DIR = tmp_path
+    run = multi_node_run(project, "ends", nodes=2)
+    config = RunConfig.from_dict(run.config)
+
+    def ended(code: int, reason: str = "", killed: bool = False) -> str:
+        share = ShareSupervisor(run, config, 1)
+        share.stop.reason, share.stop.killed = reason, killed
+        return share.decide(code)[0]
+
+    assert ended(0) == ended(0, "cancel") == ShareState.COMPLETED
+    assert ended(1) == ShareState.FAILED
+    assert ended(1, "stop") == ShareState.FAILED  # asked to stop, but its ranks had failed first
+    assert ended(-9, "cancel", killed=True) == ShareState.COMPLETED  # slow to exit after its checkpoint
+    assert ended(-9, "shutdown", killed=True) == ended(0, "interrupted") == ShareState.LOST
