@@ -9,6 +9,8 @@ views this replaced (``reverse("api:run")``): each operation names its route.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -83,9 +85,25 @@ class RunwrightAPI(NinjaAPI):
         for bound in self._get_bound_routers():
             for pattern in bound.urls_paths(bound.prefix):
                 assert isinstance(pattern, URLPattern) and pattern.name in methods, pattern
+                pattern.callback = _json_405(pattern.callback)
                 pattern.callback.api_methods = methods[pattern.name]  # type: ignore[attr-defined]
                 result.append(pattern)
         return result
+
+
+def _json_405(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """ninja answers a method its path does not take in plain text; the API answers JSON."""
+
+    @functools.wraps(view)
+    def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        if response.status_code != 405:
+            return response
+        refused = JsonResponse({"error": f"method {request.method} not allowed"}, status=405)
+        refused["Allow"] = response["Allow"]
+        return refused
+
+    return answer
 
 
 api = RunwrightAPI(
