@@ -124,20 +124,19 @@ class EvalRunner(ProcessJobRunner):
     """One eval job: the evaluator's progress events, cancel and time limit, its results."""
 
     rows = transitions.JOBS
+    kind = "eval"
+    time_limit_seconds = EVAL_TIME_LIMIT_SECONDS
+    stop_grace_seconds = STOP_GRACE_SECONDS
+    poll_interval = POLL_SECONDS
+    heartbeat_interval = PROGRESS_WRITE_SECONDS
     noun = "evaluator"
     runner_name = "eval runner"
     work = "evaluation"
     timeout_advice = "Evaluate fewer tasks or samples (limit) per job."
     time_limit_message = "The eval job reached the worker's time limit and was stopped."
 
-    def __init__(self, job: EvalJob, *, time_limit: float | None = None, poll_seconds: float = POLL_SECONDS):
-        super().__init__(
-            job,
-            kind="eval",
-            time_limit=float(time_limit if time_limit is not None else EVAL_TIME_LIMIT_SECONDS),
-            poll_seconds=poll_seconds,
-            heartbeat_seconds=PROGRESS_WRITE_SECONDS,
-        )
+    def __init__(self, job: EvalJob, **options: Any):
+        super().__init__(job, **options)
         self.progress = _Progress(list(job.tasks))
         self.results: dict[str, Any] | None = None  # the results JSON without per-sample records
         self.has_samples = False
@@ -179,10 +178,4 @@ class EvalRunner(ProcessJobRunner):
         )
 
 
-run_eval_job, sweep_stale_eval_jobs, resend_queued_eval_jobs = process_job_tasks(
-    __name__,
-    "eval",
-    runner=EvalRunner,
-    time_limit=EVAL_TIME_LIMIT_SECONDS,
-    stop_grace=STOP_GRACE_SECONDS,
-)
+run_eval_job, sweep_stale_eval_jobs, resend_queued_eval_jobs = process_job_tasks(__name__, EvalRunner)

@@ -35,20 +35,29 @@ ERROR_TAIL_CHARS = 8000
 class ProcessJobRunner(JobRunner):
     """One start of a process job: the engine's JSON lines, cancel and time limit, its end."""
 
-    rows: ProcessJobRows  # the kind's row writes (its ``transitions.JOBS``)
+    # What a kind declares: its row writes (its ``transitions.JOBS``), its name in its tasks'
+    # names ("eval": ``run_eval_job``), its time limit and the grace Celery's limits add to it,
+    # how often it reads the engine's output and heartbeats.
+    rows: ProcessJobRows
+    kind: str
+    time_limit_seconds: float
+    stop_grace_seconds: float
+    poll_interval: float
+    heartbeat_interval: float
     work = "job"  # what ran past its time limit: "The evaluation ran past ..."
     timeout_advice = ""  # said after the time limit message: how to fit in it
 
     def __init__(
-        self, job: Any, *, kind: str, time_limit: float, poll_seconds: float, heartbeat_seconds: float
+        self, job: Any, *, time_limit: float | None = None, poll_seconds: float | None = None, label: str = ""
     ):
+        label = label or self.kind  # names its processes and its log lines: "export job 7"
         super().__init__(
-            tag=job_processes.new_tag(kind, job.id),
-            description=f"{kind} job {job.id}",
-            poll_seconds=poll_seconds,
-            heartbeat_seconds=heartbeat_seconds,
+            tag=job_processes.new_tag(label, job.id),
+            description=f"{label} job {job.id}",
+            poll_seconds=poll_seconds if poll_seconds is not None else self.poll_interval,
+            heartbeat_seconds=self.heartbeat_interval,
             kill_after=KILL_AFTER_SECONDS,
-            time_limit=time_limit,
+            time_limit=float(time_limit if time_limit is not None else self.time_limit_seconds),
         )
         self.job = job
         self.engine_error = ""  # the engine's own "error" event, better than its log's tail
@@ -111,21 +120,15 @@ class ProcessJobRunner(JobRunner):
         """The final status and error of an engine that exited 0 (its output may still be missing)."""
 
 
-def process_job_tasks(
-    module: str,
-    kind: str,
-    *,
-    runner: type[ProcessJobRunner],
-    time_limit: float,
-    stop_grace: float,
-) -> tuple[Any, Any, Any]:
+def process_job_tasks(module: str, runner: type[ProcessJobRunner]) -> tuple[Any, Any, Any]:
     """The kind's tasks ``<module>.run_<kind>_job``, ``sweep_stale_<kind>_jobs``, ``resend_queued_<kind>_jobs``.
 
     Their names are what the web sends (``webapp.enqueue``) and beat schedules: renaming one
     breaks queued messages.
     """
     log = logging.getLogger(module)
-    rows = runner.rows
+    rows, kind = runner.rows, runner.kind
+    time_limit, stop_grace = runner.time_limit_seconds, runner.stop_grace_seconds
 
     @shared_task(
         bind=True,

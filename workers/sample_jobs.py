@@ -57,19 +57,16 @@ class SampleRunner(ProcessJobRunner):
     """One sampling or export job: the text as it comes, cancel and time limit, the result."""
 
     rows = transitions.JOBS
+    kind = "sample"
+    time_limit_seconds = SAMPLE_TIME_LIMIT_SECONDS
+    stop_grace_seconds = STOP_GRACE_SECONDS
+    poll_interval = POLL_SECONDS
+    heartbeat_interval = HEARTBEAT_SECONDS
     noun = "sampler"
     runner_name = "sample runner"
 
-    def __init__(
-        self, job: SampleJob, *, time_limit: float | None = None, poll_seconds: float = POLL_SECONDS
-    ):
-        super().__init__(
-            job,
-            kind=job.kind,
-            time_limit=float(time_limit if time_limit is not None else SAMPLE_TIME_LIMIT_SECONDS),
-            poll_seconds=poll_seconds,
-            heartbeat_seconds=HEARTBEAT_SECONDS,
-        )
+    def __init__(self, job: SampleJob, **options: Any):
+        super().__init__(job, label=job.kind, **options)
         if job.kind == SampleKind.EXPORT:
             self.noun = "exporter"
         self.text = ""  # the continuation so far
@@ -116,10 +113,4 @@ class SampleRunner(ProcessJobRunner):
         return transitions.finish(self.job.id, status, error=error, text=text)
 
 
-run_sample_job, sweep_stale_sample_jobs, resend_queued_sample_jobs = process_job_tasks(
-    __name__,
-    "sample",
-    runner=SampleRunner,
-    time_limit=SAMPLE_TIME_LIMIT_SECONDS,
-    stop_grace=STOP_GRACE_SECONDS,
-)
+run_sample_job, sweep_stale_sample_jobs, resend_queued_sample_jobs = process_job_tasks(__name__, SampleRunner)
