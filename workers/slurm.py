@@ -6,7 +6,11 @@ directory on the cluster's shared filesystem (``RUNWRIGHT_DATA_DIR``), submits t
 it watches instead of a local process group:
 
 - start: a job script that runs ``srun`` one task per node, each a ``torchrun`` with the c10d
-  rendezvous on the job's first node, each running ``python -m modelcore.train --run-dir DIR``.
+  rendezvous on the job's first node (at its ``NodeAddr``, which ``sinfo`` gives, on a port free
+  there unless ``RUNWRIGHT_SLURM_RDZV_PORT`` fixes one), each running
+  ``python -m modelcore.train --run-dir DIR``. A job that asks for GPUs (``parallel.device`` not
+  ``cpu``) gets ``--gpus-per-node`` = processes per node; Slurm sets each node's
+  ``CUDA_VISIBLE_DEVICES`` and torchrun gives rank ``i`` of the node its ``i``-th device.
   Every value from the config goes to ``sbatch`` as an argument (no shell) and was checked by
   the schema (``launcher.*``: Slurm names only); the script holds only shell-quoted paths,
   numbers and our own text. The worker's environment (the engine on ``PYTHONPATH``, the CPU
@@ -91,7 +95,7 @@ class SlurmJobSpec:
     qos: str
     time_limit_min: int  # 0: the partition's own
     signal_before_s: int  # SIGTERM this long before the time limit
-    rdzv_port: int
+    rdzv_port: int  # 0: a port free on the first node when the job starts
 
 
 def _operator_name(value: str, variable: str) -> str:
@@ -146,15 +150,26 @@ def job_script(spec: SlurmJobSpec, train_argv: list[str], *, header: str = "") -
         "--rdzv-backend=c10d",
     ]
     comment = "".join(f"# {line}\n" for line in header.splitlines() if line.isprintable())
+    if spec.rdzv_port:
+        port = f"rdzv_port={int(spec.rdzv_port)}\n"
+    else:
+        # The batch script runs on the job's first node: a port free there now. A fixed port
+        # would make two jobs sharing a node meet at one store, the later one's rendezvous
+        # then living in the earlier job's torchrun.
+        free = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
+        port = f"rdzv_port=$({shlex.quote(python)} -c {shlex.quote(free)})\n"
     return (
         "#!/bin/bash\n"
         "# Written by Runwright's Slurm launcher (workers/slurm.py).\n"
         f"{comment}"
         "set -eu\n"
         'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)\n'
+        # The first node's NodeAddr: where its name is not its host's (several slurmd on one host).
+        'head_addr=$(sinfo -h -N -n "$head_node" -o %o | head -n 1)\n'
+        f"{port}"
         "exec srun --kill-on-bad-exit=1 --ntasks-per-node=1 "
         f"{shlex.join(torchrun)} "
-        f'--rdzv-id="$SLURM_JOB_ID" --rdzv-endpoint="$head_node:{int(spec.rdzv_port)}" '
+        '--rdzv-id="$SLURM_JOB_ID" --rdzv-endpoint="${head_addr:-$head_node}:$rdzv_port" '
         f"{shlex.join(train)}\n"
     )
 

@@ -61,3 +61,16 @@ def test_a_slurm_worker_leases_none_of_its_own_gpus(settings, monkeypatch):
     assert tasks._gpus_to_lease(config) == 2
     settings.LAUNCHER = "slurm"
     assert tasks._gpus_to_lease(config) == 0
+
+
+def test_the_rendezvous_port_is_one_free_on_the_first_node_unless_the_operator_fixes_one(settings):
+    argv, _ = slurm.node_command(RunConfig(), Path("/shared/runs/1"))
+    settings.SLURM_RDZV_PORT = 0
+    script = slurm.job_script(spec(settings, nodes=2), argv)
+    [line] = [line for line in script.splitlines() if line.startswith("rdzv_port=")]
+    # The script's own line, run here (the batch script runs on the job's first node).
+    port = subprocess.run(["bash", "-c", f'{line}; echo "$rdzv_port"'], capture_output=True, text=True)
+    assert port.returncode == 0 and 0 < int(port.stdout) < 65536, port.stderr
+    assert '--rdzv-endpoint="${head_addr:-$head_node}:$rdzv_port"' in script
+    settings.SLURM_RDZV_PORT = 29555
+    assert "\nrdzv_port=29555\n" in slurm.job_script(spec(settings, nodes=2), argv)
