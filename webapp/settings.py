@@ -220,7 +220,9 @@ SLURM_PARTITION = env_str("RUNWRIGHT_SLURM_PARTITION")
 SLURM_ACCOUNT = env_str("RUNWRIGHT_SLURM_ACCOUNT")
 SLURM_QOS = env_str("RUNWRIGHT_SLURM_QOS")
 SLURM_TIME_LIMIT_MIN = env_int("RUNWRIGHT_SLURM_TIME_LIMIT_MIN", 0)  # 0: the partition's own
-SLURM_RDZV_PORT = env_int("RUNWRIGHT_SLURM_RDZV_PORT", 29500)  # torchrun's c10d store on the first node
+# torchrun's c10d store on the first node; 0: a port free there when the job starts (jobs that
+# share a node never meet at one store).
+SLURM_RDZV_PORT = env_int("RUNWRIGHT_SLURM_RDZV_PORT", 0)
 
 # --- limits on what one user may submit -------------------------------------
 # Dataset roots an operator exposes to run configs submitted through the web/API.
