@@ -143,3 +143,17 @@ def test_the_reads_beside_a_batch_are_index_scans_bounded_by_its_range(run):
         assert all((f"{bound} >= " if postgres else f"{bound}>?") in line for line in scans), plan
         if postgres:
             assert any("Nested Loop" in line for line in plan), plan
+
+
+def test_ties_and_signed_zeros_in_one_write_keep_the_earliest_step_as_the_reference_does(run):
+    """A write's own buckets (nothing stored beside them) are folded by min/max of their values:
+    equal values must still give the earliest step, in steps logged in order or not."""
+    twin = Run.objects.create(project=run.project, name="twin", config=run.config)
+    values = [1.0, 2.0, 2.0, 1.0, 0.0, -0.0, 0.0, 3.0, 3.0, -0.0, 0.0, -1.0, -1.0, 5.0, 5.0, 5.0]
+    rng = random.Random(3)
+    for key, steps in (("ordered", list(range(64))), ("shuffled", rng.sample(range(64), 64))):
+        batch = [Point(key, s, values[s % len(values)], 0.0) for s in steps]
+        upsert_points(run.id, batch)
+        upsert_points_reference(twin.id, batch)
+    ours, reference = _rows(run), _rows(twin)
+    assert ours["summaries"] == reference["summaries"] and len(ours["summaries"]) > 16

@@ -21,6 +21,7 @@ plain reference (tests compare the two) and for the migration that builds summar
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -82,12 +83,30 @@ class Extremes:
     @classmethod
     def of_parts(cls, parts: list[Extremes]) -> Extremes:
         """The extremes of disjoint step ranges together (``parts`` are left unchanged)."""
-        first = parts[0]
-        out = cls(first.count, first.first_step, first.last_step, first.min_step, first.min_value)
-        out.max_step, out.max_value = first.max_step, first.max_value
-        for part in parts[1:]:
-            out.add(part)
-        return out
+        # ``add`` over the parts, in one loop of locals (a coarser level of a big write is
+        # thousands of these).
+        count, first, last = 0, parts[0].first_step, parts[0].last_step
+        low = high = None
+        low_step = low_value = high_step = high_value = 0
+        for part in parts:
+            count += part.count
+            if part.first_step < first:
+                first = part.first_step
+            if part.last_step > last:
+                last = part.last_step
+            step = part.min_step
+            if step is None:
+                continue
+            # Ties go to the earlier step, as in ``add``.
+            value = part.min_value
+            if low is None or value < low_value or (value == low_value and step < low_step):
+                low, low_step, low_value = part, step, value
+            step, value = part.max_step, part.max_value
+            if high is None or value > high_value or (value == high_value and step < high_step):
+                high, high_step, high_value = part, step, value
+        if low is None:
+            return cls(count, first, last)
+        return cls(count, first, last, low_step, low_value, high_step, high_value)
 
     def points(self) -> list[tuple[int, float | None]]:
         """The points a chart keeps from this range: min and max in step order, or one gap."""
@@ -137,19 +156,12 @@ class SummaryStore:
         ``stored`` what ``stored_beside`` read; call it in the transaction that stores them.
         A stored point at a written step is the value being replaced and is left out.
         """
-        touched = {key: _touched(values) for key, values in written.items()}
+        level0 = {key: _fold_points(values, stored.get(key, {})) for key, values in written.items()}
+        touched = {key: _touched_above(list(buckets)) for key, buckets in level0.items()}
         rows = self._stored_rows(run_id, touched)
         out = SummaryRows([], [])
-        for key, values in written.items():
+        for key, new in level0.items():
             levels = touched[key]
-            members: dict[int, list[tuple[int, float | None]]] = {}
-            buckets0 = set(levels[0])
-            for step, value in stored.get(key, {}).items():
-                if step // FANOUT in buckets0 and step not in values:
-                    members.setdefault(step // FANOUT, []).append((step, value))
-            for step, value in values.items():
-                members.setdefault(step // FANOUT, []).append((step, value))
-            new = {bucket: Extremes.of_points(m) for bucket, m in members.items()}
             for level in range(LEVELS):
                 if level:
                     new = _coarser(new, rows.get((key, level - 1), {}), levels[level])
@@ -332,9 +344,45 @@ def _as_tuples(run_id: int, rows: list[tuple[str, int, int, Extremes]]) -> list[
     ]
 
 
-def _touched(steps: Iterable[int]) -> list[list[int]]:
-    """Per level, the sorted buckets that hold one of ``steps``."""
-    buckets = sorted({s // FANOUT for s in steps})
+def _fold_points(
+    values: Mapping[int, float | None], stored: Mapping[int, float | None]
+) -> dict[int, Extremes]:
+    """The level-0 rows of the buckets holding a step of ``values`` (step -> value about to be
+    stored), with the ``stored`` points of those buckets that ``values`` does not replace.
+
+    A bucket at a time over the sorted steps, its extremes by ``min``/``max`` of its values:
+    the fold per point it replaced was most of the summaries' time. Buckets ascend.
+    """
+    steps = list(values)
+    ordered = sorted(steps)  # an append comes sorted: one pass
+    if ordered == steps:
+        all_values = list(values.values())
+    else:
+        steps, all_values = ordered, [values[s] for s in ordered]
+    gaps = None in all_values  # NaN/inf: the general case, for their buckets
+    beside: dict[int, list[tuple[int, float | None]]] = {}
+    for step, value in stored.items():
+        if step not in values:
+            beside.setdefault(step // FANOUT, []).append((step, value))
+    out: dict[int, Extremes] = {}
+    start, end = 0, len(steps)
+    while start < end:
+        bucket = steps[start] // FANOUT
+        stop = bisect_left(steps, (bucket + 1) * FANOUT, start, end)
+        chunk, members = steps[start:stop], all_values[start:stop]
+        if bucket in beside or (gaps and None in members):
+            out[bucket] = Extremes.of_points([*zip(chunk, members, strict=True), *beside.get(bucket, ())])
+        else:
+            # Equal values: the first, at the earliest step, as of_points picks them.
+            low, high = min(members), max(members)
+            low_step, high_step = chunk[members.index(low)], chunk[members.index(high)]
+            out[bucket] = Extremes(stop - start, chunk[0], chunk[-1], low_step, low, high_step, high)
+        start = stop
+    return out
+
+
+def _touched_above(buckets: list[int]) -> list[list[int]]:
+    """Per level, the sorted buckets over the sorted level-0 ``buckets``."""
     levels = [buckets]
     for _ in range(1, LEVELS):
         buckets = sorted({b // FANOUT for b in buckets})
