@@ -52,7 +52,7 @@ from modelcore.parallelize import (
     build_mesh,
     clip_grad_norm,
 )
-from modelcore.sampling import generate_samples, sample_due
+from modelcore.sampling import generate_samples, sample_due, whole_model
 from modelcore.system_metrics import SystemMetrics
 
 FAIL_AT_STEP_ENV = "RUNWRIGHT_FAIL_AT_STEP"  # test hook: raise at that step on every rank
@@ -513,6 +513,14 @@ class Trainer:
             ckpt.load_model_weights(self.accelerator.unwrap_model(self.model), path)
             self.optimizer.load_state_dict(optim_state)
 
+    def sample(self) -> list[tuple[str, str]]:
+        """The sample prompts' continuations now; every rank calls it (collectives: FSDP's
+        forward, or gathering a tensor- or expert-parallel model whole)."""
+        model = self.accelerator.unwrap_model(self.model)
+        if self.tp > 1 or self.ep > 1:
+            model = whole_model(model, self.mesh["ep"].get_group() if self.ep > 1 else None)
+        return generate_samples(model, self.tokenizer, self.cfg.train, self.step)
+
     # --- the loop --------------------------------------------------------------
 
     def accumulate_gradients(self) -> StepStats:
@@ -658,10 +666,8 @@ class Trainer:
                 val = self.evaluate()
                 if self.events is not None:
                     self.events.metric(self.step, {"val/loss": val, "val/ppl": math.exp(min(val, 50.0))})
-            if sample_due(self.step, t):  # every rank generates: a sharded model's forward is a collective
-                samples = generate_samples(
-                    self.accelerator.unwrap_model(self.model), self.tokenizer, t, self.step
-                )
+            if sample_due(self.step, t):
+                samples = self.sample()
                 if self.events is not None:
                     self.events.sample(self.step, samples)
             if stats.stop and self.step < t.max_steps:
