@@ -604,10 +604,6 @@ def _check_layout(cfg: RunConfig) -> dict[str, str]:
             "parallel.sequence_parallel": f"needs data.seq_len ({cfg.data.seq_len}) divisible by "
             f"parallel.tensor_parallel ({tp}): each process holds an equal share of the positions"
         }
-    if cfg.train.sample_every:
-        return {
-            "train.sample_every": "must be 0 with parallel.tensor_parallel > 1 (no sampling from a split model)"
-        }
     return {}
 
 
@@ -631,10 +627,6 @@ def _check_expert_layout(cfg: RunConfig) -> dict[str, str]:
         }
     if p.mixed_precision == "fp16":
         return {"parallel.mixed_precision": "fp16 needs a loss scaler expert parallel has not; use bf16"}
-    if cfg.train.sample_every:
-        return {
-            "train.sample_every": "must be 0 with parallel.expert_parallel > 1 (no sampling from a split model)"
-        }
     return {}
 
 
