@@ -7,8 +7,11 @@ and who sees what.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import io
 import json
+import tarfile
 
 import pytest
 from django.urls import reverse
@@ -198,3 +201,25 @@ def test_viewer_reads_jobs_but_may_not_start_one_and_another_team_sees_nothing(a
     assert api(charlie, "POST", f"/api/v1/runs/{ckpt_run.id}/exports", raw=b"{").status_code == 404
     assert api(charlie, "GET", f"/api/v1/sample-jobs/{job.id}").status_code == 404
     assert SampleJob.objects.count() == 1
+
+
+def test_a_completed_export_downloads_as_a_tar_over_the_api(api, bob, charlie, ckpt_run):
+    job = SampleJob.objects.create(run=ckpt_run, checkpoint_step=20, kind=SampleKind.EXPORT)
+    url = f"/api/v1/sample-jobs/{job.id}/archive"
+    assert api(bob, "GET", url).status_code == 404  # not completed yet
+    job.export_dir.mkdir(parents=True)
+    (job.export_dir / "config.json").write_text('{"model_type": "llama"}')
+    SampleJob.objects.filter(pk=job.pk).update(status=SampleStatus.COMPLETED)
+    response = api(bob, "GET", url)
+    assert response.status_code == 200 and response["Content-Type"] == "application/x-tar"
+    body = b"".join(_drain(response))
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert tar.getnames() == [f"run{ckpt_run.id}-step20-hf", f"run{ckpt_run.id}-step20-hf/config.json"]
+    assert api(charlie, "GET", url).status_code == 404
+
+
+def _drain(response) -> list[bytes]:
+    async def collect() -> list[bytes]:
+        return [chunk async for chunk in response.streaming_content]
+
+    return asyncio.run(collect())

@@ -403,6 +403,10 @@ MATRIX: dict[str, Route] = {
     ),
     "api:run_exports": Route(run, {"POST": api_write(400)}, body=lambda w: {"step": 20}, api=True),
     "api:sample_job": Route(lambda w: {"job_id": w["sample_job"].id}, {"GET": api_read()}, api=True),
+    # The world's export job left no files: a 404 for everyone who may see it.
+    "api:sample_job_archive": Route(
+        lambda w: {"job_id": w["sample_job"].id}, {"GET": Access(404, 404, 404, 401)}, api=True
+    ),
     "api:sample_job_cancel": Route(
         lambda w: {"job_id": w["sample_job"].id}, {"POST": api_write(400)}, api=True
     ),

@@ -3,26 +3,31 @@
 The same services as the run page's sample box (``webapp.samples.services``): members
 start jobs (a viewer gets a 403 naming the role), everyone who may see the run reads them,
 another team's run or job is a 404. The job's text grows while it runs: poll
-``GET sample-jobs/<id>`` until ``is_active`` is false. A completed export's
-``archive_url`` is the run page's download (signed-in browsers).
+``GET sample-jobs/<id>`` until ``is_active`` is false. A completed export's Hugging Face
+folder comes as a tar from ``GET sample-jobs/<id>/archive`` (``archive_url`` is the same
+download for signed-in browsers).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, StreamingHttpResponse
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
 from webapp.api.auth import ApiAuth
 from webapp.api.lookups import run_member, run_of, sample_job_of
 from webapp.api.pages import PageQuery, keyset_page
-from webapp.api.schemas import NoFields, RequestBody, answers
+from webapp.api.schemas import REFUSALS, NoFields, RequestBody, answers
 from webapp.input_errors import InputError
+
+# The run downloads' streaming tar and attachment, as the run page's export download uses them.
+from webapp.runs.downloads import _attachment, _tar_chunks
 from webapp.samples import services
 from webapp.samples.models import SampleJob, SampleKind
 from webapp.samples.presenters import job_row
+from webapp.samples.selectors import export_archive_dir
 
 router = Router(tags=["samples and exports"])
 
@@ -137,3 +142,30 @@ def sample_job(request: HttpRequest, job_id: int) -> dict[str, Any]:
 def sample_job_cancel(request: HttpRequest, job_id: int, payload: NoFields | None = None) -> dict[str, Any]:
     """Stop a job that has not ended (a 400 naming ``job`` once it has)."""
     return job_row(services.request_cancel(user=request.user, job=sample_job_of(request, job_id)))
+
+
+TAR_ANSWER = {
+    "responses": {
+        200: {  # ninja keys its own answers by int: the same key, so this one replaces "OK"
+            "description": "the export's Hugging Face folder as an uncompressed tar, streamed as it is built",
+            "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
+}
+
+
+@router.get(
+    "sample-jobs/{int:job_id}/archive",
+    response={200: None, **REFUSALS},
+    url_name="sample_job_archive",
+    auth=ApiAuth(guard=sample_job_of),
+    openapi_extra=TAR_ANSWER,
+)
+def export_archive(request: HttpRequest, job_id: int) -> StreamingHttpResponse:
+    """A completed export's folder as a tar (viewers too); 404 for any other job, or once its files are gone."""
+    job = sample_job_of(request, job_id)
+    folder = export_archive_dir(job)
+    if folder is None:
+        raise Http404("This job made no export (not an export, not completed, or its files are gone).")
+    top = f"run{job.run_id}-step{job.checkpoint_step}-hf"
+    return _attachment(_tar_chunks(folder, top), f"{top}.tar", "application/x-tar")
