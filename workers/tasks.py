@@ -38,10 +38,19 @@ from celery import shared_task
 from django.conf import settings
 
 from modelcore.config import ConfigError, RunConfig
+from modelcore.launch import processes_per_node
 from webapp.runs import transitions
 from webapp.runs.services import enqueue_launch
 from webapp.sweeps.services import advance_running_sweeps
-from workers import first_node, gpus, job_processes, node_share, scheduler, supervisor, sweep
+from workers import (
+    first_node,
+    gpus,
+    job_processes,
+    node_share,  # noqa: F401  (registers launch_node_share with the worker)
+    scheduler,
+    supervisor,
+    sweep,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +129,7 @@ def _gpus_to_lease(config: dict) -> int:
     available = gpus.host_gpus()
     needed = gpus.gpus_needed(parsed, available)
     if needed and first_node.multi_node(parsed):
-        needed = node_share.processes_per_node(parsed)  # this host's share of the ranks
+        needed = processes_per_node(parsed)  # this host's share of the ranks
     return needed if needed <= len(available) else 0
 
 
