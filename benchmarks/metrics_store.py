@@ -105,9 +105,11 @@ def ingest_through_events(args: argparse.Namespace, run: Any) -> dict[str, Any]:
                 writer.metric(step, values)
             start = time.perf_counter()
             batch = ingest.ingest_new_events(run, run_dir / "events.jsonl")
+            assert batch is not None
+            ingest.announce(run, batch)  # the live update, as the supervisor publishes it (with Redis)
             seconds += time.perf_counter() - start
             reads += 1
-            assert batch is not None and not batch.bad_lines and not batch.lost_ownership
+            assert not batch.bad_lines and not batch.lost_ownership
     stored = MetricPoint.objects.filter(run=run).count()
     assert stored == len(steps) * args.keys_per_step, (stored, len(steps))
     return {
@@ -116,6 +118,7 @@ def ingest_through_events(args: argparse.Namespace, run: Any) -> dict[str, Any]:
         "reads": reads,
         "points_per_read": args.batch,
         "seconds": round(seconds, 3),
+        "live_published": _live_enabled(),
     }
 
 
@@ -155,10 +158,11 @@ def ingest_sustained(args: argparse.Namespace, run: Any) -> dict[str, Any]:
                 raise RuntimeError(f"the event writer failed (exit code {writer.exitcode})")
             watch.wait(run.events_offset, 0.5)
             continue
+        ingest.announce(run, batch)
         assert not batch.bad_lines and not batch.lost_ownership
-        stored += len(batch.points)
+        stored += batch.stored_points
         reads += 1
-        biggest = max(biggest, len(batch.points))
+        biggest = max(biggest, batch.stored_points)
     seconds = time.perf_counter() - start
     writer.join()
     assert MetricPoint.objects.filter(run=run).count() == total
@@ -169,7 +173,14 @@ def ingest_sustained(args: argparse.Namespace, run: Any) -> dict[str, Any]:
         "mean_points_per_read": round(total / reads, 1),
         "largest_read": biggest,
         "seconds": round(seconds, 3),
+        "live_published": _live_enabled(),
     }
+
+
+def _live_enabled() -> bool:
+    from webapp import live
+
+    return live.enabled()
 
 
 def database_floor(args: argparse.Namespace, connection: Any) -> float | None:
@@ -281,6 +292,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ingest = ingest_through_events(args, ingest_runs[0])
     sustained = ingest_sustained(args, ingest_runs[1])
     floor = database_floor(args, connection)
+    ingest_figures = {
+        "ours": ingest,
+        "sustained": sustained,
+        "database_copy_floor_points_per_s": round(floor, 1) if floor else None,
+    }
+    if args.ingest_only:
+        return {
+            "benchmark": "metrics_store",
+            "ingest": ingest_figures,
+            "settings": _settings(args, connection),
+        }
 
     # -- the chart's series, written by upsert_points directly (secondary ingest figures)
     def value(step: int) -> float:
@@ -401,15 +423,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cost_of_summaries": round(in_process["bare"] / in_process["summarised"], 2),
             "live_tail_read_by_seq_s": round(tail_s, 4),
         },
-        "settings": {
-            "points": args.points,
-            "ingest_points": args.ingest_points,
-            "keys_per_step": args.keys_per_step,
-            "batch": args.batch,
-            "max_points": args.max_points,
-            "repeats": args.repeats,
-            "database": connection.vendor,
-        },
+        "settings": _settings(args, connection),
+    }
+
+
+def _settings(args: argparse.Namespace, connection: Any) -> dict[str, Any]:
+    return {
+        "points": args.points,
+        "ingest_points": args.ingest_points,
+        "keys_per_step": args.keys_per_step,
+        "batch": args.batch,
+        "max_points": args.max_points,
+        "repeats": args.repeats,
+        "database": connection.vendor,
     }
 
 
@@ -470,6 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--mlflow-python", help="An interpreter with mlflow (default: this one, if it has it)."
+    )
+    parser.add_argument(
+        "--ingest-only",
+        action="store_true",
+        help="Only our ingest figures (batch, sustained, the COPY floor): no chart series, no HTTP, no MLflow.",
     )
     args = parser.parse_args(argv)
     if args.batch % args.keys_per_step or not 1 <= args.batch <= 1000:

@@ -64,7 +64,10 @@ class Batch:
     """What one read of the event file held, parsed into rows."""
 
     offset: int
+    # The read's points, until stored: a commit empties it (the batch's caller holds it while
+    # the cycle collector runs again, and it may be 100k points) and counts them here.
     points: LatestPoints = field(default_factory=LatestPoints)
+    stored_points: int = 0
     logs: list[dict[str, Any]] = field(default_factory=list)  # the trainer's, and skip warnings
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)  # train.sample_every's events
@@ -84,6 +87,7 @@ class Batch:
         """Fold the batch of the lines after ours into this one (one line at a time, below)."""
         self.offset = later.offset
         self.points = self.points + later.points
+        self.stored_points += later.stored_points
         self.logs += later.logs
         self.checkpoints += later.checkpoints
         self.samples += later.samples
@@ -173,25 +177,29 @@ def ingest_new_events(run: Run, path: Path) -> Batch | None:
     ``run`` in memory (offset, step, last_loss, status) on success. Raises only
     ``RETRYABLE_DB_ERRORS``: the caller tries again later from the committed offset.
     """
-    with _cyclic_gc_paused():
-        try:
-            read = read_events(path, run.events_offset)
-        except OSError:
-            log.warning("run %s: could not read %s; trying again next round", run.id, path, exc_info=True)
-            return None
-        if read.offset == run.events_offset:
-            return None
-        try:
-            return _commit(run, parse_events(read, run.step))
-        except RETRYABLE_DB_ERRORS:
-            raise
-        except Exception:
-            log.warning(
-                "run %s: a batch of events could not be stored; storing its lines one at a time",
-                run.id,
-                exc_info=True,
-            )
-            return _commit_line_by_line(run, read)
+    with _cyclic_gc_paused():  # until the read's events are freed, on _ingest's return
+        return _ingest(run, path)
+
+
+def _ingest(run: Run, path: Path) -> Batch | None:
+    try:
+        read = read_events(path, run.events_offset)
+    except OSError:
+        log.warning("run %s: could not read %s; trying again next round", run.id, path, exc_info=True)
+        return None
+    if read.offset == run.events_offset:
+        return None
+    try:
+        return _commit(run, parse_events(read, run.step))
+    except RETRYABLE_DB_ERRORS:
+        raise
+    except Exception:
+        log.warning(
+            "run %s: a batch of events could not be stored; storing its lines one at a time",
+            run.id,
+            exc_info=True,
+        )
+        return _commit_line_by_line(run, read)
 
 
 @contextlib.contextmanager
@@ -239,6 +247,7 @@ def _commit(run: Run, batch: Batch) -> Batch:
             step = batch.step if batch.step is not None else run.step
             written = written.then(_record_skipped_count(run.id, step))
         batch.live = live.rows_written(run.id, written, logs_after)
+    batch.stored_points, batch.points = len(batch.points), LatestPoints()
     run.events_offset = batch.offset
     if batch.step is not None:
         run.step = batch.step
