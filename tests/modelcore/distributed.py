@@ -3,18 +3,21 @@ fake-process-group mesh, comparing losses with a reference run, moving a checkpo
 another run, reading which rank wrote what into a sharded checkpoint; and, on the workers'
 side, the gloo process group and the gradient comparison.
 
-Imported by the tests and by the ``torchrun`` workers (``tp_worker.py``, ``ep_worker.py``),
+Imported by the tests and by the ``torchrun`` worker (``step_worker.py`` and its
+``tp_step.py``, ``ep_step.py``),
 which run with this folder on ``sys.path``; so it imports no pytest and nothing from the web app.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,27 @@ HERE = Path(__file__).resolve().parent
 
 
 # --- test side ---------------------------------------------------------------
+
+
+# One step of a split model against the whole one, by kind ("tp", "ep"): each test module
+# registers its cases when imported, and the first to ask runs them all in one launch
+# (``step_worker.py``): a launch costs more than the steps of these tiny models.
+_STEP_CASES: dict[str, list[dict[str, Any]]] = {}
+
+
+def register_step_cases(kind: str, cases: list[dict[str, Any]]) -> None:
+    """Cases for ``step_worker.py``'s ``kind``, each a dict with an ``"id"``."""
+    _STEP_CASES[kind] = cases
+
+
+@functools.cache
+def step_results() -> dict[str, dict[str, Any]]:
+    """The results of every registered case, by kind and case id (one torchrun launch)."""
+    out_dir = Path(tempfile.mkdtemp(prefix="parallel-steps-"))
+    try:
+        return torchrun("step_worker.py", out_dir, json.dumps(_STEP_CASES))
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def torchrun(worker: str, out_dir: Path, *args: str, nproc: int = 2, timeout: float = 240) -> Any:
@@ -76,11 +100,13 @@ print(json.dumps(out))
 """
 
 
-def fake_meshes(*layouts: tuple[int, int]) -> dict[str, dict[int, dict[str, Any]]]:
-    """``build_mesh`` of 4 ranks on torch's fake process group, per ``(tp, ep)`` layout
-    (keyed ``"tpxep"``), per rank: dimension names, shape, coordinates and each dimension's ranks."""
+@functools.cache
+def fake_meshes() -> dict[str, dict[int, dict[str, Any]]]:
+    """``build_mesh`` of 4 ranks on torch's fake process group, per layout: ``"2x1"`` (TP=2)
+    and ``"1x2"`` (EP=2), per rank: dimension names, shape, coordinates and each dimension's
+    ranks. One subprocess for both test modules."""
     done = subprocess.run(
-        [sys.executable, "-c", _MESH_SCRIPT, json.dumps(layouts)],
+        [sys.executable, "-c", _MESH_SCRIPT, json.dumps([(2, 1), (1, 2)])],
         cwd=REPO,
         capture_output=True,
         text=True,

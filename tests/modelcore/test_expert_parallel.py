@@ -1,12 +1,13 @@
 """Expert parallel on 2 CPU processes (gloo); on a GPU host the same code runs on NCCL.
 
-- one step of an EP model against the same model whole (``ep_worker.py``, one torchrun
-  launch for every case): equal loss, logits and per-expert load, every parameter's gradient
+- one step of an EP model against the same model whole (``ep_worker.py``; one torchrun
+  launch runs every TP and EP case): equal loss, logits and per-expert load, every parameter's gradient
   equal on the rank that holds it (router, experts, the rest), dropless and with capacity routing;
 - the real trainer (``launch_command``, as a worker starts it): EP=2 on 2 processes trains
   the same losses as 1 process, dropless and with capacity routing, and logs the same
-  per-expert load; each rank writes its own experts into the sharded checkpoint; EP=2 beside
-  DDP=2 on 4 processes trains the losses of DDP=2; a checkpoint saved under EP=2 resumes
+  per-expert load and samples (``train.sample_every``, the experts gathered whole); each rank writes its own experts into the sharded checkpoint; EP=2 beside
+  DP=2 on 4 processes, resumed from EP=2's checkpoint, trains the losses of 1 process with the
+  same global batch; a checkpoint saved under EP=2 resumes
   under EP=1, and one saved on 1 process resumes under EP=2, with the losses of the
   uninterrupted run, and loads whole (every expert) as a plain model;
 - the (dp, ep) mesh and config errors for every impossible expert layout.
@@ -17,12 +18,18 @@ a copy of one of their checkpoints of step 6.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from distributed import assert_same_losses, copy_checkpoint, fake_meshes, torchrun, written_by_file
+from distributed import (
+    assert_same_losses,
+    copy_checkpoint,
+    fake_meshes,
+    register_step_cases,
+    step_results,
+    written_by_file,
+)
 from test_training import SMALL, _config, _events, _losses, _run, _statuses
 
 from modelcore.checkpoint import load_checkpoint
@@ -84,12 +91,6 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "parallel.mixed_precision",
             "use bf16",
         ),
-        (
-            "tiny-moe-cpu",
-            {"parallel": {"expert_parallel": 2}, "train": {"sample_every": 10}},
-            "train.sample_every",
-            "must be 0",
-        ),
     ],
 )
 def test_impossible_expert_layouts_are_field_errors(
@@ -120,7 +121,7 @@ def test_estimate_shows_the_expert_mesh_and_splits_the_experts_weights() -> None
 
 
 def test_mesh_groups_neighbouring_ranks_for_expert_parallel() -> None:
-    meshes = fake_meshes((1, 2))["1x2"]
+    meshes = fake_meshes()["1x2"]
     assert all(m["names"] == ["dp", "ep"] for m in meshes.values())
     assert [meshes[r]["ep"] for r in range(4)] == [[0, 1], [0, 1], [2, 3], [2, 3]]
 
@@ -134,18 +135,15 @@ STEP_CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def ep_steps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    cases = [{"id": case, "model": model} for case, model in STEP_CASES.items()]
-    return torchrun("ep_worker.py", tmp_path_factory.mktemp("ep-step"), json.dumps(cases))
+register_step_cases("ep", [{"id": case, "model": model} for case, model in STEP_CASES.items()])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(STEP_CASES))
 def test_ep_step_gives_the_loss_and_every_gradient_of_the_whole_model(
-    ep_steps: dict[str, Any], case: str
+    case: str,
 ) -> None:
-    result = ep_steps[case]
+    result = step_results()["ep"][case]
     whole, split = result["losses"]
     assert split == pytest.approx(whole, abs=1e-6)
     assert result["load"][0] == result["load"][1]
@@ -162,7 +160,8 @@ def test_ep_step_gives_the_loss_and_every_gradient_of_the_whole_model(
 
 # --- the real trainer --------------------------------------------------------
 
-STEPS = {"train": {"max_steps": 12, "micro_batch_size": 4, "checkpoint_every": 6}}
+SAMPLES = {"sample_every": 6, "sample_prompts": "def |import ", "sample_max_tokens": 8}
+STEPS = {"train": {"max_steps": 12, "micro_batch_size": 4, "checkpoint_every": 6, **SAMPLES}}
 ALL_STEPS, SECOND_HALF = range(1, 13), range(7, 13)
 
 
@@ -221,11 +220,15 @@ def _assert_same_run(run_dir: Path, reference: Path, steps: range) -> None:
 
 
 @pytest.mark.slow
-def test_ep_2_trains_the_same_losses_as_one_process(ep_run: Path, one_process_run: Path) -> None:
+def test_ep_2_trains_the_same_losses_and_samples_as_one_process(ep_run: Path, one_process_run: Path) -> None:
     info = _statuses(ep_run)[0]["info"]
     assert info["mesh"] == {"dp": 1, "tp": 1, "ep": 2}
     assert info["tokens_per_step"] == _one().tokens_per_step()
     _assert_same_run(ep_run, one_process_run, ALL_STEPS)
+    # Samples during training: the experts gathered from their ranks write what one process writes.
+    samples = {e["step"]: e["samples"] for e in _events(ep_run) if e["type"] == "sample"}
+    assert sorted(samples) == [6, 12]
+    assert samples == {e["step"]: e["samples"] for e in _events(one_process_run) if e["type"] == "sample"}
 
 
 @pytest.mark.slow
@@ -277,17 +280,20 @@ def test_a_checkpoint_moved_between_ep_2_and_one_process_keeps_the_losses(
 
 
 @pytest.mark.slow
-def test_ep_2_beside_ddp_2_on_four_processes_trains_the_same_losses_as_ddp(
-    tmp_path: Path, cache_dir: Path
+def test_ep_2_beside_dp_2_on_four_processes_resumes_ep_2_with_the_losses_of_one_process(
+    tmp_path: Path, cache_dir: Path, ep_run: Path, one_process_run: Path
 ) -> None:
-    # (dp 2, ep 2): each data-parallel group of two EP ranks draws what one DDP rank draws.
-    # Both stopped after step 6, as a cancel does (4 ranks share 2 cores here).
-    ddp = _moe({"num_processes": 2})
-    beside = _moe({"num_processes": 4, "expert_parallel": 2})
-    assert beside.tokens_per_step() == ddp.tokens_per_step()
-    for cfg, name in ((ddp, "ddp"), (beside, "ep-dp")):
-        code, out = _run(cfg, tmp_path / name, cache_dir, {"RUNWRIGHT_STOP_AT_STEP": "6"})
-        assert code in (0, 1), out  # the launcher itself may exit 1 after its ranks were cancelled
-    info = _statuses(tmp_path / "ep-dp")[0]["info"]
-    assert info["mesh"] == {"dp": 2, "tp": 1, "ep": 2}
-    assert_same_losses(_losses(tmp_path / "ep-dp"), _losses(tmp_path / "ddp"), range(1, 7))
+    # (dp 2, ep 2): each data-parallel group of two EP ranks draws half the global batch of
+    # one process, and the gradients are averaged over dp as DDP would; steps 7-12 from
+    # EP=2's checkpoint, whose experts two ranks now hold each.
+    cfg = _moe({"num_processes": 4, "expert_parallel": 2})
+    cfg = _config({"train": {"micro_batch_size": 2}}, cfg.to_dict())
+    assert cfg.tokens_per_step() == _one().tokens_per_step()
+    run_dir = tmp_path / "ep-dp"
+    copy_checkpoint(ep_run, 6, run_dir)
+    code, out = _run(cfg, run_dir, cache_dir)
+    assert code == 0, out
+    info = _statuses(run_dir)[0]["info"]
+    assert info["mesh"] == {"dp": 2, "tp": 1, "ep": 2} and info["data_parallel"] == "ddp"
+    assert _resumed_from(run_dir) == [6]
+    assert_same_losses(_losses(run_dir), _losses(one_process_run), SECOND_HALF)

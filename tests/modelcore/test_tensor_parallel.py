@@ -1,10 +1,11 @@
 """Tensor and sequence parallel on 2 CPU processes (gloo); on a GPU host the same code runs on NCCL.
 
 - one step of a TP model against the same model whole: equal loss, every parameter's
-  gradient equal (``tp_worker.py``, one torchrun launch for every case), with and without
+  gradient equal (``tp_worker.py``; one torchrun launch runs every TP and EP case), with and without
   sequence parallel, key/value heads split or replicated;
 - the real trainer (``launch_command``, as a worker starts it): TP=2 on 2 processes trains
-  the same 20 losses as 1 process, and each rank writes its own shard of the checkpoints
+  the same 20 losses as 1 process and samples the same text (``train.sample_every``, the
+  model gathered whole), and each rank writes its own shard of the checkpoints
   (torch.distributed.checkpoint); TP=2's checkpoint of step 10 resumes on 1 process, and 1
   process's resumes at TP=2 (without sequence parallel) and at TP=2 x FSDP=2 on 4 processes
   (with activation checkpointing), each for steps 11-20 with the losses of 1 process; the TP
@@ -25,8 +26,15 @@ from typing import Any
 
 import pytest
 import torch
-from distributed import assert_same_losses, copy_checkpoint, fake_meshes, torchrun, written_by_file
-from test_training import SMALL, _config, _losses, _run, _statuses
+from distributed import (
+    assert_same_losses,
+    copy_checkpoint,
+    fake_meshes,
+    register_step_cases,
+    step_results,
+    written_by_file,
+)
+from test_training import SMALL, _config, _events, _losses, _run, _statuses
 from torch.distributed.tensor import DTensor
 
 from modelcore.checkpoint import is_sharded, load_checkpoint
@@ -90,11 +98,6 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "parallel.sequence_parallel",
             "data.seq_len (63) divisible",
         ),
-        (
-            {"parallel": {"tensor_parallel": 2}, "train": {"sample_every": 10}},
-            "train.sample_every",
-            "must be 0",
-        ),
     ],
 )
 def test_impossible_layouts_are_field_errors(overrides: dict[str, Any], field: str, fragment: str) -> None:
@@ -123,7 +126,7 @@ def test_global_batch_counts_data_parallel_processes_only() -> None:
 
 
 def test_mesh_of_tp_2_by_dp_2_groups_neighbouring_ranks_for_tensor_parallel() -> None:
-    meshes = fake_meshes((2, 1))["2x1"]
+    meshes = fake_meshes()["2x1"]
     assert all(m["shape"] == [2, 2] and m["names"] == ["dp", "tp"] for m in meshes.values())
     # Tensor-parallel groups are neighbours (one node's NVLink); data parallel runs across them.
     assert [meshes[r]["tp"] for r in range(4)] == [[0, 1], [0, 1], [2, 3], [2, 3]]
@@ -146,19 +149,18 @@ STEP_CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def tp_steps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    cases = [{"id": case, "model": model, "sp": sp} for case, (model, sp) in STEP_CASES.items()]
-    return torchrun("tp_worker.py", tmp_path_factory.mktemp("tp-step"), json.dumps(cases))
+register_step_cases(
+    "tp", [{"id": case, "model": model, "sp": sp} for case, (model, sp) in STEP_CASES.items()]
+)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(STEP_CASES))
 def test_tp_step_gives_the_loss_and_every_gradient_of_the_whole_model(
-    tp_steps: dict[str, Any], case: str
+    case: str,
 ) -> None:
     model, sequence_parallel = STEP_CASES[case]
-    result = tp_steps[case]
+    result = step_results()["tp"][case]
     whole, split = result["losses"]
     assert split == pytest.approx(whole, abs=1e-6)
     names = set(result["grad_diffs"])
@@ -177,7 +179,8 @@ def test_tp_step_gives_the_loss_and_every_gradient_of_the_whole_model(
 
 # --- the real trainer --------------------------------------------------------
 
-STEPS = {"train": {"max_steps": 20, "micro_batch_size": 4, "checkpoint_every": 10}}
+SAMPLES = {"sample_every": 10, "sample_prompts": "def |import ", "sample_max_tokens": 8}
+STEPS = {"train": {"max_steps": 20, "micro_batch_size": 4, "checkpoint_every": 10, **SAMPLES}}
 ALL_STEPS, SECOND_HALF = range(1, 21), range(11, 21)
 
 
@@ -219,14 +222,18 @@ def tp_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_tp_2_trains_the_same_losses_as_one_process(
-    tp_run: Path, one_process_losses: dict[int, float]
+def test_tp_2_trains_the_same_losses_and_samples_as_one_process(
+    tp_run: Path, one_process_run: Path, one_process_losses: dict[int, float]
 ) -> None:
     info = _statuses(tp_run)[0]["info"]
     assert info["mesh"] == {"dp": 1, "tp": 2} and info["tokens_per_step"] == _one().tokens_per_step()
     losses = _losses(tp_run)
     assert_same_losses(losses, one_process_losses, ALL_STEPS)
     assert losses[20] < losses[1] - 0.5  # it learns
+    # Samples during training: the split model gathered whole writes what one process writes.
+    samples = _samples(tp_run)
+    assert sorted(samples) == [10, 20] and samples == _samples(one_process_run)
+    assert [row["prompt"] for row in samples[20]] == ["def ", "import "]
 
 
 @pytest.mark.slow
@@ -259,6 +266,10 @@ def test_a_tp_2_checkpoint_loads_whole_and_exports_to_transformers(tmp_path: Pat
     with torch.no_grad():
         ours, theirs = model(ids), hf(ids).logits
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
+
+
+def _samples(run_dir: Path) -> dict[int, list[dict[str, str]]]:
+    return {e["step"]: e["samples"] for e in _events(run_dir) if e["type"] == "sample"}
 
 
 def _resumed_from(run_dir: Path) -> list[int | None]:

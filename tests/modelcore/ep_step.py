@@ -1,21 +1,18 @@
-"""Run by ``torchrun`` from test_expert_parallel.py: one step of an EP model against the plain one,
-for each case of one launch (a launch costs more than the steps).
+"""For test_expert_parallel.py, under ``step_worker.py``: one step of an EP model against the plain one.
 
 Per case, every rank builds the same MoE model (same seed); one copy stays whole, the other
 is split with ``apply_ep``. Both take the same batch; each rank reports, per parameter it
-holds, the largest difference between its gradient and the plain model's; rank 0 writes
-them all by case id, with the losses, the logits' difference and the per-expert load of both.
+holds, the largest difference between its gradient and the plain model's; every rank
+returns them all, with the losses, the logits' difference and the per-expert load of both.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from distributed import gloo_group, grad_diffs, write_on_rank_0
+from distributed import grad_diffs
 
 from modelcore.config import ModelConfig
 from modelcore.model import Transformer
@@ -46,13 +43,3 @@ def one_step(model_cfg: dict[str, Any]) -> dict[str, Any]:
         "grad_diffs": every,
         "logits_diff": logits_diff,
     }
-
-
-def main() -> None:
-    cases, out = json.loads(sys.argv[1]), sys.argv[2]
-    with gloo_group():
-        write_on_rank_0(out, {case["id"]: one_step(case["model"]) for case in cases})
-
-
-if __name__ == "__main__":
-    main()

@@ -1,21 +1,18 @@
-"""Run by ``torchrun`` from test_tensor_parallel.py: one step of a TP model against the plain one,
-for each case of one launch (a launch costs more than the steps).
+"""For test_tensor_parallel.py, under ``step_worker.py``: one step of a TP model against the plain one.
 
 Per case, every rank builds the same model (same seed); one copy stays whole, the other is
-split with ``apply_tp``. Both take the same batch; rank 0 writes, by case id, the losses,
-per parameter the largest difference between the full (gathered) TP gradient and the plain
+split with ``apply_tp``. Both take the same batch; the result holds the losses, per
+parameter the largest difference between the full (gathered) TP gradient and the plain
 one, and what the split model says to a call it cannot serve.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from distributed import gloo_group, grad_diffs, write_on_rank_0
+from distributed import grad_diffs
 
 from modelcore.config import ModelConfig
 from modelcore.model import Transformer
@@ -44,13 +41,3 @@ def one_step(model_cfg: dict[str, Any], sequence_parallel: bool) -> dict[str, An
         except (RuntimeError, ValueError) as exc:
             errors.append(str(exc))
     return {"losses": losses, "grad_diffs": grad_diffs(plain, split), "errors": errors}
-
-
-def main() -> None:
-    cases, out = json.loads(sys.argv[1]), sys.argv[2]
-    with gloo_group():
-        write_on_rank_0(out, {case["id"]: one_step(case["model"], case["sp"]) for case in cases})
-
-
-if __name__ == "__main__":
-    main()
