@@ -215,25 +215,29 @@ class SlurmCluster:
                 return item.removeprefix("State=")
         return ""
 
-    def node_idle(self) -> bool:
-        """Every node up and taking jobs: no DRAIN, DOWN or NOT_RESPONDING flag (``IDLE+DRAIN`` is not)."""
-        for node in self.node_names:
-            base, *flags = self.node_state(node).split("+")
-            if base not in ("IDLE", "MIXED", "ALLOCATED") or flags:
-                return False
-        return True
+    def node_up(self, node: str) -> bool:
+        """Up and taking jobs: no DRAIN, DOWN or NOT_RESPONDING flag (``IDLE+DRAIN`` is not)."""
+        base, *flags = self.node_state(node).split("+")
+        return base in ("IDLE", "MIXED", "ALLOCATED") and not flags
 
-    def set_node(self, state: str, reason: str = "") -> None:
-        args = ["update", f"nodename={','.join(self.node_names)}", f"state={state}"]
+    def node_idle(self) -> bool:
+        """Every node up and taking jobs."""
+        return all(self.node_up(node) for node in self.node_names)
+
+    def set_node(self, state: str, reason: str = "", node: str = "") -> None:
+        """Set one node's state (the first by default), as an administrator would."""
+        args = ["update", f"nodename={node or self.node}", f"state={state}"]
         if reason:
             args.append(f"reason={reason}")
         result = self.scontrol(*args)
         assert result.returncode == 0, result.stderr
 
     def resume_node(self) -> None:
-        if not self.node_idle():
-            self.set_node("resume")
-        self._wait_for(self.node_idle, "the node to come back")
+        """Every node that is not up back in service."""
+        for node in self.node_names:
+            if not self.node_up(node):
+                self.set_node("resume", node=node)
+        self._wait_for(self.node_idle, "the nodes to come back")
 
     def logs(self) -> str:
         parts = []

@@ -25,10 +25,11 @@ from slurm_runs import (
     streamed_losses,
     supervise_in_thread,
     tiny_config,
+    wait_for,
 )
 
 from modelcore.config import RunConfig
-from webapp.runs.models import RunStatus
+from webapp.runs.models import Run, RunStatus
 from workers import slurm
 from workers.jobs import Launch
 from workers.supervisor import supervise
@@ -59,8 +60,16 @@ def test_two_nodes_of_one_process_train_as_one_node_of_two(slurm_two_nodes_launc
     # Both at once (the cluster has room): two jobs, each its own rendezvous, one on each node
     # or both on one, as Slurm places them.
     supervisors = [supervise_in_thread(run) for run in (two_nodes, one_node)]
-    for thread, _ in supervisors:
-        thread.join(DEADLINE_SECONDS)
+    try:
+        # Streamed while Slurm still runs the job, not read at its end.
+        wait_for(
+            lambda: Run.objects.filter(pk=two_nodes.pk, slurm_state="RUNNING", step__gte=1).exists(),
+            "the two-node run's first steps while its job runs",
+            cluster,
+        )
+    finally:
+        for thread, _ in supervisors:
+            thread.join(DEADLINE_SECONDS)
     two_nodes.refresh_from_db()
     one_node.refresh_from_db()
     assert [result for _, result in supervisors] == [[RunStatus.COMPLETED]] * 2, (
@@ -163,3 +172,21 @@ def test_more_gpus_than_a_node_has_fails_the_run_with_slurm_s_answer(slurm_two_n
     assert "sbatch refused the job" in run.error, run.error
     assert "Requested node configuration is not available" in run.error, run.error
     assert run.slurm_job_id == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_second_node_failing_ends_the_two_node_run_lost(slurm_two_nodes_launcher):
+    cluster = slurm_two_nodes_launcher
+    run = claimed_run(tiny_config(max_steps=100_000) | {"launcher": {"nodes": 2}}, "node lost")
+    thread, result = supervise_in_thread(run)
+    try:
+        wait_for(lambda: Run.objects.get(pk=run.pk).step >= 1, "the two-node run to train", cluster)
+        cluster.set_node("down", reason="runwright-test", node=TWO_NODES[1])
+    finally:
+        thread.join(DEADLINE_SECONDS)
+        cluster.resume_node()
+    run.refresh_from_db()
+    assert result == [RunStatus.LOST], run.error + job_output(run)
+    assert run.slurm_state == "NODE_FAIL" and run.slurm_job_id in run.error
+    # Slurm ended the whole job: no step of it is left on the node that stayed up.
+    assert job_field(run.slurm_job_id, "JobState") == "NODE_FAIL"
