@@ -32,30 +32,13 @@ def body_error(message: str) -> InputError:
     return InputError({"body": message}, message=message)
 
 
-def json_object(request: HttpRequest, fields: Collection[str]) -> dict[str, Any]:
-    """The request's JSON object with only ``fields`` in it, or a 400 that names what is wrong.
-
-    An empty body is an empty object: ``POST .../cancel`` with no body is the usual call.
-    """
-    if not request.body:
-        return {}
-    data = _parse(request)
-    if not isinstance(data, dict):
-        raise body_error('the body must be a JSON object, e.g. {"name": "..."}')
-    errors = _unknown_fields(data, fields)
-    errors.update(_value_problems(data))
-    if errors:
-        raise InputError(dict(list(errors.items())[:MAX_ERRORS]))
-    return data
-
-
 def json_list(
     request: HttpRequest, field: str, fields: Collection[str] = ()
 ) -> tuple[list[Any], dict[str, Any]]:
     """A batch: the body's JSON array, or the array under ``field`` of a JSON object with ``fields``.
 
-    Returns the array and the object (empty for a bare array); each item is checked as
-    ``json_object`` checks a body, its problems keyed ``field[i].name``.
+    Returns the array and the object (empty for a bare array); every value is checked as
+    ``StrictJsonParser`` checks a body, its problems keyed ``field[i].name``.
     """
     data = _parse(request) if request.body else None
     if isinstance(data, list):
@@ -70,10 +53,11 @@ def json_list(
 
 
 class StrictJsonParser(Parser):
-    """ninja's body parser: a JSON object checked whole (``json_object`` less the field names).
+    """ninja's body parser: one JSON object, checked whole before the typed model reads it.
 
-    The typed request model then names unknown fields and wrong types; what it cannot see
-    (NaN, NUL, lone surrogates, BIGINT overflow, absurd depth) is refused here.
+    The model then names unknown fields and wrong types; what it cannot see (NaN, NUL,
+    lone surrogates, BIGINT overflow, absurd depth) is refused here. An empty body never
+    reaches a parser: the views take it as an empty object (``POST .../cancel``).
     """
 
     def parse_body(self, request: HttpRequest) -> dict[str, Any]:
