@@ -181,11 +181,25 @@ def _project_of(run_id: int) -> int | None:
 
 def publish(run_id: int, message: dict[str, Any]) -> int:
     """Publish ``message`` on the run's channel, and that it changed on its project's; returns the
-    number of the run channel's listeners (0 without Redis)."""
-    listeners = publish_to(channel(run_id), message)
-    if enabled():
-        _announce_run_change(run_id)
-    return listeners
+    number of the run channel's listeners (0 without Redis).
+
+    Both in one round trip to Redis (a pipeline): ingestion publishes after every batch.
+    """
+    if not enabled():
+        return 0
+    payload = json.dumps(message, allow_nan=False)
+    try:
+        project_id = _project_of(run_id)
+    except Exception:
+        log.warning("run %s: could not announce a change to its project", run_id, exc_info=True)
+        project_id = None
+    if project_id is None:
+        return int(_sync_client().publish(channel(run_id), payload))
+    pipe = _sync_client().pipeline(transaction=False)
+    pipe.publish(channel(run_id), payload)
+    pipe.publish(project_channel(project_id), json.dumps({"run_id": run_id}))
+    listeners, _ = pipe.execute()
+    return int(listeners)
 
 
 def announce_run_change(run_id: int) -> None:
