@@ -1,5 +1,5 @@
 """What the tensor- and expert-parallel tests share: launching workers under torchrun, the
-fake-process-group mesh, comparing losses with a reference run, moving a checkpoint into
+mesh on a fake process group, comparing losses with a reference run, moving a checkpoint into
 another run, reading which rank wrote what into a sharded checkpoint; and, on the workers'
 side, the gloo process group and the gradient comparison.
 
@@ -78,43 +78,33 @@ def torchrun(worker: str, out_dir: Path, *args: str, nproc: int = 2, timeout: fl
     return json.loads(out.read_text())
 
 
-_MESH_SCRIPT = """
-import json, sys
-import torch.distributed as dist
-from torch.testing._internal.distributed.fake_pg import FakeStore
-from modelcore.parallelize import build_mesh
-out = {}
-for layout in json.loads(sys.argv[1]):
-    meshes = out.setdefault("x".join(map(str, layout)), {})
-    for rank in range(4):
-        dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=4)
-        mesh = build_mesh("cpu", 4, *layout)
-        meshes[rank] = {
-            "names": list(mesh.mesh_dim_names),
-            "shape": list(mesh.shape),
-            "coords": mesh.get_coordinate(),
-            **{name: mesh[name].mesh.tolist() for name in mesh.mesh_dim_names},
-        }
-        dist.destroy_process_group()
-print(json.dumps(out))
-"""
-
-
 @functools.cache
 def fake_meshes() -> dict[str, dict[int, dict[str, Any]]]:
     """``build_mesh`` of 4 ranks on torch's fake process group, per layout: ``"2x1"`` (TP=2)
     and ``"1x2"`` (EP=2), per rank: dimension names, shape, coordinates and each dimension's
-    ranks. One subprocess for both test modules."""
-    done = subprocess.run(
-        [sys.executable, "-c", _MESH_SCRIPT, json.dumps([(2, 1), (1, 2)])],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    raw = json.loads(done.stdout.splitlines()[-1])
-    return {layout: {int(rank): mesh for rank, mesh in meshes.items()} for layout, meshes in raw.items()}
+    ranks. In this process (no launch): each rank's group is made, read and destroyed in turn."""
+    import torch.distributed as dist
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    from modelcore.parallelize import build_mesh
+
+    assert not dist.is_initialized()
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for tp, ep in ((2, 1), (1, 2)):
+        meshes = out.setdefault(f"{tp}x{ep}", {})
+        for rank in range(4):
+            dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=4)
+            try:
+                mesh = build_mesh("cpu", 4, tp, ep)
+                meshes[rank] = {
+                    "names": list(mesh.mesh_dim_names),
+                    "shape": list(mesh.shape),
+                    "coords": list(mesh.get_coordinate()),
+                    **{name: mesh[name].mesh.tolist() for name in mesh.mesh_dim_names},
+                }
+            finally:
+                dist.destroy_process_group()
+    return out
 
 
 def assert_same_losses(
