@@ -175,13 +175,20 @@
     }
   }
 
-  // Panels are drawn once they are near the screen (a folded group's are not).
+  // Panels are drawn once they are near the screen (a folded group's are not). Those on the
+  // screen first: the ones just below it are read and drawn once they are, so on a busy
+  // machine the server and the browser work on what is seen before what may be scrolled to.
   const observer = new IntersectionObserver(function (entries) {
+    const onScreen = [], near = [];
     for (const entry of entries) {
       if (!entry.isIntersecting) continue;
       const panel = panels.get(entry.target.closest(".panel").dataset.panel);
-      if (panel && panel.status === "idle") drawPanel(panel);
+      if (!panel || panel.status !== "idle") continue;
+      const box = entry.boundingClientRect;
+      (box.top < window.innerHeight && box.bottom > 0 ? onScreen : near).push(panel);
+      panel.status = "loading";  // taken: a later callback leaves it alone
     }
+    Promise.all(onScreen.map(drawPanel)).then(() => near.forEach(drawPanel));
   }, { rootMargin: "300px 0px" });
 
   // Adds keys to their panels (new panels, new lines of a drawn panel); answers the panels changed.
