@@ -42,10 +42,65 @@ MAX_SECONDS = 600.0
 State = dict[str, Any]
 
 
-async def _pump(channel: str, inbox: asyncio.Queue[dict[str, Any]]) -> None:
-    async for message in live.listen_to(channel):
-        with contextlib.suppress(asyncio.QueueFull):
-            inbox.put_nowait(message)
+class Announcements:
+    """A channel's messages while a stream is open, merged so a busy channel wakes it once per interval.
+
+    Used as ``async with``: with Redis a task moves the channel's messages into an inbox until
+    the block ends; without Redis, or once the subscription fails, there are none and a wait
+    lasts ``poll_seconds`` instead of ``idle_seconds``. The state stream and the runs list's
+    stream (``webapp.runs.project_stream``) wait on it between their database reads.
+    """
+
+    def __init__(
+        self, channel: str, *, poll_seconds: float, idle_seconds: float, min_interval: float
+    ) -> None:
+        self.channel = channel
+        self.poll_seconds = poll_seconds
+        self.idle_seconds = idle_seconds
+        self.min_interval = min_interval
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(1000)
+        self._pump: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> Announcements:
+        if live.enabled():
+            self._pump = asyncio.ensure_future(self._fill())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pump = self._pump
+        if pump is None:
+            return
+        pump.cancel()
+        await asyncio.wait([pump], timeout=2.0)
+        if pump.done() and not pump.cancelled() and pump.exception() is not None:
+            log.warning("%s: live announcements failed", self.channel, exc_info=pump.exception())
+
+    async def _fill(self) -> None:
+        async for message in live.listen_to(self.channel):
+            with contextlib.suppress(asyncio.QueueFull):
+                self._inbox.put_nowait(message)
+
+    async def gather(self, relevant: Callable[[dict[str, Any]], bool], since: float) -> list[dict[str, Any]]:
+        """The relevant messages of the next wake-up; [] when none came in the idle (or poll) time.
+
+        Once a relevant message comes, the rest are let gather until ``min_interval`` after
+        ``since`` (the caller's last read or update), and all that came meanwhile are taken.
+        """
+        loop = asyncio.get_running_loop()
+        pushed = self._pump is not None and not self._pump.done()
+        deadline = loop.time() + (self.idle_seconds if pushed else self.poll_seconds)
+        while loop.time() < deadline:
+            try:
+                message = await asyncio.wait_for(self._inbox.get(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return []
+            if relevant(message):
+                await asyncio.sleep(max(0.0, since + self.min_interval - loop.time()))
+                got = [message]
+                while not self._inbox.empty():
+                    got.append(self._inbox.get_nowait())
+                return [m for m in got if relevant(m)]
+        return []
 
 
 async def state_events(
@@ -68,9 +123,8 @@ async def state_events(
     loop = asyncio.get_running_loop()
     read_async = sync_to_async(read, thread_sensitive=False)
     yield "retry: 3000\n\n"
-    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(1000)
-    pump = asyncio.ensure_future(_pump(channel, inbox)) if live.enabled() else None
-    try:
+    timings = {"poll_seconds": poll_seconds, "idle_seconds": idle_seconds, "min_interval": min_interval}
+    async with Announcements(channel, **timings) as news:
         state = await read_async()
         last: State | None = None
         sent = 0
@@ -89,28 +143,9 @@ async def state_events(
                 return
             if loop.time() - started >= max_seconds:
                 return
-            # Wait for a relevant message, then let more gather until the interval allows a read.
-            pushed = pump is not None and not pump.done()
-            wait = idle_seconds if pushed else poll_seconds
-            deadline = loop.time() + wait
-            while loop.time() < deadline:
-                try:
-                    message = await asyncio.wait_for(inbox.get(), max(0.0, deadline - loop.time()))
-                except TimeoutError:
-                    break
-                if relevant(message, state):
-                    await asyncio.sleep(max(0.0, last_read + min_interval - loop.time()))
-                    while not inbox.empty():  # what came meanwhile is covered by this read
-                        inbox.get_nowait()
-                    break
+            await news.gather(lambda message, state=state: relevant(message, state), since=last_read)
             state = await read_async()
             last_read = loop.time()
             if state == last and loop.time() - last_event >= keepalive_seconds:
                 last_event = loop.time()
                 yield ": keepalive\n\n"  # keeps proxies from closing an idle stream
-    finally:
-        if pump is not None:
-            pump.cancel()
-            await asyncio.wait([pump], timeout=2.0)
-            if pump.done() and not pump.cancelled() and pump.exception() is not None:
-                log.warning("%s: live announcements failed", channel, exc_info=pump.exception())

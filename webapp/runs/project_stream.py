@@ -14,14 +14,13 @@ database is read after ``idle_seconds`` without an announcement (a run
 created, or a message lost in a Redis hiccup, is late by that much, never lost). Without
 Redis, or once it fails, the stream reads the database every ``poll_seconds``. The
 stream ends after ``max_seconds`` (the browser reconnects at once), so no connection
-outlives a deploy or holds its worker for ever.
+outlives a deploy or holds its worker for ever. The merging and waiting are the state
+stream's (``webapp.state_stream.Announcements``); only what is sent differs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,14 +33,15 @@ from webapp import live
 from webapp.projects.selectors import project_for
 from webapp.runs.models import Run, RunStatus
 from webapp.runs.stream import sse, sse_response
+from webapp.state_stream import (
+    IDLE_SECONDS,
+    KEEPALIVE_SECONDS,
+    MAX_SECONDS,
+    MIN_INTERVAL_SECONDS,
+    POLL_SECONDS,
+    Announcements,
+)
 
-log = logging.getLogger(__name__)
-
-POLL_SECONDS = 2.0
-IDLE_SECONDS = 10.0
-MIN_INTERVAL_SECONDS = 1.0
-KEEPALIVE_SECONDS = 15.0
-MAX_SECONDS = 600.0
 MAX_RUN_IDS = 50  # an update names at most this many changed runs (the page re-reads its rows anyway)
 
 
@@ -61,12 +61,9 @@ def runs_fingerprint(project_id: int) -> tuple[Any, ...]:
     return tuple(sorted(row.items()))
 
 
-async def _pump(project_id: int, inbox: asyncio.Queue[int]) -> None:
-    async for message in live.listen_to(live.project_channel(project_id)):
-        run_id = message.get("run_id")
-        if isinstance(run_id, int) and not isinstance(run_id, bool):
-            with contextlib.suppress(asyncio.QueueFull):
-                inbox.put_nowait(run_id)
+def _run_id(message: dict[str, Any]) -> int | None:
+    run_id = message.get("run_id")
+    return run_id if isinstance(run_id, int) and not isinstance(run_id, bool) else None
 
 
 async def project_events(
@@ -82,50 +79,26 @@ async def project_events(
     loop = asyncio.get_running_loop()
     read = sync_to_async(runs_fingerprint, thread_sensitive=False)
     yield "retry: 3000\n\n"
-    inbox: asyncio.Queue[int] = asyncio.Queue(1000)
-    pump = asyncio.ensure_future(_pump(project_id, inbox)) if live.enabled() else None
-    try:
+    timings = {"poll_seconds": poll_seconds, "idle_seconds": idle_seconds, "min_interval": min_interval}
+    async with Announcements(live.project_channel(project_id), **timings) as news:
         fingerprint = await read(project_id)
         # A change between the page's render and now (or while the browser reconnected): read once.
         yield sse("update", {"changed": []}, event_id="0")
-        started = last_sent = last_event = loop.time()
-        changed: set[int] = set()
-        pending = False
+        started = last_sent = loop.time()
         sent = 0
         while loop.time() - started < max_seconds:
-            pushed = pump is not None and not pump.done()
-            if pending:
-                wait = max(0.0, last_sent + min_interval - loop.time())
-            else:
-                wait = idle_seconds if pushed else poll_seconds
-            try:
-                run_id = await asyncio.wait_for(inbox.get(), wait)
-            except TimeoutError:
-                run_id = None
-            if run_id is not None:
-                changed.add(run_id)
-                pending = True
-                continue  # gather what else is announced until the interval allows an update
-            if not pending:  # quiet, or no Redis: the database says whether anything moved
-                now = await read(project_id)
-                pending, fingerprint = now != fingerprint, now
-            if pending:
-                if changed:
-                    fingerprint = await read(project_id)
+            messages = await news.gather(lambda message: _run_id(message) is not None, since=last_sent)
+            # Announced runs changed; otherwise (quiet, or no Redis) the database says whether any moved.
+            now, before = await read(project_id), fingerprint
+            fingerprint = now
+            if messages or now != before:
                 sent += 1
-                yield sse("update", {"changed": sorted(changed)[:MAX_RUN_IDS]}, event_id=str(sent))
-                last_sent = last_event = loop.time()
-                changed.clear()
-                pending = False
-            elif loop.time() - last_event >= keepalive_seconds:
-                last_event = loop.time()
+                changed = sorted({_run_id(message) for message in messages})[:MAX_RUN_IDS]
+                yield sse("update", {"changed": changed}, event_id=str(sent))
+                last_sent = loop.time()
+            elif loop.time() - last_sent >= keepalive_seconds:
+                last_sent = loop.time()
                 yield ": keepalive\n\n"  # keeps proxies from closing an idle stream
-    finally:
-        if pump is not None:
-            pump.cancel()
-            await asyncio.wait([pump], timeout=2.0)
-            if pump.done() and not pump.cancelled() and pump.exception() is not None:
-                log.warning("project %s: live announcements failed", project_id, exc_info=pump.exception())
 
 
 @require_GET
