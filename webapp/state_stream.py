@@ -29,7 +29,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from webapp import live
-from webapp.runs.stream import sse
+from webapp.sse import sse
 
 log = logging.getLogger(__name__)
 

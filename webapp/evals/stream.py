@@ -21,7 +21,7 @@ from asgiref.sync import sync_to_async
 from webapp import live
 from webapp.evals import transitions
 from webapp.process_jobs import ProcessJobRows
-from webapp.runs.stream import sse
+from webapp.sse import sse
 
 # Without Redis: how often a stream reads its job (progress moves every few seconds).
 POLL_SECONDS = 0.5

@@ -49,7 +49,7 @@ from webapp.evals.taskupload import install_task_zip
 from webapp.projects.selectors import project_for
 from webapp.runs.assets import plotly_js_url
 from webapp.runs.selectors import run_for
-from webapp.runs.stream import sse_response
+from webapp.sse import sse_response
 from webapp.whole_numbers import parse_whole_number
 
 # --- jobs ----------------------------------------------------------------------

@@ -14,13 +14,14 @@ import logging
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET
 
 from webapp import live
 from webapp.fleet import selectors
 from webapp.input_errors import InputError
+from webapp.sse import sse_response
 from webapp.state_stream import state_events
 from webapp.whole_numbers import parse_whole_number
 
@@ -74,7 +75,4 @@ async def fleet_stream(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"error": "log in first"}, status=401)
     hours = chart_hours(request.GET.get("hours"))
     body = state_events(FLEET_CHANNEL, lambda: fleet_state(user, hours), idle_seconds=IDLE_SECONDS)
-    response = StreamingHttpResponse(body, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
-    return response
+    return sse_response(body)

@@ -32,7 +32,7 @@ from django.views.decorators.http import require_GET
 from webapp import live
 from webapp.projects.selectors import project_for
 from webapp.runs.models import Run, RunStatus
-from webapp.runs.stream import sse, sse_response
+from webapp.sse import sse, sse_response
 from webapp.state_stream import (
     IDLE_SECONDS,
     KEEPALIVE_SECONDS,

@@ -21,30 +21,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.http import StreamingHttpResponse
 
 from webapp.runs.feed import subscribe
 from webapp.runs.models import FINAL_STATUSES
 from webapp.runs.updates import StreamCursor, read_updates
+from webapp.sse import sse
 
 # Without Redis, how often a process reads a watched run's new rows: once for all its viewers.
 POLL_SECONDS = 0.1
 STATE_KEYS = ("status", "step", "last_loss", "cancel_requested", "error")
-
-
-def sse(event: str, data: dict[str, Any] | str, event_id: str | None = None) -> str:
-    """One SSE event; ``data`` is the payload, or its JSON when that is already made."""
-    head = f"id: {event_id}\n" if event_id else ""
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return f"{head}event: {event}\ndata: {text}\n\n"
-
-
-def sse_response(body: AsyncIterator[str]) -> StreamingHttpResponse:
-    """The response that streams an SSE body to the browser as each event is made."""
-    response = StreamingHttpResponse(body, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
-    return response
 
 
 class CatchUp(Exception):

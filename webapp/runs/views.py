@@ -39,10 +39,11 @@ from webapp.runs.models import FINAL_STATUSES, Run, RunSource, RunStatus
 from webapp.runs.presenters import run_summary
 from webapp.runs.selectors import checkpoints_panel, log_tail, run_files, run_for, samples_table, slurm_job
 from webapp.runs.services import create_run, request_cancel
-from webapp.runs.stream import poll_updates, run_events, sse_response
+from webapp.runs.stream import poll_updates, run_events
 from webapp.runs.updates import StreamCursor, cursor_from_event_id, latest_log_id
 from webapp.samples.presenters import job_state
 from webapp.samples.selectors import latest_exports
+from webapp.sse import sse_response
 from webapp.whole_numbers import parse_whole_number
 
 CHART_KEYS = ("train/loss", "val/loss")

@@ -21,10 +21,10 @@ from webapp.input_errors import InputError, input_errors_as_json
 # The run downloads' own streaming tar and attachment: an export is served like a checkpoint.
 from webapp.runs.downloads import _attachment, _tar_chunks
 from webapp.runs.selectors import run_for
-from webapp.runs.stream import sse_response
 from webapp.samples import selectors, services, transitions
 from webapp.samples.models import SampleKind
 from webapp.samples.presenters import job_row, job_state
+from webapp.sse import sse_response
 
 MAX_BODY_CHARS = 64_000  # a JSON body several times the largest prompt
 

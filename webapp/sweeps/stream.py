@@ -15,10 +15,11 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
 from webapp import live
+from webapp.sse import sse_response
 from webapp.state_stream import State, state_events
 from webapp.sweeps.models import Sweep
 from webapp.sweeps.presenters import sweep_detail
@@ -78,9 +79,4 @@ async def sweep_stream(request: HttpRequest, sweep_id: int) -> HttpResponse:
     if not user.is_authenticated:
         return JsonResponse({"error": "log in first"}, status=401)
     sweep = await sync_to_async(sweep_for)(user, sweep_id)  # 404 for another team's sweep
-    response = StreamingHttpResponse(
-        sweep_events(sweep.id, sweep.project_id), content_type="text/event-stream"
-    )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold events back
-    return response
+    return sse_response(sweep_events(sweep.id, sweep.project_id))
