@@ -84,9 +84,13 @@ def _body(operation: dict[str, Any], models: dict[str, Any]) -> dict[str, Any] |
 
 def _answers(operation: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for status, answer in sorted(operation.get("responses", {}).items()):
-        schema = answer.get("content", {}).get("application/json", {}).get("schema")
-        rows.append({"status": status, "type": type_of(schema) if schema else None})
+    for status, answer in sorted(operation.get("responses", {}).items(), key=lambda item: str(item[0])):
+        content = answer.get("content", {})
+        if "application/json" in content:
+            kind = type_of(content["application/json"].get("schema", {}))
+        else:  # a download (a tar): its media type says what comes
+            kind = {"text": next(iter(content)), "ref": ""} if content else None
+        rows.append({"status": status, "type": kind})
     return rows
 
 
