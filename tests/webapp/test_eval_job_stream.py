@@ -16,7 +16,7 @@ from django.db import connection
 from webapp import live
 from webapp.evals import transitions
 from webapp.evals.models import EVAL_STATES, EvalJob, EvalStatus, ModelSource
-from webapp.evals.stream import job_events
+from webapp.process_job_stream import job_events
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs RUNWRIGHT_REDIS_URL")
 
@@ -42,7 +42,7 @@ def _follow(job: EvalJob, change, **options) -> list[tuple[str, dict]]:
     async def consume() -> list[tuple[str, dict]]:
         chunks: list[str] = []
         changes = []  # run beside the stream, which goes on to wait (and subscribe) meanwhile
-        async for chunk in job_events(job.id, **options):
+        async for chunk in job_events(transitions.JOBS, job.id, **options):
             chunks.append(chunk)
             if chunk.startswith("event: update"):
                 changes.append(asyncio.create_task(asyncio.to_thread(change, len(_events(chunks)))))

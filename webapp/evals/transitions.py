@@ -3,7 +3,7 @@
 The shared writes (claim, heartbeat, finish, cancel, the sweep of silent workers, the re-send
 of lost messages) are ``webapp.process_jobs.ProcessJobRows``'s, on ``EVAL_STATES``. What is
 this kind's own: its channel (``webapp.live.eval_channel``, forwarded by
-``webapp.evals.stream``), a claim resets the progress, each heartbeat stores the progress
+``webapp.process_job_stream``), a claim resets the progress, each heartbeat stores the progress
 bar, and a completed job stores its results; a periodic job's scores become its run's
 ``eval/<task>/<metric>`` metric points in the same transaction.
 """

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from webapp.accounts.models import Role
 from webapp.accounts.permissions import has_role, require_role
-from webapp.evals import comparison, exports
+from webapp.evals import comparison, exports, transitions
 from webapp.evals.forms import (
     EvalJobForm,
     ImportResultsForm,
@@ -44,8 +44,8 @@ from webapp.evals.services import (
     update_report,
 )
 from webapp.evals.sources import available_tasks
-from webapp.evals.stream import job_events
 from webapp.evals.taskupload import install_task_zip
+from webapp.process_job_stream import job_events
 from webapp.projects.selectors import project_for
 from webapp.runs.assets import plotly_js_url
 from webapp.runs.selectors import run_for
@@ -175,7 +175,7 @@ async def job_stream(request: HttpRequest, job_id: int) -> HttpResponse:
     if not user.is_authenticated:
         return JsonResponse({"error": "log in first"}, status=401)
     job = await sync_to_async(eval_job_for)(user, job_id)  # 404 for another team's job
-    return sse_response(job_events(job.id))
+    return sse_response(job_events(transitions.JOBS, job.id))
 
 
 @login_required

@@ -15,8 +15,8 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET, require_POST
 
-from webapp.evals.stream import job_events
 from webapp.input_errors import InputError, input_errors_as_json
+from webapp.process_job_stream import job_events
 
 # The run downloads' own streaming tar and attachment: an export is served like a checkpoint.
 from webapp.runs.downloads import _attachment, _tar_chunks
@@ -106,7 +106,7 @@ async def job_stream(request: HttpRequest, job_id: int) -> HttpResponse:
     if not user.is_authenticated:
         return JsonResponse({"error": "log in first"}, status=401)
     job = await sync_to_async(selectors.sample_job_for)(user, job_id)  # 404 for another team's job
-    body = job_events(job.id, rows=transitions.JOBS)
+    body = job_events(transitions.JOBS, job.id)
     return sse_response(body)
 
 

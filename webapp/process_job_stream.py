@@ -1,8 +1,8 @@
-"""Server-sent events for the eval job page: the job's state as it changes, then the end.
+"""Server-sent events for a process job's page (an eval job, a sampling or export job): its state as it changes, then the end.
 
 The same live mechanism as a run page's (``static/js/live.js`` chooses the stream, or polls
-``job_status`` where a stream cannot be held): with Redis, every change the job's writes
-announce (``webapp.evals.transitions.JOBS.announce``) is forwarded as it is published; the
+the job's JSON where a stream cannot be held): with Redis, every change the job's writes
+announce (``webapp.process_jobs.ProcessJobRows.announce``) is forwarded as it is published; the
 database is read at connect, when a message is not a job's state, and after
 ``idle_seconds`` without one (a change made while the stream subscribes, or a message lost
 in a Redis hiccup, is late by that much, never lost, and the end is never missed).
@@ -19,7 +19,6 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from webapp import live
-from webapp.evals import transitions
 from webapp.process_jobs import ProcessJobRows
 from webapp.sse import sse
 
@@ -28,17 +27,17 @@ POLL_SECONDS = 0.5
 
 
 async def job_events(
+    rows: ProcessJobRows,
     job_id: int,
     *,
     poll_seconds: float = POLL_SECONDS,
     idle_seconds: float = 5.0,
     keepalive_seconds: float = 15.0,
-    rows: ProcessJobRows = transitions.JOBS,
 ) -> AsyncIterator[str]:
     """The SSE body: an ``update`` per change of the job's state, then one ``end`` once it is over.
 
-    Any process job (``rows``: an eval job's by default) whose state is a dict with ``id`` and
-    ``is_active``: its writes announce it on its channel, ``rows.read_state`` reads it.
+    ``rows`` is the kind's ``JOBS`` (its ``transitions.py``); the job's state is a dict with
+    ``id`` and ``is_active``: its writes announce it on its channel, ``rows.read_state`` reads it.
     """
     read = sync_to_async(rows.read_state, thread_sensitive=False)
     yield "retry: 3000\n\n"
