@@ -221,6 +221,27 @@ def test_logs_without_seq_are_numbered_after_the_runs_last(api, dave, external):
     ]
 
 
+@pytest.mark.parametrize(
+    "logs, field, says",
+    [
+        (["hello"], "logs[0]", "must be an object like"),
+        (
+            [{"message": "a"}, {"message": "b", "colour": "red"}],
+            "logs[1].colour",
+            "expected message, level, time, seq",
+        ),
+        ([{"message": 3}], "logs[0].message", "must be a string"),
+        ([{"message": "a", "time": "now"}], "logs[0].time", "unix time"),
+        ([{"message": "a", "seq": 0}], "logs[0].seq", "from 1"),
+    ],
+)
+def test_hostile_logs_are_a_400_naming_the_field(api, dave, external, logs, field, says):
+    response = api(dave, "POST", f"/api/v1/runs/{external.id}/logs", logs)
+    assert response.status_code == 400, response.content
+    assert says in response.json()["errors"][field], response.json()
+    assert not RunLog.objects.filter(run=external).exists()
+
+
 def test_status_finishes_once_and_a_repeat_is_harmless(api, dave, external):
     url = f"/api/v1/runs/{external.id}/status"
     assert api(dave, "POST", url, {"status": "running"}).status_code == 400

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,22 +114,31 @@ def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def read_points(items: list[Any], name: str = "points") -> list[Point]:
-    """``[{"key", "step", "value", "time"?}, ...]`` as points; ``value`` null is a gap (as NaN is)."""
-    if len(items) > MAX_POINTS:
-        raise too_many(name, len(items), MAX_POINTS)
-    errors = _Errors()
-    now = time.time()
-    points: list[Point] = []
+def _objects(
+    items: list[Any], name: str, most: int, fields: tuple[str, ...], example: str, errors: _Errors
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each item of a batch that is an object of known ``fields``, with its path; the rest are errors."""
+    if len(items) > most:
+        raise too_many(name, len(items), most)
     for i, item in enumerate(items):
         at = f"{name}[{i}]"
         if not isinstance(item, dict):
-            errors.add(at, 'must be an object like {"key": "loss", "step": 10, "value": 1.2}')
+            errors.add(at, f"must be an object like {example}")
             continue
-        unknown = sorted(set(item) - {"key", "step", "value", "time"})
+        unknown = sorted(set(item) - set(fields))
         if unknown:
-            errors.add(f"{at}.{unknown[0]}", "unknown field; expected key, step, value, time")
+            errors.add(f"{at}.{unknown[0]}", f"unknown field; expected {', '.join(fields)}")
             continue
+        yield at, item
+
+
+def read_points(items: list[Any], name: str = "points") -> list[Point]:
+    """``[{"key", "step", "value", "time"?}, ...]`` as points; ``value`` null is a gap (as NaN is)."""
+    errors = _Errors()
+    now = time.time()
+    points: list[Point] = []
+    example = '{"key": "loss", "step": 10, "value": 1.2}'
+    for at, item in _objects(items, name, MAX_POINTS, ("key", "step", "value", "time"), example, errors):
         problem = key_problem(item.get("key"))
         if problem:
             errors.add(f"{at}.key", problem)
@@ -151,18 +161,10 @@ def read_points(items: list[Any], name: str = "points") -> list[Point]:
 
 def read_logs(items: list[Any], name: str = "logs") -> list[dict[str, Any]]:
     """``[{"message", "level"?, "time"?, "seq"?}, ...]``; a line with ``seq`` replaces the run's line of that seq."""
-    if len(items) > MAX_LOGS:
-        raise too_many(name, len(items), MAX_LOGS)
     errors = _Errors()
     logs = []
-    for i, item in enumerate(items):
-        at = f"{name}[{i}]"
-        if not isinstance(item, dict):
-            errors.add(at, 'must be an object like {"message": "epoch 1 done", "level": "info"}')
-            continue
-        unknown = sorted(set(item) - {"message", "level", "time", "seq"})
-        if unknown:
-            errors.add(f"{at}.{unknown[0]}", "unknown field; expected message, level, time, seq")
+    example = '{"message": "epoch 1 done", "level": "info"}'
+    for at, item in _objects(items, name, MAX_LOGS, ("message", "level", "time", "seq"), example, errors):
         message, level = item.get("message"), item.get("level", "info")
         if not isinstance(message, str):
             errors.add(f"{at}.message", "must be a string")

@@ -178,20 +178,26 @@ def advance_sweep(sweep_id: int) -> list[int]:
         if launched:
             announce_sweep_change(sweep.pk, sweep.project_id)
         if sweep.launched >= sweep.budget and active == 0:
-            completed = Sweep.objects.filter(pk=sweep.pk, status=SweepStatus.RUNNING).update(
-                status=SweepStatus.COMPLETED, finished_at=Now()
-            )
-            if completed:
-                announce_sweep_change(sweep.pk, sweep.project_id)
-                # No one completes a sweep: its last run ending does (the actor is left blank).
-                record_action(
-                    team=sweep.project.team_id,
-                    actor=None,
-                    action=Action.SWEEP_COMPLETED,
-                    target=sweep,
-                    details={"project": sweep.project.name, "runs": sweep.launched},
-                )
+            # No one completes a sweep: its last run ending does (the actor is left blank).
+            _end(sweep, SweepStatus.COMPLETED, None, Action.SWEEP_COMPLETED, {"runs": sweep.launched})
     return launched
+
+
+def _end(
+    sweep: Sweep, status: str, actor: AbstractBaseUser | None, action: str, details: dict[str, Any]
+) -> bool:
+    """End a running sweep (one conditional UPDATE: it ends once), announce it and audit it.
+
+    Returns whether this call ended it; an ended sweep is left as it is.
+    """
+    ended = Sweep.objects.filter(pk=sweep.pk, status=SweepStatus.RUNNING).update(
+        status=status, finished_at=Now()
+    )
+    if ended:
+        announce_sweep_change(sweep.pk, sweep.project_id)
+        details = {"project": sweep.project.name, **details}
+        record_action(team=sweep.project.team_id, actor=actor, action=action, target=sweep, details=details)
+    return bool(ended)
 
 
 def rung_value(run: Run, key: str, step: int) -> float | None:
@@ -244,18 +250,8 @@ def cancel_sweep(*, user: AbstractBaseUser, sweep: Sweep) -> Sweep:
     """Stop launching and cancel the sweep's active runs; cancelling an ended sweep is a no-op."""
     require_role(user, sweep.project.team_id, Role.MEMBER)
     with transaction.atomic():
-        stopped = Sweep.objects.filter(pk=sweep.pk, status=SweepStatus.RUNNING).update(
-            status=SweepStatus.CANCELLED, finished_at=Now()
-        )
-        if stopped:
-            announce_sweep_change(sweep.pk, sweep.project_id)
-            record_action(
-                team=sweep.project.team_id,
-                actor=user,
-                action=Action.SWEEP_CANCELLED,
-                target=sweep,
-                details={"project": sweep.project.name, "launched": sweep.launched, "budget": sweep.budget},
-            )
+        details = {"launched": sweep.launched, "budget": sweep.budget}
+        if _end(sweep, SweepStatus.CANCELLED, user, Action.SWEEP_CANCELLED, details):
             for run in Run.objects.filter(sweep=sweep, status__in=ACTIVE_STATUSES).select_related("project"):
                 run_services.request_cancel(user=user, run=run)
     sweep.refresh_from_db()
