@@ -33,3 +33,11 @@ def test_compare_series_takes_points_too(client_for, alice, long_run, make_run, 
     url = f"/projects/{project.id}/compare/series?run={long_run.id}&run={other.id}&key=train/loss&points=300"
     series = client_for(alice).get(url).json()["series"][0]
     assert 150 < len(series["steps"]) <= 300
+
+
+def test_run_series_does_not_repeat_the_runs_keys(client_for, alice, long_run):
+    """Each panel reads its own series; the run's key list (kilobytes at 200 keys) comes with the page."""
+    upsert_points(long_run.id, [Point(f"extra/k{i}", 1, 1.0, 1) for i in range(20)])
+    body = client_for(alice).get(f"/runs/{long_run.id}/series?key=train/loss").json()
+    assert set(body) == {"series", "step", "cursor"}
+    assert [s["key"] for s in body["series"]] == ["train/loss"]

@@ -4,6 +4,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib import messages
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -43,7 +44,7 @@ from webapp.runs.stream import poll_updates, run_events
 from webapp.runs.updates import StreamCursor, cursor_from_event_id, latest_log_id
 from webapp.samples.presenters import job_state
 from webapp.samples.selectors import latest_exports
-from webapp.sse import sse_response
+from webapp.sse import sse_response, sse_view
 from webapp.whole_numbers import parse_whole_number
 
 CHART_KEYS = ("train/loss", "val/loss")
@@ -193,7 +194,10 @@ def run_samples(request: HttpRequest, run_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def run_series(request: HttpRequest, run_id: int) -> JsonResponse:
-    """Downsampled series for the run page's charts, and the keys it can choose from.
+    """Downsampled series for the run page's charts.
+
+    The run's keys are not listed: the page has them embedded and its stream
+    adds new ones, so each of a hundred panels' reads would repeat them for nothing.
 
     ``since``/``until`` (steps) narrow the range: a zoomed chart asks again and
     gets the finer points of just that range.
@@ -208,7 +212,6 @@ def run_series(request: HttpRequest, run_id: int) -> JsonResponse:
             s["times"] = point_times(run, s["key"], s["steps"])
     return JsonResponse(
         {
-            "keys": list(keys_for_run(run)),
             "series": shown,
             "step": run.step,
             "cursor": cursor,
@@ -277,15 +280,12 @@ def cancel_run(request: HttpRequest, run_id: int) -> HttpResponse:
     return redirect("runs:detail", run_id=run.id)
 
 
-@require_GET
-async def run_stream(request: HttpRequest, run_id: int) -> HttpResponse:
+@sse_view
+async def run_stream(request: HttpRequest, user: AbstractBaseUser, run_id: int) -> HttpResponse:
     """SSE: points, logs and status of one run as they arrive; ends when the run is final.
 
     With ``?poll=1`` the same updates as one JSON answer, for pages that cannot hold a stream.
     """
-    user = await request.auser()
-    if not user.is_authenticated:
-        return JsonResponse({"error": "log in first"}, status=401)
     run = await sync_to_async(run_for)(user, run_id)  # 404 for another team's run
     resume = request.headers.get("Last-Event-ID", "") or request.GET.get("cursor", "")
     cursor = cursor_from_event_id(resume) or StreamCursor(
