@@ -206,3 +206,53 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(team, alice, mon
         t.join(timeout=30)
     assert sorted(outcomes) == ["demoted", "refused"]
     assert Membership.objects.filter(team=team, role=Role.ADMIN).count() == 1
+
+
+def _chain(api, user, path: str, key: str, name) -> list[list]:
+    """Every page of ``path`` at two rows a page, each row as ``name(row)``."""
+    pages, cursor = [], ""
+    for _ in range(10):  # a cursor that never ends would loop forever
+        response = api(user, "GET", path, {"limit": 2, "cursor": cursor})
+        assert response.status_code == 200, response.content
+        body = response.json()
+        pages.append([name(row) for row in body[key]])
+        cursor = body["next_cursor"]
+        if not cursor:
+            return pages
+    raise AssertionError(f"no last page after 10: {pages}")
+
+
+def test_members_are_paged_admins_first_without_gaps_or_repeats(api, alice, bob, team):
+    for username, role in [("erin", Role.MEMBER), ("dave", Role.ADMIN), ("carol", Role.MEMBER)]:
+        make_user(username, team, role)
+    path = f"/api/v1/teams/{team.id}/members"
+    pages = _chain(api, alice, path, "members", lambda row: row["user"]["username"])
+    assert pages == [["alice", "dave"], ["carol", "erin"], ["bob"]]
+    whole = api(alice, "GET", path).json()  # no limit: the first page is the whole small team, as before
+    assert [m["user"]["username"] for m in whole["members"]] == [n for page in pages for n in page]
+    assert whole["next_cursor"] is None
+
+
+def test_invites_are_paged_newest_first_without_gaps_or_repeats(api, alice, team):
+    made = [api(alice, "POST", f"/api/v1/teams/{team.id}/invites", {}).json()["id"] for _ in range(5)]
+    pages = _chain(api, alice, f"/api/v1/teams/{team.id}/invites", "invites", lambda row: row["id"])
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [i for page in pages for i in page] == sorted(made, reverse=True)
+
+
+def test_a_cursor_of_another_list_is_a_400_naming_cursor(api, alice, team):
+    for username in ("carol", "dave", "erin"):
+        make_user(username, team)
+        api(alice, "POST", f"/api/v1/teams/{team.id}/invites", {})
+        Team.objects.create(name=f"{username}s team").memberships.create(user=alice, role=Role.ADMIN)
+    teams_cursor = api(alice, "GET", "/api/v1/teams", {"limit": 1}).json()["next_cursor"]
+    members = api(alice, "GET", f"/api/v1/teams/{team.id}/members", {"limit": 1}).json()
+    for path, cursor in [
+        ("invites", teams_cursor),  # a (name, id) cursor where a (created_at, id) one belongs
+        ("members", teams_cursor),  # two values for a three-part order
+        ("invites", members["next_cursor"]),
+        ("members", "nonsense"),
+    ]:
+        response = api(alice, "GET", f"/api/v1/teams/{team.id}/{path}", {"cursor": cursor})
+        assert response.status_code == 400, (path, cursor, response.content)
+        assert "cursor" in response.json()["errors"], (path, cursor)

@@ -1,8 +1,9 @@
 """Teams, their members, invites and audit log over the API (paths are stable; issue 11).
 
 The same services as the team pages: ``webapp.accounts.services`` writes, the selectors read.
-Members and pending invites are answered whole (a team's size bounds them); teams and the
-audit log are paged.
+Every list is paged (``?limit=``, ``?cursor=``, ``next_cursor``); the members and invites
+answers keep their one key and gained ``next_cursor`` beside it, so a client reading the
+list still reads the first page.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Case, IntegerField, When
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 from ninja import Query, Router, Schema, Status
@@ -177,14 +179,16 @@ def remove_team(request: HttpRequest, team_id: int) -> HttpResponse:
 
 class InviteList(Schema):
     invites: list[InviteOut]
+    next_cursor: str | None
 
 
 @router.get(
     "teams/{int:team_id}/invites", response=answers({200: InviteList}), url_name="team_invites", auth=ADMIN
 )
-def team_invites(request: HttpRequest, team_id: int) -> dict[str, Any]:
+def team_invites(request: HttpRequest, team_id: int, params: Query[PageQuery]) -> dict[str, Any]:
     """Invites that can still be used, newest first (admins)."""
-    return {"invites": [invite_json(i) for i in pending_invites(team_of(request, team_id))]}
+    page = keyset_page(pending_invites(team_of(request, team_id)), ("-created_at", "-id"), params)
+    return {"invites": [invite_json(i) for i in page.rows], "next_cursor": page.next_cursor}
 
 
 @router.post(
@@ -234,14 +238,25 @@ def invite_accept(request: HttpRequest, token: str, payload: NoFields | None = N
 
 class MemberList(Schema):
     members: list[Member]
+    next_cursor: str | None
+
+
+# The members' order (admins first, then by name) as a value a cursor can carry.
+ROLE_ORDER = Case(
+    *(When(role=role, then=-Role.rank(role)) for role in Role.values),
+    default=0,
+    output_field=IntegerField(),
+)
 
 
 @router.get(
     "teams/{int:team_id}/members", response=answers({200: MemberList}), url_name="team_members", auth=BY_TEAM
 )
-def team_members(request: HttpRequest, team_id: int) -> dict[str, Any]:
+def team_members(request: HttpRequest, team_id: int, params: Query[PageQuery]) -> dict[str, Any]:
     """The team's members, admins first."""
-    return {"members": [member_json(m) for m in members_of(team_of(request, team_id))]}
+    members = members_of(team_of(request, team_id)).annotate(role_order=ROLE_ORDER)
+    page = keyset_page(members, ("role_order", "user__username", "id"), params)
+    return {"members": [member_json(m) for m in page.rows], "next_cursor": page.next_cursor}
 
 
 def _member_of(team: Team, user_id: int) -> AbstractBaseUser:
