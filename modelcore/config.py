@@ -620,11 +620,6 @@ def _check_expert_layout(cfg: RunConfig) -> dict[str, str]:
         return {"parallel.tensor_parallel": "must be 1 for a mixture-of-experts model (model.n_experts > 0)"}
     if p.num_processes % ep:
         return {key: f"must divide parallel.num_processes ({p.num_processes}): data parallel is the rest"}
-    if p.strategy == "fsdp" and p.data_parallel > 1:
-        return {
-            "parallel.strategy": "must be ddp with expert parallel beside data parallel "
-            f"(parallel.expert_parallel {ep} on {p.num_processes} processes): FSDP with EP is not supported yet"
-        }
     if p.mixed_precision == "fp16":
         return {"parallel.mixed_precision": "fp16 needs a loss scaler expert parallel has not; use bf16"}
     return {}
