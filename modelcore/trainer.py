@@ -329,7 +329,9 @@ class Trainer:
         if p.compile:
             apply_compile(model, per_block=self.fsdp)
         if self.fsdp:
-            return apply_fsdp(model.to(self.device), self.mesh["dp"], p.mixed_precision)
+            # Under EP the whole (dp, ep) mesh: experts sharded over dp, the rest over all ranks.
+            fsdp_mesh = self.mesh if self.ep > 1 else self.mesh["dp"]
+            return apply_fsdp(model.to(self.device), fsdp_mesh, p.mixed_precision)
         if self.tp > 1 or self.ep > 1:
             return model  # one data-parallel group: nothing to replicate
         return self.accelerator.prepare(model)  # DDP across processes, or the single process
@@ -545,7 +547,7 @@ class Trainer:
             )
             if out.expert_load is not None:
                 load_sum = out.expert_load if load_sum is None else load_sum + out.expert_load
-        if self.ep > 1 and self.dp > 1:
+        if self.ep > 1 and self.dp > 1 and not self.fsdp:
             # Expert parallel beside data parallel: DDP's averaging, done by hand (ranks at
             # one EP coordinate hold the same experts).
             expert_parallel.average_gradients(self.model, self.mesh["dp"].get_group())
@@ -567,7 +569,8 @@ class Trainer:
         if not self.sharded:
             return float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
         if self.ep > 1:
-            return expert_parallel.clip_grad_norm(self.model, max_norm, self.mesh["ep"].get_group())
+            group = None if self.fsdp else self.mesh["ep"].get_group()  # FSDP: every rank's shards
+            return expert_parallel.clip_grad_norm(self.model, max_norm, group)
         return clip_grad_norm(self.model.parameters(), max_norm)
 
     @torch.no_grad()
