@@ -68,7 +68,8 @@ def memory_per_gpu(config: RunConfig) -> dict[str, int]:
     (``24 + 5*a*s/h``) and sequence parallel the rest; with checkpointing only each block's
     input is kept (``2*s*b*h``, split by sequence parallel) plus one block recomputed.
     Norm gains are counted as split too (they are a rounding error); the fused loss keeps no logits.
-    Expert parallel splits the experts' weights only; its activations are counted as one
+    Expert parallel splits the experts' weights only (with FSDP beside it, all weights are
+    split over every process); its activations are counted as one
     process's (the EP group runs the same batch; the experts' share is not taken off).
     """
     m, p, t = config.model, config.parallel, config.train
@@ -76,6 +77,9 @@ def memory_per_gpu(config: RunConfig) -> dict[str, int]:
     shards = tp * (p.data_parallel if p.strategy == "fsdp" else 1)
     experts = m.n_layers * m.n_experts * 3 * m.d_model * m.ffn_hidden
     params = (m.num_params() - experts * (1 - 1 / p.expert_parallel)) / shards
+    if p.strategy == "fsdp" and p.expert_parallel > 1 and p.data_parallel > 1:
+        # FSDP beside EP shards the rest over every process, each expert over data parallel.
+        params = m.num_params() / (p.data_parallel * p.expert_parallel)
     s, b, h, a = config.data.seq_len, t.micro_batch_size, m.d_model, m.n_heads
     scale = 1.0 if p.mixed_precision in ("bf16", "fp16") else 2.0  # fp32 activations take twice the bytes
     sp = tp if tp > 1 and p.sequence_parallel else 1
