@@ -17,9 +17,11 @@ all-to-all is the reverse all-to-all; the backward of the all-reduce is the iden
 Megatron's ``f`` (identity forward, gradients summed over the group), since each rank's
 dispatch reads only its share of them. Expert gradients are then whole on their owner.
 
-Beside data parallel (``num_processes`` > EP, strategy ddp), the ranks at one EP
-coordinate of every data-parallel group hold the same experts, and ``average_gradients``
-averages all gradients over the ``dp`` dimension after the backward, as DDP would.
+Beside data parallel (``num_processes`` > EP), the ranks at one EP coordinate of every
+data-parallel group hold the same experts. Strategy ddp: ``average_gradients`` averages all
+gradients over the ``dp`` dimension after the backward, as DDP would. Strategy fsdp
+(``parallelize.apply_fsdp`` on the ``(dp, ep)`` mesh): each local expert is sharded over
+``dp``, everything else over all ranks, and FSDP's reduce-scatter does the averaging.
 
 Checkpoints (``modelcore.checkpoint``, torch.distributed.checkpoint) hold each expert once,
 written by the rank that owns it and named by its global index (``layers.i.mlp.experts.e``:
@@ -38,6 +40,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor
 
 from modelcore.model import MoE, Routing, Transformer
 from modelcore.tensor_parallel import copy_to_tp_region
@@ -185,23 +188,28 @@ def _is_expert(name: str) -> bool:
     return ".mlp.experts." in name
 
 
-def clip_grad_norm(model: nn.Module, max_norm: float, group: dist.ProcessGroup) -> float:
-    """Clip the global gradient norm: expert gradients live on one rank each, the rest are
-    the same on every rank of the group. Returns the norm before clipping."""
-    expert, shared = torch.zeros(()), torch.zeros(())
+def clip_grad_norm(model: nn.Module, max_norm: float, group: dist.ProcessGroup | None) -> float:
+    """Clip the global gradient norm; returns the norm before clipping.
+
+    Beside DDP, ``group`` is the EP group: expert gradients live on one rank each, the rest
+    are the same on every rank of it. Under FSDP, ``group`` is None (all ranks): every
+    gradient is a DTensor and each rank's shard is its own part of the whole.
+    """
+    distributed, shared = torch.zeros(()), torch.zeros(())
     grads = []
     for name, p in model.named_parameters():
         if p.grad is None:
             continue
         grads.append(p.grad)
-        square = p.grad.detach().float().pow(2).sum().cpu()
-        if _is_expert(name):
-            expert += square
+        grad = p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad
+        square = grad.detach().float().pow(2).sum().cpu()
+        if _is_expert(name) or isinstance(p.grad, DTensor):
+            distributed += square
         else:
             shared += square
-    expert = expert.to(grads[0].device if grads else "cpu")
-    dist.all_reduce(expert, group=group)
-    total = math.sqrt(float(expert) + float(shared))
+    distributed = distributed.to(grads[0].device if grads else "cpu")
+    dist.all_reduce(distributed, group=group)
+    total = math.sqrt(float(distributed) + float(shared))
     coef = min(1.0, max_norm / (total + 1e-6))
     if coef < 1.0:
         for g in grads:

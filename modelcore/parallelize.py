@@ -9,7 +9,8 @@ torchtitan's split: ``modelcore.model`` is only the model; this module changes a
    (``modelcore.expert_parallel``);
 2. ``apply_ac``: recompute each block in the backward pass;
 3. ``apply_compile``: ``torch.compile`` per block (under FSDP) or of the whole model;
-4. ``apply_fsdp``: FSDP2 over the ``dp`` dimension, one unit per block plus the root.
+4. ``apply_fsdp``: FSDP2 over the ``dp`` dimension, one unit per block plus the root (under
+   expert parallel: each local expert its own unit over ``dp``, the rest over all ranks).
 
 DDP (replicated data parallel without TP) stays with Accelerate, which the trainer uses
 for the process group and mixed precision.
@@ -48,7 +49,7 @@ from torch.distributed.tensor.parallel import (
 )
 from torch.utils.checkpoint import checkpoint
 
-from modelcore.expert_parallel import apply_ep
+from modelcore.expert_parallel import RemoteExpert, apply_ep
 from modelcore.model import Transformer
 from modelcore.tensor_parallel import VocabParallelCrossEntropy, copy_to_tp_region
 
@@ -225,15 +226,29 @@ def apply_compile(model: Transformer, per_block: bool) -> Transformer:
     return model
 
 
-def apply_fsdp(model: Transformer, dp_mesh: DeviceMesh, mixed_precision: str) -> Transformer:
-    """FSDP2 over ``dp_mesh``: each block one unit; the root holds embeddings, final norm and head."""
+def apply_fsdp(model: Transformer, mesh: DeviceMesh, mixed_precision: str) -> Transformer:
+    """FSDP2 over ``mesh``: each block one unit; the root holds embeddings, final norm and head.
+
+    ``mesh`` is the ``dp`` dimension, or for an expert-parallel model (``apply_ep`` first) the
+    whole ``(dp, ep)`` mesh: each local expert is then its own unit sharded over ``dp`` (the
+    ranks at one EP coordinate hold the same experts), and the rest, which every rank holds
+    and whose gradients every rank of an EP group computes whole, is sharded over all ranks
+    (the flattened mesh; averaging over it is averaging over ``dp``).
+    """
     if mixed_precision == "fp16":
         raise ValueError("parallel.mixed_precision: fp16 needs a sharded loss scaler; use bf16 with FSDP")
     # Compute in the autocast dtype, reduce gradients in fp32, keep fp32 master weights.
     policy = MixedPrecisionPolicy(param_dtype=_DTYPES[mixed_precision], reduce_dtype=torch.float32)
+    dense_mesh = mesh
+    if mesh.mesh_dim_names == ("dp", "ep"):
+        dense_mesh = mesh._flatten("dp_ep")
+        for layer in model.layers:
+            for expert in layer.mlp.experts:
+                if not isinstance(expert, RemoteExpert):
+                    fully_shard(expert, mesh=mesh["dp"], mp_policy=policy)
     for layer in model.layers:
-        fully_shard(layer, mesh=dp_mesh, mp_policy=policy)
-    fully_shard(model, mesh=dp_mesh, mp_policy=policy)
+        fully_shard(layer, mesh=dense_mesh, mp_policy=policy)
+    fully_shard(model, mesh=dense_mesh, mp_policy=policy)
     return model
 
 
