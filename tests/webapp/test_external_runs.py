@@ -352,3 +352,55 @@ def test_a_checkpoint_path_too_long_is_a_400_naming_it(api, dave, external):
     events = [{"seq": 1, "type": "checkpoint", "step": 1, "path": "c" * 501}]
     response = api(dave, "POST", f"/api/v1/runs/{external.id}/events", {"events": events})
     assert response.status_code == 400 and "500 characters" in response.json()["errors"]["events[0].path"]
+
+
+def test_sample_events_are_stored_and_shown_in_the_run_pages_samples_table(api, client_for, dave, external):
+    from django.urls import reverse
+
+    from webapp.runs.models import RunSample
+
+    def sample(seq: int, step: int, texts: list[str]) -> dict:
+        rows = [{"prompt": f"p{i}", "text": t} for i, t in enumerate(texts)]
+        return {"seq": seq, "time": 1764000000.0 + seq, "type": "sample", "step": step, "samples": rows}
+
+    url = f"/api/v1/runs/{external.id}/events"
+    for _ in range(2):  # a resend after a lost answer: the same rows, not twice
+        response = api(
+            dave, "POST", url, {"events": [sample(1, 10, ["ab", "cd"]), sample(2, 20, ["ef", "gh"])]}
+        )
+        assert response.status_code == 200, response.json()
+    assert api(dave, "POST", url, {"events": [sample(3, 20, ["EF", "GH<i>"])]}).status_code == 200
+    stored = RunSample.objects.filter(run=external).order_by("step", "index")
+    assert list(stored.values_list("step", "index", "prompt", "text")) == [
+        (10, 0, "p0", "ab"),
+        (10, 1, "p1", "cd"),
+        (20, 0, "p0", "EF"),
+        (20, 1, "p1", "GH<i>"),
+    ]
+    html = client_for(dave).get(reverse("runs:samples", args=[external.id])).content.decode()
+    assert "cd" in html and "EF" in html and "GH&lt;i&gt;" in html and "GH<i>" not in html
+
+
+@pytest.mark.parametrize(
+    "samples, says",
+    [
+        ("text", "samples must be a list"),
+        ([{"prompt": "p"}], "samples[0] must be an object with string prompt and text"),
+        ([{"prompt": "p", "text": 5}], "samples[0] must be an object"),
+    ],
+)
+def test_hostile_sample_events_are_a_400_naming_the_event(api, dave, external, samples, says):
+    events = [{"seq": 1, "type": "sample", "step": 5, "samples": samples}]
+    response = api(dave, "POST", f"/api/v1/runs/{external.id}/events", {"events": events})
+    assert response.status_code == 400 and says in response.json()["errors"]["events[0]"]
+
+
+def test_too_many_sample_rows_in_one_request_are_refused_whole(api, dave, external):
+    from webapp.external.batches import MAX_SAMPLE_ROWS
+    from webapp.runs.models import RunSample
+
+    rows = [{"prompt": "p", "text": "t"}] * (MAX_SAMPLE_ROWS // 2 + 1)
+    events = [{"seq": i, "type": "sample", "step": i, "samples": rows} for i in (1, 2)]
+    response = api(dave, "POST", f"/api/v1/runs/{external.id}/events", {"events": events})
+    assert response.status_code == 400 and f"at most {MAX_SAMPLE_ROWS}" in str(response.json()["errors"])
+    assert not RunSample.objects.filter(run=external).exists()

@@ -25,6 +25,8 @@ from webapp.whole_numbers import BIGINT_MAX
 # request), a catch-up sends many requests. Past this the request is refused whole.
 MAX_POINTS = 10_000
 MAX_EVENTS = 5_000
+# One request's sample rows (prompt, continuation): the trainer samples a few prompts a time.
+MAX_SAMPLE_ROWS = 1_000
 MAX_LOGS = 1_000
 KEY_MAX_LENGTH = 200  # MetricPoint.key
 MESSAGE_MAX_LENGTH = 100_000
@@ -46,6 +48,8 @@ class Report:
     logs: list[dict[str, Any]] = field(default_factory=list)  # {"seq"?, "time", "level", "message"}
     # {"step", "path"}: saved on the client's machine; listed on the run page, never read.
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    # sample events as the trainer writes them ({"step", "time", "samples": [{prompt, text}]}).
+    samples: list[dict[str, Any]] = field(default_factory=list)
     final: tuple[str, str] | None = None  # (status, error) the client ended the run with
 
     def progress(self) -> tuple[int | None, float | None]:
@@ -191,7 +195,8 @@ def read_events(items: list[Any], current_step: int, name: str = "events") -> Re
     uploaded later holds what it would have held live. Unlike the supervisor's reader,
     which skips a bad line so training goes on, a request with a bad event is refused
     whole: its client is there to hear it. System stats are placed at the latest step seen,
-    as the ingester places them. Checkpoint events are stored as the run's external
+    as the ingester places them; sample events are stored as the trainer's are (the run
+    page's samples table). Checkpoint events are stored as the run's external
     checkpoints: listed with their path, which is on the client's machine (Runwright neither
     reads nor resumes from it).
     """
@@ -200,6 +205,7 @@ def read_events(items: list[Any], current_step: int, name: str = "events") -> Re
     errors = _Errors()
     report = Report()
     step = current_step
+    sample_rows = 0
     for i, item in enumerate(items):
         at = f"{name}[{i}]"
         if not isinstance(item, dict):
@@ -228,6 +234,11 @@ def read_events(items: list[Any], current_step: int, name: str = "events") -> Re
             if len(item["path"]) > CHECKPOINT_PATH_MAX_LENGTH:
                 errors.add(f"{at}.path", f"must be at most {CHECKPOINT_PATH_MAX_LENGTH} characters")
             report.checkpoints.append({"step": item["step"], "path": item["path"]})
+        elif kind == "sample":  # check_event has checked and repaired its rows
+            report.samples.append({"step": item["step"], "time": stamp, "samples": item["samples"]})
+            sample_rows += len(item["samples"])
+            if sample_rows > MAX_SAMPLE_ROWS:
+                raise too_many(f"{name} (their samples)", sample_rows, MAX_SAMPLE_ROWS)
         elif kind == "status" and item["status"] != "running":
             if item["status"] not in ("completed", "failed", "cancelled"):
                 errors.add(f"{at}.status", "must be running, completed, failed or cancelled")

@@ -99,11 +99,12 @@ def require_external(run: Run) -> None:
 
 
 def record(*, user: AbstractBaseUser, run: Run, report: Report) -> int:
-    """Store one request's points, logs and checkpoints (then its final status, if any); returns
-    the points written.
+    """Store one request's points, logs, checkpoints and samples (then its final status, if any);
+    returns the points written.
 
-    Idempotent per (key, step) for points, per seq for logs and per step for checkpoints, so a client that resends a
-    batch it did not hear back about changes nothing. A run the sweep marked ``lost`` is
+    Idempotent per (key, step) for points, per seq for logs, per step for checkpoints and per
+    (step, prompt index) for samples, so a client that resends a batch it did not hear back
+    about changes nothing. A run the sweep marked ``lost`` is
     taken back; an ended run refuses with ``RunEnded``.
     """
     require_writer(user, run)
@@ -117,6 +118,7 @@ def record(*, user: AbstractBaseUser, run: Run, report: Report) -> int:
         written = write_points(run.id, report.points, run_locked=True)
         transitions.record_logs(run.id, _numbered(run.id, report.logs))
         transitions.record_checkpoints(run.id, report.checkpoints, external=True)
+        transitions.record_samples(run.id, report.samples)
         rows = live.rows_written(run.id, written, logs_after)
         if report.final is not None:
             transitions.finish_external(run.id, *report.final)
