@@ -6,6 +6,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib import messages
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -49,7 +50,7 @@ from webapp.process_job_stream import job_events
 from webapp.projects.selectors import project_for
 from webapp.runs.assets import plotly_js_url
 from webapp.runs.selectors import run_for
-from webapp.sse import sse_response
+from webapp.sse import sse_response, sse_view
 from webapp.whole_numbers import parse_whole_number
 
 # --- jobs ----------------------------------------------------------------------
@@ -168,12 +169,9 @@ def job_status(request: HttpRequest, job_id: int) -> JsonResponse:
     return JsonResponse(job_state(eval_job_for(request.user, job_id)))
 
 
-@require_GET
-async def job_stream(request: HttpRequest, job_id: int) -> HttpResponse:
+@sse_view
+async def job_stream(request: HttpRequest, user: AbstractBaseUser, job_id: int) -> HttpResponse:
     """SSE: the job's state as it changes, then its end (the page polls ``job_status`` where it cannot)."""
-    user = await request.auser()
-    if not user.is_authenticated:
-        return JsonResponse({"error": "log in first"}, status=401)
     job = await sync_to_async(eval_job_for)(user, job_id)  # 404 for another team's job
     return sse_response(job_events(transitions.JOBS, job.id))
 

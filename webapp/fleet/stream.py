@@ -14,14 +14,13 @@ import logging
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
-from django.views.decorators.http import require_GET
 
 from webapp import live
 from webapp.fleet import selectors
 from webapp.input_errors import InputError
-from webapp.sse import sse_response
+from webapp.sse import sse_response, sse_view
 from webapp.state_stream import state_events
 from webapp.whole_numbers import parse_whole_number
 
@@ -64,15 +63,9 @@ def fleet_state(user: AbstractBaseUser, hours: int) -> dict[str, Any]:
     }
 
 
-@require_GET
-async def fleet_stream(request: HttpRequest) -> HttpResponse:
-    """SSE: the fleet's state as it changes (the page polls ``fleet_data`` where a stream cannot be held).
-
-    A visitor not logged in gets a 401: an EventSource cannot follow a redirect to the login page.
-    """
-    user = await request.auser()
-    if not user.is_authenticated:
-        return JsonResponse({"error": "log in first"}, status=401)
+@sse_view
+async def fleet_stream(request: HttpRequest, user: AbstractBaseUser) -> HttpResponse:
+    """SSE: the fleet's state as it changes (the page polls ``fleet_data`` where a stream cannot be held)."""
     hours = chart_hours(request.GET.get("hours"))
     body = state_events(FLEET_CHANNEL, lambda: fleet_state(user, hours), idle_seconds=IDLE_SECONDS)
     return sse_response(body)

@@ -25,14 +25,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Count, Max, Q, Sum
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.http import require_GET
+from django.http import HttpRequest, HttpResponse
 
 from webapp import live
 from webapp.projects.selectors import project_for
 from webapp.runs.models import Run, RunStatus
-from webapp.sse import sse, sse_response
+from webapp.sse import sse, sse_response, sse_view
 from webapp.state_stream import (
     IDLE_SECONDS,
     KEEPALIVE_SECONDS,
@@ -101,14 +101,8 @@ async def project_events(
                 yield ": keepalive\n\n"  # keeps proxies from closing an idle stream
 
 
-@require_GET
-async def project_runs_stream(request: HttpRequest, project_id: int) -> HttpResponse:
-    """SSE: the project's runs changed (the page polls ``runs_json`` where a stream cannot be held).
-
-    A visitor not logged in gets a 401: an EventSource cannot follow a redirect to the login page.
-    """
-    user = await request.auser()
-    if not user.is_authenticated:
-        return JsonResponse({"error": "log in first"}, status=401)
+@sse_view
+async def project_runs_stream(request: HttpRequest, user: AbstractBaseUser, project_id: int) -> HttpResponse:
+    """SSE: the project's runs changed (the page polls ``runs_json`` where a stream cannot be held)."""
     project = await sync_to_async(project_for)(user, project_id)  # 404 for another team's project
     return sse_response(project_events(project.id))

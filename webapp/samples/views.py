@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET, require_POST
@@ -24,7 +25,7 @@ from webapp.runs.selectors import run_for
 from webapp.samples import selectors, services, transitions
 from webapp.samples.models import SampleKind
 from webapp.samples.presenters import job_row, job_state
-from webapp.sse import sse_response
+from webapp.sse import sse_response, sse_view
 
 MAX_BODY_CHARS = 64_000  # a JSON body several times the largest prompt
 
@@ -99,12 +100,9 @@ def job_status(request: HttpRequest, job_id: int) -> JsonResponse:
     return JsonResponse(job_row(selectors.sample_job_for(request.user, job_id)))
 
 
-@require_GET
-async def job_stream(request: HttpRequest, job_id: int) -> HttpResponse:
+@sse_view
+async def job_stream(request: HttpRequest, user: AbstractBaseUser, job_id: int) -> HttpResponse:
     """SSE: the job's state (its text as it grows) as it changes, then its end."""
-    user = await request.auser()
-    if not user.is_authenticated:
-        return JsonResponse({"error": "log in first"}, status=401)
     job = await sync_to_async(selectors.sample_job_for)(user, job_id)  # 404 for another team's job
     body = job_events(transitions.JOBS, job.id)
     return sse_response(body)

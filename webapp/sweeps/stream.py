@@ -14,12 +14,12 @@ import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.http import require_GET
+from django.http import HttpRequest, HttpResponse
 
 from webapp import live
-from webapp.sse import sse_response
+from webapp.sse import sse_response, sse_view
 from webapp.state_stream import State, state_events
 from webapp.sweeps.models import Sweep
 from webapp.sweeps.presenters import sweep_detail
@@ -69,14 +69,8 @@ def sweep_events(sweep_id: int, project_id: int, **options: float) -> Any:
     )
 
 
-@require_GET
-async def sweep_stream(request: HttpRequest, sweep_id: int) -> HttpResponse:
-    """SSE: the sweep's state as it changes, then ``end`` once it is over.
-
-    A visitor not logged in gets a 401: an EventSource cannot follow a redirect to the login page.
-    """
-    user = await request.auser()
-    if not user.is_authenticated:
-        return JsonResponse({"error": "log in first"}, status=401)
+@sse_view
+async def sweep_stream(request: HttpRequest, user: AbstractBaseUser, sweep_id: int) -> HttpResponse:
+    """SSE: the sweep's state as it changes, then ``end`` once it is over."""
     sweep = await sync_to_async(sweep_for)(user, sweep_id)  # 404 for another team's sweep
     return sse_response(sweep_events(sweep.id, sweep.project_id))
