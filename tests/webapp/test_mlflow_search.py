@@ -294,3 +294,77 @@ def test_searching_the_default_experiment_before_any_run_creates_nothing(mlflow)
     answer = mlflow("runs/search", {"experiment_ids": ["0"]})
     assert answer == {"status": 200, "runs": []}
     assert not Project.objects.filter(name="Default").exists()
+
+
+# --- experiments/search ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def experiments(mlflow, charlie) -> dict[str, str]:
+    """Four experiments of alice's team created a second apart (alpha oldest), and one she cannot see."""
+    import datetime as dt
+
+    from webapp.projects.models import Project
+
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    ids = {}
+    for i, name in enumerate(["alpha", "Alps", "beta", "gamma"]):
+        ids[name] = mlflow("experiments/create", {"name": name})["experiment_id"]
+        Project.objects.filter(pk=ids[name]).update(created_at=start + dt.timedelta(seconds=i))
+    Project.objects.create(team=charlie.memberships.get().team, name="alpine", created_by=charlie)
+    return ids
+
+
+def _names(answer: dict) -> list[str]:
+    assert answer["status"] == 200, answer
+    return [e["name"] for e in answer.get("experiments", [])]
+
+
+def test_experiments_are_filtered_and_ordered_over_rest(mlflow, experiments):
+    second = 1767225601000  # 2026-01-01 00:00:01 UTC in milliseconds: Alps's creation
+    for body, expected in [
+        ({}, ["gamma", "beta", "Alps", "alpha"]),  # MLflow's default: last updated first
+        ({"filter": "name = 'beta'"}, ["beta"]),
+        ({"filter": "attributes.name != 'beta'", "order_by": ["name"]}, ["Alps", "alpha", "gamma"]),
+        ({"filter": "name LIKE 'al%'"}, ["alpha"]),
+        ({"filter": "name ILIKE 'al%'", "order_by": ["name DESC"]}, ["alpha", "Alps"]),
+        ({"filter": f"creation_time > {second}", "order_by": ["creation_time"]}, ["beta", "gamma"]),
+        ({"filter": f"last_update_time <= {second} AND name ILIKE 'AL%'"}, ["Alps", "alpha"]),
+        ({"filter": "tags.`runwright.team` = 'ml'", "order_by": ["creation_time ASC"]}, [*experiments]),
+        ({"filter": "tags.`runwright.team` = 'rivals'"}, []),
+        ({"filter": "tags.missing IS NULL AND name = 'gamma'"}, ["gamma"]),
+    ]:
+        assert _names(mlflow("experiments/search", body)) == expected, body
+
+
+def test_experiment_pages_follow_the_token_to_the_end(mlflow, experiments):
+    pages, token = [], None
+    for _ in range(5):
+        body = {"max_results": 3, "order_by": ["name"], **({"page_token": token} if token else {})}
+        answer = mlflow("experiments/search", body)
+        pages.append(_names(answer))
+        token = answer.get("next_page_token")
+        if not token:
+            break
+    assert pages == [["Alps", "alpha", "beta"], ["gamma"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"filter": "metrics.loss < 1"}, "experiments have no metrics"),
+        ({"filter": "params.lr = '1'"}, "experiments have no params"),
+        ({"filter": "run_name = 'a'"}, "unknown attribute 'run_name'; experiments have name"),
+        ({"filter": "name IN ('a')"}, "attributes.name cannot be compared with IN"),
+        ({"filter": "creation_time = 'x'"}, "is a number"),
+        ({"filter": "name = 'a' OR name = 'b'"}, "OR is not supported"),
+        ({"order_by": ["metrics.loss"]}, "experiments have no metrics"),
+        ({"order_by": ["start_time"]}, "unknown attribute 'start_time'"),
+        ({"page_token": "nonsense"}, "page_token"),
+        ({"max_results": 0}, "max_results"),
+    ],
+)
+def test_bad_experiment_searches_are_400_in_mlflows_shape(mlflow, experiments, body, said):
+    answer = mlflow("experiments/search", body)
+    assert answer["status"] == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
+    assert said in answer["message"], answer

@@ -20,6 +20,10 @@ same identifiers; runs missing the value (or whose metric is NaN) come last eith
 ties keep MLflow's natural order, newest start first. The text is read by a small
 recursive-descent reader; anything outside the grammar is an ``INVALID_PARAMETER_VALUE``
 naming the place and what was expected, never a guess and never a 500.
+
+``experiments/search`` reads the same grammar with experiments' vocabulary (``EXPERIMENTS``):
+``tags.`` and the attributes ``name`` (``= != LIKE ILIKE``), ``creation_time`` and
+``last_update_time`` (milliseconds, as numbers).
 """
 
 from __future__ import annotations
@@ -65,6 +69,26 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BARE_NAME = re.compile(r"[^\s=!<>()'\"`,]+")
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 _SYMBOL_COMPARATOR = re.compile(r"!=|<>|==|>=|<=|=|<|>")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What a filter or order_by may name: the entities and attributes of runs or of experiments."""
+
+    noun: str  # "runs", "experiments": said in refusals
+    entities: tuple[str, ...]
+    strings: tuple[str, ...]  # string attributes
+    times: tuple[str, ...]  # attributes in milliseconds since 1970
+    lists: bool  # whether string attributes take IN / NOT IN
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+RUNS = Vocabulary(
+    "runs", (METRIC, PARAM, TAG, ATTRIBUTE), STRING_ATTRIBUTES, TIME_ATTRIBUTES, True, ATTRIBUTE_ALIASES
+)
+EXPERIMENTS = Vocabulary(
+    "experiments", (TAG, ATTRIBUTE), ("name",), ("creation_time", "last_update_time"), False
+)
 
 
 @dataclass(frozen=True)
@@ -119,8 +143,8 @@ def bad(message: str) -> MlflowError:
 class _Reader:
     """One pass over a filter or an order_by item; ``fail`` says where and what was expected."""
 
-    def __init__(self, text: str, what: str) -> None:
-        self.text, self.pos, self.what = text, 0, what
+    def __init__(self, text: str, what: str, vocabulary: Vocabulary = RUNS) -> None:
+        self.text, self.pos, self.what, self.vocabulary = text, 0, what, vocabulary
 
     def fail(self, expected: str) -> MlflowError:
         rest = self.text[self.pos : self.pos + 30]
@@ -165,7 +189,7 @@ class _Reader:
         self.space()
         quoted = self.quoted('`"')
         if quoted is not None:  # `run name` alone: an attribute
-            return ATTRIBUTE, _attribute(quoted, self.what)
+            return ATTRIBUTE, _attribute(quoted, self.what, self.vocabulary)
         word = _WORD.match(self.text, self.pos)
         if word is None:
             raise self.fail("an identifier such as metrics.loss, params.lr, tags.team or attributes.status")
@@ -180,6 +204,11 @@ class _Reader:
                 raise bad(
                     f"{self.what}: unknown entity {word.group()!r}; use metrics., params., tags. or attributes."
                 )
+            if entity not in self.vocabulary.entities:
+                others = " or ".join(f"{e}s." for e in self.vocabulary.entities if e != ATTRIBUTE)
+                raise bad(
+                    f"{self.what}: {self.vocabulary.noun} have no {entity}s; use {others} or attributes."
+                )
             self.pos += 1
             name = self.quoted('`"')
             if name is None:
@@ -190,8 +219,8 @@ class _Reader:
                 self.pos = bare.end()
             if not name:
                 raise self.fail(f"a name after {word.group()}.")
-            return entity, (_attribute(name, self.what) if entity == ATTRIBUTE else name)
-        return ATTRIBUTE, _attribute(word.group(), self.what)
+            return entity, (_attribute(name, self.what, self.vocabulary) if entity == ATTRIBUTE else name)
+        return ATTRIBUTE, _attribute(word.group(), self.what, self.vocabulary)
 
     def comparator(self) -> str:
         self.space()
@@ -239,24 +268,25 @@ class _Reader:
         raise self.fail("a value: a number, a 'quoted string' or a list ('a', 'b')")
 
 
-def _attribute(name: str, what: str) -> str:
-    name = ATTRIBUTE_ALIASES.get(name, name)
-    if name not in STRING_ATTRIBUTES + TIME_ATTRIBUTES:
-        known = ", ".join(STRING_ATTRIBUTES + TIME_ATTRIBUTES)
+def _attribute(name: str, what: str, vocabulary: Vocabulary = RUNS) -> str:
+    name = vocabulary.aliases.get(name, name)
+    if name not in vocabulary.strings + vocabulary.times:
+        known = ", ".join(vocabulary.strings + vocabulary.times)
+        others = ", ".join(f"{e}s." for e in vocabulary.entities if e != ATTRIBUTE)
         raise bad(
-            f"{what}: unknown attribute {name!r}; runs have {known} (prefix metrics., params. or tags. for the others)"
+            f"{what}: unknown attribute {name!r}; {vocabulary.noun} have {known} (prefix {others} for the others)"
         )
     return name
 
 
-def _checked(entity: str, name: str, op: str, value: Any) -> Clause:
+def _checked(entity: str, name: str, op: str, value: Any, vocabulary: Vocabulary = RUNS) -> Clause:
     """A clause whose comparator and value fit its entity, or MLflow's kind of refusal."""
     shown = f"{'attributes' if entity == ATTRIBUTE else entity + 's'}.{name}"
-    numeric = entity == METRIC or name in TIME_ATTRIBUTES
+    numeric = entity == METRIC or (entity == ATTRIBUTE and name in vocabulary.times)
     if numeric:
         allowed = NUMBER_COMPARATORS
     elif entity == ATTRIBUTE:
-        allowed = TEXT_COMPARATORS + LIST_COMPARATORS
+        allowed = TEXT_COMPARATORS + (LIST_COMPARATORS if vocabulary.lists else ())
     else:
         allowed = TEXT_COMPARATORS + NULL_COMPARATORS
     if op not in allowed:
@@ -283,11 +313,11 @@ def _shown(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
-def parse_filter(text: str) -> list[Clause]:
-    """The clauses of a filter string (empty: every run)."""
+def parse_filter(text: str, vocabulary: Vocabulary = RUNS) -> list[Clause]:
+    """The clauses of a filter string (empty: every run, or every experiment)."""
     if len(text) > MAX_FILTER_LENGTH:
         raise bad(f"filter: longer than {MAX_FILTER_LENGTH} characters")
-    reader = _Reader(text, "filter")
+    reader = _Reader(text, "filter", vocabulary)
     clauses: list[Clause] = []
     if reader.at_end():
         return clauses
@@ -295,7 +325,7 @@ def parse_filter(text: str) -> list[Clause]:
         entity, name = reader.identifier()
         op = reader.comparator()
         value = None if op in NULL_COMPARATORS else reader.value()
-        clauses.append(_checked(entity, name, op, value))
+        clauses.append(_checked(entity, name, op, value, vocabulary))
         if reader.at_end():
             return clauses
         if reader.keyword("OR"):
@@ -304,7 +334,7 @@ def parse_filter(text: str) -> list[Clause]:
             raise reader.fail("AND or the end of the filter")
 
 
-def parse_order_by(items: Any) -> list[OrderKey]:
+def parse_order_by(items: Any, vocabulary: Vocabulary = RUNS) -> list[OrderKey]:
     """``["metrics.loss", "params.lr DESC", "attributes.start_time ASC"]`` as order keys."""
     if items is None or items == "":
         return []
@@ -318,7 +348,7 @@ def parse_order_by(items: Any) -> list[OrderKey]:
     for item in items:
         if len(item) > 500:
             raise bad("order_by: an item is longer than 500 characters")
-        reader = _Reader(item, "order_by")
+        reader = _Reader(item, "order_by", vocabulary)
         entity, name = reader.identifier()
         ascending = True
         if reader.keyword("DESC"):
@@ -379,7 +409,11 @@ def like(actual: str, pattern: str, *, insensitive: bool = False) -> bool:
 def ordered(rows: list[RunRow], order: Sequence[OrderKey]) -> list[RunRow]:
     """MLflow's order: newest start first (then the newest id), re-sorted stably by each key from
     the last to the first; per key, the values in order, then NaN metrics, then runs without it."""
-    rows = sorted(rows, key=lambda r: (-r.start_time, -r.id))
+    return sorted_by(sorted(rows, key=lambda r: (-r.start_time, -r.id)), order)
+
+
+def sorted_by(rows: list[Any], order: Sequence[OrderKey]) -> list[Any]:
+    """``rows`` (anything with ``value(entity, name)``) re-sorted stably by each key, last first."""
     for key in reversed(order):
         valued, nan, missing = [], [], []
         for row in rows:

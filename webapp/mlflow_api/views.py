@@ -15,7 +15,6 @@ they can see in another team; a new experiment is created in that first team.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +37,7 @@ from webapp.external.services import RunEnded
 from webapp.input_errors import InputError
 from webapp.metrics.models import MetricPoint
 from webapp.metrics.services import Point
-from webapp.mlflow_api import search, selectors
+from webapp.mlflow_api import experiment_search, search, selectors
 from webapp.mlflow_api.protocol import (
     MLFLOW_TO_STATUS,
     RUN_NAME_TAG,
@@ -62,7 +61,6 @@ from webapp.runs.models import Run, RunStatus
 from webapp.runs.selectors import run_for
 from webapp.runs.services import set_archived
 
-_EXPERIMENT_FILTER = re.compile(r"(?:attributes\.)?name\s*(?P<op>!=|=|\bI?LIKE\b)\s*'(?P<value>[^']*)'", re.I)
 DEFAULT_EXPERIMENT_ID = "0"  # MLflow's "Default" experiment, used when none was set
 DEFAULT_EXPERIMENT_NAME = "Default"
 MAX_SEARCH_RESULTS = 1000  # experiments/search's default and most
@@ -131,20 +129,16 @@ def create_experiment(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str,
 
 
 def search_experiments(user: AbstractBaseUser, data: dict[str, Any]) -> dict[str, Any]:
-    projects = projects_visible_to(user).select_related("team").order_by("name", "id")
-    wanted = text(data, "filter", required=False).strip()
-    if wanted:
-        match = _EXPERIMENT_FILTER.fullmatch(wanted)
-        if match is None:
-            raise invalid(
-                "filter", "experiments are searched by name only, e.g. name = 'llm' or name LIKE 'llm%'"
-            )
-        op, value = match["op"].upper(), match["value"]
-        projects = [p for p in projects if search.compare(p.name, op, value)]
     limit = min(
         int64(data.get("max_results"), "max_results", MAX_SEARCH_RESULTS, minimum=1), MAX_SEARCH_RESULTS
     )
-    return {"experiments": [experiment_json(p) for p in list(projects)[:limit]]}
+    return experiment_search.search_experiments(
+        user,
+        text(data, "filter", required=False),
+        data.get("order_by"),
+        page_token=data.get("page_token"),
+        limit=limit,
+    )
 
 
 # --- runs -----------------------------------------------------------------------------------
