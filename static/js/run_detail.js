@@ -139,9 +139,15 @@
       },
       { tokens: tokensCurve, start: state.started_at },
     );
-    rw.panelControls(bar, panel.chart, id,
-      (window) => rw.windowUrl(csvUrl, panel.keys.map((k) => ["key", k]), window),
-      (view) => { saved.views[id] = view; remember(); }, saved.views[id]);
+    // The saved view now, the controls that change it once the panel comes near the screen:
+    // a hundred panels' toolbars cost the first screen half a second of style and layout.
+    Object.assign(panel.chart.view, saved.views[id] || {});
+    panel.buildControls = function () {
+      panel.buildControls = null;
+      rw.panelControls(bar, panel.chart, id,
+        (window) => rw.windowUrl(csvUrl, panel.keys.map((k) => ["key", k]), window),
+        (view) => { saved.views[id] = view; remember(); }, saved.views[id]);
+    };
     left.addEventListener("click", () => move(panel, -1));
     right.addEventListener("click", () => move(panel, 1));
     hide.addEventListener("click", function () {
@@ -183,6 +189,7 @@
     for (const entry of entries) {
       if (!entry.isIntersecting) continue;
       const panel = panels.get(entry.target.closest(".panel").dataset.panel);
+      if (panel && panel.buildControls) panel.buildControls();
       if (!panel || panel.status !== "idle") continue;
       const box = entry.boundingClientRect;
       (box.top < window.innerHeight && box.bottom > 0 ? onScreen : near).push(panel);

@@ -205,6 +205,33 @@ def test_log_scale_and_x_axis_by_tokens_and_time(run_with_groups, start_servers,
     assert js_errors == []
 
 
+def test_a_panels_controls_are_built_near_the_screen_and_its_saved_view_holds(
+    run_with_groups, start_servers, chromium
+):
+    """A hundred panels' toolbars cost the first screen: only those near it get theirs."""
+    base = start_servers()
+    page, js_errors = chromium
+    page.set_viewport_size({"width": 1360, "height": 400})
+    log_in(page, base)
+    open_run(page, base, run_with_groups)
+    far = page.locator("[data-panel='loss_scale'] .panel-controls")
+    assert far.evaluate("bar => bar.children.length") == 0
+    expect(page.get_by_label("Log scale of train/loss")).to_have_count(1)  # on screen: built
+    page.get_by_label("Log scale of train/loss").check()
+
+    far.scroll_into_view_if_needed()
+    expect(page.get_by_label("Log scale of loss_scale")).to_have_count(1)
+    page.wait_for_function("() => document.getElementById('chart-loss_scale').data?.length > 0")
+
+    # A reload keeps the saved view: the chart draws with it and the built controls show it.
+    open_run(page, base, run_with_groups)
+    page.wait_for_function(
+        "() => document.getElementById('chart-train-loss')._fullLayout.yaxis.type === 'log'"
+    )
+    expect(page.get_by_label("Log scale of train/loss")).to_be_checked()
+    assert js_errors == []
+
+
 @pytest.fixture
 def run_with_samples(alice_project) -> Run:
     run = Run.objects.create(
