@@ -7,6 +7,7 @@ run page. Deleting asks first: ``GET runs/<id>/delete`` is the confirmation page
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
@@ -42,22 +43,25 @@ def available_actions(user: AbstractBaseUser | AnonymousUser, run: Run) -> dict[
 @login_required
 @require_POST
 def resume(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = run_for(request.user, run_id)
-    try:
-        resume_run(user=request.user, run=run)
-        messages.success(request, "Resumed: a new attempt starts from the latest checkpoint.")
-    except InputError as exc:
-        messages.error(request, " ".join(exc.errors.values()))
-    return redirect("runs:detail", run_id=run.id)
+    return _start_again(
+        request, run_id, resume_run, "Resumed: a new attempt starts from the latest checkpoint."
+    )
 
 
 @login_required
 @require_POST
 def restart(request: HttpRequest, run_id: int) -> HttpResponse:
+    return _start_again(
+        request, run_id, restart_run, "Restarted: a new attempt trains the run again from step 0."
+    )
+
+
+def _start_again(request: HttpRequest, run_id: int, start: Callable[..., Run], done: str) -> HttpResponse:
+    """A new attempt of the run (``start``: resume or restart), or the reason it cannot have one."""
     run = run_for(request.user, run_id)
     try:
-        restart_run(user=request.user, run=run)
-        messages.success(request, "Restarted: a new attempt trains the run again from step 0.")
+        start(user=request.user, run=run)
+        messages.success(request, done)
     except InputError as exc:
         messages.error(request, " ".join(exc.errors.values()))
     return redirect("runs:detail", run_id=run.id)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
+from django.db.models import DateTimeField, ExpressionWrapper, F, Manager, Model, Q, Value
 from django.db.models.functions import Coalesce, Now
 from django.dispatch import Signal
 
@@ -383,15 +383,7 @@ def record_logs(run_id: int, logs: Iterable[dict]) -> int:
         )
         for e in logs
     }
-    if not rows:
-        return 0
-    RunLog.objects.bulk_create(
-        list(rows.values()),
-        update_conflicts=True,
-        unique_fields=["run", "seq"],
-        update_fields=["time", "level", "message"],
-    )
-    return len(rows)
+    return _upsert(RunLog.objects, rows, key=["run", "seq"], fields=["time", "level", "message"])
 
 
 def record_checkpoints(run_id: int, checkpoints: Iterable[dict], *, external: bool = False) -> int:
@@ -409,16 +401,8 @@ def record_checkpoints(run_id: int, checkpoints: Iterable[dict], *, external: bo
         )
         for e in checkpoints
     }
-    if not rows:
-        return 0
     # A step saved again (a resumed attempt) is on disk again: no longer pruned.
-    Checkpoint.every.bulk_create(
-        list(rows.values()),
-        update_conflicts=True,
-        unique_fields=["run", "step"],
-        update_fields=["path", "pruned_at", "external"],
-    )
-    return len(rows)
+    return _upsert(Checkpoint.every, rows, key=["run", "step"], fields=["path", "pruned_at", "external"])
 
 
 def record_samples(run_id: int, events: Iterable[dict]) -> int:
@@ -435,14 +419,19 @@ def record_samples(run_id: int, events: Iterable[dict]) -> int:
         for e in events
         for i, row in enumerate(e["samples"])
     }
-    if not rows:
-        return 0
-    RunSample.objects.bulk_create(
-        list(rows.values()),
-        update_conflicts=True,
-        unique_fields=["run", "step", "index"],
-        update_fields=["prompt", "text", "time"],
-    )
+    return _upsert(RunSample.objects, rows, key=["run", "step", "index"], fields=["prompt", "text", "time"])
+
+
+def _upsert(manager: Manager[Any], rows: dict[Any, Model], *, key: list[str], fields: list[str]) -> int:
+    """Insert ``rows`` in one statement, a row already stored under ``key`` taking the new ``fields``.
+
+    ``rows`` is keyed as the table is, so a batch that names a key twice stores its last row
+    (one statement cannot update the same row twice). Returns how many rows were written.
+    """
+    if rows:
+        manager.bulk_create(
+            list(rows.values()), update_conflicts=True, unique_fields=key, update_fields=fields
+        )
     return len(rows)
 
 
