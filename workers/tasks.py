@@ -33,6 +33,8 @@ import datetime as dt
 import functools
 import logging
 import socket
+from collections.abc import Callable
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
@@ -59,6 +61,17 @@ RUN_TIME_LIMIT_SECONDS = 30 * 24 * 3600
 STOP_GRACE_SECONDS = int(supervisor.MAX_CANCEL_GRACE_SECONDS) + 120
 SWEEP_TIME_LIMIT_SECONDS = 60
 GPU_RETRY_SECONDS = 30
+
+
+def _beat_task(name: str) -> Callable[[Callable[..., Any]], Any]:
+    """A task that beat sends on a schedule: no result kept, and a time limit, so one stuck on the
+    database ends (and the next beat tries again) instead of holding a worker."""
+    return shared_task(
+        name=name,
+        ignore_result=True,
+        soft_time_limit=SWEEP_TIME_LIMIT_SECONDS // 2,
+        time_limit=SWEEP_TIME_LIMIT_SECONDS,
+    )
 
 
 @shared_task(
@@ -133,23 +146,13 @@ def _gpus_to_lease(config: dict) -> int:
     return needed if needed <= len(available) else 0
 
 
-@shared_task(
-    name="workers.tasks.sweep_lost_runs",
-    ignore_result=True,
-    soft_time_limit=SWEEP_TIME_LIMIT_SECONDS // 2,
-    time_limit=SWEEP_TIME_LIMIT_SECONDS,
-)
+@_beat_task("workers.tasks.sweep_lost_runs")
 def sweep_lost_runs() -> list[int]:
     """Mark runs whose heartbeat is older than ``LOST_AFTER_SECONDS`` as lost."""
     return sweep.sweep_lost_runs()
 
 
-@shared_task(
-    name="workers.tasks.resend_queued_runs",
-    ignore_result=True,
-    soft_time_limit=SWEEP_TIME_LIMIT_SECONDS // 2,
-    time_limit=SWEEP_TIME_LIMIT_SECONDS,
-)
+@_beat_task("workers.tasks.resend_queued_runs")
 def resend_queued_runs() -> list[int]:
     """Send the launch of runs queued for longer than ``REQUEUE_AFTER_SECONDS`` again."""
     due = transitions.runs_to_resend(dt.timedelta(seconds=settings.REQUEUE_AFTER_SECONDS))
@@ -159,12 +162,7 @@ def resend_queued_runs() -> list[int]:
     return due
 
 
-@shared_task(
-    name="workers.tasks.advance_sweeps",
-    ignore_result=True,
-    soft_time_limit=SWEEP_TIME_LIMIT_SECONDS // 2,
-    time_limit=SWEEP_TIME_LIMIT_SECONDS,
-)
+@_beat_task("workers.tasks.advance_sweeps")
 def advance_sweeps() -> list[int]:
     """Advance every running sweep: the catch-up for a ``run_changed`` lost with its worker."""
     return advance_running_sweeps()
