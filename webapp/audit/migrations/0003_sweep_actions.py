@@ -4,15 +4,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0002_team_actions_kept_after_delete'),
+        ("audit", "0002_team_actions_kept_after_delete"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='action',
-            field=models.CharField(choices=[('run.launched', 'Run launched'), ('run.cancelled', 'Run cancelled'), ('run.resumed', 'Run resumed'), ('run.deleted', 'Run deleted'), ('member.invited', 'Member invited'), ('member.joined', 'Member joined'), ('member.removed', 'Member removed'), ('member.role_changed', 'Role changed'), ('invite.revoked', 'Invite revoked'), ('token.created', 'Token created'), ('token.revoked', 'Token revoked'), ('project.moved', 'Project moved'), ('project.deleted', 'Project deleted'), ('tasks.uploaded', 'Task folder uploaded'), ('team.created', 'Team created'), ('team.renamed', 'Team renamed'), ('team.deleted', 'Team deleted'), ('sweep.created', 'Sweep created'), ('sweep.cancelled', 'Sweep cancelled'), ('sweep.completed', 'Sweep completed')], max_length=40),
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("run.launched", "Run launched"),
+                    ("run.cancelled", "Run cancelled"),
+                    ("run.resumed", "Run resumed"),
+                    ("run.deleted", "Run deleted"),
+                    ("member.invited", "Member invited"),
+                    ("member.joined", "Member joined"),
+                    ("member.removed", "Member removed"),
+                    ("member.role_changed", "Role changed"),
+                    ("invite.revoked", "Invite revoked"),
+                    ("token.created", "Token created"),
+                    ("token.revoked", "Token revoked"),
+                    ("project.moved", "Project moved"),
+                    ("project.deleted", "Project deleted"),
+                    ("tasks.uploaded", "Task folder uploaded"),
+                    ("team.created", "Team created"),
+                    ("team.renamed", "Team renamed"),
+                    ("team.deleted", "Team deleted"),
+                    ("sweep.created", "Sweep created"),
+                    ("sweep.cancelled", "Sweep cancelled"),
+                    ("sweep.completed", "Sweep completed"),
+                ],
+                max_length=40,
+            ),
         ),
     ]
