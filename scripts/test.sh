@@ -21,7 +21,7 @@ echo "== ruff"
 
 run_pytest() {
   set +e
-  .venv/bin/python -m pytest "$@"
+  .venv/bin/python -m pytest --durations=20 "$@"
   local rc=$?
   set -e
   if [ "$rc" = 5 ]; then
@@ -48,7 +48,12 @@ fi
 
 echo "== pytest, embedded default (SQLite, filesystem broker)"
 set +e
-(unset RUNWRIGHT_DATABASE_URL RUNWRIGHT_REDIS_URL RUNWRIGHT_BROKER_URL; run_pytest "$@")
+(
+  unset RUNWRIGHT_DATABASE_URL RUNWRIGHT_REDIS_URL RUNWRIGHT_BROKER_URL
+  # Multi-host fleet tests need a shared database and broker: the services pass runs them.
+  [ -n "${services_pid:-}" ] && export RUNWRIGHT_TEST_FLEET_IN_SERVICES_PASS=1
+  run_pytest "$@"
+)
 embedded_rc=$?
 set -e
 

@@ -48,6 +48,7 @@ def pytest_collection_modifyitems(config, items):
     browser tests check pages, whose queries the other tests already run on both.
     """
     if not config.getoption("--services-only"):
+        _leave_fleet_tests_to_the_services_pass(config, items)
         return
     keep, drop = [], []
     for item in items:
@@ -57,6 +58,23 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def _leave_fleet_tests_to_the_services_pass(config, items) -> None:
+    """Deselect ``fleet`` tests here when the PostgreSQL + Redis pass runs them beside this one.
+
+    Several hosts sharing one queue of runs is a deployment on a shared database and a
+    network broker; the embedded default (SQLite, a filesystem broker) cannot span hosts.
+    Those tests are the suite's slowest (real workers on several simulated hosts), so when
+    ``scripts/test.sh`` runs the services pass too it says so, and they run there once.
+    Without a services pass they run here, so a machine without PostgreSQL still tests them.
+    """
+    if os.environ.get("RUNWRIGHT_TEST_FLEET_IN_SERVICES_PASS") != "1":
+        return
+    drop = [item for item in items if item.get_closest_marker("fleet")]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [item for item in items if not item.get_closest_marker("fleet")]
 
 
 @pytest.fixture(autouse=True)

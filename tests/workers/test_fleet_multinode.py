@@ -28,7 +28,7 @@ from webapp.runs.services import request_cancel
 from workers import job_processes
 from workers.jobs import engine_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
 # The harness's fixtures, used here by name.
 corpus_cache = fleet_harness.corpus_cache

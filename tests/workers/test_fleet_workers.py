@@ -21,7 +21,7 @@ from webapp.fleet.models import Host, Placement
 from webapp.runs.models import AttemptKind, Run, RunAttempt, RunStatus
 from workers import sweep
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
 # The harness's fixtures, used here by name.
 corpus_cache = fleet_harness.corpus_cache
