@@ -32,7 +32,7 @@ from django.conf import settings
 from modelcore.config import RunConfig
 from modelcore.launch import free_port, node_command
 from webapp import enqueue
-from webapp.fleet import shares
+from webapp.fleet import services, shares
 from webapp.fleet.models import Placement
 from webapp.runs.models import RunStatus
 
@@ -125,6 +125,17 @@ class FirstNode:
             if report.all_ended or time.monotonic() >= deadline:
                 return report
             time.sleep(SHARE_WAIT_POLL_SECONDS)
+
+    def release_lost_nodes(self) -> bool:
+        """After the run was stored lost: take it off its hosts, its next placement avoiding the lost shares' hosts.
+
+        A resume (automatic or a person's) that kept the placement would send the next
+        attempt's share to the host that just went silent, when it comes before that host
+        counts as silent to the scheduler (``services.unplace_lost_nodes``). Whether taken off.
+        """
+        if self.report is None or not self.report.gone_hosts:
+            return False
+        return services.unplace_lost_nodes(self.run_id, self.report.gone_hosts)
 
     def decide(self, reported: str | None, own_error: str = "") -> tuple[str, str] | None:
         """The run's end from its shares' (after ``stop_and_wait``): None when they change nothing.

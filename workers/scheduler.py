@@ -169,7 +169,8 @@ def _choose_hosts(entry: Placement, hosts: list[HostState], blocked: set[int]) -
 
 def schedule(limit: int = 5000) -> PassResult:
     """One scheduling pass over the whole queue (see the module's docstring)."""
-    services.enter_queue(limit)
+    lost_after = dt.timedelta(seconds=settings.FLEET_HOST_LOST_SECONDS)
+    services.enter_queue(limit, lost_after)
     released = services.release_ended()
     hosts = alive_hosts()
     requeued = _requeue_from_silent_hosts(hosts)
@@ -184,8 +185,11 @@ def schedule(limit: int = 5000) -> PassResult:
     blocked: set[int] = set()  # hosts held for a run higher in the queue
     placed: list[tuple[int, str]] = []
     notes: list[tuple[int, str]] = []
+    window = lost_after * services.AVOID_LOST_HOSTS_PERIODS
+    avoided = services.avoided_hosts((e.run_id for e in waiting if e.nodes > 1), window)
     for entry in waiting:
-        candidates = [h for h in hosts if h.accepts(entry, pinned=entry.nodes == 1)]
+        skip = avoided.get(entry.run_id, set())  # lost in its last attempt (their beat may lag)
+        candidates = [h for h in hosts if h.pk not in skip and h.accepts(entry, pinned=entry.nodes == 1)]
         quota = quotas.get(entry.team_id)
         total = entry.count * entry.nodes
         if quota is not None and quota.max_gpus is not None and quota.in_use + total > quota.max_gpus:

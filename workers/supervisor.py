@@ -358,6 +358,8 @@ class Supervisor(JobRunner):
         self.run.refresh_from_db()
         ingest.announce_status(self.run)
         if status == RunStatus.LOST:
+            if self.first_node is not None:
+                self.first_node.release_lost_nodes()  # placed again, away from the lost shares' hosts
             recover_lost_run(self.run.id)  # the worker shut down: another one may resume it
         return True
 

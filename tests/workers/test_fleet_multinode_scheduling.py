@@ -162,6 +162,44 @@ def test_the_first_node_sees_failed_lost_and_silent_shares(project, settings):
     assert report.all_ended and report.lost == [(2, "the worker of node 2 shut down while the run trained.")]
 
 
+def test_a_run_lost_to_a_silent_share_is_placed_again_away_from_that_host(project, settings):
+    # The share goes silent on its own clock (3 heartbeats) while its host still looks alive to
+    # the scheduler (30 s): the resume must not reuse the placement with that host's share.
+    settings.FLEET_HOST_LOST_SECONDS = 30
+    settings.HEARTBEAT_SECONDS = 1
+    host("a")
+    host("b")
+    run = multi_node_run(project, "resumed", nodes=2)
+    scheduler.schedule()
+    assert hosts_of(run) == ["a", "b"]
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, attempt=1)
+    shares.open_rendezvous(run.pk, 1, "127.0.0.1", 29500)
+    assert shares.start_share(run.pk, 1, 1, "b")
+    host("c")  # the spare
+    NodeShare.objects.update(heartbeat_at=timezone.now() - dt.timedelta(minutes=1))
+    assert [h.name for h in scheduler.alive_hosts()] == ["a", "b", "c"]
+    node = first_node.FirstNode(run.pk, 1)
+    assert node.stop_reason() == "node-lost"
+    assert node.stop_and_wait(grace=0).gone_hosts == (Host.objects.get(name="b").pk,)
+    assert node.decide(RunStatus.FAILED)[0] == RunStatus.LOST
+
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.LOST)
+    assert node.release_lost_nodes()
+    assert not node.release_lost_nodes()  # taken off once
+    services.release_ended()  # a pass that saw it lost before the recovery: the marks outlive it
+    assert reserved() == {"a": 0, "b": 0, "c": 0}
+    assert [h.name for h in scheduler.alive_hosts()] == ["a", "c"]  # gone until it beats again
+    services.beat_host("b")  # a beat in flight (or a worker that lives): b looks alive again
+    assert [h.name for h in scheduler.alive_hosts()] == ["a", "b", "c"]
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED)  # the automatic recovery
+    assert scheduler.placed_queue(run.pk) is None  # its launch is not sent to the old placement
+    result = scheduler.schedule()
+
+    assert result.placed == [(run.pk, "a")]
+    assert hosts_of(run) == ["a", "c"]
+    assert reserved() == {"a": 1, "b": 0, "c": 1}
+
+
 def test_a_share_never_started_is_silent_after_the_start_time(project):
     host("a")
     host("b")

@@ -32,6 +32,7 @@ from webapp.fleet.models import (
     Kind,
     NodeShare,
     Placement,
+    ShareState,
     TeamQuota,
 )
 from webapp.input_errors import InputError
@@ -131,13 +132,22 @@ def demand(config: dict) -> Demand:
     return Demand(kind, parsed.parallel.num_processes // nodes, r.gpu_model, r.host, r.priority, nodes)
 
 
-def enter_queue(limit: int = 5000) -> int:
+# How long a run's next placement skips the hosts lost in its last attempt: a little over the
+# time after which a host that stopped beating is not alive anyway.
+AVOID_LOST_HOSTS_PERIODS = 2
+
+
+def enter_queue(limit: int = 5000, lost_after: dt.timedelta | None = None) -> int:
     """Give every queued managed run without one a place in the queue; returns how many were added.
 
     A run that comes back to ``queued`` (resumed) after its last placement was released
     gets a fresh entry, submitted now, in place of the old one.
     """
     stale = Placement.objects.filter(released_at__isnull=False, run__status=RunStatus.QUEUED)
+    # A run released right after its lost hosts were marked (``unplace_lost_nodes``) keeps avoiding them.
+    window = (lost_after or dt.timedelta(0)) * AVOID_LOST_HOSTS_PERIODS
+    stale_ids = stale.values_list("pk", flat=True)
+    avoid = {pk: sorted(hosts) for pk, hosts in avoided_hosts(stale_ids, window).items()}
     stale.delete()
     rows = Run.objects.filter(
         status=RunStatus.QUEUED, source=RunSource.MANAGED, placement__isnull=True
@@ -159,6 +169,7 @@ def enter_queue(limit: int = 5000) -> int:
             )
         )
     Placement.objects.bulk_create(entries, ignore_conflicts=True)
+    _mark_avoided({pk: hosts for pk, hosts in avoid.items() if Placement.objects.filter(pk=pk).exists()})
     return len(entries)
 
 
@@ -210,6 +221,57 @@ def unplace(run_id: int, host_id: int) -> bool:
         _give_back(run_id, host_id, row["team_id"], row["count"], row["nodes"])
         NodeShare.objects.filter(placement_id=run_id).delete()
     return True
+
+
+def unplace_lost_nodes(run_id: int, host_ids: Iterable[int]) -> bool:
+    """A multi-node run ended lost because these hosts' shares went silent or were lost: take
+    it off its hosts, to be placed again on others; whether it was taken off here.
+
+    A resume that kept the placement would send the next attempt's share to a host that just
+    went silent, and that host counts as silent to the scheduler only after
+    ``FLEET_HOST_LOST_SECONDS`` (its beat may even be in flight): so the placement keeps the
+    hosts as ``lost`` shares of no host's placement (``avoided_hosts``), which the next
+    placement skips and replaces. The hosts also count as gone until they beat again.
+    """
+    hosts = sorted(set(host_ids))
+    with transaction.atomic():
+        Host.objects.filter(pk__in=hosts).update(heartbeat_at=None)
+        entry = Placement.objects.filter(pk=run_id, released_at__isnull=True, host__isnull=False)
+        row = entry.values("host_id", "count", "nodes", "team_id").first()
+        if row is None:
+            return False
+        reason = "a host of its last attempt was lost; placing it again on other hosts"
+        if entry.update(host=None, placed_at=None, reason=reason) != 1:
+            return False
+        _give_back(run_id, row["host_id"], row["team_id"], row["count"], row["nodes"])
+        NodeShare.objects.filter(placement_id=run_id).delete()
+        _mark_avoided({run_id: hosts})
+    return True
+
+
+def _mark_avoided(avoid: dict[int, Sequence[int]]) -> None:
+    NodeShare.objects.bulk_create(
+        NodeShare(placement_id=run_id, node_rank=rank, host_id=host_id, state=ShareState.LOST, ended_at=Now())
+        for run_id, host_ids in avoid.items()
+        for rank, host_id in enumerate(host_ids, start=1)
+    )
+
+
+def avoided_hosts(run_ids: Iterable[int], within: dt.timedelta) -> dict[int, set[int]]:
+    """Run id → the hosts its next placement skips: those lost in its last attempt (``unplace_lost_nodes``)
+    less than ``within`` ago. Later a dead host no longer looks alive, and one that beats is used again
+    (on a fleet of exactly its hosts the run would otherwise wait for ever)."""
+    marks = NodeShare.objects.filter(
+        placement_id__in=list(run_ids),
+        placement__host__isnull=True,
+        state=ShareState.LOST,
+        host__isnull=False,
+        ended_at__gte=ExpressionWrapper(Now() - Value(within), output_field=DateTimeField()),
+    )
+    avoid: dict[int, set[int]] = {}
+    for run_id, host_id in marks.values_list("placement_id", "host_id"):
+        avoid.setdefault(run_id, set()).add(host_id)
+    return avoid
 
 
 class Outcome:

@@ -116,6 +116,7 @@ class ShareReport:
     lost: list[tuple[int, str]]  # (node rank, why): its worker shut down or was interrupted
     silent: list[tuple[int, str]]  # (node rank, host name): stopped beating, or never started
     live: int  # running or sent, still within their time
+    gone_hosts: tuple[int, ...] = ()  # ids of the hosts of the lost and silent shares
 
     @property
     def all_ended(self) -> bool:
@@ -131,9 +132,9 @@ def share_report(run_id: int, attempt: int, *, lost_after: float, start_within: 
             output_field=BooleanField(),
         )
     )
-    failed, lost, silent, live = [], [], [], 0
-    for rank, state, error, is_silent, host in shares.values_list(
-        "node_rank", "state", "error", "silent", "host__name"
+    failed, lost, silent, live, gone = [], [], [], 0, []
+    for rank, state, error, is_silent, host, host_id in shares.values_list(
+        "node_rank", "state", "error", "silent", "host__name", "host_id"
     ):
         if state == ShareState.FAILED:
             failed.append((rank, error))
@@ -143,4 +144,6 @@ def share_report(run_id: int, attempt: int, *, lost_after: float, start_within: 
             silent.append((rank, host or "a host no longer registered"))
         elif state != ShareState.COMPLETED:
             live += 1
-    return ShareReport(failed=failed, lost=lost, silent=silent, live=live)
+        if host_id is not None and (state == ShareState.LOST or is_silent):
+            gone.append(host_id)
+    return ShareReport(failed=failed, lost=lost, silent=silent, live=live, gone_hosts=tuple(gone))
