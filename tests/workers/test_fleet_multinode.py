@@ -109,6 +109,11 @@ def test_two_nodes_of_one_process_train_as_one_node_of_two(scheduler_queue, memb
         assert abs(two_nodes[step] - loss) <= 1e-4, (step, two_nodes[step], loss)
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known bug (issue 14, open): under load a cancel can kill node 1's rank with SIGTERM before it "
+    "checkpoints, so its share ends 'failed' instead of 'completed' (the run itself ends cancelled)",
+)
 def test_a_killed_node_makes_the_run_lost_it_resumes_on_other_hosts_and_a_cancel_stops_both(
     scheduler_queue, member, tmp_path, corpus_cache
 ):
