@@ -223,3 +223,11 @@ def _drain(response) -> list[bytes]:
         return [chunk async for chunk in response.streaming_content]
 
     return asyncio.run(collect())
+
+
+@pytest.mark.parametrize("limit", ["１０", "٣", "1e3", "-1", "99999999999999999999", "{{7*7}}"])
+def test_a_page_limit_that_is_not_a_plain_whole_number_is_a_400_naming_it(api, alice, project, limit):
+    # Look-alike digits (fullwidth, Arabic-Indic), exponents, negatives, huge and templates alike.
+    answer = api(alice, "GET", "/api/v1/projects", {"limit": limit})
+    assert answer.status_code == 400, (limit, answer.status_code, answer.content[:200])
+    assert "limit" in answer.json()["errors"]
