@@ -62,7 +62,7 @@ from typing import Any
 from benchmarks.http_server import ROOT, server_env, web_server
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHUNK_STEPS = 100_000  # steps of the first key written per call of the writer
+CHUNK_STEPS = 100_000  # steps of a key written per call of the writer
 CACHE_ROOT = Path(tempfile.gettempdir()) / "runwright-bench-run-page"
 
 
@@ -94,35 +94,161 @@ def schema_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def cached_data_dir(keys: int, points: int) -> Path:
+FILL_VERSION = 2  # 2: the bulk SQLite fill, a fixed FILL_EPOCH
+
+
+def cached_data_dir(keys: int, points: int, root: Path = CACHE_ROOT) -> Path:
     """Where the filled database of ``keys`` x ``points`` is kept between runs (embedded SQLite only)."""
-    return CACHE_ROOT / f"schema-{schema_version()}-keys{keys}-points{points}"
+    return root / f"schema-{schema_version()}-fill{FILL_VERSION}-keys{keys}-points{points}"
 
 
-def fill_series(run_id: int, keys: list[str], points: int) -> None:
-    """Give each key ``points`` steps: the first key through the product's writer, the rest copied from it.
+# The series every key gets: a falling curve with a spike every ~100k steps (the spikes the
+# min/max summaries keep), at one step a second from a fixed start, so a cached fixture and a
+# fresh one hold the same rows. ``POINT_VALUE_SQL`` is the same sum in SQL, evaluated in the
+# same order on IEEE doubles: the same bits (tests/metrics/test_run_page_fixture.py).
+FILL_EPOCH = 1_700_000_000.0
+SPIKE_EVERY = 99_991
 
-    ``write_points`` is the path ingestion takes (points, seqs, keys and the min/max summaries
-    folded from each batch); big batches make it the fastest way to write real rows. Every
-    further key gets the same (step, value, time) series, so its summaries are exactly the
-    ones the writer would compute; its rows are copied by ``INSERT ... SELECT`` inside the
-    database, with seqs after the earlier keys' as if the keys had been written one after
-    another: about 200 times faster than writing each key through Python.
+
+def point_value(step: int) -> float:
+    return 1.0 + 4.0 / step + (5.0 if step % SPIKE_EVERY == 0 else 0.0)
+
+
+POINT_VALUE_SQL = f"1.0 + 4.0 / n + (CASE WHEN n % {SPIKE_EVERY} = 0 THEN 5.0 ELSE 0.0 END)"
+
+
+def fill_series_through_writer(
+    run_id: int, keys: list[str], points: int, *, chunk_steps: int = CHUNK_STEPS
+) -> None:
+    """Write ``points`` steps of every key through the metrics app's writer (``write_points``,
+    the path ingestion takes), key after key, in batches of ``chunk_steps``.
+
+    The reference the bulk fill is held to, and the fill on PostgreSQL: at ~18k points/s
+    on the 2-core machine, 200 keys x 1M points would take about 3 hours this way.
     """
+    from webapp.metrics.services import Point, write_points
+
+    for key in keys:
+        for lo in range(1, points + 1, chunk_steps):
+            steps = range(lo, min(points, lo + chunk_steps - 1) + 1)
+            write_points(run_id, [Point(key, s, point_value(s), FILL_EPOCH + s) for s in steps])
+
+
+def series_summaries(points: int) -> list[tuple[int, int, Any]]:
+    """The summary rows (level, bucket, Extremes) of one key holding steps 1..``points`` of
+    ``point_value``: what ``write_points`` stores for it, computed with the metrics app's own
+    ``Extremes`` (level 0 from each bucket's points, each coarser level from the rows under it)."""
+    from webapp.metrics.summaries import FANOUT, LEVELS, Extremes
+
+    rows: list[tuple[int, int, Any]] = []
+    level: dict[int, Extremes] = {}
+    for bucket in range(0, points // FANOUT + 1):
+        steps = range(max(1, bucket * FANOUT), min(points, bucket * FANOUT + FANOUT - 1) + 1)
+        if steps:
+            level[bucket] = Extremes.of_points([(s, point_value(s)) for s in steps])
+    for n in range(LEVELS):
+        if n:
+            children: dict[int, list[Extremes]] = {}
+            for bucket, e in level.items():  # ascending, so each parent's parts are in step order
+                children.setdefault(bucket // FANOUT, []).append(e)
+            level = {bucket: Extremes.of_parts(parts) for bucket, parts in children.items()}
+        rows += [(n, bucket, e) for bucket, e in level.items()]
+    return rows
+
+
+def fill_series_bulk_sqlite(database: Path | str, run_id: int, keys: list[str], points: int) -> None:
+    """The rows ``fill_series_through_writer`` leaves, written straight into the SQLite file.
+
+    Points, their seqs (key after key, as that writer hands them out), the keys and the
+    min/max summaries, equal row for row (tests/metrics/test_run_page_fixture.py holds the
+    two to it on a small run). The first key's points come from a recursive CTE, the other
+    keys' are copied from it inside SQLite with their own key and seqs; the summaries are
+    computed once (``series_summaries``) and copied the same way. The tables' indexes are
+    dropped first and built once at the end (a sort each, instead of a B-tree insert per row),
+    with no journal and no syncs: about 200 times faster than the writer. A fill cut short
+    leaves a broken file; the caller fills into a folder it renames only once this returns.
+    """
+    import sqlite3
+
+    point_table, summary_table, key_table = (
+        "metrics_metricpoint",
+        "metrics_metricsummary",
+        "metrics_metrickey",
+    )
+    db = sqlite3.connect(str(database), isolation_level=None)
+    try:
+        for pragma in (
+            "journal_mode=OFF",
+            "synchronous=OFF",
+            "foreign_keys=OFF",
+            "cache_size=-1000000",  # 1 GB: the index sorts run mostly in memory
+            "temp_store=MEMORY",  # the one key's tables; the index sorts spill to files anyway
+            "threads=2",
+        ):
+            db.execute(f"PRAGMA {pragma}")
+        tables = (point_table, summary_table)
+        indexes = db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+            f"AND tbl_name IN ({', '.join('?' * len(tables))})",
+            tables,
+        ).fetchall()
+        for name, _ in indexes:
+            db.execute(f'DROP INDEX "{name}"')
+        # One key's series and summaries in temporary tables (memory), copied into the real
+        # ones once per key: with the indexes dropped, a copy from the real tables would scan them.
+        db.execute("CREATE TEMP TABLE series (n INTEGER PRIMARY KEY, value REAL, time REAL)")
+        db.execute(
+            "INSERT INTO series (n, value, time) "
+            f"WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ?) "
+            f"SELECT n, {POINT_VALUE_SQL}, ? + n FROM s",
+            (points, FILL_EPOCH),
+        )
+        summary_columns = (
+            "level, bucket, count, first_step, last_step, min_step, min_value, max_step, max_value"
+        )
+        db.execute(f"CREATE TEMP TABLE summaries (id INTEGER PRIMARY KEY, {summary_columns})")
+        db.executemany(
+            f"INSERT INTO summaries ({summary_columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (level, bucket, e.count, e.first_step, e.last_step, e.min_step, e.min_value)
+                + (e.max_step, e.max_value)
+                for level, bucket, e in series_summaries(points)
+            ],
+        )
+        for i, key in enumerate(keys):
+            db.execute("BEGIN")
+            db.execute(
+                f"INSERT INTO {point_table} (run_id, key, step, value, time, seq) "
+                "SELECT ?, ?, n, value, time, n + ? FROM series ORDER BY n",
+                (run_id, key, i * points),
+            )
+            db.execute(
+                f"INSERT INTO {summary_table} (run_id, key, {summary_columns}) "
+                f"SELECT ?, ?, {summary_columns} FROM summaries ORDER BY id",
+                (run_id, key),
+            )
+            db.execute("COMMIT")
+        db.execute("DROP TABLE series")
+        db.execute("DROP TABLE summaries")
+        db.executemany(
+            f"INSERT INTO {key_table} (run_id, key) VALUES (?, ?)", [(run_id, key) for key in keys]
+        )
+        for _, sql in indexes:
+            db.execute(sql)
+        db.execute("PRAGMA journal_mode=WAL")  # as webapp.env opens it
+    finally:
+        db.close()
+
+
+def fill_series_copies(run_id: int, keys: list[str], points: int) -> None:
+    """The same rows on any database (PostgreSQL): the first key through the writer, the others
+    copied from it by ``INSERT ... SELECT`` with their own key and seqs (its summaries alike)."""
     from django.db import connection, transaction
 
     from webapp.metrics.models import MetricKey, MetricPoint, MetricSummary
-    from webapp.metrics.services import Point, write_points
 
     first = keys[0]
-    t0 = time.time() - points
-    for lo in range(1, points + 1, CHUNK_STEPS):
-        steps = range(lo, min(points, lo + CHUNK_STEPS - 1) + 1)
-        # A falling curve with a spike every ~100k steps (the spikes the min/max summaries keep).
-        write_points(
-            run_id,
-            [Point(first, s, 1.0 + 4.0 / s + (5.0 if s % 99_991 == 0 else 0.0), t0 + s) for s in steps],
-        )
+    fill_series_through_writer(run_id, [first], points)
     q = connection.ops.quote_name
     point_columns = ["run_id", "key", "step", "value", "time", "seq"]
     summary_columns = [f.column for f in MetricSummary._meta.concrete_fields if f.column != "id"]
@@ -153,6 +279,7 @@ def setup_role(keys: int, points: int) -> None:
 
     django.setup()
     from django.core.management import call_command
+    from django.db import connection
     from django.test import Client
 
     from modelcore.config import resolve
@@ -177,7 +304,12 @@ def setup_role(keys: int, points: int) -> None:
             step=points,
         )
         started = time.monotonic()
-        fill_series(run.id, key_names(keys), points)
+        if connection.vendor == "sqlite":
+            database = connection.settings_dict["NAME"]
+            connection.close()  # the bulk fill writes the file through its own connection
+            fill_series_bulk_sqlite(database, run.id, key_names(keys), points)
+        else:
+            fill_series_copies(run.id, key_names(keys), points)
         fill = time.monotonic() - started
     from django.contrib.auth import get_user_model
 
@@ -273,18 +405,21 @@ def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
         else:
             # The embedded database is kept under /tmp between runs: filling 200 keys x 1M points
             # takes long. A fill cut short leaves only the ".partial" folder, started again next time.
-            data_dir = cached_data_dir(args.keys, args.points)
+            data_dir = cached_data_dir(args.keys, args.points, args.cache_dir)
             if not data_dir.exists():
                 partial = data_dir.with_name(data_dir.name + ".partial")
                 shutil.rmtree(partial, ignore_errors=True)
                 partial.mkdir(parents=True)
+                _check_room(partial, args.keys * args.points)
                 filled = _setup(args, server_env(partial))
                 partial.rename(data_dir)
         env = server_env(data_dir, database_url)
         made = _setup(args, env)  # fills a new PostgreSQL database; on a filled one, only a fresh session
         filled = filled or (made if made["fill_seconds"] else None)
-        with web_server(env) as server:
-            page = measure_page(server.base_url, made["session"], made["run"], args.loads)
+        page: dict[str, Any] = {}
+        if not args.fill_only:
+            with web_server(env) as server:
+                page = measure_page(server.base_url, made["session"], made["run"], args.loads)
         database_bytes = sum(f.stat().st_size for f in data_dir.glob("runwright.sqlite3*"))
     return {
         "keys": args.keys,
@@ -296,6 +431,21 @@ def run(args: argparse.Namespace, database_url: str) -> dict[str, Any]:
         **page,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+BYTES_PER_POINT = 125  # measured: 108 a point with its indexes, summaries and the index sorts' room
+
+
+def _check_room(folder: Path, points: int) -> None:
+    """Refuse a fill that would not fit on the disk, saying what would."""
+    free = shutil.disk_usage(folder).free
+    needed = points * BYTES_PER_POINT
+    if needed > free:
+        raise SystemExit(
+            f"the fill needs about {needed / 1e9:.0f} GB and {folder} has {free / 1e9:.0f} GB free: "
+            f"use fewer --keys or --points (at most about {free // BYTES_PER_POINT:,} points in all), "
+            "or another --cache-dir"
+        )
 
 
 def _setup(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
@@ -320,6 +470,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=1_000_000, help="steps per key (default 1,000,000)")
     parser.add_argument("--loads", type=int, default=5, help="timed page loads (default 5)")
     parser.add_argument("--database-url", default="", help="a PostgreSQL server; default: embedded SQLite")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=CACHE_ROOT,
+        help=f"where filled SQLite databases are kept between runs (default {CACHE_ROOT})",
+    )
+    parser.add_argument(
+        "--fill-only", action="store_true", help="fill (or find) the cached database, print its shape, stop"
+    )
     parser.add_argument("--role", choices=("setup",), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.keys < 1 or args.points < 1 or args.loads < 1:
