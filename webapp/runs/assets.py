@@ -14,6 +14,7 @@ is what nearly every browser asks for.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import re
 from functools import cache
 from pathlib import Path
@@ -55,10 +56,17 @@ def plotly_version(bundle: Bundle) -> str:
     return found.group(1)
 
 
+@cache
+def plotly_digest(bundle: Bundle) -> str:
+    """A digest of the bundle's bytes: its URL changes whenever the file does."""
+    return hashlib.sha256(_plotly_bytes(bundle)[0]).hexdigest()[:16]
+
+
 def plotly_js_url(bundle: Bundle = "basic") -> str:
-    """The bundle's URL, its version in the query so browsers may keep it for long."""
+    """The bundle's URL, its version and a digest of its bytes in the query: a browser keeps
+    it for good (``immutable``), and a changed file comes under a new URL."""
     name = "plotly_basic_js" if bundle == "basic" else "plotly_js"
-    return f"{reverse(name)}?v={plotly_version(bundle)}"
+    return f"{reverse(name)}?v={plotly_version(bundle)}-{plotly_digest(bundle)}"
 
 
 def _serve(request: HttpRequest, bundle: Bundle) -> HttpResponse:
@@ -69,20 +77,21 @@ def _serve(request: HttpRequest, bundle: Bundle) -> HttpResponse:
     else:
         response = HttpResponse(raw, content_type="text/javascript; charset=utf-8")
     response["Vary"] = "Accept-Encoding"
-    # The URL carries the version, so browsers may keep it for a long time.
-    response["Cache-Control"] = "public, max-age=604800"
+    # The page's URL names the bytes (plotly_js_url): a second visit neither fetches nor asks
+    # again (``immutable``: no revalidation on a reload either), for a year.
+    response["Cache-Control"] = "public, max-age=31536000, immutable"
     return response
 
 
 @require_GET
-@condition(etag_func=lambda request: f"plotly-{plotly_version('full')}")
+@condition(etag_func=lambda request: f"plotly-{plotly_digest('full')}")
 def plotly_js(request: HttpRequest) -> HttpResponse:
     """The full bundle (every trace type)."""
     return _serve(request, "full")
 
 
 @require_GET
-@condition(etag_func=lambda request: f"plotly-basic-{plotly_version('basic')}")
+@condition(etag_func=lambda request: f"plotly-basic-{plotly_digest('basic')}")
 def plotly_basic_js(request: HttpRequest) -> HttpResponse:
     """The basic partial bundle (scatter, bar, pie)."""
     return _serve(request, "basic")
