@@ -14,6 +14,10 @@ worth retrying (a lost connection, a locked database); anything else that goes
 wrong while storing a batch is narrowed down to the line that causes it, which
 is skipped the same way.
 
+A read of a busy file (up to ``READ_BYTES``) is parsed and stored in pieces of
+``PIECE_BYTES``, one transaction each, the next piece parsed while the database stores the
+points of the one before (``_NextPiece``); the caller gets them as one batch.
+
 After a batch is stored, ``announce`` publishes the live update built from the rows
 just written (``webapp.live``: the same payload a live page's stream reads from the
 database), and ``EventsWatch`` wakes the tail as soon as the trainer appends a line
@@ -28,7 +32,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,12 @@ RETRYABLE_DB_ERRORS = (OperationalError, InterfaceError)
 # How often EventsWatch looks at the file's size: a stat() is microseconds, and this is
 # the most a line waits before the tail reads it.
 WATCH_SECONDS = 0.01
+# The most one call reads (a supervisor's round stays bounded: ~150k points of a busy trainer).
+READ_BYTES = 8 * 1024 * 1024
+# A longer read is parsed and stored in pieces of about this size (~9k points), each in its
+# own transaction, the next piece parsed in a thread while the database stores the one
+# before (see ``_PiecesAhead``).
+PIECE_BYTES = 512 * 1024
 
 
 @dataclass
@@ -182,15 +192,77 @@ def ingest_new_events(run: Run, path: Path) -> Batch | None:
 
 
 def _ingest(run: Run, path: Path) -> Batch | None:
+    end = run.events_offset + READ_BYTES
+    piece = _NextPiece(path, run.events_offset, run.step, end)
+    piece()
+    done: Batch | None = None
+    while piece.read is not None:
+        read, parsed, step = piece.read, piece.parsed, piece.step
+        # Read while the database stores this one's points (when there is more to read).
+        piece = _NextPiece(path, read.offset, parsed.step if parsed.step is not None else step, end)
+        result = _store(run, read, parsed, meanwhile=piece)
+        if result is None:
+            break
+        if done is None:
+            done = result
+        else:
+            done.absorb(result)
+        if result.lost_ownership or run.events_offset != read.offset:
+            break  # not ours any more, or a line could not be stored: the rest waits
+        piece()  # when the write had no COPY to overlap it with (or failed before one)
+    if isinstance(piece.error, OSError):
+        log.warning("run %s: could not read %s; trying again next round", run.id, path, exc_info=piece.error)
+    elif piece.error is not None:
+        if done is None:
+            raise piece.error
+        log.error("run %s: could not parse events past byte %s", run.id, piece.offset, exc_info=piece.error)
+    return done
+
+
+class _NextPiece:
+    """The next piece of a read of the events file, read and parsed when called (once).
+
+    A read of a busy file is parsed and stored in pieces of ``PIECE_BYTES``, each in its own
+    transaction, and the next piece is parsed while the database stores the current one's
+    points: ``write_points`` calls this once it has sent the points' COPY, and the
+    database's work on them (the table, its four indexes, WAL: most of ingestion's time)
+    outlasts the parse, which used to follow it with the database idle. In the same
+    thread, not another: a parsing thread would hold the GIL against each of the write's
+    round trips (the interpreter hands it over every 5 ms).
+
+    Never raises (it runs inside the COPY, which an exception would abort): an ``OSError``
+    reading the file, or anything else, ends the read and is kept in ``error``; what was
+    read before it is stored as usual.
+    """
+
+    def __init__(self, path: Path, offset: int, step: int, end: int):
+        self.path, self.offset, self.step, self.end = path, offset, step, end
+        self.done = False
+        self.read: EventBatch | None = None
+        self.parsed: Batch | None = None
+        self.error: BaseException | None = None
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.offset >= self.end:
+            return
+        try:
+            read = read_events(self.path, self.offset, min(PIECE_BYTES, self.end - self.offset))
+            if read.offset == self.offset and self.end - self.offset > PIECE_BYTES:
+                # A line longer than a piece: read as one read of the rest would.
+                read = read_events(self.path, self.offset, self.end - self.offset)
+            if read.offset != self.offset:
+                self.read, self.parsed = read, parse_events(read, self.step)
+        except Exception as exc:
+            self.error = exc
+
+
+def _store(run: Run, read: EventBatch, batch: Batch, meanwhile: Callable[[], None]) -> Batch | None:
+    """Commit one read's parsed ``batch``; a failure other than the database's is narrowed to its line."""
     try:
-        read = read_events(path, run.events_offset)
-    except OSError:
-        log.warning("run %s: could not read %s; trying again next round", run.id, path, exc_info=True)
-        return None
-    if read.offset == run.events_offset:
-        return None
-    try:
-        return _commit(run, parse_events(read, run.step))
+        return _commit(run, batch, meanwhile)
     except RETRYABLE_DB_ERRORS:
         raise
     except Exception:
@@ -222,7 +294,7 @@ def _cyclic_gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _commit(run: Run, batch: Batch) -> Batch:
+def _commit(run: Run, batch: Batch, meanwhile: Callable[[], None] | None = None) -> Batch:
     if batch.bad_lines:
         log.warning("run %s: skipped %d bad event line(s)", run.id, batch.skipped)
     progress = transitions.Progress(
@@ -238,7 +310,7 @@ def _commit(run: Run, batch: Batch) -> Batch:
             batch.lost_ownership = True
             return batch
         # record_progress's update holds the run's row: the points need not lock it again.
-        written = write_points(run.id, batch.points, run_locked=True)
+        written = write_points(run.id, batch.points, run_locked=True, meanwhile=meanwhile)
         logs_after = live.last_log_id(run.id) if batch.logs else None
         transitions.record_logs(run.id, batch.logs)
         transitions.record_checkpoints(run.id, batch.checkpoints)

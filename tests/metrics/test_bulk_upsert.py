@@ -157,3 +157,27 @@ def test_ties_and_signed_zeros_in_one_write_keep_the_earliest_step_as_the_refere
         upsert_points_reference(twin.id, batch)
     ours, reference = _rows(run), _rows(twin)
     assert ours["summaries"] == reference["summaries"] and len(ours["summaries"]) > 16
+
+
+def test_meanwhile_runs_once_while_the_points_copy_is_still_open_on_postgresql(run):
+    """Ingestion parses its next piece in ``meanwhile``: inside the COPY (the database still
+    storing the rows), exactly once; SQLite has no COPY to overlap, so the caller runs it."""
+    seen: list[object] = []
+
+    def meanwhile() -> None:
+        seen.append(
+            connection.connection.pgconn.transaction_status if connection.vendor == "postgresql" else None
+        )
+
+    points = [Point("train/loss", step, step / 10, 0.0) for step in range(3000)]
+    write_points(run.id, points, meanwhile=meanwhile)
+    if connection.vendor == "postgresql":
+        from psycopg.pq import TransactionStatus
+
+        assert seen == [TransactionStatus.ACTIVE]  # a statement (the COPY) in progress
+    else:
+        assert seen == []
+    assert MetricPoint.objects.filter(run=run).count() == 3000
+    seen.clear()
+    write_points(run.id, points[:10], meanwhile=meanwhile)  # every point replaces one: no COPY of new rows
+    assert seen == []

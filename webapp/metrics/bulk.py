@@ -16,31 +16,43 @@ temporary table of the session and upserted from it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import connection
 from django.db.models import Model
+from psycopg.copy import LibpqWriter
 
 # Up to this many rows an upsert is one INSERT ... VALUES: a batch's keys, the few summary
 # rows it changes beside the new ones, the points a resumed attempt re-logs one at a time.
 SMALL = 200
 
 
-def insert_rows(model: type[Model], fields: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Add ``rows`` (tuples in ``fields`` order), none of which may exist yet."""
+def insert_rows(
+    model: type[Model],
+    fields: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    meanwhile: Callable[[], None] | None = None,
+) -> bool:
+    """Add ``rows`` (tuples in ``fields`` order), none of which may exist yet.
+
+    ``meanwhile``: called (on PostgreSQL, with rows) once the rows are sent, while the
+    database is still storing them: the client's next work overlaps the database's. Returns
+    whether it was called.
+    """
     if not rows:
-        return
+        return False
     meta = model._meta
     quote = connection.ops.quote_name
     names = ", ".join(quote(meta.get_field(name).column) for name in fields)
     table = quote(meta.db_table)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            _copy(cursor, f"COPY {table} ({names}) FROM STDIN", _types(model, fields), rows)
-        else:
-            marks = ", ".join(["%s"] * len(fields))
-            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+            _copy(cursor, f"COPY {table} ({names}) FROM STDIN", _types(model, fields), rows, meanwhile)
+            return meanwhile is not None
+        marks = ", ".join(["%s"] * len(fields))
+        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+        return False
 
 
 def upsert_rows(
@@ -101,10 +113,22 @@ def _types(model: type[Model], fields: Sequence[str]) -> list[str]:
     return [model._meta.get_field(name).db_type(connection).split("(")[0] for name in fields]
 
 
-def _copy(cursor: Any, statement: str, types: list[str], rows: Sequence[Sequence[object]]) -> None:
+def _copy(
+    cursor: Any,
+    statement: str,
+    types: list[str],
+    rows: Sequence[Sequence[object]],
+    meanwhile: Callable[[], None] | None = None,
+) -> None:
     # psycopg's cursor under Django's: its errors are wrapped as Django's own are (a lost
     # connection an OperationalError, which ingestion retries; a refused row an IntegrityError).
-    with connection.wrap_database_errors, cursor.cursor.copy(statement + " (FORMAT BINARY)") as copy:
+    raw = cursor.cursor
+    # Each block sent as soon as it is packed (not held until a megabyte is), so the
+    # database has every row but the last block's when ``meanwhile`` runs.
+    writer = LibpqWriter(raw, flush_threshold=0) if meanwhile is not None else None
+    with connection.wrap_database_errors, raw.copy(statement + " (FORMAT BINARY)", writer=writer) as copy:
         copy.set_types(types)
         for row in rows:
             copy.write_row(row)
+        if meanwhile is not None:
+            meanwhile()

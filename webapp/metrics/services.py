@@ -8,7 +8,7 @@ numbers the rows it writes (``MetricPoint.seq``) in the run's order of writes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -108,7 +108,13 @@ def upsert_points(run_id: int, points: Iterable[Point]) -> int:
     return len(write_points(run_id, points).rows)
 
 
-def write_points(run_id: int, points: Iterable[Point], *, run_locked: bool = False) -> WrittenPoints:
+def write_points(
+    run_id: int,
+    points: Iterable[Point],
+    *,
+    run_locked: bool = False,
+    meanwhile: Callable[[], None] | None = None,
+) -> WrittenPoints:
     """Insert or replace points; returns the distinct (key, step) rows written, with their seqs.
 
     Within one call the last point for a (key, step) wins, as it would across
@@ -126,6 +132,10 @@ def write_points(run_id: int, points: Iterable[Point], *, run_locked: bool = Fal
     updates the run's event offset first, which locks it), so the lock is not taken again.
     Inside a caller's transaction no savepoint is made either: an error here leaves that
     transaction to be rolled back whole, which is what every caller does with one.
+
+    ``meanwhile`` is called at most once, while the database stores the new points (on
+    PostgreSQL, once their COPY is sent): ingestion parses its next piece of events there.
+    It must not raise. Not called (no new points, SQLite), it is the caller's to call.
     """
     latest = points.latest if isinstance(points, LatestPoints) else _latest(points)
     if not latest:
@@ -152,7 +162,7 @@ def write_points(run_id: int, points: Iterable[Point], *, run_locked: bool = Fal
             new = [row for row in rows if (row[1], row[2]) not in again]
             replaced = [row for row in rows if (row[1], row[2]) in again]
         fields = ("run", "key", "step", "value", "time", "seq")
-        insert_rows(MetricPoint, fields, new)
+        insert_rows(MetricPoint, fields, new, meanwhile)
         upsert_rows(
             MetricPoint, fields, replaced, unique=("run", "key", "step"), update=("value", "time", "seq")
         )
