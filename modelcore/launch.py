@@ -114,8 +114,22 @@ def launch_command(
     return argv, env
 
 
+TRAIN_MODULE = "modelcore.train"
+
+
 def _train_args(run_dir: Path) -> list[str]:
-    return ["-m", "modelcore.train", "--run-dir", str(Path(run_dir).resolve())]
+    return ["-m", TRAIN_MODULE, "--run-dir", str(Path(run_dir).resolve())]
+
+
+def holds_sigterm(argv: list[str]) -> bool:
+    """Whether ``argv`` may be started with SIGTERM blocked: it runs the trainer, directly or through a launcher.
+
+    ``modelcore.train`` unblocks SIGTERM once its stop handler is set, and the ranks of a
+    launcher inherit its blocked mask, so a cancel that comes while they start waits for the
+    handler instead of killing them. The launcher itself keeps it blocked: a stop signals the
+    ranks, never a launcher that has them (``workers.jobs``).
+    """
+    return any(a == "-m" and b == TRAIN_MODULE for a, b in zip(argv, argv[1:], strict=False))
 
 
 def _rank_env(config: RunConfig, gpus: int, local_processes: int) -> dict[str, str]:

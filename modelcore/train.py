@@ -121,7 +121,22 @@ def install_stop_handlers() -> StopRequested:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    # A worker starts the trainer (and its launcher, whose ranks inherit the mask) with SIGTERM
+    # blocked (``modelcore.launch.holds_sigterm``): a cancel that came before this handler
+    # existed waited, pending, instead of killing the rank with -15, and reaches it now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     return stop
+
+
+def ignore_late_sigterm() -> None:
+    """Once the final status is written: a SIGTERM has nothing left to stop.
+
+    Python puts the default action back while the interpreter shuts down (torch's teardown
+    takes a while), so a SIGTERM then, from a cancel or a peer node's stop that raced the
+    end, would kill a rank that finished cleanly with -15, and torch elastic would report
+    that node as failed.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _other_rank_failures(run_dir: Path, wait_s: float = 1.0) -> str:
@@ -180,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         _shutdown_distributed()
         if events is not None:
             events.close()
+        ignore_late_sigterm()
     return code
 
 

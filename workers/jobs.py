@@ -20,7 +20,9 @@ The guarantees, for every kind of job:
 - A stop (cancel, worker shutdown, time limit, the job lost) sends SIGTERM to the
   ranks, the tagged session leaders, or to the leader's group where there are none;
   not to a launcher with ranks: torch elastic would kill them 30 s after its own
-  SIGTERM, mid-checkpoint. After ``kill_after`` seconds, SIGKILL to all of them.
+  SIGTERM, mid-checkpoint. After ``kill_after`` seconds, SIGKILL to all of them. An engine
+  that handles SIGTERM is started with it blocked (``Launch.hold_sigterm``), ranks included,
+  until its handler is set: a stop while it starts is a clean stop, never a death by signal.
 - A database that breaks mid-job never stops the job: a round that fails is retried
   next round, and the final status is retried (``retry_db``) before it is left to the
   sweep of silent jobs, which marks the job from its stale heartbeat.
@@ -141,6 +143,9 @@ class Launch:
     log_path: Path
     header: str = ""  # written to the log before the job's output; with it, the log is appended to
     env_defaults: dict[str, str] = field(default_factory=dict)  # under the worker's own environment
+    # Start it with SIGTERM blocked: its engine unblocks it once its stop handler is set
+    # (``modelcore.launch.holds_sigterm``), so a stop that comes while it starts is never fatal.
+    hold_sigterm: bool = False
 
 
 class JobHandle(ABC):
@@ -218,7 +223,7 @@ class JobProcess(JobHandle):
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent_preexec(),
+                preexec_fn=_child_preexec(hold_sigterm=launch.hold_sigterm),
             )
         job_processes.record_job(self.tag, self.proc.pid, description)
         return self.proc.pid
@@ -517,6 +522,26 @@ class JobRunner(ABC):
             and not getattr(previous, "__module__", "").startswith("billiard")
         ):
             previous(signal.SIGTERM, None)
+
+
+def _child_preexec(*, hold_sigterm: bool) -> Callable[[], None] | None:
+    """The job's ``preexec_fn``: it dies with this thread, and with ``hold_sigterm`` starts with SIGTERM blocked.
+
+    A blocked mask survives ``exec`` and is inherited by every process the job starts: a
+    launcher's ranks start with it too. A SIGTERM sent before a rank's handler exists stays
+    pending until the rank unblocks it (``modelcore.train``), where it would otherwise kill
+    the rank (exit -15) before it could checkpoint or report.
+    """
+    die = die_with_parent_preexec()
+    if not hold_sigterm:
+        return die
+
+    def preexec() -> None:
+        if die is not None:
+            die()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    return preexec
 
 
 def _session_leader(pid: int) -> bool:

@@ -27,7 +27,7 @@ from celery import shared_task
 from django.conf import settings
 
 from modelcore.config import ConfigError, RunConfig
-from modelcore.launch import node_command, processes_per_node
+from modelcore.launch import holds_sigterm, node_command, processes_per_node
 from webapp.fleet import shares
 from webapp.fleet.models import ShareState
 from webapp.runs.models import SUPERVISED_STATUSES, Run
@@ -100,6 +100,7 @@ class ShareSupervisor(JobRunner):
             cwd=self.run.run_dir,
             log_path=self.run.run_dir / share_log_name(self.node_rank),
             header=header,
+            hold_sigterm=holds_sigterm(argv),
         )
 
     # --- each round ------------------------------------------------------------

@@ -29,7 +29,7 @@ from django.conf import settings
 from modelcore.checkpoint_layout import CHECKPOINTS_DIR, list_checkpoints
 from modelcore.config import ConfigError, RunConfig, TrainConfig
 from modelcore.events import EVENTS_FILE
-from modelcore.launch import launch_command
+from modelcore.launch import holds_sigterm, launch_command
 from webapp.runs import config_paths, transitions
 from webapp.runs.models import SUPERVISED_STATUSES, Run, RunStatus
 from webapp.runs.services import recover_lost_run
@@ -162,7 +162,14 @@ class Supervisor(JobRunner):
         else:
             argv, extra_env = self.command(self.config, self.run_dir)
         header = f"--- attempt {self.run.attempt}: {' '.join(argv)}\n"
-        return Launch(argv, extra_env, cwd=self.run_dir, log_path=self.run_dir / LAUNCHER_LOG, header=header)
+        return Launch(
+            argv,
+            extra_env,
+            cwd=self.run_dir,
+            log_path=self.run_dir / LAUNCHER_LOG,
+            header=header,
+            hold_sigterm=holds_sigterm(argv),
+        )
 
     def started(self, pid: int) -> None:
         if isinstance(self.process, slurm.SlurmJob):
