@@ -37,8 +37,8 @@ def insert_rows(
     """Add ``rows`` (tuples in ``fields`` order), none of which may exist yet.
 
     ``meanwhile``: called (on PostgreSQL, with rows) once the rows are sent, while the
-    database is still storing them: the client's next work overlaps the database's. Returns
-    whether it was called.
+    database is still storing them: the client's next work overlaps the database's. Should
+    it raise, the COPY is abandoned and the exception raised. Returns whether it was called.
     """
     if not rows:
         return False

@@ -18,7 +18,7 @@ from django.db.models import F, Max
 from webapp.alerts.services import check_points
 from webapp.metrics.bulk import insert_rows, upsert_rows
 from webapp.metrics.models import MetricKey, MetricPoint, MetricSummary
-from webapp.metrics.summaries import LEVELS, SummaryStore
+from webapp.metrics.summaries import LEVELS, SummaryRows, SummaryStore
 from webapp.runs.models import Run
 
 BATCH_SIZE = 2000
@@ -150,7 +150,7 @@ def write_points(
     with transaction.atomic(savepoint=False):
         first = _next_seq(run_id, lock=not run_locked)  # from here on, no other writer of the run adds rows
         stored = store.stored_beside(run_id, written)
-        summaries = store.recompute(run_id, written, stored)
+        beside = store.rows_beside(run_id, written)
         rows = [
             (run_id, key, step, value, t, seq)
             for seq, ((key, step), (value, t)) in enumerate(latest.items(), first)
@@ -162,7 +162,17 @@ def write_points(
             new = [row for row in rows if (row[1], row[2]) not in again]
             replaced = [row for row in rows if (row[1], row[2]) in again]
         fields = ("run", "key", "step", "value", "time", "seq")
-        insert_rows(MetricPoint, fields, new, meanwhile)
+        recomputed: list[SummaryRows] = []
+
+        def while_copying() -> None:
+            # In memory only (what it reads was read above): overlaps the database's COPY.
+            recomputed.append(store.recompute(run_id, written, stored, beside))
+            if meanwhile is not None:
+                meanwhile()
+
+        if not insert_rows(MetricPoint, fields, new, while_copying):
+            recomputed.append(store.recompute(run_id, written, stored, beside))
+        [summaries] = recomputed
         upsert_rows(
             MetricPoint, fields, replaced, unique=("run", "key", "step"), update=("value", "time", "seq")
         )

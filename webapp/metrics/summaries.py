@@ -144,23 +144,35 @@ class SummaryStore:
             out.setdefault(key, {})[step] = value
         return out
 
+    def rows_beside(self, run_id: int, written: Mapping[str, Mapping[int, float | None]]) -> RowsBeside:
+        """The stored summary rows that recomputing ``written``'s buckets needs: read them
+        before ``recompute``, which is then all in memory (ingestion runs it while the
+        database stores the points)."""
+        touched = {
+            key: _touched_above(sorted({s // FANOUT for s in values})) for key, values in written.items()
+        }
+        return RowsBeside(touched, self._stored_rows(run_id, touched))
+
     def recompute(
         self,
         run_id: int,
         written: Mapping[str, Mapping[int, float | None]],
         stored: Mapping[str, Mapping[int, float | None]],
+        beside: RowsBeside | None = None,
     ) -> SummaryRows:
         """The summary rows of every bucket holding a step of ``written``, computed in memory.
 
-        ``written`` is step -> value per key (None for NaN/inf) about to be stored, and
-        ``stored`` what ``stored_beside`` read; call it in the transaction that stores them.
-        A stored point at a written step is the value being replaced and is left out.
+        ``written`` is step -> value per key (None for NaN/inf) about to be stored, ``stored``
+        what ``stored_beside`` read and ``beside`` what ``rows_beside`` read (read here when not
+        given); call it in the transaction that stores them. A stored point at a written step
+        is the value being replaced and is left out.
         """
-        level0 = {key: _fold_points(values, stored.get(key, {})) for key, values in written.items()}
-        touched = {key: _touched_above(list(buckets)) for key, buckets in level0.items()}
-        rows = self._stored_rows(run_id, touched)
+        if beside is None:
+            beside = self.rows_beside(run_id, written)
+        touched, rows = beside.touched, beside.rows
         out = SummaryRows([], [])
-        for key, new in level0.items():
+        for key, values in written.items():
+            new = _fold_points(values, stored.get(key, {}))
             levels = touched[key]
             for level in range(LEVELS):
                 if level:
@@ -314,6 +326,15 @@ def _merge(out: dict[int, Extremes], bucket: int, e: Extremes) -> None:
         out[bucket].add(e)
     else:
         out[bucket] = e
+
+
+@dataclass(slots=True)
+class RowsBeside:
+    """What ``SummaryStore.rows_beside`` read: per key the touched buckets of each level, and
+    per (key, level) the stored rows ``recompute`` combines with the new ones."""
+
+    touched: dict[str, list[list[int]]]
+    rows: dict[tuple[str, int], dict[int, Extremes]]
 
 
 @dataclass(slots=True)
