@@ -141,3 +141,66 @@ def test_the_fleet_page_names_its_stream_and_its_json_is_the_streamed_state(clie
     bad = client.get("/fleet/data?hours=99")
     assert bad.status_code == 400 and "hours" in bad.json()["errors"]
     assert client.get("/fleet/stream?hours=x").status_code == 400
+
+
+def gpu_run(project, name: str) -> Run:
+    config = preset("tiny-cpu").to_dict()
+    config["parallel"].update(num_processes=1, device="auto")
+    return Run.objects.create(project=project, name=name, preset="tiny-cpu", config=config)
+
+
+class FleetMessages:
+    """What is said on the ``fleet`` channel (Redis's channels span its databases: other processes may talk too)."""
+
+    def __init__(self) -> None:
+        self.client = redis.Redis.from_url(settings.REDIS_URL)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(FLEET_CHANNEL)
+        self.pubsub.get_message(timeout=1.0)  # the subscription's confirmation
+
+    def wait_for(self, message: dict, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.pubsub.get_message(timeout=0.1)
+            if got and json.loads(got["data"]) == message:
+                return
+        raise AssertionError(f"nothing said {message} on {FLEET_CHANNEL}")
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.client.close()
+
+
+@needs_redis
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_with_redis_a_placement_and_its_release_push_the_hosts_gpus(bob, project):
+    """No host beats here and the idle read is a minute away: the page hears the scheduler itself."""
+    from workers import scheduler  # the scheduler's pass, as a worker runs it
+
+    services.register_host(name="gpu-1@node", queue="host.gpu-1", gpus=h100(1))
+    run = gpu_run(project, "placed-run")
+    said = FleetMessages()
+
+    def place() -> None:
+        deadline = time.monotonic() + 10
+        while not subscribed():
+            assert time.monotonic() < deadline, "the stream never subscribed"
+            time.sleep(0.02)
+        assert [run_id for run_id, _ in scheduler.schedule().placed] == [run.pk]
+        said.wait_for({"runs": [run.pk]})
+
+    def release() -> None:
+        Run.objects.filter(pk=run.pk).update(status="cancelled")  # a run that ended before it started
+        assert scheduler.schedule().released == [run.pk]
+        said.wait_for({"runs": [run.pk]})
+
+    try:
+        started = time.monotonic()
+        first, placed, released = follow(bob, [place, release], idle_seconds=60, min_interval=0.0)
+    finally:
+        said.close()
+    assert time.monotonic() - started < 30
+    assert "placed-run" not in first["hosts_html"]
+    assert "placed-run" in placed["hosts_html"] and "1 / 1 GPUs" in placed["hosts_html"], placed["hosts_html"]
+    assert "placed-run" not in released["hosts_html"] and "0 / 1 GPUs" in released["hosts_html"]

@@ -35,6 +35,7 @@ from webapp.fleet.models import (
     ShareState,
     TeamQuota,
 )
+from webapp.fleet.stream import announce_placements_after_commit
 from webapp.input_errors import InputError
 from webapp.runs.models import Run, RunSource, RunStatus
 from webapp.whole_numbers import parse_whole_number
@@ -170,6 +171,7 @@ def enter_queue(limit: int = 5000, lost_after: dt.timedelta | None = None) -> in
         )
     Placement.objects.bulk_create(entries, ignore_conflicts=True)
     _mark_avoided({pk: hosts for pk, hosts in avoid.items() if Placement.objects.filter(pk=pk).exists()})
+    announce_placements_after_commit([e.run_id for e in entries])
     return len(entries)
 
 
@@ -194,6 +196,7 @@ def release(run_id: int) -> bool:
             return False
         if entry["host_id"] is not None:
             _give_back(run_id, entry["host_id"], entry["team_id"], entry["count"], entry["nodes"])
+        announce_placements_after_commit([run_id])
     return True
 
 
@@ -220,6 +223,7 @@ def unplace(run_id: int, host_id: int) -> bool:
             return False
         _give_back(run_id, host_id, row["team_id"], row["count"], row["nodes"])
         NodeShare.objects.filter(placement_id=run_id).delete()
+        announce_placements_after_commit([run_id])
     return True
 
 
@@ -246,6 +250,7 @@ def unplace_lost_nodes(run_id: int, host_ids: Iterable[int]) -> bool:
         _give_back(run_id, row["host_id"], row["team_id"], row["count"], row["nodes"])
         NodeShare.objects.filter(placement_id=run_id).delete()
         _mark_avoided({run_id: hosts})
+        announce_placements_after_commit([run_id])
     return True
 
 
@@ -320,6 +325,7 @@ def place(
             NodeShare(placement_id=run_id, node_rank=rank, host_id=pk)
             for rank, (pk, _) in enumerate(more_hosts, start=1)
         )
+        announce_placements_after_commit([run_id])  # the Fleet page shows it on its hosts now
     return Outcome.PLACED
 
 
@@ -331,6 +337,7 @@ def note_waiting(notes: Iterable[tuple[int, str]]) -> None:
         Placement(run_id=pk, reason=reason) for pk, reason in reasons.items() if current.get(pk) != reason
     ]
     Placement.objects.bulk_update(changed, ["reason"], batch_size=500)
+    announce_placements_after_commit([entry.run_id for entry in changed])  # the queue shows why each waits
 
 
 # --- quotas --------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The Fleet page's live updates: hosts, GPUs, the queue and utilisation as a person sees them.
 
-Each heartbeat of a host (``workers.fleet``, which also reads who holds each GPU's lease) and
-each registration or clean shutdown announce on the ``fleet`` channel (``announce_fleet_change``);
-the page's stream (``webapp.state_stream``) reads the fleet again then, and every
-``IDLE_SECONDS`` besides (placements the scheduler writes between beats). The state is the
+Each heartbeat of a host (``workers.fleet``, which also reads who holds each GPU's lease), each
+registration or clean shutdown, and each placement change (``webapp.fleet.services``: a run
+placed, its GPUs given back, a run taken off its hosts, runs entering the queue) announce on the
+``fleet`` channel (``announce_fleet_change``); the page's stream (``webapp.state_stream``) reads
+the fleet again then, and every ``IDLE_SECONDS`` besides (a message lost to a Redis hiccup). The state is the
 page's own sections rendered by their templates, and the charts' data, so the page swaps them
 in as they are; it polls ``fleet:data`` (the same state) where a stream cannot be held.
 """
@@ -14,6 +15,7 @@ import logging
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
@@ -28,21 +30,29 @@ log = logging.getLogger(__name__)
 
 FLEET_CHANNEL = "fleet"
 CHART_HOURS = (1, 6, 24)
-# Placements and releases announce nothing of their own: the stream looks this often anyway.
+# Every write announces itself; this read only covers a message lost to a Redis hiccup.
 IDLE_SECONDS = 5.0
 
 
-def announce_fleet_change(host: str) -> None:
-    """Say on the ``fleet`` channel that ``host`` beat, registered or left (committed already).
+def announce_fleet_change(host: str = "", *, runs: list[int] | None = None) -> None:
+    """Say on the ``fleet`` channel that ``host`` beat, registered or left, or that ``runs``' placements
+    changed (committed already).
 
     A Redis outage is logged only: the page's stream also reads the fleet when idle.
     """
     if not live.enabled():
         return
+    message: dict[str, Any] = {"host": host} if host else {"runs": runs or []}
     try:
-        live.publish_to(FLEET_CHANNEL, {"host": host})
+        live.publish_to(FLEET_CHANNEL, message)
     except Exception:
-        log.warning("could not announce a change of host %s", host, exc_info=True)
+        log.warning("could not announce a fleet change %s", message, exc_info=True)
+
+
+def announce_placements_after_commit(run_ids: list[int]) -> None:
+    """``announce_fleet_change`` for these runs' placements once the caller's transaction commits."""
+    if run_ids and live.enabled():
+        transaction.on_commit(lambda: announce_fleet_change(runs=list(run_ids)))
 
 
 def chart_hours(raw: str | None) -> int:
