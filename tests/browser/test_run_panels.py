@@ -6,6 +6,7 @@ import csv
 import io
 import math
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from browser_support import log_in
@@ -229,6 +230,36 @@ def test_a_panels_controls_are_built_near_the_screen_and_its_saved_view_holds(
         "() => document.getElementById('chart-train-loss')._fullLayout.yaxis.type === 'log'"
     )
     expect(page.get_by_label("Log scale of train/loss")).to_be_checked()
+    assert js_errors == []
+
+
+ON_SCREEN_PANELS = """() => Array.from(document.querySelectorAll('.panel:not([hidden])')).filter((p) => {
+  const r = p.getBoundingClientRect(); return r.top < innerHeight && r.bottom > 0;
+}).map((p) => [p.dataset.panel, (p.querySelector('.chart').data || []).map((t) => t.name)])"""
+
+
+def test_the_first_screens_panels_share_one_read_and_each_draws_its_own_lines(
+    run_with_groups, start_servers, chromium
+):
+    """The server answers a page's requests one at a time: the first screen is one request."""
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    reads: list[list[str]] = []
+    page.on(
+        "request",
+        lambda r: reads.append(parse_qs(urlsplit(r.url).query)["key"]) if "/series" in r.url else None,
+    )
+    open_run(page, base, run_with_groups)
+    page.wait_for_function(f"() => ({ON_SCREEN_PANELS})().every(([id, names]) => names.length > 0)")
+    shown = page.evaluate(ON_SCREEN_PANELS)
+    assert len(shown) >= 2
+    assert sorted(reads[0]) == sorted(name for _, names in shown for name in names)
+    for panel, names in shown:  # each panel drew its own keys, none of another's
+        assert names and all(name == panel or name.startswith(panel + "/") for name in names)
+    assert not any("train/loss" in keys for keys in reads[1:])  # not read again on its own
+    lr = panel_trace(page, "chart-train-lr")
+    assert lr["n"] == "train/lr" and lr["x"][:2] == [1, 2] and lr["y"][0] == pytest.approx(1e-3 / 50)
     assert js_errors == []
 
 
