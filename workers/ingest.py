@@ -15,8 +15,8 @@ wrong while storing a batch is narrowed down to the line that causes it, which
 is skipped the same way.
 
 A read of a busy file (up to ``READ_BYTES``) is parsed and stored in pieces of
-``PIECE_BYTES``, one transaction each, the next piece parsed while the database stores the
-points of the one before (``_NextPiece``); the caller gets them as one batch.
+``PIECE_BYTES``, in its one transaction, the next piece parsed while the database stores
+the points of the one before (``_NextPiece``).
 
 After a batch is stored, ``announce`` publishes the live update built from the rows
 just written (``webapp.live``: the same payload a live page's stream reads from the
@@ -63,10 +63,9 @@ RETRYABLE_DB_ERRORS = (OperationalError, InterfaceError)
 WATCH_SECONDS = 0.01
 # The most one call reads (a supervisor's round stays bounded: ~150k points of a busy trainer).
 READ_BYTES = 8 * 1024 * 1024
-# A longer read is parsed and stored in pieces of this size (~18k points), each in its own
-# transaction, the next piece parsed while the database stores the one before
-# (``_NextPiece``). Half the size cost more (twice the round trips and commits, each a wait
-# for the database) than it overlapped.
+# A longer read is parsed and stored in pieces of this size (~18k points), the next parsed
+# while the database stores the one before (``_NextPiece``). Half the size cost more round
+# trips than it overlapped (measured with a commit a piece, since merged).
 PIECE_BYTES = 1024 * 1024
 
 
@@ -194,37 +193,71 @@ def ingest_new_events(run: Run, path: Path) -> Batch | None:
 
 def _ingest(run: Run, path: Path) -> Batch | None:
     end = run.events_offset + READ_BYTES
-    piece = _NextPiece(path, run.events_offset, run.step, end)
-    piece()
-    done: Batch | None = None
-    while piece.read is not None:
-        read, parsed, step = piece.read, piece.parsed, piece.step
-        # Read while the database stores this one's points (when there is more to read).
-        piece = _NextPiece(path, read.offset, parsed.step if parsed.step is not None else step, end)
-        result = _store(run, read, parsed, meanwhile=piece)
-        if result is None:
-            break
-        if done is None:
-            done = result
-        else:
-            done.absorb(result)
-        if result.lost_ownership or run.events_offset != read.offset:
-            break  # not ours any more, or a line could not be stored: the rest waits
-        piece()  # when the write had no COPY to overlap it with (or failed before one)
+    first = _NextPiece(path, run.events_offset, run.step, end)
+    first()
+    if first.read is None:
+        _read_failed(run, path, first, None)
+        return None
+    pieces = [first]
+
+    def next_piece() -> _NextPiece:
+        last = pieces[-1]
+        step = last.parsed.step if last.parsed.step is not None else last.step
+        pieces.append(_NextPiece(path, last.read.offset, step, end))
+        return pieces[-1]
+
+    try:
+        more = _grown_past(path, first.read.offset)  # else a live tail's few lines: one UPDATE, not two
+        done = _commit(run, first.parsed, next_piece if more else None)
+    except RETRYABLE_DB_ERRORS:
+        raise
+    except Exception:
+        log.warning(
+            "run %s: a batch of events could not be stored; storing its lines one at a time",
+            run.id,
+            exc_info=True,
+        )
+        read = _joined([piece.read for piece in pieces if piece.read is not None])
+        return _commit_line_by_line(run, read)
+    _read_failed(run, path, pieces[-1], done)
+    return done
+
+
+def _grown_past(path: Path, offset: int) -> bool:
+    try:
+        return os.stat(path).st_size > offset
+    except OSError:
+        return False
+
+
+def _read_failed(run: Run, path: Path, piece: _NextPiece, done: Batch | None) -> None:
+    """Say why ``piece`` could not be read, if it could not; raise what is not an OSError
+    when nothing was stored before it (a bug: as the reader's own exceptions always were)."""
     if isinstance(piece.error, OSError):
         log.warning("run %s: could not read %s; trying again next round", run.id, path, exc_info=piece.error)
     elif piece.error is not None:
         if done is None:
             raise piece.error
         log.error("run %s: could not parse events past byte %s", run.id, piece.offset, exc_info=piece.error)
-    return done
+
+
+def _joined(reads: list[EventBatch]) -> EventBatch:
+    """The pieces of one read as one read."""
+    if len(reads) == 1:
+        return reads[0]
+    return EventBatch(
+        [e for read in reads for e in read.events],
+        reads[-1].offset,
+        [bad for read in reads for bad in read.bad_lines],
+        [span for read in reads for span in read.spans],
+    )
 
 
 class _NextPiece:
     """The next piece of a read of the events file, read and parsed when called (once).
 
-    A read of a busy file is parsed and stored in pieces of ``PIECE_BYTES``, each in its own
-    transaction, and the next piece is parsed while the database stores the current one's
+    A read of a busy file is parsed and stored in pieces of ``PIECE_BYTES`` (in one
+    transaction), and the next piece is parsed while the database stores the current one's
     points: ``write_points`` calls this once it has sent the points' COPY, and the
     database's work on them (the table, its four indexes, WAL: most of ingestion's time)
     outlasts the parse, which used to follow it with the database idle. In the same
@@ -260,21 +293,6 @@ class _NextPiece:
             self.error = exc
 
 
-def _store(run: Run, read: EventBatch, batch: Batch, meanwhile: Callable[[], None]) -> Batch | None:
-    """Commit one read's parsed ``batch``; a failure other than the database's is narrowed to its line."""
-    try:
-        return _commit(run, batch, meanwhile)
-    except RETRYABLE_DB_ERRORS:
-        raise
-    except Exception:
-        log.warning(
-            "run %s: a batch of events could not be stored; storing its lines one at a time",
-            run.id,
-            exc_info=True,
-        )
-        return _commit_line_by_line(run, read)
-
-
 @contextlib.contextmanager
 def _cyclic_gc_paused() -> Iterator[None]:
     """Python's cycle collector off while a batch is read and stored, back on after.
@@ -295,32 +313,54 @@ def _cyclic_gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _commit(run: Run, batch: Batch, meanwhile: Callable[[], None] | None = None) -> Batch:
-    if batch.bad_lines:
-        log.warning("run %s: skipped %d bad event line(s)", run.id, batch.skipped)
-    progress = transitions.Progress(
+def _progress(run: Run, batch: Batch) -> transitions.Progress:
+    return transitions.Progress(
         offset=batch.offset,
         step=batch.step,
         last_loss=batch.last_loss,
         running=batch.running,
         sweep_id=run.sweep_id,
     )
+
+
+def _commit(run: Run, batch: Batch, next_piece: Callable[[], _NextPiece] | None = None) -> Batch:
+    """Store ``batch`` with the offset past it, in one transaction.
+
+    With ``next_piece``: ``batch`` is a read's first piece, and each piece's points are
+    stored while the next is read and parsed (``_NextPiece``), until there is none; they
+    are all stored in this transaction, and ``batch`` returned holding them all.
+    """
     with transaction.atomic():
-        if not transitions.record_progress(run.id, run.attempt, progress):
+        # The run's row is held from here on: the points need not lock it again.
+        claim = _progress(run, batch) if next_piece is None else transitions.Progress(offset=batch.offset)
+        if not transitions.record_progress(run.id, run.attempt, claim):
             transaction.set_rollback(True)
             batch.lost_ownership = True
             return batch
-        # record_progress's update holds the run's row: the points need not lock it again.
-        written = write_points(run.id, batch.points, run_locked=True, meanwhile=meanwhile)
-        logs_after = live.last_log_id(run.id) if batch.logs else None
-        transitions.record_logs(run.id, batch.logs)
-        transitions.record_checkpoints(run.id, batch.checkpoints)
-        transitions.record_samples(run.id, batch.samples)
+        written, logs_after, stored = WrittenPoints(0), None, 0
+        piece: Batch | None = batch
+        while piece is not None:
+            ahead = next_piece() if next_piece is not None else None
+            written = written.then(write_points(run.id, piece.points, run_locked=True, meanwhile=ahead))
+            if piece.logs and logs_after is None:
+                logs_after = live.last_log_id(run.id)
+            transitions.record_logs(run.id, piece.logs)
+            transitions.record_checkpoints(run.id, piece.checkpoints)
+            transitions.record_samples(run.id, piece.samples)
+            stored, piece.points = stored + len(piece.points), LatestPoints()  # let go of them now
+            if piece is not batch:
+                batch.absorb(piece)
+            if ahead is not None:
+                ahead()  # when the write had no COPY to overlap it with
+            piece = ahead.parsed if ahead is not None else None
+        if next_piece is not None:
+            transitions.record_progress(run.id, run.attempt, _progress(run, batch))
         if batch.bad_lines:
+            log.warning("run %s: skipped %d bad event line(s)", run.id, batch.skipped)
             step = batch.step if batch.step is not None else run.step
             written = written.then(_record_skipped_count(run.id, step))
         batch.live = live.rows_written(run.id, written, logs_after)
-    batch.stored_points, batch.points = len(batch.points), LatestPoints()
+    batch.stored_points = stored
     run.events_offset = batch.offset
     if batch.step is not None:
         run.step = batch.step

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from django.db import OperationalError
+
 from modelcore.events import EVENTS_FILE, EventWriter
 from webapp.metrics.models import MetricKey, MetricPoint, MetricSummary
 from webapp.runs import transitions
@@ -47,25 +50,23 @@ def test_reingesting_the_same_lines_gives_the_same_rows(run, tmp_path: Path):
 
 
 def _everything(run: Run) -> dict[str, object]:
-    """What ingestion stores for a run, as the pieces of a read must leave it: the skip count's
-    series aside (written at the step of the read that met the bad line)."""
+    """What ingestion stores for a run."""
     run.refresh_from_db()
     points, keys, summaries = _tables(run)
     return {
-        "points": [p for p in points if p[0] != SKIPPED_KEY],
+        "points": points,
         "keys": keys,
-        "summaries": [s for s in summaries if s[0] != SKIPPED_KEY],
+        "summaries": summaries,
         "logs": list(RunLog.objects.filter(run=run).order_by("seq").values_list("seq", "level", "message")),
         "checkpoints": list(run.checkpoints.order_by("step").values_list("step", "path")),
         "run": (run.events_offset, run.step, run.last_loss, run.status),
     }
 
 
-def test_a_long_read_stored_in_pieces_stores_what_one_read_does(run, tmp_path: Path, monkeypatch):
-    """A busy file's read is parsed and stored in pieces (the next parsed while the database
-    stores the one before): one call still takes it all, and leaves the rows one read would,
-    system stats placed at the step before them across a piece's edge, a bad line skipped."""
-    with EventWriter(tmp_path) as writer:
+def _busy_file(run_dir: Path) -> int:
+    """A trainer's file: metrics, a system stat after each step, logs, checkpoints, a bad line,
+    a resumed stretch; returns its size."""
+    with EventWriter(run_dir) as writer:
         writer.status("running")
         for step in range(1500):
             writer.metric(step, {"train/loss": 5.0 - step / 1000, "train/lr": 1e-3})
@@ -73,59 +74,82 @@ def test_a_long_read_stored_in_pieces_stores_what_one_read_does(run, tmp_path: P
             if step % 500 == 250:
                 writer.log(f"at {step}")
                 writer.checkpoint(step, f"ckpt-{step}")
-    path = tmp_path / EVENTS_FILE
+    path = run_dir / EVENTS_FILE
     with open(path, "ab") as f:
         f.write(b"not an event\n")
-    with EventWriter(tmp_path) as writer:
+    with EventWriter(run_dir) as writer:
         for step in range(1500, 1600):
             writer.metric(step, {"train/loss": 9.0 if step == 1555 else 1.0})
-    size = path.stat().st_size
+    return path.stat().st_size
 
-    def ingested_whole(piece_bytes: int, name: str) -> tuple[Run, list[Batch]]:
+
+def _claimed(run: Run, name: str) -> Run:
+    queued = Run.objects.create(project=run.project, name=name, config=run.config, status=RunStatus.QUEUED)
+    return transitions.claim_for_launch(queued.id, "test-worker")
+
+
+def test_a_long_read_stored_in_pieces_stores_what_one_read_does(run, tmp_path: Path, monkeypatch):
+    """A busy file's read is parsed and stored in pieces (the next parsed while the database
+    stores the one before): one call still takes it all, and leaves the rows one read would,
+    system stats placed at the step before them across a piece's edge, a bad line skipped."""
+    size = _busy_file(tmp_path)
+
+    def ingested(piece_bytes: int, name: str) -> tuple[Run, list[Batch]]:
         monkeypatch.setattr(ingest, "PIECE_BYTES", piece_bytes)
-        queued = Run.objects.create(
-            project=run.project, name=name, config=run.config, status=RunStatus.QUEUED
-        )
-        claimed = transitions.claim_for_launch(queued.id, "test-worker")
+        claimed = _claimed(run, name)
         batches = []
-        while (batch := ingest_new_events(claimed, path)) is not None:
+        while (batch := ingest_new_events(claimed, tmp_path / EVENTS_FILE)) is not None:
             batches.append(batch)
         return claimed, batches
 
-    whole, [one] = ingested_whole(size + 1, "one read")
-    pieces, [together] = ingested_whole(4096, "pieces")  # ~40 pieces, a call still takes them all
+    whole, [one] = ingested(size + 1, "one read")
+    pieces, [together] = ingested(4096, "pieces")  # ~40 pieces, a call still takes them all
     assert size > 40 * 4096
     assert _everything(pieces) == _everything(whole)
     assert together.stored_points == one.stored_points == 3100 + 1500  # metrics, system stats
     assert together.offset == one.offset == size and together.skipped == one.skipped == 1
     assert together.last_loss == one.last_loss == 1.0 and together.step == one.step == 1599
     assert together.running and len(together.checkpoints) == len(one.checkpoints) == 3
-    assert together.live is None  # several commits: live pages read them from the database
-    for claimed in (whole, pieces):
-        skipped = MetricPoint.objects.filter(run=claimed, key=SKIPPED_KEY).values_list("value", flat=True)
-        assert list(skipped) == [1.0]
-        assert MetricPoint.objects.get(run=claimed, key="train/loss", step=1555).value == 9.0
+    # One transaction: live pages get its rows as they do one read's.
+    assert sorted(together.live.points) == sorted(one.live.points) and len(one.live.points) == 4601
+    assert [log.message for log in together.live.logs] == [log.message for log in one.live.logs]
+    assert MetricPoint.objects.get(run=pieces, key="train/loss", step=1555).value == 9.0
+    assert MetricPoint.objects.get(run=pieces, key=SKIPPED_KEY).value == 1.0
 
 
-def test_a_piece_that_is_not_ours_any_more_ends_the_read(run, tmp_path: Path, monkeypatch):
-    """A run relaunched while its old supervisor reads: the piece is refused, and so the rest."""
-    monkeypatch.setattr(ingest, "PIECE_BYTES", 4096)
-    queued = Run.objects.create(project=run.project, name="taken", config=run.config, status=RunStatus.QUEUED)
-    claimed = transitions.claim_for_launch(queued.id, "test-worker")
-    with EventWriter(tmp_path) as writer:
-        for step in range(2000):
-            writer.metric(step, {"train/loss": 1.0})
-    real_commit = ingest._commit
-    commits = []
+def test_a_long_read_is_stored_whole_or_not_at_all(run, tmp_path: Path, monkeypatch):
+    """Its pieces share one transaction: the database lost at the third leaves nothing of the
+    first two (nor an offset past them), and the next round stores them all."""
+    size = _busy_file(tmp_path)
+    monkeypatch.setattr(ingest, "PIECE_BYTES", 16 * 1024)
+    claimed = _claimed(run, "outage")
+    real_write = ingest.write_points
+    writes = []
 
-    def relaunched_after_two(run_, batch, meanwhile=None):
-        commits.append(batch.offset)
-        if len(commits) == 3:
-            Run.objects.filter(pk=run_.id).update(attempt=run_.attempt + 1)
-        return real_commit(run_, batch, meanwhile)
+    def lost_at_the_third(run_id, points, **options):
+        writes.append(len(points))
+        if len(writes) == 3:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_write(run_id, points, **options)
 
-    monkeypatch.setattr(ingest, "_commit", relaunched_after_two)
+    monkeypatch.setattr(ingest, "write_points", lost_at_the_third)
+    with pytest.raises(OperationalError):
+        ingest_new_events(claimed, tmp_path / EVENTS_FILE)
+    assert claimed.events_offset == Run.objects.get(pk=claimed.pk).events_offset == 0
+    assert (
+        not MetricPoint.objects.filter(run=claimed).exists()
+        and not RunLog.objects.filter(run=claimed).exists()
+    )
     batch = ingest_new_events(claimed, tmp_path / EVENTS_FILE)
-    assert batch.lost_ownership and len(commits) == 3
-    assert claimed.events_offset == commits[1] == Run.objects.get(pk=claimed.pk).events_offset
-    assert MetricPoint.objects.filter(run=claimed).count() == batch.stored_points > 0
+    assert batch.offset == claimed.events_offset == size and len(writes) > 10
+    assert MetricPoint.objects.filter(run=claimed, key="train/loss").count() == 1600
+
+
+def test_a_long_read_of_a_run_that_is_not_ours_any_more_stores_nothing(run, tmp_path: Path, monkeypatch):
+    _busy_file(tmp_path)
+    monkeypatch.setattr(ingest, "PIECE_BYTES", 16 * 1024)
+    claimed = _claimed(run, "relaunched")
+    Run.objects.filter(pk=claimed.pk).update(attempt=claimed.attempt + 1)
+    batch = ingest_new_events(claimed, tmp_path / EVENTS_FILE)
+    assert batch.lost_ownership and claimed.events_offset == 0
+    assert not MetricPoint.objects.filter(run=claimed).exists()
