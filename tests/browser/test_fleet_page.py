@@ -66,3 +66,40 @@ def test_fleet_page_lists_hosts_and_draws_utilisation(alice_project, start_serve
     assert not any("/fleet/data" in url for url in asked)  # followed, not polled
     page.screenshot(path="/tmp/runwright-fleetui-fleet-live.png", full_page=True)
     assert js_errors == []
+
+
+def test_fleet_page_names_the_node_of_a_multi_node_run_on_each_host(
+    alice_project, start_servers, chromium, monkeypatch
+):
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    gpu = [GpuInfo("0", "NVIDIA H100 80GB HBM3", 81559)]
+    for name in ("gpu-a@rack1", "gpu-b@rack2"):
+        services.register_host(name=name, queue=f"host.{name}", gpus=gpu)
+    config = resolve("tiny-cpu").to_dict()
+    config["parallel"].update(num_processes=2, device="auto")
+    config["launcher"]["nodes"] = 2
+    run = Run.objects.create(project=alice_project, name="two-node run", preset="tiny-cpu", config=config)
+    assert [run_id for run_id, _ in scheduler.schedule().placed] == [run.pk]
+    services.beat_host("gpu-a@rack1", None, {"0": run.pk})
+    services.beat_host("gpu-b@rack2", None, {"0": run.pk})
+    base = start_servers()
+    page, js_errors = chromium
+    log_in(page, base)
+    for width in (1400, 1000):
+        page.set_viewport_size({"width": width, "height": 600})
+        page.goto(f"{base}/fleet/")
+        for host, node in (("gpu-a@rack1", "node 0 of 2"), ("gpu-b@rack2", "node 1 of 2")):
+            row = page.locator(f"#fleet-hosts [data-host='{host}']")
+            label = row.locator(f".fleet-placed[data-run='{run.pk}'] .fleet-node")
+            assert label.inner_text() == node
+            assert row.locator("[data-gpu='0'] .fleet-node").inner_text() == node
+            # On the run's line, inside the table (not pushed past its edge at 1000 px).
+            right = page.evaluate(
+                "([host, run]) => { const t = document.querySelector('#fleet-hosts table').getBoundingClientRect();"
+                " const l = document.querySelector(`[data-host='${host}'] .fleet-placed[data-run='${run}'] .fleet-node`)"
+                ".getBoundingClientRect(); return [l.right, t.right, l.width]; }",
+                [host, run.pk],
+            )
+            assert right[2] > 0 and right[0] <= right[1] + 1, (width, right)
+        page.screenshot(path=f"/tmp/runwright-fleet-nodes-{width}.png", full_page=True)
+    assert js_errors == []

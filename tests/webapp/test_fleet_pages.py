@@ -13,7 +13,7 @@ from django.utils import timezone
 from modelcore.config import preset
 from webapp.accounts.models import Team
 from webapp.fleet import services
-from webapp.fleet.models import Gpu, Host, HostSample, TeamQuota
+from webapp.fleet.models import Gpu, Host, HostSample, NodeShare, Placement, TeamQuota
 from webapp.fleet.selectors import MAX_CHART_POINTS, utilisation_for
 from webapp.fleet.services import GpuInfo
 from webapp.projects.models import Project
@@ -70,6 +70,29 @@ def test_fleet_page_shows_hosts_gpus_holders_and_utilisation(client, bob, fleet)
     assert charts[0]["host"] == "gpu-1@node"
     assert charts[0]["series"] == {"gpu0 util": [0.9], "gpu1 util": [0.25]}
     assert Gpu.objects.get(host=fleet["host"], index="1").run_id == fleet["theirs"].pk
+
+
+def test_each_host_of_a_multi_node_run_names_its_node(client, bob, project):
+    for name in ("gpu-a@node", "gpu-b@node"):
+        services.register_host(name=name, queue=f"host.{name}", gpus=[GpuInfo("0", "NVIDIA H100", 81559)])
+    run = gpu_run(project, "two-node-run", 2)
+    run.config["launcher"]["nodes"] = 2
+    run.save(update_fields=["config"])
+    gpu_run(project, "one-node-run", 1)
+    assert {run_id for run_id, _ in scheduler.schedule().placed} == {run.pk}  # the single one waits
+    first = Placement.objects.get(pk=run.pk).host.name
+    second = NodeShare.objects.get(placement_id=run.pk).host.name
+    services.beat_host(second, None, {"0": run.pk})
+    client.force_login(bob)
+    hosts = client.get(reverse("fleet:data")).json()["hosts_html"]
+    rows = {name: hosts.split(f'data-host="{name}"')[1].split("</tr>")[0] for name in (first, second)}
+    assert "two-node-run</a> (1) · <span" in rows[first] and "node 0 of 2" in rows[first]
+    assert "node 1 of 2" in rows[second] and "node 0 of 2" not in rows[second]
+    assert (
+        'data-gpu="0">' in rows[second]
+        and 'two-node-run</a> <span class="muted small fleet-node" style="white-space:nowrap">node 1 of 2' in rows[second]
+    )
+    assert "one-node-run" not in hosts  # it waits: the two-node run filled both hosts
 
 
 def test_utilisation_is_thinned_keeping_spikes(db):

@@ -33,6 +33,21 @@ class GpuView:
     memory_mb: int
     run: Run | None  # visible to the person
     held_by_other: bool  # held by a run the person may not see
+    node: str = ""  # "node 1 of 2": which share of a multi-node run holds it
+
+
+@dataclass
+class PlacedRun:
+    """A run placed on a host: ``count`` GPUs (or slots), and which node of a multi-node run this host is."""
+
+    run: Run | None  # None: a run the person may not see
+    count: int
+    node_rank: int = 0
+    nodes: int = 1
+
+    @property
+    def node(self) -> str:
+        return f"node {self.node_rank} of {self.nodes}" if self.nodes > 1 else ""
 
 
 @dataclass
@@ -41,7 +56,7 @@ class HostView:
     alive: bool
     capacity: int
     gpus: list[GpuView] = field(default_factory=list)
-    runs: list[tuple[Run | None, int]] = field(default_factory=list)  # (visible run or None, count)
+    runs: list[PlacedRun] = field(default_factory=list)
 
 
 def _visible_ids(user: AbstractBaseUser | AnonymousUser, run_ids: set[int]) -> dict[int, Run]:
@@ -51,17 +66,19 @@ def _visible_ids(user: AbstractBaseUser | AnonymousUser, run_ids: set[int]) -> d
 def fleet_for(user: AbstractBaseUser | AnonymousUser) -> list[HostView]:
     """Every registered host with its GPUs, what holds them and the runs placed on it."""
     hosts = list(Host.objects.prefetch_related("gpus"))
-    placements = list(
-        Placement.objects.filter(host__isnull=False, released_at__isnull=True).values_list(
-            "host_id", "run_id", "count"
-        )
-    )
+    # (host, run, count, node rank, nodes): node 0 is the placement's host.
+    placements = [
+        (host_id, run_id, count, 0, nodes)
+        for host_id, run_id, count, nodes in Placement.objects.filter(
+            host__isnull=False, released_at__isnull=True
+        ).values_list("host_id", "run_id", "count", "nodes")
+    ]
     # A multi-node run is placed on its shares' hosts too, with the same count on each.
     placements += NodeShare.objects.filter(
         placement__host__isnull=False, placement__released_at__isnull=True, host__isnull=False
-    ).values_list("host_id", "placement_id", "placement__count")
+    ).values_list("host_id", "placement_id", "placement__count", "node_rank", "placement__nodes")
     held = {g.run_id for h in hosts for g in h.gpus.all() if g.run_id}
-    visible = _visible_ids(user, held | {run_id for _, run_id, _ in placements})
+    visible = _visible_ids(user, held | {p[1] for p in placements})
     cutoff = timezone.now() - dt.timedelta(seconds=settings.FLEET_HOST_LOST_SECONDS)
     views = []
     for host in hosts:
@@ -71,16 +88,24 @@ def fleet_for(user: AbstractBaseUser | AnonymousUser) -> list[HostView]:
             alive=host.heartbeat_at is not None and host.heartbeat_at >= cutoff,
             capacity=len(gpus) or host.cpu_slots,
         )
+        view.runs = [
+            PlacedRun(visible.get(run_id), count, rank, nodes)
+            for host_id, run_id, count, rank, nodes in placements
+            if host_id == host.pk
+        ]
+        nodes_here = {p.run.pk: p.node for p in view.runs if p.run is not None}
         for gpu in gpus:
             run = visible.get(gpu.run_id) if gpu.run_id else None
             view.gpus.append(
                 GpuView(
-                    gpu.index, gpu.model, gpu.memory_mb, run, held_by_other=bool(gpu.run_id and run is None)
+                    gpu.index,
+                    gpu.model,
+                    gpu.memory_mb,
+                    run,
+                    held_by_other=bool(gpu.run_id and run is None),
+                    node=nodes_here.get(gpu.run_id, "") if run is not None else "",
                 )
             )
-        view.runs = [
-            (visible.get(run_id), count) for host_id, run_id, count in placements if host_id == host.pk
-        ]
         views.append(view)
     return views
 
