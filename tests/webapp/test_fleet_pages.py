@@ -90,7 +90,8 @@ def test_each_host_of_a_multi_node_run_names_its_node(client, bob, project):
     assert "node 1 of 2" in rows[second] and "node 0 of 2" not in rows[second]
     assert (
         'data-gpu="0">' in rows[second]
-        and 'two-node-run</a> <span class="muted small fleet-node" style="white-space:nowrap">node 1 of 2' in rows[second]
+        and 'two-node-run</a> <span class="muted small fleet-node" style="white-space:nowrap">node 1 of 2'
+        in rows[second]
     )
     assert "one-node-run" not in hosts  # it waits: the two-node run filled both hosts
 
