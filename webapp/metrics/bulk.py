@@ -21,7 +21,6 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Model
-from psycopg.copy import LibpqWriter
 
 # Up to this many rows an upsert is one INSERT ... VALUES: a batch's keys, the few summary
 # rows it changes beside the new ones, the points a resumed attempt re-logs one at a time.
@@ -122,6 +121,8 @@ def _copy(
 ) -> None:
     # psycopg's cursor under Django's: its errors are wrapped as Django's own are (a lost
     # connection an OperationalError, which ingestion retries; a refused row an IntegrityError).
+    from psycopg.copy import LibpqWriter  # here: an embedded (SQLite) install never needs psycopg
+
     raw = cursor.cursor
     # Each block sent as soon as it is packed (not held until a megabyte is), so the
     # database has every row but the last block's when ``meanwhile`` runs.
