@@ -276,9 +276,12 @@ def test_the_fleet_page_lists_a_multi_node_run_on_each_of_its_hosts(project):
     member = get_user_model().objects.create_user("mia", password="x" * 12)
     add_member(project.team, member, Role.MEMBER)
 
-    placed = {view.host.name: [(r.pk if r else None, n) for r, n in view.runs] for view in fleet_for(member)}
+    placed = {
+        view.host.name: [(p.run.pk if p.run else None, p.count, p.node) for p in view.runs]
+        for view in fleet_for(member)
+    }
 
-    assert placed == {"a": [(run.pk, 1)], "b": [(run.pk, 1)], "c": []}
+    assert placed == {"a": [(run.pk, 1, "node 0 of 2")], "b": [(run.pk, 1, "node 1 of 2")], "c": []}
 
 
 def test_a_share_s_end_failed_only_when_its_own_ranks_failed(project, tmp_path, settings):
