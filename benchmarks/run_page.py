@@ -9,10 +9,11 @@ line per rank, eval/, moe/ with a line per expert, and a few without a prefix), 
 steps). On the embedded default (SQLite) the rows are written straight into the file
 (``fill_series_bulk_sqlite``: points, seqs, keys and min/max summaries, row for row what
 the ingest path's ``write_points`` writes for them, which tests/metrics/test_run_page_fixture.py
-checks), about 25 times faster than that path; the filled data folder is kept under
-``--cache-dir`` (default ``/tmp/runwright-bench-run-page/``) between runs, keyed by a digest
-of the migrations, the fill's version and the sizes. 200 x 1M points: about 22 GB, filled
-in about half an hour on the 2-core machine. With ``--database-url`` (PostgreSQL) a
+checks); the filled data folder is kept under ``--cache-dir`` (default
+``/tmp/runwright-bench-run-page/``) between runs, keyed by a digest of the migrations, the
+fill's version and the sizes. 200 x 1M points: 27.6 GB, filled in 39 min at load average
+7-13 on the 2-core machine (86k points/s, the two index builds most of it; 470k/s at 5 x 1M;
+the writer's path: ~18k/s, 3 hours). With ``--database-url`` (PostgreSQL) a
 throwaway database is filled (the first key through the writer, copies inside the
 database for the rest) and dropped afterwards.
 
@@ -41,7 +42,22 @@ on-screen panels read as soon as the page's script has laid them out, in one req
 server answers a page's sync views one at a time). Laying out the panels took ~230 ms, most
 of it ``localeCompare`` with options per comparison (now one ``Intl.Collator``); off-screen
 panels are skipped by ``content-visibility``. Plotly.js (the basic bundle, 4.1.1, the
-newest) runs in ~200-270 ms of a cold visit; its URL names its bytes and is ``immutable``.
+newest) runs in ~200-270 ms of a cold visit at load ~10 (780 ms at 14); its URL names its
+bytes and is ``immutable``. What is left on the first screen's path is the browser's:
+the page's style and layout, Plotly.js, four first plots; the series answer comes first.
+
+Medians of 7 loads, 200 keys x 1M points (27.6 GB), Intel Xeon 2 cores shared with other
+work (load average 6.5-14.7 throughout: every figure is several times a quiet machine's),
+``nice -n -10``; "before" is commit 05dd7bf's page, same benchmark and data:
+
+| 200 x 1M | cold: HTML / scripts / first screen | warm: first screen | all 106 panels |
+|---|---|---|---|
+| before (load 9.9-14.4) | 250 / 1545 / 2532 ms | 3236 ms | 25.7 s |
+| after (load 6.5-10.3) | 242 / 1171 / 1541 ms | 2178 ms | 14.6 s |
+| after (load 14.0-14.7) | 298 / 1811 / 2232 ms | 1770 ms | 24.5 s |
+
+The 1 s target is not shown on this machine: at this load the noise is larger than the
+changes (200 x 20k A/B runs crossed over). It needs a quiet run.
 """
 
 from __future__ import annotations
