@@ -356,13 +356,13 @@ def setup_role(keys: int, points: int) -> None:
 FIRST_SCREEN_DRAWN = """() => {
   const panels = Array.from(document.querySelectorAll('.panel:not([hidden])'));
   const inView = panels.filter((p) => { const r = p.getBoundingClientRect(); return r.top < innerHeight && r.bottom > 0; });
-  return inView.length > 0 && inView.every((p) => { const d = p.querySelector('.chart'); return d.data && d.data.length; });
+  return inView.length > 0 && inView.every((p) => { const d = p.querySelector('.chart'); return d && d.data && d.data.length; });
 }"""
 
 # Scrolls each panel of the open groups into view in turn and waits for it to be drawn;
 # answers the time since the navigation started when the last one was.
 ALL_PANELS_DRAWN = """async () => {
-  const drawn = (p) => { const d = p.querySelector('.chart'); return d.data && d.data.length; };
+  const drawn = (p) => { const d = p.querySelector('.chart'); return d && d.data && d.data.length; };
   const panels = Array.from(document.querySelectorAll('details[open] .panel:not([hidden])'));
   for (const p of panels) {
     p.scrollIntoView({ block: 'center' });

@@ -112,9 +112,21 @@
     return state.is_final ? "no points were logged" : "waiting for the first points…";
   }
 
+  // A panel is a placeholder of a built panel's height until it comes near the screen
+  // (the observer below): then its head, controls and chart are made. A 200-key run's
+  // hundred panels, built at once, cost the first screen 200 ms of script and layout.
   function makePanel(id) {
-    const panel = { id: id, group: groupOf(id), keys: [], status: "idle" };
-    const node = rw.el("section", { class: "card chart-card panel", "data-panel": id });
+    const panel = { id: id, group: groupOf(id), keys: [], status: "idle", built: false };
+    panel.node = rw.el("section", { class: "card chart-card panel unbuilt", "data-panel": id });
+    panels.set(id, panel);
+    observer.observe(panel.node);
+    return panel;
+  }
+
+  function buildPanel(panel) {
+    if (panel.built) return;
+    panel.built = true;
+    const id = panel.id, node = panel.node;
     const head = rw.el("div", { class: "panel-head" });
     const title = rw.el("h3", { class: "panel-title", title: id }, id);
     const tools = rw.el("div", { class: "panel-tools" });
@@ -126,7 +138,7 @@
     const bar = rw.el("div", { class: "panel-controls" });
     const div = rw.el("div", { class: "chart", id: domId(id) });
     node.append(head, bar, div);
-    panel.node = node;
+    node.classList.remove("unbuilt");
     panel.chart = rw.seriesChart(
       div,
       (window, need) => prefetched(panel, window, need) ||
@@ -141,15 +153,10 @@
       },
       { tokens: tokensCurve, start: state.started_at },
     );
-    // The saved view now, the controls that change it once the panel comes near the screen:
-    // a hundred panels' toolbars cost the first screen half a second of style and layout.
     Object.assign(panel.chart.view, saved.views[id] || {});
-    panel.buildControls = function () {
-      panel.buildControls = null;
-      rw.panelControls(bar, panel.chart, id,
-        (window) => rw.windowUrl(csvUrl, panel.keys.map((k) => ["key", k]), window),
-        (view) => { saved.views[id] = view; remember(); }, saved.views[id]);
-    };
+    rw.panelControls(bar, panel.chart, id,
+      (window) => rw.windowUrl(csvUrl, panel.keys.map((k) => ["key", k]), window),
+      (view) => { saved.views[id] = view; remember(); }, saved.views[id]);
     left.addEventListener("click", () => move(panel, -1));
     right.addEventListener("click", () => move(panel, 1));
     hide.addEventListener("click", function () {
@@ -157,9 +164,6 @@
       remember();
       layoutGroup(panel.group);
     });
-    panels.set(id, panel);
-    observer.observe(node);
-    return panel;
   }
 
   // The tokens-seen curve, read once, for panels whose x axis is "tokens seen".
@@ -193,8 +197,9 @@
     for (const entry of entries) {
       if (!entry.isIntersecting) continue;
       const panel = panels.get(entry.target.dataset.panel);
-      if (panel && panel.buildControls) panel.buildControls();
-      if (!panel || panel.status !== "idle") continue;
+      if (!panel) continue;
+      buildPanel(panel);
+      if (panel.status !== "idle") continue;
       const box = entry.boundingClientRect;
       (box.top < window.innerHeight && box.bottom > 0 ? onScreen : near).push(panel);
       panel.status = "loading";  // taken: a later callback leaves it alone
@@ -242,6 +247,7 @@
       const box = panel.node.getBoundingClientRect();
       if (box.top < window.innerHeight && box.bottom > 0) shown.push(panel);
     }
+    shown.forEach(buildPanel);
     readTogether(shown);
     firstScreen = Promise.all(shown.map(drawPanel));
   }
