@@ -7,6 +7,7 @@ public, like the schema it is built from: it describes the API and holds no data
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -16,7 +17,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET
 
-from webapp.api.root import api
+from webapp.api.root import openapi_schema
 
 METHOD_ORDER = ("get", "post", "patch", "put", "delete")
 
@@ -94,8 +95,10 @@ def _answers(operation: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+@functools.cache
 def docs_context() -> dict[str, Any]:
-    schema = api.get_openapi_schema()
+    """What the docs page shows, read from the schema once per process (it never changes while it runs)."""
+    schema = openapi_schema()
     groups: dict[str, list[dict[str, Any]]] = {}
     for path, methods in schema["paths"].items():
         for method in METHOD_ORDER:
