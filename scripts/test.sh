@@ -6,7 +6,9 @@
 # them), runs the database- and broker-backed suites again on PostgreSQL and
 # Redis, beside pass 1: what must hold on both is tested on both. Only the tests that touch the
 # database, the broker or Redis (--services-only, tests/conftest.py): engine,
-# parsing and browser tests give the same answer on any backend.
+# parsing and browser tests give the same answer on any backend. The engine's own tests
+# (tests/modelcore) then run in that second lane rather than in pass 1, so the two lanes
+# take about as long as each other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +37,15 @@ services_pass() {
   run_pytest --services-only tests/webapp tests/workers tests/metrics tests/evals tests/faults "$@"
 }
 
+# The engine's tests (tests/modelcore) touch no database or broker; when a services pass
+# runs, they follow it in its lane (on the embedded settings), which balances the two lanes.
+engine_pass() {
+  (
+    unset RUNWRIGHT_DATABASE_URL RUNWRIGHT_REDIS_URL RUNWRIGHT_BROKER_URL
+    run_pytest tests/modelcore "$@"
+  )
+}
+
 # The two passes share nothing (each session has its own data directory, database and
 # broker) and spend much of their time waiting on trainers, workers and browsers, so the
 # service pass runs beside the embedded one: the suite's wall time is the longer pass, not
@@ -42,7 +53,13 @@ services_pass() {
 services_rc=0
 if [ -n "${RUNWRIGHT_DATABASE_URL:-}" ] || [ -n "${RUNWRIGHT_REDIS_URL:-}" ]; then
   services_log="$(mktemp)"
-  (services_pass "$@") >"$services_log" 2>&1 &
+  (
+    lane_rc=0
+    (services_pass "$@") || lane_rc=$?
+    echo "== pytest, engine (tests/modelcore, embedded settings)"
+    engine_pass "$@" || lane_rc=$?
+    exit "$lane_rc"
+  ) >"$services_log" 2>&1 &
   services_pid=$!
 fi
 
@@ -52,7 +69,11 @@ set +e
   unset RUNWRIGHT_DATABASE_URL RUNWRIGHT_REDIS_URL RUNWRIGHT_BROKER_URL
   # Multi-host fleet tests need a shared database and broker: the services pass runs them.
   [ -n "${services_pid:-}" ] && export RUNWRIGHT_TEST_FLEET_IN_SERVICES_PASS=1
-  run_pytest "$@"
+  if [ -n "${services_pid:-}" ]; then
+    run_pytest --ignore=tests/modelcore "$@"  # the other lane runs them
+  else
+    run_pytest "$@"
+  fi
 )
 embedded_rc=$?
 set -e
@@ -62,7 +83,7 @@ if [ -n "${services_pid:-}" ]; then
   wait "$services_pid"
   services_rc=$?
   set -e
-  echo "== pytest, services (database: ${RUNWRIGHT_DATABASE_URL:-SQLite}, redis: ${RUNWRIGHT_REDIS_URL:-none})"
+  echo "== pytest, services (database: ${RUNWRIGHT_DATABASE_URL:-SQLite}, redis: ${RUNWRIGHT_REDIS_URL:-none}), then the engine's tests"
   cat "$services_log"
   rm -f "$services_log"
 fi

@@ -25,16 +25,21 @@ def noisy_loss(step: int) -> float:
     return 3.0 + 4.0 / step + (0.5 if step % 2 else -0.5)
 
 
+def stored_run(project, name: str, status: str, step: int, overrides: dict | None = None) -> Run:
+    """A run row as a finished (or running) trainer leaves it: the page reads only the database."""
+    return Run.objects.create(
+        project=project,
+        name=name,
+        preset="tiny-cpu",
+        config=resolve("tiny-cpu", overrides or {}).to_dict(),
+        status=status,
+        step=step,
+    )
+
+
 @pytest.fixture
 def run_with_groups(alice_project) -> Run:
-    run = Run.objects.create(
-        project=alice_project,
-        name="panels",
-        preset="tiny-cpu",
-        config=resolve("tiny-cpu", {"train": {"max_steps": 800}}).to_dict(),
-        status=RunStatus.COMPLETED,
-        step=N,
-    )
+    run = stored_run(alice_project, "panels", RunStatus.COMPLETED, N, {"train": {"max_steps": 800}})
     points = []
     for s in range(1, N + 1):
         t = T0 + 2.0 * s
@@ -267,14 +272,7 @@ def test_the_first_screens_panels_share_one_read_and_each_draws_its_own_lines(
 
 @pytest.fixture
 def run_with_samples(alice_project) -> Run:
-    run = Run.objects.create(
-        project=alice_project,
-        name="samples",
-        preset="tiny-cpu",
-        config=resolve("tiny-cpu", {"train": {"sample_every": 10}}).to_dict(),
-        status=RunStatus.COMPLETED,
-        step=20,
-    )
+    run = stored_run(alice_project, "samples", RunStatus.COMPLETED, 20, {"train": {"sample_every": 10}})
     for step, texts in ((10, ["xq zz", "osx"]), (20, ["main():", "os\n<b>sys</b>"])):
         for index, (prompt, text) in enumerate(zip(["def ", "import "], texts, strict=True)):
             RunSample.objects.create(run=run, step=step, index=index, prompt=prompt, text=text, time=T0)
@@ -306,14 +304,7 @@ def test_samples_table_has_a_row_per_prompt_and_a_column_per_step(run_with_sampl
 def run_with_checkpoint(alice_project, tmp_path) -> Run:
     from webapp.runs import transitions
 
-    run = Run.objects.create(
-        project=alice_project,
-        name="checkpointed",
-        preset="tiny-cpu",
-        config=resolve("tiny-cpu").to_dict(),
-        status=RunStatus.COMPLETED,
-        step=20,
-    )
+    run = stored_run(alice_project, "checkpointed", RunStatus.COMPLETED, 20)
     # The servers' run directory (start_servers gives them tmp_path / "data").
     folder = tmp_path / "data" / "runs" / str(run.id) / "checkpoints" / "step_000020"
     folder.mkdir(parents=True)
@@ -352,14 +343,7 @@ def test_checkpoints_panel_lists_kept_and_pruned_and_downloads_a_tar(
 
 @pytest.fixture
 def live_run(alice_project) -> Run:
-    run = Run.objects.create(
-        project=alice_project,
-        name="live panels",
-        preset="tiny-cpu",
-        config=resolve("tiny-cpu").to_dict(),
-        status=RunStatus.RUNNING,
-        step=2,
-    )
+    run = stored_run(alice_project, "live panels", RunStatus.RUNNING, 2)
     upsert_points(run.id, [Point("train/loss", s, 5.0 - s / 10, T0 + s) for s in (1, 2)])
     return run
 
@@ -399,14 +383,7 @@ MANY_GROUPS = {"train": 30, "val": 30, "perf": 30, "system": 30, "eval": 30, "mi
 
 @pytest.fixture
 def run_with_many_keys(alice_project) -> Run:
-    run = Run.objects.create(
-        project=alice_project,
-        name="many keys",
-        preset="tiny-cpu",
-        config=resolve("tiny-cpu", {"train": {"max_steps": 800}}).to_dict(),
-        status=RunStatus.COMPLETED,
-        step=5,
-    )
+    run = stored_run(alice_project, "many keys", RunStatus.COMPLETED, 5, {"train": {"max_steps": 800}})
     keys = ["train/loss"] + [f"{g}/m{i}" for g, n in MANY_GROUPS.items() for i in range(n)][1:]
     upsert_points(
         run.id, [Point(k, s, float(s + i), T0 + s) for i, k in enumerate(keys) for s in range(1, 6)]
