@@ -63,3 +63,18 @@ def log_in(page, base: str, username: str = "alice", password: str = PASSWORD) -
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_url(base + "/projects/")
+
+
+def stored_run(project, name: str, status: str, step: int, overrides: dict | None = None):
+    """A run row as a finished (or running) trainer leaves it: the run page reads only the database."""
+    from modelcore.config import resolve
+    from webapp.runs.models import Run
+
+    return Run.objects.create(
+        project=project,
+        name=name,
+        preset="tiny-cpu",
+        config=resolve("tiny-cpu", overrides or {}).to_dict(),
+        status=status,
+        step=step,
+    )

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from browser_support import log_in
+from browser_support import log_in, stored_run
 from playwright.sync_api import expect
 
-from modelcore.config import resolve
 from webapp.metrics.services import Point, upsert_points
 from webapp.runs.models import Run, RunStatus
 
@@ -14,20 +13,9 @@ N_STEPS = 6000
 SPIKE_STEP = 3001
 
 
-def tiny_run(project, name: str, status: str, step: int) -> Run:
-    return Run.objects.create(
-        project=project,
-        name=name,
-        preset="tiny-cpu",
-        config=resolve("tiny-cpu").to_dict(),
-        status=status,
-        step=step,
-    )
-
-
 @pytest.fixture
 def long_run(alice_project) -> Run:
-    run = tiny_run(alice_project, "long run", RunStatus.COMPLETED, N_STEPS)
+    run = stored_run(alice_project, "long run", RunStatus.COMPLETED, N_STEPS)
     upsert_points(
         run.id,
         [
@@ -72,7 +60,7 @@ def test_a_running_run_follows_live_over_the_stream_or_the_polling_fallback(
     """rw.live: the same page updates over SSE, or by polling when the client chooses it."""
     # Playwright's sync API runs an event loop in this thread; the writes below are plain sync code.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    run = tiny_run(alice_project, "live run", RunStatus.RUNNING, 2)
+    run = stored_run(alice_project, "live run", RunStatus.RUNNING, 2)
     upsert_points(run.id, [Point("train/loss", s, 5.0 - s / 10, s) for s in (1, 2)])
     base = start_servers()
     page, js_errors = chromium
@@ -93,7 +81,7 @@ def test_a_running_run_follows_live_over_the_stream_or_the_polling_fallback(
 
 @pytest.fixture
 def flat_run(alice_project) -> Run:
-    run = tiny_run(alice_project, "flat run", RunStatus.COMPLETED, 40)
+    run = stored_run(alice_project, "flat run", RunStatus.COMPLETED, 40)
     points = [Point(key, s, value, s) for key, value in FLAT.items() for s in range(1, 41)]
     upsert_points(run.id, points)
     return run

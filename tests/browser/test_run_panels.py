@@ -9,10 +9,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from browser_support import log_in
+from browser_support import log_in, stored_run
 from playwright.sync_api import expect
 
-from modelcore.config import resolve
 from webapp.metrics.services import Point, upsert_points
 from webapp.runs.models import Run, RunSample, RunStatus
 
@@ -23,18 +22,6 @@ T0 = 1_764_000_000.0
 
 def noisy_loss(step: int) -> float:
     return 3.0 + 4.0 / step + (0.5 if step % 2 else -0.5)
-
-
-def stored_run(project, name: str, status: str, step: int, overrides: dict | None = None) -> Run:
-    """A run row as a finished (or running) trainer leaves it: the page reads only the database."""
-    return Run.objects.create(
-        project=project,
-        name=name,
-        preset="tiny-cpu",
-        config=resolve("tiny-cpu", overrides or {}).to_dict(),
-        status=status,
-        step=step,
-    )
 
 
 @pytest.fixture
